@@ -1,0 +1,1 @@
+//! CIFAR-100 and CIFAR-10 datasets.

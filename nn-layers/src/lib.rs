@@ -1,0 +1,27 @@
+//! Layers: each a `forward` that returns its output and a cache, and a `backward` that consumes
+//! that cache, side by side in one file.
+//!
+//! Conventions, for every layer of this crate:
+//! - `forward(.., x, mode, ..) -> (y, cache)`: the cache holds exactly what `backward` needs.
+//! - `backward(&mut self, dy, cache) -> dx`: parameter gradients are *accumulated* (`+=`) into each
+//!   [`Param::grad`]; the input gradient `dx` is a fresh tensor (overwritten, never accumulated).
+//! - Randomness (dropout, DropBlock) comes from an explicit
+//!   [`MaskKey`](kernels::philox::MaskKey); initialisation takes an explicit seeded RNG.
+//! - The arithmetic itself lives in `kernels`; a layer owns parameters, caches and the order of calls.
+//!
+//! Shape legend: N batch, C channels in, K channels out, H W spatial size in, OH OW spatial size
+//! out, F features in, O features out.
+
+mod error;
+pub mod gradcheck;
+mod param;
+
+pub use error::{Error, Result};
+pub use param::{join, Param, Parameters};
+
+/// Whether a layer runs as in training (batch statistics, random masks) or in evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}

@@ -1,0 +1,1 @@
+//! The residual model, the optimizer and the training loop.
