@@ -15,6 +15,7 @@
 //! out, F features, M N K in GEMM docs are the usual matrix dimensions.
 
 mod error;
+pub mod gemm;
 pub mod philox;
 
 pub use error::{Error, Result};
