@@ -14,6 +14,7 @@
 //! Shape legend: N batch, C channels in, K channels out, H W spatial size in, OH OW spatial size
 //! out, F features, M N K in GEMM docs are the usual matrix dimensions.
 
+pub mod conv2d;
 mod error;
 pub mod gemm;
 pub mod philox;

@@ -1,0 +1,184 @@
+//! 2-D convolution (cross-correlation, as every framework computes it), no bias, NCHW.
+//!
+//! All three passes are one GEMM per image (or per group of images) on the image's im2col
+//! matrix, whose row (c, ky, kx) holds, for every output pixel (oy, ox), the input value the
+//! kernel tap (ky, kx) of channel c sees there (0 in the padding):
+//! - forward: y_n = W col(x_n), with W viewed as (K, C KH KW);
+//! - backward-data: dx_n = col2im(W^T dy_n), col2im summing each column back onto the pixels it
+//!   was read from;
+//! - backward-weight: dW += sum_n dy_n col(x_n)^T.
+//!
+//! # Shapes
+//! x: (N, C, H, W), weight: (K, C, KH, KW) -> y: (N, K, OH, OW), with
+//! OH = (H + 2 pad - KH) / stride + 1 and OW = (W + 2 pad - KW) / stride + 1.
+
+mod cpu;
+#[cfg(test)]
+mod tests;
+
+use tensor_core::{Shape, Tensor};
+
+use crate::{Error, Result};
+
+/// Stride and zero padding of a convolution, the same on both axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeom {
+    pub stride: usize,
+    /// Zeros added on each side (top, bottom, left and right).
+    pub pad: usize,
+}
+
+impl Conv2dGeom {
+    /// Stride 1 and 1 pixel of padding: a 3x3 kernel keeps the size of the map (SAME).
+    pub const SAME_3X3: Conv2dGeom = Conv2dGeom { stride: 1, pad: 1 };
+}
+
+/// Every size of one convolution, checked to fit together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dDims {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2dDims {
+    /// The sizes of a convolution of x: (N, C, H, W) by weight: (K, C, KH, KW).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if either is not rank 4, the channel counts differ, an axis is 0, or the
+    /// kernel is larger than the padded input; [`Error::Invalid`] for a stride of 0.
+    pub fn new(op: &'static str, x: &[usize], weight: &[usize], geom: Conv2dGeom) -> Result<Self> {
+        let (&[n, c, h, w], &[k, wc, kh, kw]) = (x, weight) else {
+            return Err(Error::Shape {
+                op,
+                msg: format!(
+                    "x {} and weight {} must both be rank 4",
+                    Shape::from(x),
+                    Shape::from(weight)
+                ),
+            });
+        };
+        let (xs, ws) = (Shape::from(x), Shape::from(weight));
+        let Conv2dGeom { stride, pad } = geom;
+        if stride == 0 {
+            return Err(Error::Invalid {
+                op,
+                msg: "stride 0".into(),
+            });
+        }
+        if c != wc {
+            return Err(Error::Shape {
+                op,
+                msg: format!("x {xs} has {c} channels, weight {ws} expects {wc}"),
+            });
+        }
+        if [n, c, h, w, k, kh, kw].contains(&0) {
+            return Err(Error::Shape {
+                op,
+                msg: format!("x {xs} or weight {ws} has an empty axis"),
+            });
+        }
+        if h + 2 * pad < kh || w + 2 * pad < kw {
+            return Err(Error::Shape {
+                op,
+                msg: format!("weight {ws}: kernel {kh}x{kw} is larger than x {xs} padded by {pad}"),
+            });
+        }
+        Ok(Conv2dDims {
+            n,
+            c,
+            h,
+            w,
+            k,
+            kh,
+            kw,
+            oh: (h + 2 * pad - kh) / stride + 1,
+            ow: (w + 2 * pad - kw) / stride + 1,
+            stride,
+            pad,
+        })
+    }
+
+    /// (N, C, H, W).
+    pub fn x_dims(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+
+    /// (K, C, KH, KW).
+    pub fn weight_dims(&self) -> [usize; 4] {
+        [self.k, self.c, self.kh, self.kw]
+    }
+
+    /// (N, K, OH, OW).
+    pub fn y_dims(&self) -> [usize; 4] {
+        [self.n, self.k, self.oh, self.ow]
+    }
+
+    /// Floating-point operations of one pass (each pass costs the same): 2 N K C KH KW OH OW.
+    pub fn flops(&self) -> u64 {
+        2 * [self.n, self.k, self.c, self.kh, self.kw, self.oh, self.ow]
+            .iter()
+            .map(|&d| d as u64)
+            .product::<u64>()
+    }
+}
+
+/// Convolution forward.
+/// x: (N, C, H, W), weight: (K, C, KH, KW) -> y: (N, K, OH, OW), overwritten.
+///
+/// # Errors
+/// [`Error::Shape`] naming the shapes if x and weight do not fit (see [`Conv2dDims::new`]) or y is
+/// not (N, K, OH, OW); [`Error::Invalid`] for a stride of 0.
+pub fn conv2d_forward(y: &mut Tensor, x: &Tensor, weight: &Tensor, geom: Conv2dGeom) -> Result<()> {
+    const OP: &str = "conv2d_forward";
+    let d = Conv2dDims::new(OP, x.dims(), weight.dims(), geom)?;
+    y.expect_shape(OP, "y", &d.y_dims())?;
+    cpu::forward(y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?, &d)
+}
+
+/// Convolution backward with respect to the input.
+/// dy: (N, K, OH, OW), weight: (K, C, KH, KW) -> dx: (N, C, H, W), overwritten.
+///
+/// # Errors
+/// [`Error::Shape`] naming the shapes if dx and weight do not fit or dy is not the output shape
+/// they give; [`Error::Invalid`] for a stride of 0.
+pub fn conv2d_backward_data(
+    dx: &mut Tensor,
+    dy: &Tensor,
+    weight: &Tensor,
+    geom: Conv2dGeom,
+) -> Result<()> {
+    const OP: &str = "conv2d_backward_data";
+    let d = Conv2dDims::new(OP, dx.dims(), weight.dims(), geom)?;
+    dy.expect_shape(OP, "dy", &d.y_dims())?;
+    cpu::backward_data(dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?, &d)
+}
+
+/// Convolution backward with respect to the weight.
+/// dy: (N, K, OH, OW), x: (N, C, H, W) -> dweight: (K, C, KH, KW), accumulated (`+=`).
+///
+/// The sum over the batch runs in a fixed order, so the result does not depend on the number of
+/// threads.
+///
+/// # Errors
+/// [`Error::Shape`] naming the shapes if x and dweight do not fit or dy is not the output shape
+/// they give; [`Error::Invalid`] for a stride of 0.
+pub fn conv2d_backward_weight(
+    dweight: &mut Tensor,
+    dy: &Tensor,
+    x: &Tensor,
+    geom: Conv2dGeom,
+) -> Result<()> {
+    const OP: &str = "conv2d_backward_weight";
+    let d = Conv2dDims::new(OP, x.dims(), dweight.dims(), geom)?;
+    dy.expect_shape(OP, "dy", &d.y_dims())?;
+    cpu::backward_weight(dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?, &d)
+}

@@ -1,0 +1,64 @@
+use rayon::prelude::*;
+
+use crate::philox::MaskKey;
+
+/// Values per rayon task in [`apply`].
+const CHUNK: usize = 1 << 14;
+
+/// Fills `mask` ((N*C) planes of H x W; 1 kept, 0 dropped) and returns how many values are kept.
+///
+/// Planes are independent and drawn in parallel; the count is an integer sum, exact in any order.
+/// Needs h >= block and w >= block.
+pub fn draw_mask(
+    mask: &mut [u8],
+    h: usize,
+    w: usize,
+    block: usize,
+    gamma: f32,
+    key: MaskKey,
+) -> u64 {
+    mask.par_chunks_mut(h * w)
+        .enumerate()
+        .map(|(plane, m)| draw_plane(m, plane, h, w, block, gamma, key))
+        .collect::<Vec<u64>>()
+        .iter()
+        .sum()
+}
+
+/// One (H, W) plane: a drawn centre at grid (i, j) zeroes the block x block square with top-left
+/// corner (i, j) (the closed form of pad + SAME max-pool derived in the module doc).
+fn draw_plane(
+    m: &mut [u8],
+    plane: usize,
+    h: usize,
+    w: usize,
+    block: usize,
+    gamma: f32,
+    key: MaskKey,
+) -> u64 {
+    let (gh, gw) = (h - block + 1, w - block + 1);
+    let first = (plane * gh * gw) as u64;
+    m.fill(1);
+    for i in 0..gh {
+        for j in 0..gw {
+            if key.uniform(first + (i * gw + j) as u64) < gamma {
+                for row in m[i * w..].chunks_mut(w).take(block) {
+                    row[j..j + block].fill(0);
+                }
+            }
+        }
+    }
+    m.iter().map(|&k| k as u64).sum()
+}
+
+/// out[i] = inp[i] * scale where keep[i] is 1, else 0.
+pub fn apply(out: &mut [f32], inp: &[f32], keep: &[u8], scale: f32) {
+    out.par_chunks_mut(CHUNK)
+        .zip(inp.par_chunks(CHUNK))
+        .zip(keep.par_chunks(CHUNK))
+        .for_each(|((out, inp), keep)| {
+            for ((o, &v), &k) in out.iter_mut().zip(inp).zip(keep) {
+                *o = if k == 1 { v * scale } else { 0.0 };
+            }
+        });
+}

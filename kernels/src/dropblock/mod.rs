@@ -1,0 +1,118 @@
+//! DropBlock (Ghiasi et al., 2018) as the seed's TensorFlow `DropBlock.py` computes it.
+//!
+//! On an (N, C, H, W) map with block size b and keep probability k:
+//! 1. gamma = (1 - k) * (W*H) / b^2 / ((W - b + 1) * (H - b + 1)).
+//! 2. Block centres: Bernoulli(gamma) on an (H-b+1) x (W-b+1) grid per sample and channel; centre
+//!    (n, c, i, j) is drawn iff `key.uniform(e) < gamma` with e = ((n*C + c)*(H-b+1) + i)*(W-b+1) + j.
+//! 3. The grid is padded with p0 = (b-1) - (b-1)/2 zeros before and (b-1)/2 after on each axis
+//!    back to H x W, max-pooled b x b with stride 1 and TensorFlow SAME padding ((b-1)/2 before),
+//!    and mask = 1 - pooled.
+//! 4. y = x * mask * scale with scale = mask.len() / mask.sum(), the sum over the whole
+//!    (N, C, H, W) mask, as the seed's `output * size(mask) / reduce_sum(mask)` does.
+//!
+//! Steps 2-3 in closed form: pooled output (y, x) sees padded rows y - (b-1)/2 ..= y + b-1-(b-1)/2,
+//! which holds grid row i (padded row i + p0) iff i <= y <= i + b - 1, because p0 + (b-1)/2 = b - 1;
+//! likewise for columns. So a centre at (i, j) drops exactly the b x b square whose top-left corner
+//! is (i, j), always inside the map. [`cpu`] builds the mask that way; the tests compare it with a
+//! literal pad + max-pool.
+//!
+//! Identity (no mask at all) when k = 1, and when H < b or W < b: the seed's sampling grid is then
+//! empty and DropBlock passes x through. The mask sum is an integer count, so it is exact and does
+//! not depend on the thread count; when every value is dropped the scale is 0 (y = 0), never a
+//! division by zero.
+//!
+//! The scale is computed once, in f64 and rounded to f32, and each kept value is multiplied by it;
+//! TensorFlow multiplies by the size and divides by the sum per value, which can differ in the
+//! last bit.
+//!
+//! # Shapes
+//! mask: (N, C, H, W) bytes; x, y, dy, dx: (N, C, H, W).
+
+mod cpu;
+#[cfg(test)]
+mod tests;
+
+use tensor_core::{Shape, Tensor};
+
+use crate::dropout::check_keep_prob;
+use crate::philox::MaskKey;
+use crate::{Error, Result};
+
+/// One DropBlock draw: which values are kept, and the factor that rescales them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropBlockMask {
+    /// The (N, C, H, W) shape of the map it was drawn for.
+    pub shape: Shape,
+    /// keep: (N, C, H, W), 1 where the value is kept, 0 where a block dropped it.
+    pub keep: Vec<u8>,
+    /// mask.len() / mask.sum(), or 0 when the mask is all zeros.
+    pub scale: f32,
+}
+
+/// gamma = (1 - k) * (W*H) / b^2 / ((W - b + 1) * (H - b + 1)), the rate of block centres that
+/// drops about a fraction 1 - k of the map. Only meaningful when H >= b and W >= b.
+pub fn dropblock_gamma(h: usize, w: usize, block: usize, keep: f32) -> f32 {
+    let (hf, wf, bf) = (h as f64, w as f64, block as f64);
+    ((1.0 - keep as f64) * (wf * hf) / (bf * bf) / ((wf - bf + 1.0) * (hf - bf + 1.0))) as f32
+}
+
+/// Draws the DropBlock mask for a map of `shape` (N, C, H, W).
+///
+/// Returns `None` when DropBlock is the identity (`keep` = 1, or the map is smaller than the
+/// block on either axis); the caller then passes x through.
+///
+/// # Errors
+/// [`Error::Shape`] if `shape` is not rank 4; [`Error::Invalid`] if `block` is 0 or `keep` is not
+/// in (0, 1].
+pub fn dropblock_mask(
+    shape: &Shape,
+    block: usize,
+    keep: f32,
+    key: MaskKey,
+) -> Result<Option<DropBlockMask>> {
+    const OP: &str = "dropblock_mask";
+    check_keep_prob(OP, keep)?;
+    if block == 0 {
+        return Err(Error::Invalid {
+            op: OP,
+            msg: "block size is 0".into(),
+        });
+    }
+    let (_, _, h, w) = shape.nchw().ok_or_else(|| Error::Shape {
+        op: OP,
+        msg: format!("map has shape {shape}, expected rank 4 (N, C, H, W)"),
+    })?;
+    if keep == 1.0 || h < block || w < block {
+        return Ok(None);
+    }
+    let gamma = dropblock_gamma(h, w, block, keep);
+    let mut mask = vec![0u8; shape.len()];
+    let kept = cpu::draw_mask(&mut mask, h, w, block, gamma, key);
+    let scale = if kept == 0 {
+        0.0
+    } else {
+        (mask.len() as f64 / kept as f64) as f32
+    };
+    Ok(Some(DropBlockMask {
+        shape: shape.clone(),
+        keep: mask,
+        scale,
+    }))
+}
+
+/// Applies a drawn mask: out = inp * mask * scale.
+///
+/// Forward: inp = x -> out = y. Backward: inp = dy -> out = dx, since y is linear in x with the
+/// diagonal Jacobian diag(mask * scale) (the mask does not depend on x).
+///
+/// inp: (N, C, H, W) -> out: (N, C, H, W), overwritten.
+///
+/// # Errors
+/// A shape error if `inp` or `out` does not have the mask's shape.
+pub fn dropblock_apply(out: &mut Tensor, inp: &Tensor, mask: &DropBlockMask) -> Result<()> {
+    const OP: &str = "dropblock_apply";
+    inp.expect_shape(OP, "input", mask.shape.dims())?;
+    out.expect_shape(OP, "output", mask.shape.dims())?;
+    cpu::apply(out.as_mut_slice()?, inp.as_slice()?, &mask.keep, mask.scale);
+    Ok(())
+}

@@ -1,0 +1,31 @@
+use rayon::prelude::*;
+
+use crate::philox::MaskKey;
+
+/// Values per rayon task.
+const CHUNK: usize = 1 << 14;
+
+/// out[i] = inp[i] / keep if `key.uniform(i) < keep`, else 0.
+///
+/// Forward (inp = x) and backward (inp = dy) are this same map: dropout is linear in x with a
+/// diagonal Jacobian diag(mask / keep).
+pub fn apply_mask(out: &mut [f32], inp: &[f32], keep: f32, key: MaskKey) {
+    if keep == 1.0 {
+        out.copy_from_slice(inp);
+        return;
+    }
+    let scale = 1.0 / keep;
+    out.par_chunks_mut(CHUNK)
+        .zip(inp.par_chunks(CHUNK))
+        .enumerate()
+        .for_each(|(c, (out, inp))| {
+            let first = (c * CHUNK) as u64;
+            for (i, (o, &v)) in out.iter_mut().zip(inp).enumerate() {
+                *o = if key.uniform(first + i as u64) < keep {
+                    v * scale
+                } else {
+                    0.0
+                };
+            }
+        });
+}
