@@ -14,9 +14,13 @@
 //! Shape legend: N batch, C channels in, K channels out, H W spatial size in, OH OW spatial size
 //! out, F features, M N K in GEMM docs are the usual matrix dimensions.
 
+pub mod add;
+pub mod batchnorm;
 pub mod conv2d;
 mod error;
 pub mod gemm;
+pub mod maxpool;
 pub mod philox;
+pub mod relu;
 
 pub use error::{Error, Result};

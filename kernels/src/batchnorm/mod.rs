@@ -1,0 +1,328 @@
+//! Batch normalisation (Ioffe & Szegedy, 2015) of (N, C, H, W) maps or (N, F) feature rows.
+//!
+//! Per channel c (per feature, for a (N, F) input), over the M = N*H*W values x_i of that channel:
+//!
+//! ```text
+//! mean    = sum_i x_i / M
+//! var     = sum_i (x_i - mean)^2 / M                 (biased)
+//! inv_std = 1 / sqrt(var + eps)
+//! x_hat_i = (x_i - mean) * inv_std
+//! y_i     = gamma * x_hat_i + beta
+//! ```
+//!
+//! Training normalises with the batch statistics and updates the running averages,
+//! `r = momentum * r + (1 - momentum) * b`, with the *unbiased* variance `var * M / (M - 1)` for
+//! the running variance; `momentum` is meant as TensorFlow means it, the weight of the old value
+//! (0.997 in the seed). Evaluation normalises with the running statistics instead.
+//!
+//! Backward, with dy the upstream gradient (sums over the M values of channel c):
+//!
+//! ```text
+//! dbeta  += sum_i dy_i
+//! dgamma += sum_i dy_i * x_hat_i
+//! batch statistics (train):   dx_i = gamma * inv_std * (dy_i - sum(dy) / M - x_hat_i * sum(dy * x_hat) / M)
+//! running statistics (eval):  dx_i = gamma * inv_std * dy_i      (mean and inv_std are constants)
+//! ```
+//!
+//! The per-channel sums are taken serially in a fixed order and in f64 (the variance in two
+//! passes), parallel over channels only, so the results do not depend on the thread count.
+
+mod cpu;
+
+use tensor_core::Tensor;
+
+use crate::{Error, Result};
+use cpu::Dims;
+
+/// eps added to the variance, as in the seed (and PyTorch's default).
+pub const BATCHNORM_EPS: f32 = 1e-5;
+/// Weight of the old value in the running averages, as in the seed (TensorFlow's `decay`).
+pub const BATCHNORM_MOMENTUM: f32 = 0.997;
+
+/// The two constants of a batch-norm layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance before the square root; > 0.
+    pub eps: f32,
+    /// Weight of the old value in `r = momentum * r + (1 - momentum) * b`; in [0, 1].
+    pub momentum: f32,
+}
+
+impl Default for BatchNormConfig {
+    /// The seed's values: eps 1e-5, momentum 0.997.
+    fn default() -> Self {
+        BatchNormConfig {
+            eps: BATCHNORM_EPS,
+            momentum: BATCHNORM_MOMENTUM,
+        }
+    }
+}
+
+impl BatchNormConfig {
+    /// # Errors
+    /// [`Error::Invalid`] naming `op` unless eps > 0 and momentum in [0, 1], both finite.
+    pub fn check(&self, op: &'static str) -> Result<()> {
+        check_eps(op, self.eps)?;
+        if !(0.0..=1.0).contains(&self.momentum) {
+            return Err(Error::Invalid {
+                op,
+                msg: format!("momentum {} is outside [0, 1]", self.momentum),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_eps(op: &'static str, eps: f32) -> Result<()> {
+    if eps > 0.0 && eps.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            op,
+            msg: format!("eps {eps} must be finite and > 0"),
+        })
+    }
+}
+
+/// Which statistics normalised the input; decides how backward routes dx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsSource {
+    /// The batch's own statistics (training): they depend on x, and dx accounts for that.
+    Batch,
+    /// The running statistics (evaluation): constants as far as x is concerned.
+    Running,
+}
+
+/// The per-channel statistics a forward pass normalised with, kept for its backward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNormStats {
+    /// mean: (C,)
+    pub mean: Tensor,
+    /// inv_std = 1 / sqrt(var + eps): (C,)
+    pub inv_std: Tensor,
+    pub source: StatsSource,
+}
+
+/// Views x as (N, C, inner): (N, C, H, W) has inner = H*W, (N, F) has C = F and inner = 1.
+fn dims(op: &'static str, x: &Tensor) -> Result<Dims> {
+    let d = match *x.dims() {
+        [n, c, h, w] => Dims { n, c, inner: h * w },
+        [n, f] => Dims { n, c: f, inner: 1 },
+        _ => {
+            return Err(Error::Shape {
+                op,
+                msg: format!("x has shape {}, expected (N, C, H, W) or (N, F)", x.shape()),
+            })
+        }
+    };
+    if x.is_empty() {
+        return Err(Error::Shape {
+            op,
+            msg: format!("x has shape {}, which holds no values", x.shape()),
+        });
+    }
+    Ok(d)
+}
+
+/// Checks that every tensor in `per_channel` has shape (C,).
+fn expect_channels(
+    op: &'static str,
+    c: usize,
+    per_channel: &[(&'static str, &Tensor)],
+) -> Result<()> {
+    for (what, t) in per_channel {
+        t.expect_shape(op, what, &[c])?;
+    }
+    Ok(())
+}
+
+/// Training-mode forward: normalises with the batch statistics and updates the running ones.
+///
+/// # Shapes
+/// x: (N, C, H, W) or (N, F) -> y: same shape, overwritten.
+/// gamma, beta, running_mean, running_var: (C,) (or (F,)); the running ones are updated in place.
+/// Returns the batch mean and inv_std, (C,) each, for [`batchnorm_backward`].
+///
+/// # Errors
+/// Mismatched shapes, fewer than 2 values per channel (no unbiased variance), a bad `cfg`.
+pub fn batchnorm_forward_train(
+    y: &mut Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    cfg: &BatchNormConfig,
+) -> Result<BatchNormStats> {
+    const OP: &str = "batchnorm_forward_train";
+    cfg.check(OP)?;
+    let d = dims(OP, x)?;
+    y.expect_shape(OP, "y", x.dims())?;
+    expect_channels(
+        OP,
+        d.c,
+        &[
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", &*running_mean),
+            ("running_var", &*running_var),
+        ],
+    )?;
+    let m = d.n * d.inner;
+    if m < 2 {
+        return Err(Error::Shape {
+            op: OP,
+            msg: format!(
+                "x has shape {}: {m} value per channel, batch statistics need at least 2",
+                x.shape()
+            ),
+        });
+    }
+    let moments = cpu::channel_moments(x.as_slice()?, d);
+    let mut mean = Tensor::zeros([d.c]);
+    let mut inv_std = Tensor::zeros([d.c]);
+    let unbiased = m as f64 / (m - 1) as f64;
+    let keep = cfg.momentum as f64;
+    let (mean_s, inv_s) = (mean.as_mut_slice()?, inv_std.as_mut_slice()?);
+    let (rm, rv) = (running_mean.as_mut_slice()?, running_var.as_mut_slice()?);
+    for (c, &(mu, var)) in moments.iter().enumerate() {
+        mean_s[c] = mu as f32;
+        inv_s[c] = (1.0 / (var + cfg.eps as f64).sqrt()) as f32;
+        rm[c] = (keep * rm[c] as f64 + (1.0 - keep) * mu) as f32;
+        rv[c] = (keep * rv[c] as f64 + (1.0 - keep) * var * unbiased) as f32;
+    }
+    cpu::normalize(
+        y.as_mut_slice()?,
+        x.as_slice()?,
+        d,
+        mean.as_slice()?,
+        inv_std.as_slice()?,
+        gamma.as_slice()?,
+        beta.as_slice()?,
+    );
+    Ok(BatchNormStats {
+        mean,
+        inv_std,
+        source: StatsSource::Batch,
+    })
+}
+
+/// Evaluation-mode forward: normalises with the running statistics, which stay unchanged.
+///
+/// # Shapes
+/// x: (N, C, H, W) or (N, F) -> y: same shape, overwritten.
+/// gamma, beta, running_mean, running_var: (C,) (or (F,)).
+/// Returns the running mean and 1 / sqrt(running_var + eps), (C,) each, for [`batchnorm_backward`].
+///
+/// # Errors
+/// Mismatched shapes, eps not finite and > 0, a negative running variance.
+pub fn batchnorm_forward_eval(
+    y: &mut Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+) -> Result<BatchNormStats> {
+    const OP: &str = "batchnorm_forward_eval";
+    check_eps(OP, eps)?;
+    let d = dims(OP, x)?;
+    y.expect_shape(OP, "y", x.dims())?;
+    expect_channels(
+        OP,
+        d.c,
+        &[
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
+    let rv = running_var.as_slice()?;
+    if let Some(c) = rv.iter().position(|&v| v.is_nan() || v < 0.0) {
+        return Err(Error::Invalid {
+            op: OP,
+            msg: format!("running_var[{c}] is {}, expected >= 0", rv[c]),
+        });
+    }
+    let mean = running_mean.clone();
+    let inv: Vec<f32> = rv
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
+        .collect();
+    let inv_std = Tensor::from_vec([d.c], inv)?;
+    cpu::normalize(
+        y.as_mut_slice()?,
+        x.as_slice()?,
+        d,
+        mean.as_slice()?,
+        inv_std.as_slice()?,
+        gamma.as_slice()?,
+        beta.as_slice()?,
+    );
+    Ok(BatchNormStats {
+        mean,
+        inv_std,
+        source: StatsSource::Running,
+    })
+}
+
+/// Backward of either forward; `stats` is what that forward returned.
+///
+/// # Shapes
+/// dy, x: (N, C, H, W) or (N, F) -> dx: same shape, overwritten.
+/// gamma: (C,); dgamma, dbeta: (C,), accumulated (`+=`).
+///
+/// # Errors
+/// Mismatched shapes.
+pub fn batchnorm_backward(
+    dx: &mut Tensor,
+    dgamma: &mut Tensor,
+    dbeta: &mut Tensor,
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    stats: &BatchNormStats,
+) -> Result<()> {
+    const OP: &str = "batchnorm_backward";
+    let d = dims(OP, x)?;
+    dy.expect_shape(OP, "dy", x.dims())?;
+    dx.expect_shape(OP, "dx", x.dims())?;
+    expect_channels(
+        OP,
+        d.c,
+        &[
+            ("gamma", gamma),
+            ("dgamma", &*dgamma),
+            ("dbeta", &*dbeta),
+            ("mean", &stats.mean),
+            ("inv_std", &stats.inv_std),
+        ],
+    )?;
+    let (mean, inv_std) = (stats.mean.as_slice()?, stats.inv_std.as_slice()?);
+    let (dy, x) = (dy.as_slice()?, x.as_slice()?);
+    let sums = cpu::channel_grad_sums(dy, x, d, mean, inv_std);
+    let (dg, db) = (dgamma.as_mut_slice()?, dbeta.as_mut_slice()?);
+    for (c, &(sum_dy, sum_dy_xhat)) in sums.iter().enumerate() {
+        db[c] += sum_dy as f32;
+        dg[c] += sum_dy_xhat as f32;
+    }
+    cpu::input_grad(
+        dx.as_mut_slice()?,
+        dy,
+        x,
+        d,
+        cpu::Saved {
+            mean,
+            inv_std,
+            gamma: gamma.as_slice()?,
+            sums: &sums,
+            source: stats.source,
+        },
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tensor_core::Tensor;
+
+use super::*;
+
+/// Float tolerance for results computed by hand in f64 and rounded to f32 once or twice.
+const HAND_TOL: f32 = 1e-6;
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::uniform(shape, -2.0, 2.0, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol, "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+/// Runs a training forward with fresh running statistics (mean 0, var 1) and gamma 1, beta 0.
+fn train_unit(x: &Tensor) -> (Tensor, BatchNormStats, Tensor, Tensor) {
+    let c = x.dims()[1];
+    let mut y = Tensor::zeros(x.shape().clone());
+    let (mut rm, mut rv) = (Tensor::zeros([c]), Tensor::full([c], 1.0));
+    let stats = batchnorm_forward_train(
+        &mut y,
+        x,
+        &Tensor::full([c], 1.0),
+        &Tensor::zeros([c]),
+        &mut rm,
+        &mut rv,
+        &BatchNormConfig::default(),
+    )
+    .unwrap();
+    (y, stats, rm, rv)
+}
+
+#[test]
+fn train_forward_normalises_each_channel_of_a_known_batch() {
+    // (N, F) = (4, 2): feature 0 is 1, 2, 3, 4 (mean 2.5, biased var 1.25); feature 1 is 5, 5, 7, 7
+    // (mean 6, var 1).
+    let x = Tensor::from_vec([4, 2], vec![1., 5., 2., 5., 3., 7., 4., 7.]).unwrap();
+    let (y, stats, _, _) = train_unit(&x);
+    let inv0 = 1.0 / (1.25f64 + 1e-5).sqrt();
+    let inv1 = 1.0 / (1.0f64 + 1e-5).sqrt();
+    let want: Vec<f32> = [
+        -1.5 * inv0,
+        -inv1,
+        -0.5 * inv0,
+        -inv1,
+        0.5 * inv0,
+        inv1,
+        1.5 * inv0,
+        inv1,
+    ]
+    .iter()
+    .map(|&v| v as f32)
+    .collect();
+    assert_close("y", y.as_slice().unwrap(), &want, HAND_TOL);
+    assert_close(
+        "mean",
+        stats.mean.as_slice().unwrap(),
+        &[2.5, 6.0],
+        HAND_TOL,
+    );
+    assert_close(
+        "inv_std",
+        stats.inv_std.as_slice().unwrap(),
+        &[inv0 as f32, inv1 as f32],
+        HAND_TOL,
+    );
+    assert_eq!(stats.source, StatsSource::Batch);
+}
+
+#[test]
+fn gamma_and_beta_scale_and_shift_the_normalised_maps() {
+    let x = random(&[3, 2, 5, 7], 1);
+    let (unit, _, _, _) = train_unit(&x);
+    let mut y = Tensor::zeros([3, 2, 5, 7]);
+    let (mut rm, mut rv) = (Tensor::zeros([2]), Tensor::full([2], 1.0));
+    let gamma = Tensor::from_vec([2], vec![2.0, -0.5]).unwrap();
+    let beta = Tensor::from_vec([2], vec![0.25, 3.0]).unwrap();
+    let cfg = BatchNormConfig::default();
+    batchnorm_forward_train(&mut y, &x, &gamma, &beta, &mut rm, &mut rv, &cfg).unwrap();
+    let want: Vec<f32> = unit
+        .as_slice()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, &u)| match (i / 35) % 2 {
+            0 => 2.0 * u + 0.25,
+            _ => -0.5 * u + 3.0,
+        })
+        .collect();
+    assert_close("y", y.as_slice().unwrap(), &want, 1e-5);
+    // Each normalised channel has mean 0 and (biased) variance var / (var + eps), about 1.
+    for ch in 0..2 {
+        let v: Vec<f64> = (0..3)
+            .flat_map(|s| unit.as_slice().unwrap()[(s * 2 + ch) * 35..][..35].to_vec())
+            .map(|v| v as f64)
+            .collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!(mean.abs() < 1e-6, "channel {ch}: mean {mean}");
+        assert!((var - 1.0).abs() < 1e-4, "channel {ch}: var {var}");
+    }
+}
+
+#[test]
+fn running_statistics_after_two_known_batches() {
+    // (N, C, H, W) = (2, 2, 1, 2). Channel 0 of batch 1 is 1, 2 | 3, 4: mean 2.5, unbiased var 5/3.
+    // Channel 1 of batch 1 is 5, 5 | 5, 5: mean 5, var 0.
+    let b1 = Tensor::from_vec([2, 2, 1, 2], vec![1., 2., 5., 5., 3., 4., 5., 5.]).unwrap();
+    // Channel 0 of batch 2 is 0, 0 | 6, 6: mean 3, unbiased var 36/3 = 12.
+    // Channel 1 of batch 2 is -1, 1 | -1, 1: mean 0, unbiased var 4/3.
+    let b2 = Tensor::from_vec([2, 2, 1, 2], vec![0., 0., -1., 1., 6., 6., -1., 1.]).unwrap();
+    let (gamma, beta) = (Tensor::full([2], 1.0), Tensor::zeros([2]));
+    let (mut rm, mut rv) = (Tensor::zeros([2]), Tensor::full([2], 1.0));
+    let mut y = Tensor::zeros([2, 2, 1, 2]);
+    let cfg = BatchNormConfig::default();
+    for b in [&b1, &b2] {
+        batchnorm_forward_train(&mut y, b, &gamma, &beta, &mut rm, &mut rv, &cfg).unwrap();
+    }
+    // r = 0.997 r + 0.003 b, twice, by hand:
+    // mean0: 0.003 * 2.5 = 0.0075, then 0.997 * 0.0075 + 0.003 * 3 = 0.0164775
+    // mean1: 0.003 * 5 = 0.015, then 0.997 * 0.015 + 0 = 0.014955
+    // var0: 0.997 + 0.003 * 5/3 = 1.002, then 0.997 * 1.002 + 0.003 * 12 = 1.034994
+    // var1: 0.997 + 0 = 0.997, then 0.997 * 0.997 + 0.003 * 4/3 = 0.998009
+    assert_close(
+        "running_mean",
+        rm.as_slice().unwrap(),
+        &[0.0164775, 0.014955],
+        HAND_TOL,
+    );
+    assert_close(
+        "running_var",
+        rv.as_slice().unwrap(),
+        &[1.034994, 0.998009],
+        HAND_TOL,
+    );
+}
+
+#[test]
+fn momentum_is_a_parameter() {
+    let x = Tensor::from_vec([2, 1], vec![1.0, 3.0]).unwrap();
+    let (mut rm, mut rv) = (Tensor::zeros([1]), Tensor::full([1], 1.0));
+    let cfg = BatchNormConfig {
+        momentum: 0.9,
+        ..BatchNormConfig::default()
+    };
+    let (g, b) = (Tensor::full([1], 1.0), Tensor::zeros([1]));
+    let mut y = Tensor::zeros([2, 1]);
+    batchnorm_forward_train(&mut y, &x, &g, &b, &mut rm, &mut rv, &cfg).unwrap();
+    // mean 2, unbiased var 2: 0.1 * 2 = 0.2 and 0.9 + 0.1 * 2 = 1.1.
+    assert_close("running_mean", rm.as_slice().unwrap(), &[0.2], HAND_TOL);
+    assert_close("running_var", rv.as_slice().unwrap(), &[1.1], HAND_TOL);
+}
+
+#[test]
+fn eval_forward_uses_the_running_statistics_and_keeps_them() {
+    let x = Tensor::from_vec([3, 2], vec![1., 0., 2., 10., -4., 4.]).unwrap();
+    let rm = Tensor::from_vec([2], vec![0.5, 2.0]).unwrap();
+    let rv = Tensor::from_vec([2], vec![4.0, 0.25]).unwrap();
+    let gamma = Tensor::from_vec([2], vec![3.0, 1.0]).unwrap();
+    let beta = Tensor::from_vec([2], vec![-1.0, 0.5]).unwrap();
+    let mut y = Tensor::zeros([3, 2]);
+    let stats = batchnorm_forward_eval(&mut y, &x, &gamma, &beta, &rm, &rv, 1e-5).unwrap();
+    let inv0 = 1.0 / (4.0f64 + 1e-5).sqrt();
+    let inv1 = 1.0 / (0.25f64 + 1e-5).sqrt();
+    let want: Vec<f32> = [
+        3.0 * 0.5 * inv0 - 1.0,
+        -2.0 * inv1 + 0.5,
+        3.0 * 1.5 * inv0 - 1.0,
+        8.0 * inv1 + 0.5,
+        3.0 * -4.5 * inv0 - 1.0,
+        2.0 * inv1 + 0.5,
+    ]
+    .iter()
+    .map(|&v| v as f32)
+    .collect();
+    assert_close("y", y.as_slice().unwrap(), &want, 1e-5);
+    assert_eq!(stats.source, StatsSource::Running);
+    assert_eq!(stats.mean, rm);
+}
+
+#[test]
+fn eval_backward_treats_the_statistics_as_constants() {
+    let x = random(&[2, 3, 3, 5], 2);
+    let dy = random(&[2, 3, 3, 5], 3);
+    let rm = random(&[3], 4);
+    let rv = Tensor::from_vec([3], vec![0.5, 1.0, 2.0]).unwrap();
+    let gamma = Tensor::from_vec([3], vec![1.5, -1.0, 0.5]).unwrap();
+    let mut y = Tensor::zeros([2, 3, 3, 5]);
+    let stats =
+        batchnorm_forward_eval(&mut y, &x, &gamma, &Tensor::zeros([3]), &rm, &rv, 1e-5).unwrap();
+    let mut dx = Tensor::full([2, 3, 3, 5], f32::NAN);
+    let (mut dg, mut db) = (Tensor::zeros([3]), Tensor::zeros([3]));
+    batchnorm_backward(&mut dx, &mut dg, &mut db, &dy, &x, &gamma, &stats).unwrap();
+    let inv = stats.inv_std.as_slice().unwrap();
+    let want: Vec<f32> = dy
+        .as_slice()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, &g)| {
+            let ch = (i / 15) % 3;
+            gamma.as_slice().unwrap()[ch] * inv[ch] * g
+        })
+        .collect();
+    assert_close("dx", dx.as_slice().unwrap(), &want, 1e-6);
+}
+
+#[test]
+fn backward_accumulates_parameter_gradients_and_overwrites_dx() {
+    let x = random(&[4, 3], 5);
+    let dy = random(&[4, 3], 6);
+    let gamma = random(&[3], 7);
+    let (_, stats, _, _) = train_unit(&x);
+    let (mut dg, mut db) = (Tensor::zeros([3]), Tensor::zeros([3]));
+    let mut dx = Tensor::full([4, 3], 7.0);
+    batchnorm_backward(&mut dx, &mut dg, &mut db, &dy, &x, &gamma, &stats).unwrap();
+    let (dx1, dg1, db1) = (dx.to_vec(), dg.to_vec(), db.to_vec());
+    batchnorm_backward(&mut dx, &mut dg, &mut db, &dy, &x, &gamma, &stats).unwrap();
+    assert_eq!(dx.to_vec(), dx1, "dx is overwritten");
+    let twice = |v: &[f32]| v.iter().map(|a| 2.0 * a).collect::<Vec<_>>();
+    assert_close("dgamma", dg.as_slice().unwrap(), &twice(&dg1), 1e-6);
+    assert_close("dbeta", db.as_slice().unwrap(), &twice(&db1), 1e-6);
+    // With batch statistics, dx sums to zero over each feature (d/dx of a mean-free output).
+    for f in 0..3 {
+        let s: f32 = (0..4).map(|s| dx1[s * 3 + f]).sum();
+        assert!(s.abs() < 1e-5, "feature {f}: sum dx = {s}");
+    }
+}
+
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+#[test]
+fn bit_identical_on_one_and_two_threads() {
+    let x = random(&[6, 5, 7, 9], 8);
+    let dy = random(&[6, 5, 7, 9], 9);
+    let gamma = random(&[5], 10);
+    let beta = random(&[5], 11);
+    let run = || {
+        let mut y = Tensor::zeros([6, 5, 7, 9]);
+        let (mut rm, mut rv) = (Tensor::zeros([5]), Tensor::full([5], 1.0));
+        let cfg = BatchNormConfig::default();
+        let stats =
+            batchnorm_forward_train(&mut y, &x, &gamma, &beta, &mut rm, &mut rv, &cfg).unwrap();
+        let mut dx = Tensor::zeros([6, 5, 7, 9]);
+        let (mut dg, mut db) = (Tensor::zeros([5]), Tensor::zeros([5]));
+        batchnorm_backward(&mut dx, &mut dg, &mut db, &dy, &x, &gamma, &stats).unwrap();
+        let mut ye = Tensor::zeros([6, 5, 7, 9]);
+        batchnorm_forward_eval(&mut ye, &x, &gamma, &beta, &rm, &rv, 1e-5).unwrap();
+        [y, stats.mean, stats.inv_std, rm, rv, dx, dg, db, ye]
+    };
+    let one = in_pool(1, run);
+    let two = in_pool(2, run);
+    for (a, b) in one.iter().zip(&two) {
+        let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b));
+    }
+}
+
+#[test]
+fn bad_shapes_name_the_op_and_the_shapes() {
+    let cfg = BatchNormConfig::default();
+    let x = Tensor::zeros([2, 3, 4, 4]);
+    let mut y = Tensor::zeros([2, 3, 4, 4]);
+    let (g, b) = (Tensor::full([3], 1.0), Tensor::zeros([3]));
+    let (mut rm, mut rv) = (Tensor::zeros([3]), Tensor::full([3], 1.0));
+    let bad_gamma = Tensor::full([4], 1.0);
+    let e = batchnorm_forward_train(&mut y, &x, &bad_gamma, &b, &mut rm, &mut rv, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "batchnorm_forward_train: gamma has shape (4,), expected (3,)"
+    );
+    let e = batchnorm_forward_train(
+        &mut y,
+        &Tensor::zeros([2, 3, 4]),
+        &g,
+        &b,
+        &mut rm,
+        &mut rv,
+        &cfg,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "batchnorm_forward_train: x has shape (2, 3, 4), expected (N, C, H, W) or (N, F)"
+    );
+    let e = batchnorm_forward_train(
+        &mut Tensor::zeros([1, 3]),
+        &Tensor::zeros([1, 3]),
+        &g,
+        &b,
+        &mut rm,
+        &mut rv,
+        &cfg,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("batchnorm_forward_train: x has shape (1, 3): 1 value per channel"),
+        "{e}"
+    );
+    let e = batchnorm_forward_eval(&mut Tensor::zeros([2, 3, 4, 5]), &x, &g, &b, &rm, &rv, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "batchnorm_forward_eval: y has shape (2, 3, 4, 5), expected (2, 3, 4, 4)"
+    );
+    let stats = batchnorm_forward_train(&mut y, &x, &g, &b, &mut rm, &mut rv, &cfg).unwrap();
+    let (mut dg, mut db) = (Tensor::zeros([3]), Tensor::zeros([3]));
+    let e = batchnorm_backward(
+        &mut Tensor::zeros([2, 3, 4, 4]),
+        &mut dg,
+        &mut db,
+        &Tensor::zeros([2, 3, 4, 3]),
+        &x,
+        &g,
+        &stats,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "batchnorm_backward: dy has shape (2, 3, 4, 3), expected (2, 3, 4, 4)"
+    );
+    let bad = BatchNormConfig {
+        momentum: 1.5,
+        ..cfg
+    };
+    let e = batchnorm_forward_train(&mut y, &x, &g, &b, &mut rm, &mut rv, &bad)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "batchnorm_forward_train: momentum 1.5 is outside [0, 1]");
+}
