@@ -17,6 +17,8 @@
 pub mod add;
 pub mod batchnorm;
 pub mod conv2d;
+pub mod dropblock;
+pub mod dropout;
 mod error;
 pub mod gemm;
 pub mod maxpool;
