@@ -1,1 +1,19 @@
-//! The residual model, the optimizer and the training loop.
+//! The residual model, the optimizer and the training loop, and the pieces around them that do
+//! not need the model: plain data in, files out.
+//!
+//! - [`plot`]: line charts as PNG (loss and accuracy per epoch and per logged step).
+//! - [`grid`]: a grid of test images titled with predicted and true class names, as PNG.
+//! - [`checkpoint`]: safetensors checkpoints, written atomically, validated against the model.
+//! - [`metrics`]: `metrics.csv` (one row per epoch) and `steps.csv` (one row per logged step).
+//! - [`cli`]: the `trainer` command line and the `config.toml` of a run.
+//!
+//! Text in pictures uses a built-in bitmap font ([`draw`]), so nothing depends on the fonts
+//! installed on the machine.
+
+pub mod checkpoint;
+pub mod draw;
+mod error;
+pub mod grid;
+pub mod plot;
+
+pub use error::{Error, Result};

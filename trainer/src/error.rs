@@ -1,0 +1,55 @@
+use std::path::PathBuf;
+
+/// Everything the trainer's library can refuse. Each variant names the file or the operation, and
+/// the values that did not fit.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading, writing or renaming a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file exists but its contents are not what this crate writes (a corrupt checkpoint, a CSV
+    /// with another header, a config that does not parse).
+    #[error("{}: {msg}", path.display())]
+    Format { path: PathBuf, msg: String },
+    /// A checkpoint whose tensors do not match the model: one line per problem.
+    #[error("checkpoint {} does not match the model:\n  {}", path.display(), problems.join("\n  "))]
+    Mismatch {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+    /// An argument out of its valid range or of the wrong shape, described by the operation.
+    #[error("{op}: {msg}")]
+    Invalid { op: &'static str, msg: String },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A file whose contents are not what was expected.
+    pub(crate) fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// An argument an operation refuses.
+    pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Invalid {
+            op,
+            msg: msg.into(),
+        }
+    }
+}
