@@ -12,12 +12,18 @@
 //! Shape legend: N batch, C channels in, K channels out, H W spatial size in, OH OW spatial size
 //! out, F features in, O features out.
 
+mod batchnorm;
 mod error;
 pub mod gradcheck;
+mod maxpool;
 mod param;
+mod relu;
 
+pub use batchnorm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormCache};
 pub use error::{Error, Result};
+pub use maxpool::{MaxPool2d, MaxPoolCache};
 pub use param::{join, Param, Parameters};
+pub use relu::{ReLU, ReluCache};
 
 /// Whether a layer runs as in training (batch statistics, random masks) or in evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,190 @@
+//! Batch normalisation layers: [`BatchNorm2d`] over the channels of (N, C, H, W) maps and
+//! [`BatchNorm1d`] over the features of (N, F) rows, one generic type underneath.
+
+use kernels::batchnorm::{
+    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormConfig,
+    BatchNormStats,
+};
+use tensor_core::Tensor;
+
+use crate::{join, Error, Mode, Param, Parameters, Result};
+
+/// Batch norm over the channels of (N, C, H, W) maps (statistics over N, H, W).
+pub type BatchNorm2d = BatchNorm<4>;
+/// Batch norm over the features of (N, F) rows (statistics over N).
+pub type BatchNorm1d = BatchNorm<2>;
+
+/// Batch normalisation of an input of rank `RANK` (4: (N, C, H, W), 2: (N, F)), channel axis 1.
+///
+/// Forward, per channel, over its M = N*H*W values (M = N for (N, F)):
+/// `x_hat = (x - mean) / sqrt(var + eps)`, `y = weight * x_hat + bias`, where `Mode::Train` takes
+/// the batch mean and biased variance and updates the running statistics
+/// (`r = momentum * r + (1 - momentum) * b`, unbiased variance), and `Mode::Eval` takes the
+/// running statistics. The arithmetic is in [`kernels::batchnorm`].
+///
+/// Backward, with `inv_std = 1 / sqrt(var + eps)` and sums over the channel's M values:
+/// ```text
+/// dbias   += sum dy                     (accumulated)
+/// dweight += sum dy * x_hat             (accumulated)
+/// Train:  dx = weight * inv_std * (dy - sum(dy) / M - x_hat * sum(dy * x_hat) / M)
+/// Eval:   dx = weight * inv_std * dy    (the running statistics do not depend on x)
+/// ```
+/// `dx` is a fresh tensor.
+///
+/// Parameters `weight` (gamma, init 1) and `bias` (beta, init 0); buffers `running_mean`
+/// (init 0) and `running_var` (init 1); all (C,), named as in PyTorch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm<const RANK: usize> {
+    /// gamma: (C,)
+    pub weight: Param,
+    /// beta: (C,)
+    pub bias: Param,
+    /// running_mean: (C,)
+    pub running_mean: Tensor,
+    /// running_var: (C,)
+    pub running_var: Tensor,
+    pub config: BatchNormConfig,
+}
+
+/// What [`BatchNorm::backward`] needs from its forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNormCache {
+    /// x: (N, C, H, W) or (N, F), the forward's input.
+    x: Tensor,
+    /// mean, inv_std: (C,), and whether they were the batch's or the running ones.
+    stats: BatchNormStats,
+}
+
+impl<const RANK: usize> BatchNorm<RANK> {
+    /// The layer's name in errors.
+    const NAME: &'static str = if RANK == 4 {
+        "BatchNorm2d"
+    } else {
+        "BatchNorm1d"
+    };
+
+    /// A layer for `channels` channels (features) with the seed's eps 1e-5 and momentum 0.997.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `channels` is 0.
+    pub fn new(channels: usize) -> Result<Self> {
+        Self::with_config(channels, BatchNormConfig::default())
+    }
+
+    /// A layer for `channels` channels (features) with the given eps and momentum.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `channels` is 0 or `RANK` is neither 2 nor 4; a kernel error if
+    /// `config` is out of range.
+    pub fn with_config(channels: usize, config: BatchNormConfig) -> Result<Self> {
+        let config_err = |msg: String| Error::Config {
+            layer: Self::NAME,
+            msg,
+        };
+        if RANK != 2 && RANK != 4 {
+            return Err(config_err(format!(
+                "inputs of rank {RANK}: only 2 (N, F) and 4 (N, C, H, W) are supported"
+            )));
+        }
+        if channels == 0 {
+            return Err(config_err("0 channels".into()));
+        }
+        config.check(Self::NAME)?;
+        Ok(BatchNorm {
+            weight: Param::new(Tensor::full([channels], 1.0)),
+            bias: Param::new(Tensor::zeros([channels])),
+            running_mean: Tensor::zeros([channels]),
+            running_var: Tensor::full([channels], 1.0),
+            config,
+        })
+    }
+
+    /// Number of channels (features), C.
+    pub fn channels(&self) -> usize {
+        self.weight.value.len()
+    }
+
+    /// Checks that x is (N, C, H, W) (or (N, F)) with this layer's C.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let c = self.channels();
+        if x.shape().rank() == RANK && x.dims()[1] == c {
+            return Ok(());
+        }
+        let expected = if RANK == 4 {
+            format!("(N, {c}, H, W)")
+        } else {
+            format!("(N, {c})")
+        };
+        Err(tensor_core::Error::ShapeMismatch {
+            op: Self::NAME,
+            what: "x",
+            got: x.shape().clone(),
+            expected,
+        }
+        .into())
+    }
+
+    /// x: (N, C, H, W) (or (N, F)) -> y: the same shape.
+    ///
+    /// # Errors
+    /// x of the wrong rank or channel count; in `Mode::Train`, fewer than 2 values per channel.
+    pub fn forward(&mut self, x: Tensor, mode: Mode) -> Result<(Tensor, BatchNormCache)> {
+        self.check_input(&x)?;
+        let mut y = Tensor::zeros(x.shape().clone());
+        let stats = match mode {
+            Mode::Train => batchnorm_forward_train(
+                &mut y,
+                &x,
+                &self.weight.value,
+                &self.bias.value,
+                &mut self.running_mean,
+                &mut self.running_var,
+                &self.config,
+            )?,
+            Mode::Eval => batchnorm_forward_eval(
+                &mut y,
+                &x,
+                &self.weight.value,
+                &self.bias.value,
+                &self.running_mean,
+                &self.running_var,
+                self.config.eps,
+            )?,
+        };
+        Ok((y, BatchNormCache { x, stats }))
+    }
+
+    /// dy: (N, C, H, W) (or (N, F)) -> dx: the same shape, fresh; weight and bias gradients
+    /// accumulated.
+    ///
+    /// # Errors
+    /// dy's shape differs from the forward's input.
+    pub fn backward(&mut self, dy: &Tensor, cache: BatchNormCache) -> Result<Tensor> {
+        let mut dx = Tensor::zeros(cache.x.shape().clone());
+        batchnorm_backward(
+            &mut dx,
+            &mut self.weight.grad,
+            &mut self.bias.grad,
+            dy,
+            &cache.x,
+            &self.weight.value,
+            &cache.stats,
+        )?;
+        Ok(dx)
+    }
+}
+
+impl<const RANK: usize> Parameters for BatchNorm<RANK> {
+    fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&join(prefix, "weight"), &mut self.weight);
+        f(&join(prefix, "bias"), &mut self.bias);
+    }
+
+    fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        f(&join(prefix, "running_mean"), &mut self.running_mean);
+        f(&join(prefix, "running_var"), &mut self.running_var);
+    }
+}
+
+#[cfg(test)]
+mod tests;

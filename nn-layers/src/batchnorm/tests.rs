@@ -1,0 +1,237 @@
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tensor_core::Tensor;
+
+use super::*;
+use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
+
+/// Batch norm is smooth, so central differences with step EPS are off by O(EPS^2) plus the f32
+/// rounding of the forward (about 1e-6 of the loss) divided by 2 EPS.
+const BN_TOL: Tolerance = Tolerance {
+    atol: 1e-3,
+    rtol: 1e-2,
+};
+const EPS: f32 = 1e-2;
+
+fn random(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
+    Tensor::uniform(shape, lo, hi, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap()
+}
+
+/// A layer with random weight, bias and running statistics, so that no term is trivially 0 or 1.
+fn random_layer<const R: usize>(channels: usize, seed: u64) -> BatchNorm<R> {
+    let mut bn = BatchNorm::<R>::new(channels).unwrap();
+    bn.weight.value = random(&[channels], 0.5, 1.5, seed);
+    bn.bias.value = random(&[channels], -1.0, 1.0, seed + 1);
+    bn.running_mean = random(&[channels], -1.0, 1.0, seed + 2);
+    bn.running_var = random(&[channels], 0.5, 2.0, seed + 3);
+    bn
+}
+
+/// Compares dx, dweight and dbias from `backward` with central differences of sum(y * r).
+fn gradcheck<const R: usize>(layer: &BatchNorm<R>, x: &Tensor, mode: Mode) {
+    let r = random(x.dims(), -1.0, 1.0, 99);
+    let loss = |l: &BatchNorm<R>, x: Tensor| {
+        let (y, _) = l.clone().forward(x, mode).unwrap();
+        probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
+    };
+    let mut analytic = layer.clone();
+    let (_, cache) = analytic.forward(x.clone(), mode).unwrap();
+    let dx = analytic.backward(&r, cache).unwrap();
+    let check = |what: &str, got: &Tensor, numeric: Vec<f64>| {
+        compare(what, got.as_slice().unwrap(), &numeric, BN_TOL).unwrap_or_else(|m| panic!("{m}"))
+    };
+    let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
+        loss(
+            layer,
+            Tensor::from_vec(x.shape().clone(), v.to_vec()).unwrap(),
+        )
+    });
+    check("dx", &dx, numeric);
+    let c = layer.channels();
+    let numeric = numeric_grad(layer.weight.value.as_slice().unwrap(), EPS, |v| {
+        let mut l = layer.clone();
+        l.weight.value = Tensor::from_vec([c], v.to_vec()).unwrap();
+        loss(&l, x.clone())
+    });
+    check("dweight", &analytic.weight.grad, numeric);
+    let numeric = numeric_grad(layer.bias.value.as_slice().unwrap(), EPS, |v| {
+        let mut l = layer.clone();
+        l.bias.value = Tensor::from_vec([c], v.to_vec()).unwrap();
+        loss(&l, x.clone())
+    });
+    check("dbias", &analytic.bias.grad, numeric);
+}
+
+#[test]
+fn batchnorm2d_gradients_in_train_mode() {
+    let x = random(&[3, 2, 3, 5], -2.0, 2.0, 1);
+    gradcheck(&random_layer::<4>(2, 10), &x, Mode::Train);
+}
+
+#[test]
+fn batchnorm2d_gradients_in_eval_mode() {
+    let x = random(&[3, 2, 3, 5], -2.0, 2.0, 2);
+    gradcheck(&random_layer::<4>(2, 20), &x, Mode::Eval);
+}
+
+#[test]
+fn batchnorm1d_gradients_in_train_mode() {
+    let x = random(&[5, 3], -2.0, 2.0, 3);
+    gradcheck(&random_layer::<2>(3, 30), &x, Mode::Train);
+}
+
+#[test]
+fn batchnorm1d_gradients_in_eval_mode() {
+    let x = random(&[5, 3], -2.0, 2.0, 4);
+    gradcheck(&random_layer::<2>(3, 40), &x, Mode::Eval);
+}
+
+fn buffers<P: Parameters>(layer: &mut P) -> Vec<(String, Vec<f32>)> {
+    let mut out = Vec::new();
+    layer.visit_buffers("bn", &mut |name, t| {
+        out.push((name.to_string(), t.to_vec()))
+    });
+    out
+}
+
+#[test]
+fn names_and_initial_values_follow_pytorch() {
+    let mut bn = BatchNorm2d::new(3).unwrap();
+    let mut params = Vec::new();
+    bn.visit_params("block.bn1", &mut |name, p| {
+        params.push((name.to_string(), p.value.to_vec()))
+    });
+    assert_eq!(
+        params,
+        vec![
+            ("block.bn1.weight".to_string(), vec![1.0; 3]),
+            ("block.bn1.bias".to_string(), vec![0.0; 3]),
+        ]
+    );
+    assert_eq!(
+        buffers(&mut bn),
+        vec![
+            ("bn.running_mean".to_string(), vec![0.0; 3]),
+            ("bn.running_var".to_string(), vec![1.0; 3]),
+        ]
+    );
+}
+
+#[test]
+fn running_statistics_after_two_known_batches() {
+    // Feature 0: batch 1 is 1, 2, 3, 4 (mean 2.5, unbiased var 5/3), batch 2 is 0, 0, 6, 6
+    // (mean 3, unbiased var 12). Feature 1: 5, 5, 5, 5 (mean 5, var 0), then -1, 1, -1, 1
+    // (mean 0, unbiased var 4/3).
+    let b1 = Tensor::from_vec([4, 2], vec![1., 5., 2., 5., 3., 5., 4., 5.]).unwrap();
+    let b2 = Tensor::from_vec([4, 2], vec![0., -1., 0., 1., 6., -1., 6., 1.]).unwrap();
+    let mut bn = BatchNorm1d::new(2).unwrap();
+    bn.forward(b1, Mode::Train).unwrap();
+    bn.forward(b2, Mode::Train).unwrap();
+    // r = 0.997 r + 0.003 b, twice (worked in kernels::batchnorm's tests):
+    let want = [
+        ("bn.running_mean", [0.0164775f32, 0.014955]),
+        ("bn.running_var", [1.034994, 0.998009]),
+    ];
+    for ((name, got), (want_name, want)) in buffers(&mut bn).iter().zip(want) {
+        assert_eq!(name, want_name);
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{name}: got {got:?}, want {want:?}");
+        }
+    }
+}
+
+#[test]
+fn eval_mode_uses_the_running_statistics() {
+    let mut bn = random_layer::<4>(3, 50);
+    for seed in 0..3 {
+        bn.forward(random(&[4, 3, 5, 5], -1.0, 3.0, seed), Mode::Train)
+            .unwrap();
+    }
+    let (rm, rv) = (bn.running_mean.clone(), bn.running_var.clone());
+    let x = random(&[2, 3, 5, 5], -1.0, 3.0, 60);
+    let (y, _) = bn.forward(x.clone(), Mode::Eval).unwrap();
+    assert_eq!(
+        (&bn.running_mean, &bn.running_var),
+        (&rm, &rv),
+        "eval keeps them"
+    );
+    let (g, b) = (bn.weight.value.to_vec(), bn.bias.value.to_vec());
+    let (rm, rv) = (rm.to_vec(), rv.to_vec());
+    for (i, (&yv, &xv)) in y.to_vec().iter().zip(&x.to_vec()).enumerate() {
+        let c = (i / 25) % 3;
+        let want = g[c] * (xv - rm[c]) / (rv[c] + 1e-5).sqrt() + b[c];
+        assert!((yv - want).abs() < 1e-5, "y[{i}]: got {yv}, want {want}");
+    }
+    // Each sample is normalised on its own: the first sample alone gives the same output.
+    let first = Tensor::from_vec([1, 3, 5, 5], x.to_vec()[..75].to_vec()).unwrap();
+    let (y1, _) = bn.forward(first, Mode::Eval).unwrap();
+    assert_eq!(y1.to_vec(), y.to_vec()[..75].to_vec());
+}
+
+#[test]
+fn bit_identical_on_one_and_two_threads() {
+    let x = random(&[4, 5, 9, 7], -2.0, 2.0, 70);
+    let dy = random(&[4, 5, 9, 7], -1.0, 1.0, 71);
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                let mut bn = random_layer::<4>(5, 72);
+                let (y, cache) = bn.forward(x.clone(), Mode::Train).unwrap();
+                let dx = bn.backward(&dy, cache).unwrap();
+                [
+                    y,
+                    dx,
+                    bn.weight.grad,
+                    bn.bias.grad,
+                    bn.running_mean,
+                    bn.running_var,
+                ]
+                .map(|t| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn bad_shapes_name_the_layer_and_the_shapes() {
+    let mut bn = BatchNorm2d::new(3).unwrap();
+    let e = bn
+        .forward(Tensor::zeros([2, 4, 5, 5]), Mode::Train)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "BatchNorm2d: x has shape (2, 4, 5, 5), expected (N, 3, H, W)"
+    );
+    let mut bn1 = BatchNorm1d::new(3).unwrap();
+    let e = bn1
+        .forward(Tensor::zeros([2, 3, 1, 1]), Mode::Eval)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "BatchNorm1d: x has shape (2, 3, 1, 1), expected (N, 3)"
+    );
+    let (_, cache) = bn
+        .forward(random(&[2, 3, 4, 4], -1.0, 1.0, 80), Mode::Train)
+        .unwrap();
+    let e = bn
+        .backward(&Tensor::zeros([2, 3, 4, 5]), cache)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "batchnorm_backward: dy has shape (2, 3, 4, 5), expected (2, 3, 4, 4)"
+    );
+    let e = BatchNorm2d::new(0).unwrap_err();
+    assert_eq!(e.to_string(), "BatchNorm2d: 0 channels");
+    let e = BatchNorm1d::with_config(
+        2,
+        BatchNormConfig {
+            eps: 0.0,
+            momentum: 0.9,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "BatchNorm1d: eps 0 must be finite and > 0");
+}

@@ -1,0 +1,91 @@
+//! The rectifier.
+
+use kernels::relu::{relu_backward, relu_forward};
+use tensor_core::Tensor;
+
+use crate::{Mode, Result};
+
+/// y = max(x, 0), elementwise, on a tensor of any shape.
+///
+/// Backward: `dx = dy * [x > 0]` (0 at x = 0, as TensorFlow and PyTorch take it); `dx` is a fresh
+/// tensor. No parameters; the same in training and evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReLU;
+
+/// What [`ReLU::backward`] needs from its forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReluCache {
+    /// x: any shape, the forward's input.
+    x: Tensor,
+}
+
+impl ReLU {
+    /// x: any shape -> y: the same shape.
+    pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, ReluCache)> {
+        let mut y = Tensor::zeros(x.shape().clone());
+        relu_forward(&mut y, &x)?;
+        Ok((y, ReluCache { x }))
+    }
+
+    /// dy: the forward's shape -> dx: the same shape, fresh.
+    ///
+    /// # Errors
+    /// dy's shape differs from the forward's input.
+    pub fn backward(&self, dy: &Tensor, cache: ReluCache) -> Result<Tensor> {
+        let mut dx = Tensor::zeros(cache.x.shape().clone());
+        relu_backward(&mut dx, dy, &cache.x)?;
+        Ok(dx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
+
+    /// Inputs stay at least MARGIN from the kink, so the step EPS never crosses it and ReLU is
+    /// exactly linear around every input: only f32 rounding of the loss remains.
+    const RELU_TOL: Tolerance = Tolerance {
+        atol: 1e-3,
+        rtol: 1e-3,
+    };
+    const EPS: f32 = 1e-2;
+    const MARGIN: f32 = 0.1;
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let u = Tensor::uniform([3, 2, 5, 7], -1.0, 1.0, &mut rng).unwrap();
+        let x: Vec<f32> = u
+            .to_vec()
+            .iter()
+            .map(|&v| v.signum() * (MARGIN + v.abs()))
+            .collect();
+        let x = Tensor::from_vec([3, 2, 5, 7], x).unwrap();
+        let r = Tensor::uniform([3, 2, 5, 7], -1.0, 1.0, &mut rng).unwrap();
+        let (y, cache) = ReLU.forward(x.clone(), Mode::Train).unwrap();
+        // Both sides of the kink are exercised.
+        let y = y.to_vec();
+        assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0));
+        let dx = ReLU.backward(&r, cache).unwrap();
+        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
+            let x = Tensor::from_vec([3, 2, 5, 7], v.to_vec()).unwrap();
+            let (y, _) = ReLU.forward(x, Mode::Train).unwrap();
+            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
+        });
+        compare("dx", dx.as_slice().unwrap(), &numeric, RELU_TOL).unwrap_or_else(|m| panic!("{m}"));
+    }
+
+    #[test]
+    fn a_wrong_dy_shape_names_the_op_and_the_shapes() {
+        let (_, cache) = ReLU.forward(Tensor::zeros([2, 3]), Mode::Eval).unwrap();
+        let e = ReLU.backward(&Tensor::zeros([3, 2]), cache).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "relu_backward: dy has shape (3, 2), expected (2, 3)"
+        );
+    }
+}
