@@ -14,6 +14,7 @@
 //! Shape legend: N batch, C channels in, K channels out, H W spatial size in, OH OW spatial size
 //! out, F features, M N K in GEMM docs are the usual matrix dimensions.
 
+pub mod adam;
 pub mod add;
 pub mod batchnorm;
 pub mod conv2d;
@@ -21,8 +22,11 @@ pub mod dropblock;
 pub mod dropout;
 mod error;
 pub mod gemm;
+pub mod grad_norm;
 pub mod maxpool;
 pub mod philox;
 pub mod relu;
+pub mod sgd;
+pub mod softmax_ce;
 
 pub use error::{Error, Result};
