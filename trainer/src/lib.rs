@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod draw;
 mod error;
 pub mod grid;
+pub mod metrics;
 pub mod plot;
 
 pub use error::{Error, Result};
