@@ -15,14 +15,19 @@ pub(super) fn forward(y: &mut [f32], argmax: &mut [u32], x: &[f32], p: &Pool2d, 
     let (oh, ow) = (g.rows.out, g.cols.out);
     let (kh, kw) = p.kernel;
     let (sh, sw) = p.stride;
+    // The windows are the same in every plane: find their valid ranges once.
+    let rows: Vec<_> = (0..oh)
+        .map(|o| window(o, sh, kh, g.rows.before, g.h))
+        .collect();
+    let cols: Vec<_> = (0..ow)
+        .map(|o| window(o, sw, kw, g.cols.before, g.w))
+        .collect();
     y.par_chunks_mut(oh * ow)
         .zip(argmax.par_chunks_mut(oh * ow))
         .zip(x.par_chunks(g.h * g.w))
         .for_each(|((ys, idx), plane)| {
-            for oy in 0..oh {
-                let (r0, r1) = window(oy, sh, kh, g.rows.before, g.h);
-                for ox in 0..ow {
-                    let (c0, c1) = window(ox, sw, kw, g.cols.before, g.w);
+            for (oy, &(r0, r1)) in rows.iter().enumerate() {
+                for (ox, &(c0, c1)) in cols.iter().enumerate() {
                     // SAME padding leaves at least one real cell in every window: start from it.
                     let mut best_i = r0 * g.w + c0;
                     let mut best = plane[best_i];

@@ -34,9 +34,20 @@ pub struct SamePadding {
 
 /// SAME padding for an axis of `input` values, window `kernel` and step `stride`.
 ///
-/// # Panics
-/// If `stride` is 0 (a [`Pool2d`] never has a zero stride).
-pub fn same_padding(input: usize, kernel: usize, stride: usize) -> SamePadding {
+/// # Errors
+/// [`Error::Invalid`] if `kernel` or `stride` is 0.
+pub fn same_padding(input: usize, kernel: usize, stride: usize) -> Result<SamePadding> {
+    if kernel == 0 || stride == 0 {
+        return Err(Error::Invalid {
+            op: "same_padding",
+            msg: format!("kernel {kernel} and stride {stride} must be at least 1"),
+        });
+    }
+    Ok(same(input, kernel, stride))
+}
+
+/// [`same_padding`] for a kernel and stride already known to be at least 1.
+fn same(input: usize, kernel: usize, stride: usize) -> SamePadding {
     let out = input.div_ceil(stride);
     let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(input);
     SamePadding {
@@ -100,8 +111,8 @@ impl Pool2d {
         PoolGeometry {
             h,
             w,
-            rows: same_padding(h, self.kernel.0, self.stride.0),
-            cols: same_padding(w, self.kernel.1, self.stride.1),
+            rows: same(h, self.kernel.0, self.stride.0),
+            cols: same(w, self.kernel.1, self.stride.1),
         }
     }
 

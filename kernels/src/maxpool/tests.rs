@@ -13,7 +13,7 @@ fn pool(x: &Tensor, p: &Pool2d) -> (Tensor, Vec<u32>) {
 
 #[test]
 fn same_padding_follows_tensorflow() {
-    let sp = |out, before, after| SamePadding { out, before, after };
+    let sp = |out, before, after| Ok(SamePadding { out, before, after });
     assert_eq!(same_padding(32, 3, 2), sp(16, 0, 1));
     assert_eq!(same_padding(16, 3, 2), sp(8, 0, 1));
     assert_eq!(same_padding(5, 3, 2), sp(3, 1, 1));
@@ -22,6 +22,10 @@ fn same_padding_follows_tensorflow() {
     assert_eq!(same_padding(7, 2, 3), sp(3, 0, 1));
     assert_eq!(same_padding(10, 2, 4), sp(3, 0, 0));
     assert_eq!(same_padding(1, 3, 2), sp(1, 1, 1));
+    assert_eq!(
+        same_padding(8, 3, 0).unwrap_err().to_string(),
+        "same_padding: kernel 3 and stride 0 must be at least 1"
+    );
 }
 
 #[test]
