@@ -13,14 +13,18 @@
 //! out, F features in, O features out.
 
 mod batchnorm;
+mod conv2d;
 mod error;
 pub mod gradcheck;
+mod linear;
 mod maxpool;
 mod param;
 mod relu;
 
 pub use batchnorm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormCache};
+pub use conv2d::{Conv2d, Conv2dCache, Conv2dGeom};
 pub use error::{Error, Result};
+pub use linear::{Linear, LinearCache};
 pub use maxpool::{MaxPool2d, MaxPoolCache};
 pub use param::{join, Param, Parameters};
 pub use relu::{ReLU, ReluCache};

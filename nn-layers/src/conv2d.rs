@@ -1,0 +1,220 @@
+//! The convolution layer (no bias), on the GEMM-based kernels of [`kernels::conv2d`].
+
+pub use kernels::conv2d::Conv2dGeom;
+use kernels::conv2d::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dDims};
+use rand::Rng;
+use tensor_core::Tensor;
+
+use crate::{join, Error, Mode, Param, Parameters, Result};
+
+/// 2-D convolution without bias: x: (N, C, H, W) -> y: (N, K, OH, OW), weight: (K, C, KH, KW),
+/// square kernel, the same stride and zero padding on both axes.
+///
+/// Forward, with iy = oy s + ky - p and ix = ox s + kx - p (terms in the padding are 0):
+/// ```text
+/// y[n,k,oy,ox] = sum_{c,ky,kx} weight[k,c,ky,kx] x[n,c,iy,ix]
+/// ```
+/// Backward, over the same index sets:
+/// ```text
+/// dweight[k,c,ky,kx] += sum_{n,oy,ox} dy[n,k,oy,ox] x[n,c,iy,ix]        (accumulated)
+/// dx[n,c,iy,ix]       = sum_{k,ky,kx,oy,ox} dy[n,k,oy,ox] weight[k,c,ky,kx]  (fresh)
+/// ```
+/// In matrix form (per image, col = im2col(x_n): (C KH KW, OH OW)): y_n = W col,
+/// dW += dy_n col^T, dx_n = col2im(W^T dy_n).
+///
+/// Initialisation: Xavier uniform with fan_in = KH KW C and fan_out = KH KW K.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d {
+    /// weight: (K, C, KH, KW)
+    pub weight: Param,
+    pub geom: Conv2dGeom,
+}
+
+/// What [`Conv2d::backward`] needs from its forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2dCache {
+    /// x: (N, C, H, W), the forward's input.
+    x: Tensor,
+}
+
+impl Conv2d {
+    /// A convolution from `in_channels` (C) to `out_channels` (K) with a `kernel` x `kernel`
+    /// window, Xavier-uniform initialised from `rng`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if a size or the stride is 0.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        geom: Conv2dGeom,
+        rng: &mut impl Rng,
+    ) -> Result<Conv2d> {
+        if in_channels == 0 || out_channels == 0 || kernel == 0 || geom.stride == 0 {
+            return Err(Error::Config {
+                layer: "Conv2d",
+                msg: format!(
+                    "{in_channels} -> {out_channels} channels, kernel {kernel}, stride {}: \
+                     all must be at least 1",
+                    geom.stride
+                ),
+            });
+        }
+        let window = kernel * kernel;
+        let weight = Tensor::xavier_uniform(
+            [out_channels, in_channels, kernel, kernel],
+            window * in_channels,
+            window * out_channels,
+            rng,
+        )?;
+        Ok(Conv2d {
+            weight: Param::new(weight),
+            geom,
+        })
+    }
+
+    /// x: (N, C, H, W) -> y: (N, K, OH, OW). `mode` makes no difference to a convolution.
+    ///
+    /// # Errors
+    /// x is not rank 4, has the wrong channel count, or is smaller than the kernel.
+    pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, Conv2dCache)> {
+        let d = Conv2dDims::new(
+            "Conv2d::forward",
+            x.dims(),
+            self.weight.value.dims(),
+            self.geom,
+        )?;
+        let mut y = Tensor::zeros(d.y_dims());
+        conv2d_forward(&mut y, &x, &self.weight.value, self.geom)?;
+        Ok((y, Conv2dCache { x }))
+    }
+
+    /// dy: (N, K, OH, OW) -> dx: (N, C, H, W), fresh; dweight accumulated into
+    /// `self.weight.grad`.
+    ///
+    /// # Errors
+    /// dy's shape is not the forward's output shape.
+    pub fn backward(&mut self, dy: &Tensor, cache: Conv2dCache) -> Result<Tensor> {
+        let mut dx = Tensor::zeros(cache.x.shape().clone());
+        conv2d_backward_data(&mut dx, dy, &self.weight.value, self.geom)?;
+        conv2d_backward_weight(&mut self.weight.grad, dy, &cache.x, self.geom)?;
+        Ok(dx)
+    }
+}
+
+impl Parameters for Conv2d {
+    fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&join(prefix, "weight"), &mut self.weight);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
+
+    /// The loss is linear in x and in the weight, so central differences are exact but for f32
+    /// rounding of y (about 1e-7 relative), which the division by 2 EPS magnifies to ~1e-5.
+    const CONV_TOL: Tolerance = Tolerance {
+        atol: 1e-3,
+        rtol: 1e-3,
+    };
+    const EPS: f32 = 1e-2;
+
+    fn gradcheck(geom: Conv2dGeom, kernel: usize) {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (n, c, k, h, w) = (2, 3, 4, 5, 7);
+        let mut conv = Conv2d::new(c, k, kernel, geom, &mut rng).unwrap();
+        let x = Tensor::uniform([n, c, h, w], -1.0, 1.0, &mut rng).unwrap();
+        let (y, cache) = conv.forward(x.clone(), Mode::Train).unwrap();
+        let r = Tensor::uniform(y.dims(), -1.0, 1.0, &mut rng).unwrap();
+        let dx = conv.backward(&r, cache).unwrap();
+        let case = format!("kernel {kernel} {geom:?}");
+
+        let loss_x = |v: &[f32]| {
+            let x = Tensor::from_vec([n, c, h, w], v.to_vec()).unwrap();
+            let (y, _) = conv.forward(x, Mode::Train).unwrap();
+            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
+        };
+        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, loss_x);
+        compare(
+            &format!("{case}: dx"),
+            dx.as_slice().unwrap(),
+            &numeric,
+            CONV_TOL,
+        )
+        .unwrap_or_else(|m| panic!("{m}"));
+
+        let mut probe = conv.clone();
+        let weight = conv.weight.value.clone();
+        let numeric = numeric_grad(weight.as_slice().unwrap(), EPS, |v| {
+            probe.weight.value = Tensor::from_vec(weight.dims(), v.to_vec()).unwrap();
+            let (y, _) = probe.forward(x.clone(), Mode::Train).unwrap();
+            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
+        });
+        let dweight = conv.weight.grad.as_slice().unwrap();
+        compare(&format!("{case}: dweight"), dweight, &numeric, CONV_TOL)
+            .unwrap_or_else(|m| panic!("{m}"));
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_same_3x3() {
+        gradcheck(Conv2dGeom::SAME_3X3, 3);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_strided_and_padded() {
+        gradcheck(Conv2dGeom { stride: 2, pad: 2 }, 3);
+        gradcheck(Conv2dGeom { stride: 1, pad: 0 }, 1);
+    }
+
+    #[test]
+    fn weight_grad_accumulates_and_init_is_xavier() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let mut conv = Conv2d::new(3, 4, 3, Conv2dGeom::SAME_3X3, &mut rng).unwrap();
+        let limit = (6.0f32 / (27.0 + 36.0)).sqrt();
+        assert!(conv.weight.value.to_vec().iter().all(|v| v.abs() <= limit));
+        let x = Tensor::uniform([2, 3, 5, 5], -1.0, 1.0, &mut rng).unwrap();
+        let dy = Tensor::uniform([2, 4, 5, 5], -1.0, 1.0, &mut rng).unwrap();
+        let (_, cache) = conv.forward(x.clone(), Mode::Eval).unwrap();
+        conv.backward(&dy, cache).unwrap();
+        let once = conv.weight.grad.to_vec();
+        let (_, cache) = conv.forward(x, Mode::Eval).unwrap();
+        conv.backward(&dy, cache).unwrap();
+        let twice: Vec<f32> = once.iter().map(|g| 2.0 * g).collect();
+        assert_eq!(conv.weight.grad.to_vec(), twice);
+        let mut names = Vec::new();
+        conv.visit_params("conv1", &mut |name, p| {
+            names.push((name.to_string(), p.value.len()))
+        });
+        assert_eq!(names, [("conv1.weight".to_string(), 4 * 3 * 9)]);
+    }
+
+    #[test]
+    fn bad_shapes_and_sizes_are_errors() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let e = Conv2d::new(3, 0, 3, Conv2dGeom::SAME_3X3, &mut rng).unwrap_err();
+        assert!(e.to_string().starts_with("Conv2d: 3 -> 0 channels"), "{e}");
+        let mut conv = Conv2d::new(3, 4, 3, Conv2dGeom::SAME_3X3, &mut rng).unwrap();
+        let e = conv
+            .forward(Tensor::zeros([2, 5, 6, 6]), Mode::Train)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Conv2d::forward: x (2, 5, 6, 6) has 5 channels, weight (4, 3, 3, 3) expects 3"
+        );
+        let (_, cache) = conv
+            .forward(Tensor::zeros([2, 3, 6, 6]), Mode::Train)
+            .unwrap();
+        let e = conv
+            .backward(&Tensor::zeros([2, 4, 6, 5]), cache)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "conv2d_backward_data: dy has shape (2, 4, 6, 5), expected (2, 4, 6, 6)"
+        );
+    }
+}

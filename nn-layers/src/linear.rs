@@ -1,0 +1,223 @@
+//! The fully-connected layer (no bias), on the GEMM of [`kernels::gemm`].
+
+use kernels::gemm::{matmul, Trans};
+use rand::Rng;
+use tensor_core::Tensor;
+
+use crate::{join, Error, Mode, Param, Parameters, Result};
+
+/// Fully-connected layer without bias: x: (N, F) -> y: (N, O), weight: (O, F) as PyTorch
+/// stores it.
+///
+/// Forward and backward:
+/// ```text
+/// y        = x W^T          y[n,o] = sum_f x[n,f] W[o,f]
+/// dW      += dy^T x         (O, F), accumulated
+/// dx       = dy W           (N, F), fresh
+/// ```
+///
+/// Initialisation: Xavier uniform with fan_in = F and fan_out = O.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linear {
+    /// weight: (O, F)
+    pub weight: Param,
+}
+
+/// What [`Linear::backward`] needs from its forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearCache {
+    /// x: (N, F), the forward's input.
+    x: Tensor,
+}
+
+impl Linear {
+    /// A layer from `in_features` (F) to `out_features` (O), Xavier-uniform initialised from
+    /// `rng`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if a size is 0.
+    pub fn new(in_features: usize, out_features: usize, rng: &mut impl Rng) -> Result<Linear> {
+        if in_features == 0 || out_features == 0 {
+            return Err(Error::Config {
+                layer: "Linear",
+                msg: format!("{in_features} -> {out_features} features: both must be at least 1"),
+            });
+        }
+        let weight =
+            Tensor::xavier_uniform([out_features, in_features], in_features, out_features, rng)?;
+        Ok(Linear {
+            weight: Param::new(weight),
+        })
+    }
+
+    /// (O, F).
+    fn dims(&self) -> (usize, usize) {
+        let d = self.weight.value.dims();
+        (d[0], d[1])
+    }
+
+    /// x: (N, F) -> y: (N, O). `mode` makes no difference to this layer.
+    ///
+    /// # Errors
+    /// x is not (N, F).
+    pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, LinearCache)> {
+        let (o, f) = self.dims();
+        let n = match *x.dims() {
+            [n, xf] if xf == f => n,
+            _ => {
+                return Err(tensor_core::Error::ShapeMismatch {
+                    op: "Linear::forward",
+                    what: "x",
+                    got: x.shape().clone(),
+                    expected: format!("(N, {f})"),
+                }
+                .into())
+            }
+        };
+        let mut y = Tensor::zeros([n, o]);
+        matmul(
+            1.0,
+            &x,
+            Trans::No,
+            &self.weight.value,
+            Trans::Yes,
+            0.0,
+            &mut y,
+        )?;
+        Ok((y, LinearCache { x }))
+    }
+
+    /// dy: (N, O) -> dx: (N, F), fresh; dweight accumulated into `self.weight.grad`.
+    ///
+    /// # Errors
+    /// dy is not (N, O) for the forward's N.
+    pub fn backward(&mut self, dy: &Tensor, cache: LinearCache) -> Result<Tensor> {
+        let (o, f) = self.dims();
+        let n = cache.x.dims()[0];
+        dy.expect_shape("Linear::backward", "dy", &[n, o])?;
+        let mut dx = Tensor::zeros([n, f]);
+        matmul(
+            1.0,
+            dy,
+            Trans::No,
+            &self.weight.value,
+            Trans::No,
+            0.0,
+            &mut dx,
+        )?;
+        matmul(
+            1.0,
+            dy,
+            Trans::Yes,
+            &cache.x,
+            Trans::No,
+            1.0,
+            &mut self.weight.grad,
+        )?;
+        Ok(dx)
+    }
+}
+
+impl Parameters for Linear {
+    fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&join(prefix, "weight"), &mut self.weight);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
+
+    /// The loss is linear in x and in the weight: central differences are exact but for f32
+    /// rounding of y, magnified by 1 / (2 EPS) to ~1e-5.
+    const LINEAR_TOL: Tolerance = Tolerance {
+        atol: 1e-3,
+        rtol: 1e-3,
+    };
+    const EPS: f32 = 1e-2;
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let (n, f, o) = (3, 7, 5);
+        let mut fc = Linear::new(f, o, &mut rng).unwrap();
+        let x = Tensor::uniform([n, f], -1.0, 1.0, &mut rng).unwrap();
+        let r = Tensor::uniform([n, o], -1.0, 1.0, &mut rng).unwrap();
+        let (_, cache) = fc.forward(x.clone(), Mode::Train).unwrap();
+        let dx = fc.backward(&r, cache).unwrap();
+
+        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
+            let x = Tensor::from_vec([n, f], v.to_vec()).unwrap();
+            let (y, _) = fc.forward(x, Mode::Train).unwrap();
+            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
+        });
+        compare("dx", dx.as_slice().unwrap(), &numeric, LINEAR_TOL)
+            .unwrap_or_else(|m| panic!("{m}"));
+
+        let mut probe = fc.clone();
+        let weight = fc.weight.value.clone();
+        let numeric = numeric_grad(weight.as_slice().unwrap(), EPS, |v| {
+            probe.weight.value = Tensor::from_vec([o, f], v.to_vec()).unwrap();
+            let (y, _) = probe.forward(x.clone(), Mode::Train).unwrap();
+            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
+        });
+        compare(
+            "dweight",
+            fc.weight.grad.as_slice().unwrap(),
+            &numeric,
+            LINEAR_TOL,
+        )
+        .unwrap_or_else(|m| panic!("{m}"));
+    }
+
+    #[test]
+    fn forward_is_x_times_weight_transposed() {
+        let mut rng = ChaCha8Rng::seed_from_u64(22);
+        let mut fc = Linear::new(3, 2, &mut rng).unwrap();
+        fc.weight.value = Tensor::from_vec([2, 3], vec![1.0, 0.0, -1.0, 2.0, 1.0, 0.5]).unwrap();
+        let x = Tensor::from_vec([1, 3], vec![1.0, 2.0, 4.0]).unwrap();
+        let (y, _) = fc.forward(x, Mode::Eval).unwrap();
+        assert_eq!(y.as_slice().unwrap(), &[-3.0, 6.0]);
+        let limit = (6.0f32 / 5.0).sqrt();
+        let fresh = Linear::new(3, 2, &mut rng).unwrap();
+        assert!(fresh.weight.value.to_vec().iter().all(|v| v.abs() <= limit));
+        let mut names = Vec::new();
+        fc.visit_params("fc1", &mut |name, p| {
+            names.push((name.to_string(), p.value.len()))
+        });
+        assert_eq!(names, [("fc1.weight".to_string(), 6)]);
+    }
+
+    #[test]
+    fn bad_shapes_and_sizes_are_errors() {
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let e = Linear::new(0, 4, &mut rng).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Linear: 0 -> 4 features: both must be at least 1"
+        );
+        let mut fc = Linear::new(6, 4, &mut rng).unwrap();
+        let e = fc.forward(Tensor::zeros([2, 5]), Mode::Train).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Linear::forward: x has shape (2, 5), expected (N, 6)"
+        );
+        let e = fc
+            .forward(Tensor::zeros([2, 6, 1]), Mode::Train)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Linear::forward: x has shape (2, 6, 1), expected (N, 6)"
+        );
+        let (_, cache) = fc.forward(Tensor::zeros([2, 6]), Mode::Train).unwrap();
+        let e = fc.backward(&Tensor::zeros([3, 4]), cache).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Linear::backward: dy has shape (3, 4), expected (2, 4)"
+        );
+    }
+}
