@@ -14,17 +14,23 @@
 
 mod batchnorm;
 mod conv2d;
+mod dropblock;
+mod dropout;
 mod error;
 pub mod gradcheck;
 mod linear;
+mod loss;
 mod maxpool;
 mod param;
 mod relu;
 
 pub use batchnorm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormCache};
 pub use conv2d::{Conv2d, Conv2dCache, Conv2dGeom};
+pub use dropblock::{DropBlock, DropBlockCache};
+pub use dropout::{Dropout, DropoutCache};
 pub use error::{Error, Result};
 pub use linear::{Linear, LinearCache};
+pub use loss::{SoftmaxCeCache, SoftmaxCrossEntropy};
 pub use maxpool::{MaxPool2d, MaxPoolCache};
 pub use param::{join, Param, Parameters};
 pub use relu::{ReLU, ReluCache};

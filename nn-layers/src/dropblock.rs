@@ -1,0 +1,231 @@
+//! DropBlock, after each residual block.
+
+use kernels::dropblock::{dropblock_apply, dropblock_mask, DropBlockMask};
+use kernels::philox::MaskKey;
+use tensor_core::{Shape, Tensor};
+
+use crate::{Error, Mode, Result};
+
+/// DropBlock with block size b = `block_size` and keep probability k = `keep_prob`, in training
+/// only (the mask itself is documented in [`kernels::dropblock`]).
+///
+/// Train: y = x * m * s with m the (N, C, H, W) 0/1 block mask drawn from
+/// `MaskKey { seed, step, layer: stream }` and s = m.len() / m.sum() (0 if m is all zeros).
+/// Eval, k = 1, or a map smaller than the block: y = x.
+///
+/// Backward: the mask does not depend on x, so y is linear in x with the diagonal Jacobian
+/// diag(m * s) and dx = dy * m * s (dx = dy when the forward was the identity); dx is a fresh
+/// tensor. No parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DropBlock {
+    /// Side of the dropped squares; the seed uses 5.
+    pub block_size: usize,
+    /// Probability of keeping a value, in (0, 1]; the trainer lowers it every epoch.
+    pub keep_prob: f32,
+    /// This layer's Philox stream: distinct for every random layer of a model.
+    pub stream: u32,
+}
+
+/// What [`DropBlock::backward`] needs from its forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropBlockCache {
+    /// The drawn mask ((N, C, H, W) bytes and its scale), or `None` for the identity.
+    mask: Option<DropBlockMask>,
+    /// x: (N, C, H, W), the forward's input shape.
+    shape: Shape,
+}
+
+impl DropBlock {
+    /// # Errors
+    /// [`Error::Config`] if `block_size` is 0 or `keep_prob` is not in (0, 1].
+    pub fn new(block_size: usize, keep_prob: f32, stream: u32) -> Result<DropBlock> {
+        let layer = DropBlock {
+            block_size,
+            keep_prob,
+            stream,
+        };
+        layer.check()?;
+        Ok(layer)
+    }
+
+    fn check(&self) -> Result<()> {
+        let msg = if self.block_size == 0 {
+            "block size is 0".to_string()
+        } else if !(self.keep_prob > 0.0 && self.keep_prob <= 1.0) {
+            format!("keep probability {} is outside (0, 1]", self.keep_prob)
+        } else {
+            return Ok(());
+        };
+        Err(Error::Config {
+            layer: "DropBlock",
+            msg,
+        })
+    }
+
+    /// x: (N, C, H, W) -> y: (N, C, H, W). `seed` and `step` select the mask together with
+    /// `stream`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad block size or keep probability; a shape error if x is not
+    /// rank 4.
+    pub fn forward(
+        &self,
+        x: Tensor,
+        mode: Mode,
+        seed: u64,
+        step: u64,
+    ) -> Result<(Tensor, DropBlockCache)> {
+        self.check()?;
+        x.expect_nchw("DropBlock::forward", "x")?;
+        let shape = x.shape().clone();
+        let mask = match mode {
+            Mode::Eval => None,
+            Mode::Train => {
+                let key = MaskKey {
+                    seed,
+                    step,
+                    layer: self.stream,
+                };
+                dropblock_mask(&shape, self.block_size, self.keep_prob, key)?
+            }
+        };
+        let Some(mask) = mask else {
+            return Ok((x, DropBlockCache { mask: None, shape }));
+        };
+        let mut y = Tensor::zeros(shape.clone());
+        dropblock_apply(&mut y, &x, &mask)?;
+        let mask = Some(mask);
+        Ok((y, DropBlockCache { mask, shape }))
+    }
+
+    /// dy: (N, C, H, W) -> dx: (N, C, H, W), fresh.
+    ///
+    /// # Errors
+    /// dy's shape differs from the forward's input.
+    pub fn backward(&self, dy: &Tensor, cache: DropBlockCache) -> Result<Tensor> {
+        dy.expect_shape("DropBlock::backward", "dy", cache.shape.dims())?;
+        let Some(mask) = cache.mask else {
+            return Ok(dy.clone());
+        };
+        let mut dx = Tensor::zeros(cache.shape);
+        dropblock_apply(&mut dx, dy, &mask)?;
+        Ok(dx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
+
+    /// With the mask fixed by the key, DropBlock is exactly linear in x: only the f32 rounding of
+    /// the probe loss remains (values scaled by about 1.5, step 2e-2).
+    const DROPBLOCK_TOL: Tolerance = Tolerance {
+        atol: 1e-3,
+        rtol: 1e-3,
+    };
+    const EPS: f32 = 1e-2;
+    const LAYER: DropBlock = DropBlock {
+        block_size: 3,
+        keep_prob: 0.7,
+        stream: 5,
+    };
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let dims = [2, 3, 9, 7];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
+        let r = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
+        let (y, cache) = LAYER.forward(x.clone(), Mode::Train, 7, 11).unwrap();
+        let y = y.to_vec();
+        assert!(
+            y.contains(&0.0) && y.iter().any(|&v| v != 0.0),
+            "a trivial mask"
+        );
+        let dx = LAYER.backward(&r, cache).unwrap();
+        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
+            let x = Tensor::from_vec(dims, v.to_vec()).unwrap();
+            let (y, _) = LAYER.forward(x, Mode::Train, 7, 11).unwrap();
+            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
+        });
+        compare("dx", dx.as_slice().unwrap(), &numeric, DROPBLOCK_TOL)
+            .unwrap_or_else(|m| panic!("{m}"));
+    }
+
+    /// The seed's fourth block: a 4x4 map with block 5 passes through, in training too.
+    #[test]
+    fn identity_on_a_4x4_map_with_block_5() {
+        let layer = DropBlock::new(5, 0.85, 1).unwrap();
+        let x =
+            Tensor::uniform([2, 3, 4, 4], -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
+        let (y, cache) = layer.forward(x.clone(), Mode::Train, 1, 1).unwrap();
+        assert_eq!(y, x);
+        assert_eq!(layer.backward(&x, cache).unwrap(), x);
+    }
+
+    #[test]
+    fn eval_and_keep_one_are_the_identity() {
+        let x =
+            Tensor::uniform([2, 3, 8, 8], -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
+        let all = DropBlock {
+            keep_prob: 1.0,
+            ..LAYER
+        };
+        for (layer, mode) in [(LAYER, Mode::Eval), (all, Mode::Train)] {
+            let (y, cache) = layer.forward(x.clone(), mode, 1, 1).unwrap();
+            assert_eq!(y, x);
+            assert_eq!(layer.backward(&x, cache).unwrap(), x);
+        }
+    }
+
+    /// keep_prob is a public field that the trainer lowers between epochs: the next forward uses it.
+    #[test]
+    fn a_lower_keep_prob_drops_more() {
+        let x = Tensor::full([4, 8, 16, 16], 1.0);
+        let zeros = |keep_prob| {
+            let layer = DropBlock { keep_prob, ..LAYER };
+            let (y, _) = layer.forward(x.clone(), Mode::Train, 3, 4).unwrap();
+            y.to_vec().iter().filter(|&&v| v == 0.0).count()
+        };
+        let (high, low) = (zeros(0.95), zeros(0.8));
+        assert!(0 < high && high < low, "{high} {low}");
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        for (b, keep) in [(0, 0.9), (3, 0.0), (3, 1.1), (3, f32::NAN)] {
+            let e = DropBlock::new(b, keep, 0).unwrap_err();
+            assert!(e.to_string().starts_with("DropBlock: "), "{e}");
+            let layer = DropBlock {
+                block_size: b,
+                keep_prob: keep,
+                stream: 0,
+            };
+            assert!(layer
+                .forward(Tensor::zeros([1, 1, 8, 8]), Mode::Eval, 0, 0)
+                .is_err());
+        }
+        let e = LAYER
+            .forward(Tensor::zeros([2, 8, 8]), Mode::Train, 0, 0)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("DropBlock::forward: x has shape (2, 8, 8)"),
+            "{e}"
+        );
+        let (_, cache) = LAYER
+            .forward(Tensor::zeros([1, 2, 8, 8]), Mode::Train, 0, 0)
+            .unwrap();
+        let e = LAYER
+            .backward(&Tensor::zeros([1, 2, 8, 9]), cache)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "DropBlock::backward: dy has shape (1, 2, 8, 9), expected (1, 2, 8, 8)"
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! Inverted dropout, for the fully-connected layers.
+
+use kernels::dropout::{dropout_backward, dropout_forward};
+use kernels::philox::MaskKey;
+use tensor_core::{Shape, Tensor};
+
+use crate::{Error, Mode, Result};
+
+/// Inverted dropout with keep probability k = `keep_prob`, in training only.
+///
+/// Train: y = x * m / k with m_i = [u_i < k], where u_i is `key.uniform(i)` for the key
+/// `MaskKey { seed, step, layer: stream }` and i the flat index; so E[y] = x.
+/// Eval, or k = 1: y = x.
+///
+/// Backward: y is linear in x with the diagonal Jacobian diag(m / k), so dx = dy * m / k
+/// (dx = dy when the forward was the identity); dx is a fresh tensor. No parameters. The mask is
+/// not stored: backward redraws it from the same key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    /// Probability of keeping a value, in (0, 1]; the seed uses 0.5.
+    pub keep_prob: f32,
+    /// This layer's Philox stream: distinct for every random layer of a model.
+    pub stream: u32,
+}
+
+/// What [`Dropout::backward`] needs from its forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropoutCache {
+    /// The mask's key and keep probability, or `None` when the forward was the identity.
+    mask: Option<(MaskKey, f32)>,
+    /// The forward's input shape, any rank.
+    shape: Shape,
+}
+
+fn check_keep(keep_prob: f32) -> Result<()> {
+    if keep_prob > 0.0 && keep_prob <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Config {
+            layer: "Dropout",
+            msg: format!("keep probability {keep_prob} is outside (0, 1]"),
+        })
+    }
+}
+
+impl Dropout {
+    /// # Errors
+    /// [`Error::Config`] if `keep_prob` is not in (0, 1].
+    pub fn new(keep_prob: f32, stream: u32) -> Result<Dropout> {
+        check_keep(keep_prob)?;
+        Ok(Dropout { keep_prob, stream })
+    }
+
+    /// x: any shape -> y: the same shape. `seed` and `step` select the mask together with
+    /// `stream`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `keep_prob` is not in (0, 1].
+    pub fn forward(
+        &self,
+        x: Tensor,
+        mode: Mode,
+        seed: u64,
+        step: u64,
+    ) -> Result<(Tensor, DropoutCache)> {
+        check_keep(self.keep_prob)?;
+        let shape = x.shape().clone();
+        if mode == Mode::Eval || self.keep_prob == 1.0 {
+            return Ok((x, DropoutCache { mask: None, shape }));
+        }
+        let key = MaskKey {
+            seed,
+            step,
+            layer: self.stream,
+        };
+        let mut y = Tensor::zeros(shape.clone());
+        dropout_forward(&mut y, &x, self.keep_prob, key)?;
+        let mask = Some((key, self.keep_prob));
+        Ok((y, DropoutCache { mask, shape }))
+    }
+
+    /// dy: the forward's shape -> dx: the same shape, fresh.
+    ///
+    /// # Errors
+    /// dy's shape differs from the forward's input.
+    pub fn backward(&self, dy: &Tensor, cache: DropoutCache) -> Result<Tensor> {
+        dy.expect_shape("Dropout::backward", "dy", cache.shape.dims())?;
+        let Some((key, keep)) = cache.mask else {
+            return Ok(dy.clone());
+        };
+        let mut dx = Tensor::zeros(cache.shape);
+        dropout_backward(&mut dx, dy, keep, key)?;
+        Ok(dx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
+
+    /// With the mask fixed by the key, dropout is exactly linear in x: only the f32 rounding of
+    /// the probe loss (about 1e-7 of values near 1, over a step of 2e-2) remains.
+    const DROPOUT_TOL: Tolerance = Tolerance {
+        atol: 1e-3,
+        rtol: 1e-3,
+    };
+    const EPS: f32 = 1e-2;
+    const LAYER: Dropout = Dropout {
+        keep_prob: 0.6,
+        stream: 3,
+    };
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let dims = [5, 7];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
+        let r = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
+        let (y, cache) = LAYER.forward(x.clone(), Mode::Train, 42, 9).unwrap();
+        let y = y.to_vec();
+        assert!(
+            y.contains(&0.0) && y.iter().any(|&v| v != 0.0),
+            "a trivial mask"
+        );
+        let dx = LAYER.backward(&r, cache).unwrap();
+        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
+            let x = Tensor::from_vec(dims, v.to_vec()).unwrap();
+            let (y, _) = LAYER.forward(x, Mode::Train, 42, 9).unwrap();
+            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
+        });
+        compare("dx", dx.as_slice().unwrap(), &numeric, DROPOUT_TOL)
+            .unwrap_or_else(|m| panic!("{m}"));
+    }
+
+    #[test]
+    fn eval_and_keep_one_are_the_identity() {
+        let x = Tensor::uniform([4, 6], -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
+        let all = Dropout {
+            keep_prob: 1.0,
+            ..LAYER
+        };
+        for (layer, mode) in [(LAYER, Mode::Eval), (all, Mode::Train)] {
+            let (y, cache) = layer.forward(x.clone(), mode, 1, 1).unwrap();
+            assert_eq!(y, x);
+            assert_eq!(layer.backward(&x, cache).unwrap(), x);
+        }
+    }
+
+    #[test]
+    fn the_mask_depends_on_seed_step_and_stream_only() {
+        let x = Tensor::full([64], 1.0);
+        let run = |layer: Dropout, seed, step| layer.forward(x.clone(), Mode::Train, seed, step);
+        let (a, _) = run(LAYER, 1, 2).unwrap();
+        assert_eq!(run(LAYER, 1, 2).unwrap().0, a);
+        assert_ne!(run(LAYER, 1, 3).unwrap().0, a);
+        assert_ne!(run(LAYER, 2, 2).unwrap().0, a);
+        assert_ne!(run(Dropout { stream: 4, ..LAYER }, 1, 2).unwrap().0, a);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        for keep in [0.0f32, 1.5, f32::NAN] {
+            let e = Dropout::new(keep, 0).unwrap_err();
+            assert!(
+                e.to_string().starts_with("Dropout: keep probability"),
+                "{e}"
+            );
+            let layer = Dropout {
+                keep_prob: keep,
+                stream: 0,
+            };
+            assert!(layer
+                .forward(Tensor::zeros([2]), Mode::Train, 0, 0)
+                .is_err());
+        }
+        let (_, cache) = LAYER
+            .forward(Tensor::zeros([2, 3]), Mode::Train, 0, 0)
+            .unwrap();
+        let e = LAYER.backward(&Tensor::zeros([3, 2]), cache).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Dropout::backward: dy has shape (3, 2), expected (2, 3)"
+        );
+    }
+}
