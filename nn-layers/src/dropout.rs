@@ -8,8 +8,8 @@ use crate::{Error, Mode, Result};
 
 /// Inverted dropout with keep probability k = `keep_prob`, in training only.
 ///
-/// Train: y = x * m / k with m_i = [u_i < k], where u_i is `key.uniform(i)` for the key
-/// `MaskKey { seed, step, layer: stream }` and i the flat index; so E[y] = x.
+/// Train: y = x * m / k with `m_i = [u_i < k]`, where u_i is `key.uniform(i)` for the key
+/// `MaskKey { seed, step, layer: stream }` and i the flat index; so `E[y] = x`.
 /// Eval, or k = 1: y = x.
 ///
 /// Backward: y is linear in x with the diagonal Jacobian diag(m / k), so dx = dy * m / k

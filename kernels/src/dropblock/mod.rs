@@ -13,7 +13,7 @@
 //! Steps 2-3 in closed form: pooled output (y, x) sees padded rows y - (b-1)/2 ..= y + b-1-(b-1)/2,
 //! which holds grid row i (padded row i + p0) iff i <= y <= i + b - 1, because p0 + (b-1)/2 = b - 1;
 //! likewise for columns. So a centre at (i, j) drops exactly the b x b square whose top-left corner
-//! is (i, j), always inside the map. [`cpu`] builds the mask that way; the tests compare it with a
+//! is (i, j), always inside the map. `cpu.rs` builds the mask that way; the tests compare it with a
 //! literal pad + max-pool.
 //!
 //! Identity (no mask at all) when k = 1, and when H < b or W < b: the seed's sampling grid is then

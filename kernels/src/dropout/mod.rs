@@ -29,7 +29,7 @@ pub(crate) fn check_keep_prob(op: &'static str, keep: f32) -> Result<()> {
     }
 }
 
-/// Dropout forward: y = x * [u < keep] / keep with u = `key.uniform(i)` for flat element i.
+/// Dropout forward: `y = x * [u < keep] / keep` with u = `key.uniform(i)` for flat element i.
 ///
 /// x: any shape -> y: same shape, overwritten.
 ///
@@ -42,7 +42,7 @@ pub fn dropout_forward(y: &mut Tensor, x: &Tensor, keep: f32, key: MaskKey) -> R
     Ok(())
 }
 
-/// Dropout backward: dx = dy * [u < keep] / keep, with the same `key` and `keep` as the forward.
+/// Dropout backward: `dx = dy * [u < keep] / keep`, with the forward's `key` and `keep`.
 ///
 /// dy: any shape -> dx: same shape, overwritten.
 ///
