@@ -80,6 +80,56 @@ pub fn compare(
     }
 }
 
+/// Central differences at `eps` and at `eps / 2`, for compositions of many layers where some
+/// ReLU kink or max-pool switch inevitably lies within a step of some coordinate.
+///
+/// Where the two estimates disagree by more than `tol`, the loss is not smooth within `eps` of
+/// that point and the coordinate is `None` (not checkable); elsewhere it is the `eps / 2` estimate.
+/// A wrong analytic gradient is still caught: a smooth coordinate's two estimates agree with each
+/// other, and both disagree with it.
+pub fn numeric_grad_smooth(
+    v: &[f32],
+    eps: f32,
+    tol: Tolerance,
+    mut loss: impl FnMut(&[f32]) -> f64,
+) -> Vec<Option<f64>> {
+    let coarse = numeric_grad(v, eps, &mut loss);
+    let fine = numeric_grad(v, eps / 2.0, &mut loss);
+    coarse
+        .iter()
+        .zip(&fine)
+        .map(|(&c, &f)| ((c - f).abs() <= tol.atol + tol.rtol * f.abs()).then_some(f))
+        .collect()
+}
+
+/// [`compare`] on the coordinates [`numeric_grad_smooth`] could check, requiring that at least
+/// `min_checked` of them (a fraction) were checkable. Returns how many were checked.
+///
+/// # Errors
+/// As [`compare`], or a message if too few coordinates were smooth.
+pub fn compare_where_smooth(
+    what: &str,
+    analytic: &[f32],
+    numeric: &[Option<f64>],
+    tol: Tolerance,
+    min_checked: f64,
+) -> Result<usize, String> {
+    let (a, n): (Vec<f32>, Vec<f64>) = analytic
+        .iter()
+        .zip(numeric)
+        .filter_map(|(&a, n)| n.map(|n| (a, n)))
+        .unzip();
+    if (a.len() as f64) < min_checked * numeric.len() as f64 {
+        return Err(format!(
+            "{what}: only {} of {} coordinates are smooth enough to check (need {:.0}%)",
+            a.len(),
+            numeric.len(),
+            100.0 * min_checked
+        ));
+    }
+    compare(what, &a, &n, tol).map(|()| a.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

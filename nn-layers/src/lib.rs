@@ -13,6 +13,7 @@
 //! out, F features in, O features out.
 
 mod batchnorm;
+mod block;
 mod conv2d;
 mod dropblock;
 mod dropout;
@@ -25,6 +26,7 @@ mod param;
 mod relu;
 
 pub use batchnorm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormCache};
+pub use block::{ConvBlock, ConvBlockCache, ResidualBlock, ResidualBlockCache};
 pub use conv2d::{Conv2d, Conv2dCache, Conv2dGeom};
 pub use dropblock::{DropBlock, DropBlockCache};
 pub use dropout::{Dropout, DropoutCache};

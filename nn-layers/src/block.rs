@@ -1,0 +1,205 @@
+//! The seed's two composite blocks, built from the layers of this crate.
+//!
+//! ```text
+//! conv_block(x; C -> K)     = conv2(relu(bn2(conv1(relu(bn1(x))))))     3x3 convs, SAME, no bias
+//! residual_block(x; C -> K) : h1 = relu(conv_block1(x))
+//!                             h2 = conv_block2(h1)
+//!                             y  = maxpool(dropblock(relu(h1 + h2)))   3x3 stride 2 SAME pool
+//! ```
+//!
+//! Backward runs the same calls in reverse. The only step that is not a single layer's backward is
+//! the skip connection: h1 feeds both `conv_block2` and the sum, so its gradient is the sum of
+//! both paths, `dh1 = ds + conv_block2.backward(ds)` where `ds` is the gradient of `h1 + h2`.
+
+use rand::Rng;
+use tensor_core::Tensor;
+
+use crate::{
+    join, BatchNorm2d, BatchNormCache, Conv2d, Conv2dCache, Conv2dGeom, DropBlock, DropBlockCache,
+    MaxPool2d, MaxPoolCache, Mode, Param, Parameters, ReLU, ReluCache, Result,
+};
+
+/// BN -> ReLU -> conv3x3 (C -> K) -> BN -> ReLU -> conv3x3 (K -> K).
+/// x: (N, C, H, W) -> y: (N, K, H, W).
+///
+/// Parameter names follow the equivalent PyTorch module: `bn1`, `conv1`, `bn2`, `conv2`.
+#[derive(Debug, Clone)]
+pub struct ConvBlock {
+    pub bn1: BatchNorm2d,
+    pub conv1: Conv2d,
+    pub bn2: BatchNorm2d,
+    pub conv2: Conv2d,
+}
+
+/// What [`ConvBlock::backward`] needs: each layer's cache, in forward order.
+#[derive(Debug)]
+pub struct ConvBlockCache {
+    bn1: BatchNormCache,
+    relu1: ReluCache,
+    conv1: Conv2dCache,
+    bn2: BatchNormCache,
+    relu2: ReluCache,
+    conv2: Conv2dCache,
+}
+
+impl ConvBlock {
+    /// A block from `in_channels` (C) to `out_channels` (K), its convolutions Xavier-initialised
+    /// from `rng` (conv1 first).
+    pub fn new(in_channels: usize, out_channels: usize, rng: &mut impl Rng) -> Result<ConvBlock> {
+        let same = Conv2dGeom::SAME_3X3;
+        Ok(ConvBlock {
+            bn1: BatchNorm2d::new(in_channels)?,
+            conv1: Conv2d::new(in_channels, out_channels, 3, same, rng)?,
+            bn2: BatchNorm2d::new(out_channels)?,
+            conv2: Conv2d::new(out_channels, out_channels, 3, same, rng)?,
+        })
+    }
+
+    /// x: (N, C, H, W) -> y: (N, K, H, W). In [`Mode::Train`] the batch norms use and update
+    /// batch statistics.
+    pub fn forward(&mut self, x: Tensor, mode: Mode) -> Result<(Tensor, ConvBlockCache)> {
+        let (a, bn1) = self.bn1.forward(x, mode)?;
+        let (a, relu1) = ReLU.forward(a, mode)?;
+        let (a, conv1) = self.conv1.forward(a, mode)?;
+        let (a, bn2) = self.bn2.forward(a, mode)?;
+        let (a, relu2) = ReLU.forward(a, mode)?;
+        let (y, conv2) = self.conv2.forward(a, mode)?;
+        let cache = ConvBlockCache {
+            bn1,
+            relu1,
+            conv1,
+            bn2,
+            relu2,
+            conv2,
+        };
+        Ok((y, cache))
+    }
+
+    /// dy: (N, K, H, W) -> dx: (N, C, H, W). Accumulates every parameter's gradient.
+    pub fn backward(&mut self, dy: &Tensor, cache: ConvBlockCache) -> Result<Tensor> {
+        let d = self.conv2.backward(dy, cache.conv2)?;
+        let d = ReLU.backward(&d, cache.relu2)?;
+        let d = self.bn2.backward(&d, cache.bn2)?;
+        let d = self.conv1.backward(&d, cache.conv1)?;
+        let d = ReLU.backward(&d, cache.relu1)?;
+        self.bn1.backward(&d, cache.bn1)
+    }
+}
+
+impl Parameters for ConvBlock {
+    fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        self.bn1.visit_params(&join(prefix, "bn1"), f);
+        self.conv1.visit_params(&join(prefix, "conv1"), f);
+        self.bn2.visit_params(&join(prefix, "bn2"), f);
+        self.conv2.visit_params(&join(prefix, "conv2"), f);
+    }
+
+    fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        self.bn1.visit_buffers(&join(prefix, "bn1"), f);
+        self.bn2.visit_buffers(&join(prefix, "bn2"), f);
+    }
+}
+
+/// The seed's residual block: two conv blocks with a skip connection, then DropBlock and a
+/// 3x3 stride-2 SAME max-pool. x: (N, C, H, W) -> y: (N, K, ceil(H/2), ceil(W/2)).
+///
+/// Parameter names: `conv_block1.*`, `conv_block2.*` (see [`ConvBlock`]).
+#[derive(Debug, Clone)]
+pub struct ResidualBlock {
+    pub conv_block1: ConvBlock,
+    pub conv_block2: ConvBlock,
+    /// Its `keep_prob` is the trainer's to change each epoch.
+    pub drop_block: DropBlock,
+    pub pool: MaxPool2d,
+}
+
+/// What [`ResidualBlock::backward`] needs.
+#[derive(Debug)]
+pub struct ResidualBlockCache {
+    conv_block1: ConvBlockCache,
+    relu1: ReluCache,
+    conv_block2: ConvBlockCache,
+    relu2: ReluCache,
+    drop_block: DropBlockCache,
+    pool: MaxPoolCache,
+}
+
+impl ResidualBlock {
+    /// A block from C to K channels with DropBlock of `block_size` at `keep_prob`, drawing its
+    /// masks from Philox stream `stream` (unique per random layer of a model).
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        block_size: usize,
+        keep_prob: f32,
+        stream: u32,
+        rng: &mut impl Rng,
+    ) -> Result<ResidualBlock> {
+        Ok(ResidualBlock {
+            conv_block1: ConvBlock::new(in_channels, out_channels, rng)?,
+            conv_block2: ConvBlock::new(out_channels, out_channels, rng)?,
+            drop_block: DropBlock::new(block_size, keep_prob, stream)?,
+            pool: MaxPool2d::k3_s2_same(),
+        })
+    }
+
+    /// x: (N, C, H, W) -> y: (N, K, ceil(H/2), ceil(W/2)). `seed` and `step` key the DropBlock
+    /// mask (only drawn in [`Mode::Train`]).
+    pub fn forward(
+        &mut self,
+        x: Tensor,
+        mode: Mode,
+        seed: u64,
+        step: u64,
+    ) -> Result<(Tensor, ResidualBlockCache)> {
+        let (a, conv_block1) = self.conv_block1.forward(x, mode)?;
+        let (h1, relu1) = ReLU.forward(a, mode)?;
+        // h1 is both the input of conv_block2 and one side of the sum.
+        let (h2, conv_block2) = self.conv_block2.forward(h1.clone(), mode)?;
+        let mut s = h2;
+        kernels::add::add_assign(&mut s, &h1)?;
+        let (s, relu2) = ReLU.forward(s, mode)?;
+        let (s, drop_block) = self.drop_block.forward(s, mode, seed, step)?;
+        let (y, pool) = self.pool.forward(s, mode)?;
+        let cache = ResidualBlockCache {
+            conv_block1,
+            relu1,
+            conv_block2,
+            relu2,
+            drop_block,
+            pool,
+        };
+        Ok((y, cache))
+    }
+
+    /// dy: (N, K, OH, OW) -> dx: (N, C, H, W). Accumulates every parameter's gradient.
+    pub fn backward(&mut self, dy: &Tensor, cache: ResidualBlockCache) -> Result<Tensor> {
+        let d = self.pool.backward(dy, cache.pool)?;
+        let d = self.drop_block.backward(&d, cache.drop_block)?;
+        // ds: the gradient of s = h1 + h2, which reaches h1 directly and through conv_block2.
+        let ds = ReLU.backward(&d, cache.relu2)?;
+        let mut dh1 = self.conv_block2.backward(&ds, cache.conv_block2)?;
+        kernels::add::add_assign(&mut dh1, &ds)?;
+        let da = ReLU.backward(&dh1, cache.relu1)?;
+        self.conv_block1.backward(&da, cache.conv_block1)
+    }
+}
+
+impl Parameters for ResidualBlock {
+    fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        self.conv_block1
+            .visit_params(&join(prefix, "conv_block1"), f);
+        self.conv_block2
+            .visit_params(&join(prefix, "conv_block2"), f);
+    }
+
+    fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        self.conv_block1
+            .visit_buffers(&join(prefix, "conv_block1"), f);
+        self.conv_block2
+            .visit_buffers(&join(prefix, "conv_block2"), f);
+    }
+}
+
+#[cfg(test)]
+mod tests;
