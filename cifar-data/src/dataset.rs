@@ -69,8 +69,10 @@ impl Split {
         &self.images
     }
 
-    /// Image `i`: (3, 32, 32) bytes. Panics if `i >= len()` (callers index with positions they got
-    /// from this split).
+    /// Image `i`: (3, 32, 32) bytes.
+    ///
+    /// # Panics
+    /// If `i >= len()`, like slice indexing; [`crate::make_batch`] checks its indices first.
     pub fn image(&self, i: usize) -> &[u8] {
         &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
     }
