@@ -5,12 +5,14 @@
 //! - [`grid`]: a grid of test images titled with predicted and true class names, as PNG.
 //! - [`checkpoint`]: safetensors checkpoints, written atomically, validated against the model.
 //! - [`metrics`]: `metrics.csv` (one row per epoch) and `steps.csv` (one row per logged step).
-//! - [`cli`]: the `trainer` command line and the `config.toml` of a run.
+//! - [`cli`]: the `trainer` command line; [`config`]: a run's settings, as `config.toml`.
 //!
 //! Text in pictures uses a built-in bitmap font ([`draw`]), so nothing depends on the fonts
 //! installed on the machine.
 
 pub mod checkpoint;
+pub mod cli;
+pub mod config;
 pub mod draw;
 mod error;
 pub mod grid;
