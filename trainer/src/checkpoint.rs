@@ -40,6 +40,11 @@ impl Checkpoint {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// Stores `value` (as its `Display` text) under `key`, replacing any previous value.
+    pub fn set_meta(&mut self, key: &str, value: impl std::fmt::Display) {
+        self.metadata.insert(key.to_string(), value.to_string());
+    }
+
     /// The metadata value under `key` parsed as `T`; the error names the key and the value.
     pub fn meta<T: FromStr>(&self, key: &str) -> Result<T>
     where
@@ -326,7 +331,7 @@ mod tests {
         std::fs::write(dir.path().join(".last.safetensors.tmp-1"), b"torn").unwrap();
         assert_eq!(bits(&load(&path).unwrap()), bits(&c));
         let mut newer = c.clone();
-        newer.metadata.insert("step".into(), "800".into());
+        newer.set_meta("step", 800u64);
         save(&path, &newer).unwrap();
         assert_eq!(load(&path).unwrap().meta::<u64>("step").unwrap(), 800);
     }
