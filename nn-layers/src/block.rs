@@ -11,6 +11,7 @@
 //! the skip connection: h1 feeds both `conv_block2` and the sum, so its gradient is the sum of
 //! both paths, `dh1 = ds + conv_block2.backward(ds)` where `ds` is the gradient of `h1 + h2`.
 
+use kernels::batchnorm::BatchNormConfig;
 use rand::Rng;
 use tensor_core::Tensor;
 
@@ -43,14 +44,19 @@ pub struct ConvBlockCache {
 }
 
 impl ConvBlock {
-    /// A block from `in_channels` (C) to `out_channels` (K), its convolutions Xavier-initialised
-    /// from `rng` (conv1 first).
-    pub fn new(in_channels: usize, out_channels: usize, rng: &mut impl Rng) -> Result<ConvBlock> {
+    /// A block from `in_channels` (C) to `out_channels` (K), its batch norms configured by `bn`,
+    /// its convolutions Xavier-initialised from `rng` (conv1 first).
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        bn: BatchNormConfig,
+        rng: &mut impl Rng,
+    ) -> Result<ConvBlock> {
         let same = Conv2dGeom::SAME_3X3;
         Ok(ConvBlock {
-            bn1: BatchNorm2d::new(in_channels)?,
+            bn1: BatchNorm2d::with_config(in_channels, bn)?,
             conv1: Conv2d::new(in_channels, out_channels, 3, same, rng)?,
-            bn2: BatchNorm2d::new(out_channels)?,
+            bn2: BatchNorm2d::with_config(out_channels, bn)?,
             conv2: Conv2d::new(out_channels, out_channels, 3, same, rng)?,
         })
     }
@@ -125,19 +131,20 @@ pub struct ResidualBlockCache {
 }
 
 impl ResidualBlock {
-    /// A block from C to K channels with DropBlock of `block_size` at `keep_prob`, drawing its
+    /// A block from C to K channels, batch norms configured by `bn`, with DropBlock of `block_size` at `keep_prob`, drawing its
     /// masks from Philox stream `stream` (unique per random layer of a model).
     pub fn new(
         in_channels: usize,
         out_channels: usize,
+        bn: BatchNormConfig,
         block_size: usize,
         keep_prob: f32,
         stream: u32,
         rng: &mut impl Rng,
     ) -> Result<ResidualBlock> {
         Ok(ResidualBlock {
-            conv_block1: ConvBlock::new(in_channels, out_channels, rng)?,
-            conv_block2: ConvBlock::new(out_channels, out_channels, rng)?,
+            conv_block1: ConvBlock::new(in_channels, out_channels, bn, rng)?,
+            conv_block2: ConvBlock::new(out_channels, out_channels, bn, rng)?,
             drop_block: DropBlock::new(block_size, keep_prob, stream)?,
             pool: MaxPool2d::k3_s2_same(),
         })

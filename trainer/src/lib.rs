@@ -17,6 +17,8 @@ pub mod draw;
 mod error;
 pub mod grid;
 pub mod metrics;
+pub mod model;
 pub mod plot;
+pub mod schedule;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@ use tensor_core::Tensor;
 
 use super::*;
 use crate::gradcheck::{compare_where_smooth, numeric_grad_smooth, probe_loss, Tolerance};
+use kernels::batchnorm::BatchNormConfig;
 
 /// A whole residual block chains fourteen layers in f32. The probe loss (72 terms of order 1)
 /// carries about 1e-5 of rounding, which central differences with EPS = 1e-3 turn into about 5e-3
@@ -32,7 +33,7 @@ const STEP: u64 = 3;
 /// few ReLU kinks lie near any point.
 fn setup() -> (ResidualBlock, Tensor, Tensor) {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let block = ResidualBlock::new(2, 3, 3, KEEP, 0, &mut rng).unwrap();
+    let block = ResidualBlock::new(2, 3, BatchNormConfig::default(), 3, KEEP, 0, &mut rng).unwrap();
     let x = Tensor::uniform([2, 2, 5, 4], -1.0, 1.0, &mut rng).unwrap();
     let r = Tensor::uniform([2, 3, 3, 2], -1.0, 1.0, &mut rng).unwrap();
     (block, x, r)
@@ -142,7 +143,8 @@ fn same_seed_gives_bit_identical_results_on_one_and_two_threads() {
             .unwrap();
         pool.install(|| {
             let mut rng = ChaCha8Rng::seed_from_u64(9);
-            let mut block = ResidualBlock::new(3, 8, 5, 0.9, 1, &mut rng).unwrap();
+            let mut block =
+                ResidualBlock::new(3, 8, BatchNormConfig::default(), 5, 0.9, 1, &mut rng).unwrap();
             let x = Tensor::uniform([4, 3, 16, 16], -1.0, 1.0, &mut rng).unwrap();
             let (y, cache) = block.forward(x, Mode::Train, 7, 2).unwrap();
             let dy = Tensor::uniform(y.shape().clone(), -1.0, 1.0, &mut rng).unwrap();
