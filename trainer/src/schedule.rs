@@ -116,7 +116,7 @@ mod tests {
         assert!((s.lr(99) - 5e-4).abs() < 1e-15);
         assert!((s.lr(100) - 5e-4).abs() < 1e-15);
         let end = s.lr(75 * 200 - 1);
-        assert!(end < 1e-8 && end >= 0.0);
+        assert!((0.0..1e-8).contains(&end));
         let mid = s.lr(100 + (75 * 200 - 100) / 2);
         assert!((mid - 2.5e-4).abs() < 1e-6);
     }
