@@ -161,16 +161,18 @@ fn field<T: std::str::FromStr>(
     i: usize,
     header: &[&str],
 ) -> std::result::Result<T, String> {
-    f[i].parse()
-        .map_err(|_| format!("column {} has {:?}, not a number", header[i], f[i]))
+    let text = f
+        .get(i)
+        .ok_or_else(|| format!("column {} is missing", header[i]))?;
+    text.parse()
+        .map_err(|_| format!("column {} has {text:?}, not a number", header[i]))
 }
 
 /// Field `i`, empty meaning "not measured".
 fn optional(f: &[&str], i: usize, header: &[&str]) -> std::result::Result<Option<f64>, String> {
-    if f[i].is_empty() {
-        Ok(None)
-    } else {
-        field(f, i, header).map(Some)
+    match f.get(i) {
+        Some(&"") => Ok(None),
+        _ => field(f, i, header).map(Some),
     }
 }
 
@@ -487,6 +489,8 @@ mod tests {
         );
         // A complete but wrong line is not mistaken for a torn one.
         assert!(truncate_after::<StepRecord>(&bad, 100).is_err());
+        let err = StepRecord::parse(&["1", "2.5"]).unwrap_err();
+        assert_eq!(err, "column acc is missing");
     }
 
     #[test]
