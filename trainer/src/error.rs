@@ -23,6 +23,22 @@ pub enum Error {
     /// An argument out of its valid range or of the wrong shape, described by the operation.
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },
+    /// A loss or gradient that is NaN or infinite: the run has diverged.
+    #[error("step {step}: {what} is not finite ({value})")]
+    NonFinite {
+        step: u64,
+        /// "the loss", or the first parameter (in forward order) whose gradient is not finite.
+        what: String,
+        value: f64,
+    },
+    #[error(transparent)]
+    Layer(#[from] nn_layers::Error),
+    #[error(transparent)]
+    Kernel(#[from] kernels::Error),
+    #[error(transparent)]
+    Tensor(#[from] tensor_core::Error),
+    #[error(transparent)]
+    Data(#[from] cifar_data::Error),
 }
 
 /// `Result` with this crate's [`Error`].

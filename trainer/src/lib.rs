@@ -18,6 +18,7 @@ mod error;
 pub mod grid;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod plot;
 pub mod schedule;
 

@@ -1,0 +1,304 @@
+//! The optimizer: clipping by global norm, then Adam (TensorFlow 1 form) or SGD with momentum,
+//! over every parameter of a model, with the state a checkpoint must keep.
+//!
+//! One [`Optimizer::step`] does, in this order:
+//! 1. check every gradient is finite, naming the first parameter (in forward order) that is not;
+//! 2. global norm = sqrt(sum over parameters of sum(g^2)), and g *= clip / max(norm, clip);
+//! 3. the update rule on each parameter, with the learning rate of this step;
+//! 4. zero the gradients for the next step.
+
+use kernels::adam::{adam_update, Adam};
+use kernels::grad_norm::{clip_factor, global_norm, scale_in_place, sum_of_squares};
+use kernels::sgd::{sgd_update, Sgd};
+use nn_layers::{Param, Parameters};
+use tensor_core::Tensor;
+
+use crate::error::{Error, Result};
+
+/// The update rule and its hyper-parameters (the learning rate is given per step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+    },
+    Sgd {
+        momentum: f32,
+        nesterov: bool,
+        weight_decay: f32,
+    },
+}
+
+/// Per-parameter state, in the model's parameter order.
+#[derive(Debug, Clone, PartialEq)]
+enum Slot {
+    /// First and second moment estimates.
+    Adam { m: Tensor, v: Tensor },
+    /// The momentum buffer.
+    Sgd { buf: Tensor },
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// The global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The factor the gradients were scaled by (1 when not clipped).
+    pub clip_scale: f32,
+}
+
+/// The optimizer's state for one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Optimizer {
+    pub rule: Rule,
+    slots: Vec<Slot>,
+    /// Updates applied so far; Adam's bias correction uses `t = updates` after the increment.
+    pub updates: u64,
+}
+
+impl Optimizer {
+    /// Zero state for every parameter of `model`.
+    pub fn new(rule: Rule, model: &mut impl Parameters) -> Optimizer {
+        let mut slots = Vec::new();
+        model.visit_params("", &mut |_, p| {
+            let zeros = || Tensor::zeros(p.value.shape().clone());
+            slots.push(match rule {
+                Rule::Adam { .. } => Slot::Adam {
+                    m: zeros(),
+                    v: zeros(),
+                },
+                Rule::Sgd { .. } => Slot::Sgd { buf: zeros() },
+            });
+        });
+        Optimizer {
+            rule,
+            slots,
+            updates: 0,
+        }
+    }
+
+    /// Clips, updates every parameter of `model` with learning rate `lr`, and zeroes the gradients.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] naming the first parameter whose gradient is NaN or infinite (nothing
+    /// is updated then); a kernel error for a bad hyper-parameter.
+    pub fn step(
+        &mut self,
+        model: &mut impl Parameters,
+        lr: f32,
+        clip_norm: f32,
+    ) -> Result<StepReport> {
+        let step = self.updates + 1;
+        let mut sums = Vec::with_capacity(self.slots.len());
+        let mut first_bad: Option<(String, f64)> = None;
+        let mut failure: Option<Error> = None;
+        model.visit_params("", &mut |name, p| match sum_of_squares(&p.grad) {
+            Ok(s) => {
+                if !s.is_finite() && first_bad.is_none() {
+                    first_bad = Some((format!("the gradient of {name}"), s));
+                }
+                sums.push(s);
+            }
+            Err(e) => {
+                failure.get_or_insert(e.into());
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if let Some((what, value)) = first_bad {
+            return Err(Error::NonFinite { step, what, value });
+        }
+        if sums.len() != self.slots.len() {
+            return Err(Error::invalid(
+                "Optimizer::step",
+                format!(
+                    "the model has {} parameters, the optimizer state {}",
+                    sums.len(),
+                    self.slots.len()
+                ),
+            ));
+        }
+        let grad_norm = global_norm(&sums);
+        let clip_scale = clip_factor(grad_norm, clip_norm)?;
+
+        let rule = self.rule;
+        let mut slots = self.slots.iter_mut();
+        let mut result = Ok(());
+        model.visit_params("", &mut |_, p| {
+            if result.is_ok() {
+                let slot = slots.next().expect("one slot per parameter, checked above");
+                result = update(p, slot, rule, lr, clip_scale, step);
+            }
+        });
+        result?;
+        self.updates = step;
+        Ok(StepReport {
+            grad_norm,
+            clip_scale,
+        })
+    }
+
+    /// Calls `f` on each state tensor with a checkpoint name derived from the parameter's:
+    /// `optimizer.m.<name>` and `optimizer.v.<name>` for Adam, `optimizer.momentum.<name>` for SGD.
+    pub fn visit_state(
+        &mut self,
+        model: &mut impl Parameters,
+        f: &mut dyn FnMut(&str, &mut Tensor),
+    ) {
+        let mut names = Vec::with_capacity(self.slots.len());
+        model.visit_params("", &mut |name, _| names.push(name.to_string()));
+        for (name, slot) in names.iter().zip(&mut self.slots) {
+            match slot {
+                Slot::Adam { m, v } => {
+                    f(&format!("optimizer.m.{name}"), m);
+                    f(&format!("optimizer.v.{name}"), v);
+                }
+                Slot::Sgd { buf } => f(&format!("optimizer.momentum.{name}"), buf),
+            }
+        }
+    }
+}
+
+/// Scales the gradient by the clip factor, applies the rule, zeroes the gradient.
+fn update(p: &mut Param, slot: &mut Slot, rule: Rule, lr: f32, scale: f32, t: u64) -> Result<()> {
+    if scale != 1.0 {
+        scale_in_place(&mut p.grad, scale)?;
+    }
+    match (rule, slot) {
+        (
+            Rule::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            },
+            Slot::Adam { m, v },
+        ) => {
+            let cfg = Adam {
+                lr,
+                beta1,
+                beta2,
+                epsilon,
+            };
+            adam_update(&mut p.value, m, v, &p.grad, &cfg, t)?;
+        }
+        (
+            Rule::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+            },
+            Slot::Sgd { buf },
+        ) => {
+            let cfg = Sgd {
+                lr,
+                momentum,
+                nesterov,
+                weight_decay,
+            };
+            sgd_update(&mut p.value, buf, &p.grad, &cfg)?;
+        }
+        _ => unreachable!("slots are created for the optimizer's own rule"),
+    }
+    p.zero_grad()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two parameters, enough to see ordering, clipping and the update.
+    struct Toy {
+        a: Param,
+        b: Param,
+    }
+
+    impl Parameters for Toy {
+        fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+            f(&nn_layers::join(prefix, "a"), &mut self.a);
+            f(&nn_layers::join(prefix, "b"), &mut self.b);
+        }
+    }
+
+    fn toy(ga: [f32; 2], gb: f32) -> Toy {
+        let mut a = Param::new(Tensor::from_vec([2], vec![1.0, 2.0]).unwrap());
+        a.grad = Tensor::from_vec([2], ga.to_vec()).unwrap();
+        let mut b = Param::new(Tensor::from_vec([1], vec![-1.0]).unwrap());
+        b.grad = Tensor::from_vec([1], vec![gb]).unwrap();
+        Toy { a, b }
+    }
+
+    const ADAM: Rule = Rule::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+    };
+
+    #[test]
+    fn adam_first_step_moves_each_weight_by_about_lr() {
+        let mut m = toy([0.3, -4.0], 2.0);
+        let mut opt = Optimizer::new(ADAM, &mut m);
+        let r = opt.step(&mut m, 0.01, 100.0).unwrap();
+        assert_eq!(r.clip_scale, 1.0);
+        assert!((r.grad_norm - (0.09f64 + 16.0 + 4.0).sqrt()).abs() < 1e-6);
+        // Step 1 of Adam: m_hat / sqrt(v_hat) = sign(g), so w moves by lr against the gradient.
+        let a = m.a.value.to_vec();
+        assert!(
+            (a[0] - 0.99).abs() < 1e-6 && (a[1] - 2.01).abs() < 1e-6,
+            "{a:?}"
+        );
+        assert!((m.b.value.to_vec()[0] + 1.01).abs() < 1e-6);
+        assert_eq!(m.a.grad.to_vec(), vec![0.0, 0.0], "gradients are zeroed");
+        assert_eq!(opt.updates, 1);
+    }
+
+    #[test]
+    fn gradients_are_clipped_by_their_global_norm() {
+        // Norm 5 clipped to 1: SGD without momentum moves by lr * g / 5.
+        let rule = Rule::Sgd {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        };
+        let mut m = toy([3.0, 0.0], 4.0);
+        let mut opt = Optimizer::new(rule, &mut m);
+        let r = opt.step(&mut m, 1.0, 1.0).unwrap();
+        assert!((r.grad_norm - 5.0).abs() < 1e-9);
+        assert!((r.clip_scale - 0.2).abs() < 1e-7);
+        assert!((m.a.value.to_vec()[0] - (1.0 - 0.6)).abs() < 1e-6);
+        assert!((m.b.value.to_vec()[0] - (-1.0 - 0.8)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_non_finite_gradient_names_the_first_parameter_and_changes_nothing() {
+        let mut m = toy([0.0, 1.0], f32::NAN);
+        let mut opt = Optimizer::new(ADAM, &mut m);
+        let err = opt.step(&mut m, 0.01, 100.0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "step 1: the gradient of b is not finite (NaN)"
+        );
+        assert_eq!(m.a.value.to_vec(), vec![1.0, 2.0]);
+        assert_eq!(opt.updates, 0);
+    }
+
+    #[test]
+    fn state_is_named_after_the_parameters() {
+        let mut m = toy([1.0, 1.0], 1.0);
+        let mut opt = Optimizer::new(ADAM, &mut m);
+        opt.step(&mut m, 0.01, 100.0).unwrap();
+        let mut names = Vec::new();
+        opt.visit_state(&mut m, &mut |n, t| names.push((n.to_string(), t.len())));
+        assert_eq!(
+            names,
+            [
+                ("optimizer.m.a".to_string(), 2),
+                ("optimizer.v.a".to_string(), 2),
+                ("optimizer.m.b".to_string(), 1),
+                ("optimizer.v.b".to_string(), 1)
+            ]
+        );
+    }
+}
