@@ -132,32 +132,33 @@ fn all_passes_match_the_direct_convolution_on_odd_shapes() {
 }
 
 #[test]
-fn backward_weight_groups_many_small_images() {
-    // 3x3 maps have 9 pixels, so backward-weight multiplies dozens of images at once; 61 images
-    // leave a last, smaller group.
+fn many_small_images_are_grouped() {
+    // 3x3 maps (or 2x2 with stride 2) have few pixels, so every pass multiplies groups of images
+    // at once; 61 images leave a last, smaller group.
     let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let geom = Conv2dGeom::SAME_3X3;
-    let x = random(&[61, 2, 3, 3], &mut rng);
-    let wt = random(&[3, 2, 3, 3], &mut rng);
-    let dy = random(&[61, 3, 3, 3], &mut rng);
-    let d = Conv2dDims::new("test", x.dims(), wt.dims(), geom).unwrap();
-    let dw0 = Tensor::zeros(d.weight_dims());
-    let [y, dx, dw] = passes(&x, &wt, &dy, &dw0, geom);
-    let want = naive(
-        x.as_slice().unwrap(),
-        wt.as_slice().unwrap(),
-        dy.as_slice().unwrap(),
-        &d,
-    );
-    assert_close("y", y.as_slice().unwrap(), &want.y);
-    assert_close("dx", dx.as_slice().unwrap(), &want.dx);
-    // 61 * 9 products per weight: allow for their rounding.
-    let dw = dw.as_slice().unwrap();
-    if let Some(i) = (0..dw.len()).find(|&i| (dw[i] - want.dw[i]).abs() > 4.0 * ATOL) {
-        panic!(
-            "dweight: first bad index {i}: got {}, want {}",
-            dw[i], want.dw[i]
+    for geom in [Conv2dGeom::SAME_3X3, Conv2dGeom { stride: 2, pad: 1 }] {
+        let x = random(&[61, 2, 3, 3], &mut rng);
+        let wt = random(&[3, 2, 3, 3], &mut rng);
+        let d = Conv2dDims::new("test", x.dims(), wt.dims(), geom).unwrap();
+        let dy = random(&d.y_dims(), &mut rng);
+        let dw0 = Tensor::zeros(d.weight_dims());
+        let [y, dx, dw] = passes(&x, &wt, &dy, &dw0, geom);
+        let want = naive(
+            x.as_slice().unwrap(),
+            wt.as_slice().unwrap(),
+            dy.as_slice().unwrap(),
+            &d,
         );
+        assert_close("y", y.as_slice().unwrap(), &want.y);
+        assert_close("dx", dx.as_slice().unwrap(), &want.dx);
+        // 61 * 9 products per weight: allow for their rounding.
+        let dw = dw.as_slice().unwrap();
+        if let Some(i) = (0..dw.len()).find(|&i| (dw[i] - want.dw[i]).abs() > 4.0 * ATOL) {
+            panic!(
+                "{geom:?}: dweight: first bad index {i}: got {}, want {}",
+                dw[i], want.dw[i]
+            );
+        }
     }
 }
 
