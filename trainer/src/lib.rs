@@ -13,13 +13,16 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod draw;
 mod error;
+pub mod evaluate;
 pub mod grid;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
+pub mod state;
 
 pub use error::{Error, Result};

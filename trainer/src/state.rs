@@ -1,0 +1,279 @@
+//! What a checkpoint holds beyond the file format: the model's tensors under their PyTorch names,
+//! the optimizer's state, and the run's position (step, epoch, early-stopping history) and
+//! settings as metadata. All randomness is counter-based (keyed by seed, epoch, step and index), so
+//! the seed and the step are the whole RNG state.
+
+use std::path::Path;
+
+use kernels::batchnorm::BatchNormConfig;
+use nn_layers::Parameters;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tensor_core::Tensor;
+
+use crate::checkpoint::{self, Checkpoint, NamedTensor};
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::model::{NetSpec, ResNet};
+use crate::optim::Optimizer;
+use crate::schedule::KeepSchedule;
+
+/// Written in every checkpoint's metadata under `format`.
+pub const FORMAT: &str = "cifar-resnet-rs/1";
+
+/// Where a run is, saved so that `--resume` continues exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunState {
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Epochs fully done.
+    pub epoch: u64,
+    /// Batches of epoch `epoch` already trained on (0 at an epoch boundary).
+    pub batch_in_epoch: usize,
+    /// Test loss after each finished epoch, for early stopping and the best checkpoint.
+    pub test_losses: Vec<f64>,
+}
+
+impl RunState {
+    pub fn new() -> RunState {
+        RunState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            test_losses: Vec::new(),
+        }
+    }
+
+    /// True when the test loss rose in each of the last `patience` epochs (the seed's rule).
+    pub fn should_stop(&self, patience: u64) -> bool {
+        let p = patience as usize;
+        p > 0
+            && self.test_losses.len() > p
+            && self.test_losses[self.test_losses.len() - p - 1..]
+                .windows(2)
+                .all(|w| w[1] > w[0])
+    }
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        RunState::new()
+    }
+}
+
+/// The network a configuration describes, for a dataset of `classes` classes.
+pub fn net_spec(cfg: &TrainConfig, classes: usize, epoch: u64) -> NetSpec {
+    let r = &cfg.regularization;
+    NetSpec {
+        widths: cfg.model.widths,
+        hidden: cfg.model.hidden,
+        classes,
+        block_size: r.dropblock_size,
+        block_keep: keep_schedule(cfg).keep(epoch),
+        fc_keep: r.dropout_keep as f32,
+        bn: BatchNormConfig {
+            eps: r.bn_epsilon as f32,
+            momentum: r.bn_momentum as f32,
+        },
+    }
+}
+
+/// DropBlock's keep probability per epoch, from the configuration.
+pub fn keep_schedule(cfg: &TrainConfig) -> KeepSchedule {
+    let r = &cfg.regularization;
+    KeepSchedule {
+        start: r.dropblock_keep_start,
+        end: r.dropblock_keep_end,
+        step: r.dropblock_keep_step,
+    }
+}
+
+/// The model's tensors (parameters and batch-norm statistics) with their names and shapes.
+pub fn model_layout(model: &mut ResNet) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    model.visit_params("", &mut |n, p| {
+        out.push((n.to_string(), p.value.dims().to_vec()))
+    });
+    model.visit_buffers("", &mut |n, t| out.push((n.to_string(), t.dims().to_vec())));
+    out
+}
+
+/// Writes model, optimizer (if any), settings, class names and run state to `path`, atomically.
+pub fn save(
+    path: &Path,
+    model: &mut ResNet,
+    optimizer: Option<&mut Optimizer>,
+    cfg: &TrainConfig,
+    class_names: &[String],
+    state: &RunState,
+) -> Result<()> {
+    let mut ckpt = Checkpoint::default();
+    let mut push = |name: &str, t: &mut Tensor| {
+        ckpt.tensors.push(NamedTensor {
+            name: name.to_string(),
+            shape: t.dims().to_vec(),
+            data: t.to_vec(),
+        })
+    };
+    model.visit_params("", &mut |n, p| push(n, &mut p.value));
+    model.visit_buffers("", &mut |n, t| push(n, t));
+    if let Some(opt) = optimizer {
+        opt.visit_state(model, &mut |n, t| push(n, t));
+        ckpt.set_meta("optimizer_updates", opt.updates);
+    }
+    ckpt.set_meta("format", FORMAT);
+    ckpt.set_meta("config", cfg.to_toml()?);
+    ckpt.set_meta("classes", class_names.len());
+    ckpt.set_meta("class_names", class_names.join("\n"));
+    ckpt.set_meta("step", state.step);
+    ckpt.set_meta("epoch", state.epoch);
+    ckpt.set_meta("batch_in_epoch", state.batch_in_epoch);
+    let losses: Vec<String> = state.test_losses.iter().map(|l| format!("{l:e}")).collect();
+    ckpt.set_meta("test_losses", losses.join(","));
+    checkpoint::save(path, &ckpt)
+}
+
+/// A checkpoint read back: the settings it was trained with and where the run was.
+#[derive(Debug)]
+pub struct Loaded {
+    pub checkpoint: Checkpoint,
+    pub config: TrainConfig,
+    pub class_names: Vec<String>,
+    pub state: RunState,
+}
+
+/// Reads a checkpoint written by [`save`].
+///
+/// # Errors
+/// A missing, corrupt or foreign file, naming the path and the entry that is wrong.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let checkpoint = checkpoint::load(path)?;
+    let format: String = checkpoint.meta("format")?;
+    if format != FORMAT {
+        return Err(Error::format(
+            path,
+            format!("checkpoint format {format:?}, this trainer reads {FORMAT:?}"),
+        ));
+    }
+    let config_text: String = checkpoint.meta("config")?;
+    let config = TrainConfig::from_toml(&config_text, path)?;
+    let class_names: Vec<String> = checkpoint
+        .metadata
+        .get("class_names")
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    let classes: usize = checkpoint.meta("classes")?;
+    if class_names.len() != classes {
+        return Err(Error::format(
+            path,
+            format!("{} class names for {classes} classes", class_names.len()),
+        ));
+    }
+    let losses: String = checkpoint.meta("test_losses")?;
+    let test_losses = losses
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::format(path, format!("test_losses {losses:?}: {e}")))?;
+    let state = RunState {
+        step: checkpoint.meta("step")?,
+        epoch: checkpoint.meta("epoch")?,
+        batch_in_epoch: checkpoint.meta("batch_in_epoch")?,
+        test_losses,
+    };
+    Ok(Loaded {
+        checkpoint,
+        config,
+        class_names,
+        state,
+    })
+}
+
+/// Copies the checkpoint's model tensors into `model`, after checking that every one is present
+/// with the model's shape (optimizer state in the file is ignored here).
+///
+/// # Errors
+/// [`Error::Mismatch`] naming each missing, extra or wrongly shaped tensor with both shapes.
+pub fn load_weights(path: &Path, ckpt: &Checkpoint, model: &mut ResNet) -> Result<()> {
+    let model_only = Checkpoint {
+        tensors: ckpt
+            .tensors
+            .iter()
+            .filter(|t| !t.name.starts_with("optimizer."))
+            .cloned()
+            .collect(),
+        metadata: Default::default(),
+    };
+    model_only.validate(path, &model_layout(model))?;
+    let mut failure = None;
+    let mut copy = |name: &str, t: &mut Tensor| {
+        let src = ckpt.tensor(name).expect("validated above");
+        if let Err(e) = Tensor::from_vec(src.shape.clone(), src.data.clone()).map(|v| *t = v) {
+            failure.get_or_insert(e);
+        }
+    };
+    model.visit_params("", &mut |n, p| copy(n, &mut p.value));
+    model.visit_buffers("", &mut |n, t| copy(n, t));
+    failure.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// Copies the optimizer state saved in the checkpoint into `optimizer`.
+///
+/// # Errors
+/// [`Error::Mismatch`] if the checkpoint lacks state for a parameter or holds another shape (a
+/// checkpoint of the other update rule, say).
+pub fn load_optimizer(
+    path: &Path,
+    ckpt: &Checkpoint,
+    model: &mut ResNet,
+    optimizer: &mut Optimizer,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    optimizer.visit_state(model, &mut |name, t| match ckpt.tensor(name) {
+        Some(src) if src.shape == t.dims() => {
+            *t = Tensor::from_vec(src.shape.clone(), src.data.clone()).expect("shape checked");
+        }
+        Some(src) => problems.push(format!(
+            "tensor {name} has shape {:?} in the checkpoint, the optimizer expects {:?}",
+            src.shape,
+            t.dims()
+        )),
+        None => problems.push(format!("missing optimizer state {name}")),
+    });
+    if !problems.is_empty() {
+        return Err(Error::Mismatch {
+            path: path.to_path_buf(),
+            problems,
+        });
+    }
+    optimizer.updates = ckpt.meta("optimizer_updates")?;
+    Ok(())
+}
+
+/// Builds the network a checkpoint was trained as and loads its weights: what `eval` and
+/// `predict` need.
+pub fn load_model(path: &Path) -> Result<(ResNet, Loaded)> {
+    let loaded = load(path)?;
+    let spec = net_spec(&loaded.config, loaded.class_names.len(), loaded.state.epoch);
+    // The initialisation is overwritten at once; any seed will do.
+    let mut model = ResNet::new(&spec, &mut ChaCha8Rng::seed_from_u64(0))?;
+    load_weights(path, &loaded.checkpoint, &mut model)?;
+    Ok((model, loaded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_stopping_needs_a_rise_in_each_of_the_last_epochs() {
+        let mut s = RunState::new();
+        s.test_losses = vec![3.0, 2.0, 2.1, 2.2, 2.3];
+        assert!(s.should_stop(3));
+        assert!(!s.should_stop(4), "only three rises so far");
+        s.test_losses.push(2.25);
+        assert!(!s.should_stop(3));
+        assert!(!s.should_stop(0), "patience 0 never stops");
+    }
+}
