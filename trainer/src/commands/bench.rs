@@ -1,0 +1,202 @@
+//! `trainer bench`: training-step and inference throughput of a network size on random input.
+//!
+//! The network and the optimizer are built from the `train` defaults (the seed's recipe: Adam,
+//! learning rate 5e-4, clipping at norm 100, dropout and DropBlock active) with the `--preset`,
+//! `--widths` and `--hidden` of the command line. One untimed warm-up step of each kind, then
+//! `--steps` timed training steps (forward, loss, backward, clip and update, as `train` does)
+//! and `--steps` timed inference batches (forward in [`Mode::Eval`]).
+//!
+//! Effective GFLOP/s counts the network's arithmetic ([`ResNet::forward_flops_per_image`], a
+//! training step as three forwards), not whatever the code happens to execute.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use nn_layers::{Mode, SoftmaxCrossEntropy};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tensor_core::Tensor;
+
+use crate::cli::{BenchArgs, Cli, Command};
+use crate::config::{ModelConfig, TrainConfig, UpdateRule};
+use crate::model::{ResNet, IMAGE_CHANNELS, IMAGE_SIDE};
+use crate::optim::{Optimizer, Rule};
+use crate::state;
+
+/// Classes of the random labels (CIFAR-100's).
+const CLASSES: usize = 100;
+/// The epoch whose regularisers the benchmark uses: the second, where DropBlock's keep
+/// probability has dropped below 1 and its masks are drawn, as in most of a run.
+const EPOCH: u64 = 1;
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let device = super::setup_runtime(&args.runtime)?;
+    let cfg = bench_config(args)?;
+    let spec = state::net_spec(&cfg, CLASSES, EPOCH);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
+    let mut model = ResNet::new(&spec, &mut rng)?;
+    let mut optimizer = Optimizer::new(rule(&cfg.optimizer.rule), &mut model);
+    let n = args.batch_size;
+    let x = Tensor::uniform(
+        [n, IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE],
+        -1.0,
+        1.0,
+        &mut rng,
+    )?;
+    let labels: Vec<u32> = (0..n).map(|i| (i % CLASSES) as u32).collect();
+
+    let w = spec.widths;
+    println!(
+        "bench: widths {}/{}/{}/{}, hidden {}, {} parameters, batch {n}, {device}, {} threads",
+        w[0],
+        w[1],
+        w[2],
+        w[3],
+        spec.hidden,
+        model.param_count(),
+        rayon::current_num_threads()
+    );
+    let flops = model.forward_flops_per_image() as f64;
+    println!(
+        "forward: {:.3} GFLOP per image (a training step counts 3x)",
+        flops / 1e9
+    );
+
+    let mut step = 0u64;
+    let mut train_step = |model: &mut ResNet| -> anyhow::Result<()> {
+        let (logits, cache) = model.forward(x.clone(), Mode::Train, cfg.run.seed, step)?;
+        let (loss, ce) = SoftmaxCrossEntropy.forward(&logits, &labels)?;
+        anyhow::ensure!(loss.is_finite(), "step {step}: the loss is {loss}");
+        let dlogits = SoftmaxCrossEntropy.backward(ce)?;
+        model.backward(&dlogits, cache)?;
+        let lr = cfg.optimizer.lr as f32;
+        optimizer.step(model, lr, cfg.optimizer.clip_norm as f32)?;
+        step += 1;
+        Ok(())
+    };
+    train_step(&mut model).context("warm-up training step")?;
+    let train = time(args.steps, || train_step(&mut model))?;
+    report("training", "steps", &train, n, 3.0 * flops);
+
+    let mut infer = || -> anyhow::Result<()> {
+        model.forward(x.clone(), Mode::Eval, 0, 0)?;
+        Ok(())
+    };
+    infer().context("warm-up inference batch")?;
+    let inference = time(args.steps, infer)?;
+    report("inference", "batches", &inference, n, flops);
+
+    match peak_rss_kib() {
+        Some(kib) => println!("peak memory (VmHWM): {:.0} MiB", kib as f64 / 1024.0),
+        None => println!("peak memory: unavailable (no /proc/self/status VmHWM)"),
+    }
+    Ok(())
+}
+
+/// The `train` defaults with the benchmark's network size.
+fn bench_config(args: &BenchArgs) -> anyhow::Result<TrainConfig> {
+    let defaults = match Cli::try_parse_from(["trainer", "train"])?.command {
+        Command::Train(a) => a,
+        _ => unreachable!("parsed the train subcommand"),
+    };
+    let mut cfg = TrainConfig::from_args(&defaults)?;
+    cfg.model = ModelConfig {
+        preset: args.model.preset,
+        widths: args.model.widths()?,
+        hidden: args.model.hidden()?,
+    };
+    Ok(cfg)
+}
+
+/// The optimizer's rule for a configured update rule.
+fn rule(r: &UpdateRule) -> Rule {
+    match *r {
+        UpdateRule::Adam {
+            beta1,
+            beta2,
+            epsilon,
+        } => Rule::Adam {
+            beta1: beta1 as f32,
+            beta2: beta2 as f32,
+            epsilon: epsilon as f32,
+        },
+        UpdateRule::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+        } => Rule::Sgd {
+            momentum: momentum as f32,
+            nesterov,
+            weight_decay: weight_decay as f32,
+        },
+    }
+}
+
+/// Runs `f` `times` times; the duration of each run.
+fn time(times: u64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Vec<Duration>> {
+    (0..times)
+        .map(|_| {
+            let start = Instant::now();
+            f().map(|()| start.elapsed())
+        })
+        .collect()
+}
+
+/// Prints images/s over all runs, the median run and effective GFLOP/s.
+fn report(what: &str, units: &str, runs: &[Duration], batch: usize, flops_per_image: f64) {
+    let total: f64 = runs.iter().map(Duration::as_secs_f64).sum();
+    let images_per_s = (runs.len() * batch) as f64 / total;
+    println!(
+        "{what}: {} {units}, median {:.3} s each, {images_per_s:.1} images/s, {:.1} GFLOP/s",
+        runs.len(),
+        median(runs).as_secs_f64(),
+        images_per_s * flops_per_image / 1e9
+    );
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(runs: &[Duration]) -> Duration {
+    let mut sorted = runs.to_vec();
+    sorted.sort();
+    let m = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[m]
+    } else {
+        (sorted[m - 1] + sorted[m]) / 2
+    }
+}
+
+/// The process's peak resident set size in KiB, from `VmHWM` in /proc/self/status (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&status)
+}
+
+/// The value of the `VmHWM:   1234 kB` line.
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&[ms(5), ms(1), ms(3)]), ms(3));
+        assert_eq!(median(&[ms(4), ms(1), ms(2), ms(8)]), ms(3));
+    }
+
+    #[test]
+    fn vm_hwm_is_read_in_kib() {
+        let status = "Name:\ttrainer\nVmPeak:\t  9000 kB\nVmHWM:\t   1536 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(1536));
+        assert_eq!(parse_vm_hwm("Name:\ttrainer\n"), None);
+    }
+}
