@@ -30,8 +30,12 @@ pub struct RunState {
     pub epoch: u64,
     /// Batches of epoch `epoch` already trained on (0 at an epoch boundary).
     pub batch_in_epoch: usize,
-    /// Test loss after each finished epoch, for early stopping and the best checkpoint.
+    /// Test loss after each finished epoch, for early stopping.
     pub test_losses: Vec<f64>,
+    /// Sums over the batches of the epoch in progress, for its mean training loss and accuracy.
+    pub epoch_loss_sum: f64,
+    pub epoch_correct: u64,
+    pub epoch_seen: u64,
 }
 
 impl RunState {
@@ -41,6 +45,9 @@ impl RunState {
             epoch: 0,
             batch_in_epoch: 0,
             test_losses: Vec::new(),
+            epoch_loss_sum: 0.0,
+            epoch_correct: 0,
+            epoch_seen: 0,
         }
     }
 
@@ -130,6 +137,10 @@ pub fn save(
     ckpt.set_meta("batch_in_epoch", state.batch_in_epoch);
     let losses: Vec<String> = state.test_losses.iter().map(|l| format!("{l:e}")).collect();
     ckpt.set_meta("test_losses", losses.join(","));
+    // Rust prints the shortest text that parses back to the same f64: the sums resume exactly.
+    ckpt.set_meta("epoch_loss_sum", state.epoch_loss_sum);
+    ckpt.set_meta("epoch_correct", state.epoch_correct);
+    ckpt.set_meta("epoch_seen", state.epoch_seen);
     checkpoint::save(path, &ckpt)
 }
 
@@ -181,6 +192,9 @@ pub fn load(path: &Path) -> Result<Loaded> {
         epoch: checkpoint.meta("epoch")?,
         batch_in_epoch: checkpoint.meta("batch_in_epoch")?,
         test_losses,
+        epoch_loss_sum: checkpoint.meta("epoch_loss_sum")?,
+        epoch_correct: checkpoint.meta("epoch_correct")?,
+        epoch_seen: checkpoint.meta("epoch_seen")?,
     };
     Ok(Loaded {
         checkpoint,
