@@ -1,0 +1,336 @@
+//! The `trainer` binary's `synth`, `predict`, `eval` and `bench` subcommands on tiny inputs, and
+//! their refusals: a clear message and a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clap::Parser;
+use nn_layers::{Mode, SoftmaxCrossEntropy};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tensor_core::Tensor;
+use trainer::cli::{Cli, Command as Sub};
+use trainer::config::TrainConfig;
+use trainer::evaluate::{evaluate, top_k};
+use trainer::model::ResNet;
+use trainer::state::{self, RunState};
+
+/// Runs the binary with `args`.
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("the trainer binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts success, printing stderr otherwise; returns stdout.
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o)
+}
+
+/// Asserts a refusal: exit status 1, an `error:` line containing every one of `needles`, no panic.
+fn refused(o: Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "a panic is a bug:\n{err}");
+    assert!(err.lines().any(|l| l.starts_with("error: ")), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} missing from:\n{err}");
+    }
+}
+
+/// The `train` settings of `flags` (the tiny network on a small in-memory synthetic set).
+fn config(flags: &str) -> TrainConfig {
+    let line = format!("trainer train {flags}");
+    match Cli::try_parse_from(line.split_whitespace())
+        .unwrap()
+        .command
+    {
+        Sub::Train(a) => TrainConfig::from_args(&a).unwrap(),
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+const TINY: &str = "--preset tiny --synth-train 200 --synth-test 100 --seed 7";
+
+/// Writes a checkpoint of a freshly initialised network for `cfg` with `classes` classes (the
+/// synthetic names, or `class_k` for another count); `model_widths` overrides the network
+/// actually saved, to make a checkpoint that contradicts its own settings.
+fn checkpoint(
+    dir: &Path,
+    cfg: &TrainConfig,
+    classes: usize,
+    model_widths: Option<[usize; 4]>,
+) -> PathBuf {
+    let mut spec = state::net_spec(cfg, classes, 0);
+    if let Some(w) = model_widths {
+        spec.widths = w;
+    }
+    let mut model = ResNet::new(&spec, &mut ChaCha8Rng::seed_from_u64(cfg.run.seed)).unwrap();
+    let names: Vec<String> = if classes == 100 {
+        cifar_data::synth::fine_names()
+    } else {
+        (0..classes).map(|c| format!("class_{c}")).collect()
+    };
+    let path = dir.join("ckpt.safetensors");
+    state::save(&path, &mut model, None, cfg, &names, &RunState::new()).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn synth_writes_a_loadable_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("synth");
+    let out = ok(trainer(&[
+        "synth",
+        "--dir",
+        s(&dir),
+        "--train",
+        "200",
+        "--test",
+        "50",
+        "--seed",
+        "3",
+    ]));
+    assert!(out.contains("200 training and 50 test images"), "{out}");
+    let loaded = cifar_data::Dataset::load(&dir, cifar_data::Format::Cifar100).unwrap();
+    assert_eq!((loaded.train.len(), loaded.test.len()), (200, 50));
+    assert_eq!(loaded.fine_names, cifar_data::synth::fine_names());
+    let generated = trainer::data::synthetic(&cifar_data::synth::SynthConfig {
+        seed: 3,
+        train: 200,
+        test: 50,
+    })
+    .unwrap();
+    assert_eq!(loaded.test.images(), generated.test.images());
+    assert_eq!(loaded.train.fine(), generated.train.fine());
+}
+
+#[test]
+fn predict_prints_the_top_classes_of_png_and_jpeg_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(TINY);
+    let ckpt = checkpoint(tmp.path(), &cfg, 100, None);
+    // A 40x24 gradient as PNG, the same as JPEG, and a 32x32 PNG with alpha.
+    let gradient = image::RgbImage::from_fn(40, 24, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 10) as u8, ((x + y) * 3) as u8])
+    });
+    let png = tmp.path().join("gradient.png");
+    let jpeg = tmp.path().join("gradient.jpg");
+    let rgba = tmp.path().join("alpha.png");
+    gradient.save(&png).unwrap();
+    gradient.save(&jpeg).unwrap();
+    image::RgbaImage::from_fn(32, 32, |x, y| {
+        image::Rgba([x as u8 * 8, 90, y as u8 * 8, 128])
+    })
+    .save(&rgba)
+    .unwrap();
+
+    let out = ok(trainer(&[
+        "predict",
+        "--checkpoint",
+        s(&ckpt),
+        "--top-k",
+        "3",
+        s(&png),
+        s(&jpeg),
+        s(&rgba),
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3 * 4, "{out}");
+
+    // The same model in this process, on the same decoded input.
+    let (mut model, _) = state::load_model(&ckpt).unwrap();
+    let names = cifar_data::synth::fine_names();
+    for (i, path) in [&png, &jpeg, &rgba].into_iter().enumerate() {
+        let block = &lines[4 * i..4 * i + 4];
+        assert_eq!(block[0], s(path));
+        let x = Tensor::from_vec(
+            [1, 3, 32, 32],
+            trainer::commands::predict::load_image(path).unwrap(),
+        )
+        .unwrap();
+        let (logits, _) = model.forward(x, Mode::Eval, 0, 0).unwrap();
+        let (_, softmax) = SoftmaxCrossEntropy.forward(&logits, &[0]).unwrap();
+        let best = top_k(softmax.probs().as_slice().unwrap(), 3);
+        let mut previous = f64::INFINITY;
+        for (line, &class) in block[1..].iter().zip(&best) {
+            let (pct, name) = line.trim().split_once("%  ").expect("'<p>%  <name>'");
+            let pct: f64 = pct.trim().parse().unwrap();
+            assert!((0.0..=100.0).contains(&pct) && pct <= previous, "{out}");
+            previous = pct;
+            assert_eq!(name, names[class], "{out}");
+        }
+    }
+}
+
+#[test]
+fn eval_reports_the_metrics_of_evaluate_and_writes_csvs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(TINY);
+    let ckpt = checkpoint(tmp.path(), &cfg, 100, None);
+    let predictions = tmp.path().join("out/predictions.csv");
+    let out = ok(trainer(&[
+        "eval",
+        "--checkpoint",
+        s(&ckpt),
+        "--batch-size",
+        "32",
+        "--predictions",
+        s(&predictions),
+    ]));
+
+    // Without --data the checkpoint's own settings pick the data: 100 synthetic test images.
+    let (mut model, loaded) = state::load_model(&ckpt).unwrap();
+    let data = trainer::data::load(&loaded.config.data).unwrap();
+    let expected = evaluate(&mut model, &data.test, 32, false, |_| {}).unwrap();
+    assert_eq!(expected.count, 100);
+    for line in [
+        format!("test loss:   {:.6}", expected.loss),
+        format!("top-1:       {:.2}%", 100.0 * expected.top1),
+        format!("top-5:       {:.2}%", 100.0 * expected.top5),
+    ] {
+        assert!(out.contains(&line), "{line:?} missing from:\n{out}");
+    }
+
+    // One row per test image, probabilities summing to 1, the predicted class their argmax.
+    let text = std::fs::read_to_string(&predictions).unwrap();
+    let mut rows = text.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    assert_eq!(header[..3], ["index", "label", "predicted"]);
+    assert_eq!(header[3..], cifar_data::synth::fine_names());
+    let mut correct = 0;
+    let mut n = 0;
+    for (i, row) in rows.enumerate() {
+        let fields: Vec<&str> = row.split(',').collect();
+        assert_eq!(fields.len(), 103, "row {i}");
+        assert_eq!(fields[0], i.to_string());
+        assert_eq!(fields[1], data.test.fine()[i].to_string());
+        let p: Vec<f32> = fields[3..].iter().map(|v| v.parse().unwrap()).collect();
+        let sum: f64 = p.iter().map(|&v| v as f64).sum();
+        assert!((sum - 1.0).abs() < 1e-5, "row {i} sums to {sum}");
+        assert_eq!(fields[2], top_k(&p, 1)[0].to_string(), "row {i}");
+        correct += (fields[1] == fields[2]) as usize;
+        n += 1;
+    }
+    assert_eq!(n, 100);
+    assert_eq!(correct as f64 / 100.0, expected.top1);
+
+    // The confusion matrix beside the checkpoint, class names as header, counts as evaluated.
+    let confusion = std::fs::read_to_string(tmp.path().join("confusion.csv")).unwrap();
+    let mut lines = confusion.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!(
+            "label\\predicted,{}",
+            cifar_data::synth::fine_names().join(",")
+        )
+    );
+    for (row, want) in lines.zip(&expected.confusion) {
+        let counts: Vec<u32> = row.split(',').skip(1).map(|v| v.parse().unwrap()).collect();
+        assert_eq!(&counts, want);
+    }
+}
+
+#[test]
+fn bench_prints_throughput_and_memory() {
+    let out = ok(trainer(&[
+        "bench",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+    ]));
+    assert!(out.contains("234790 parameters"), "{out}");
+    for needle in [
+        "training: 2 steps",
+        "inference: 2 batches",
+        "images/s",
+        "GFLOP/s",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+    if cfg!(target_os = "linux") {
+        assert!(out.contains("peak memory (VmHWM): "), "{out}");
+    }
+}
+
+#[test]
+fn a_missing_checkpoint_is_refused_with_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.safetensors");
+    refused(
+        trainer(&["eval", "--checkpoint", s(&missing)]),
+        &["--checkpoint", s(&missing)],
+    );
+}
+
+#[test]
+fn a_file_that_is_not_an_image_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(tmp.path(), &config(TINY), 100, None);
+    let text = tmp.path().join("notes.png");
+    std::fs::write(&text, "not an image").unwrap();
+    refused(
+        trainer(&["predict", "--checkpoint", s(&ckpt), s(&text)]),
+        &[s(&text), "not a readable PNG or JPEG"],
+    );
+    let missing = tmp.path().join("missing.jpg");
+    refused(
+        trainer(&["predict", "--checkpoint", s(&ckpt), s(&missing)]),
+        &[s(&missing)],
+    );
+}
+
+#[test]
+fn a_checkpoint_of_another_shape_is_refused_naming_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Saved settings say tiny (8/16/32/64), the tensors are 4/4/8/8.
+    let ckpt = checkpoint(tmp.path(), &config(TINY), 100, Some([4, 4, 8, 8]));
+    refused(
+        trainer(&["eval", "--checkpoint", s(&ckpt)]),
+        &[
+            "does not match the model",
+            "blocks.0.conv_block1.conv1.weight",
+        ],
+    );
+}
+
+#[test]
+fn a_dataset_with_another_class_count_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Ten classes, evaluated on the synthetic set's hundred.
+    let ckpt = checkpoint(tmp.path(), &config(TINY), 10, None);
+    refused(
+        trainer(&["eval", "--checkpoint", s(&ckpt)]),
+        &["trained on 10 classes", "has 100"],
+    );
+}
+
+#[test]
+fn cuda_is_refused_until_the_backend_exists() {
+    refused(
+        trainer(&[
+            "bench", "--preset", "tiny", "--device", "cuda", "--steps", "1",
+        ]),
+        &["--device cuda", "use --device cpu"],
+    );
+}
