@@ -19,9 +19,9 @@ use rand_chacha::ChaCha8Rng;
 use tensor_core::Tensor;
 
 use crate::cli::{BenchArgs, Cli, Command};
-use crate::config::{ModelConfig, TrainConfig, UpdateRule};
+use crate::config::{ModelConfig, TrainConfig};
 use crate::model::{ResNet, IMAGE_CHANNELS, IMAGE_SIDE};
-use crate::optim::{Optimizer, Rule};
+use crate::optim::Optimizer;
 use crate::state;
 
 /// Classes of the random labels (CIFAR-100's).
@@ -36,7 +36,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let spec = state::net_spec(&cfg, CLASSES, EPOCH);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
     let mut model = ResNet::new(&spec, &mut rng)?;
-    let mut optimizer = Optimizer::new(rule(&cfg.optimizer.rule), &mut model);
+    let mut optimizer = Optimizer::new(super::train::rule(&cfg), &mut model);
     let n = args.batch_size;
     let x = Tensor::uniform(
         [n, IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE],
@@ -107,30 +107,6 @@ fn bench_config(args: &BenchArgs) -> anyhow::Result<TrainConfig> {
         hidden: args.model.hidden()?,
     };
     Ok(cfg)
-}
-
-/// The optimizer's rule for a configured update rule.
-fn rule(r: &UpdateRule) -> Rule {
-    match *r {
-        UpdateRule::Adam {
-            beta1,
-            beta2,
-            epsilon,
-        } => Rule::Adam {
-            beta1: beta1 as f32,
-            beta2: beta2 as f32,
-            epsilon: epsilon as f32,
-        },
-        UpdateRule::Sgd {
-            momentum,
-            nesterov,
-            weight_decay,
-        } => Rule::Sgd {
-            momentum: momentum as f32,
-            nesterov,
-            weight_decay: weight_decay as f32,
-        },
-    }
 }
 
 /// Runs `f` `times` times; the duration of each run.

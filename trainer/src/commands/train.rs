@@ -336,7 +336,7 @@ pub fn train(
 }
 
 /// The update rule of the configuration, in the optimizer's terms.
-fn rule(cfg: &TrainConfig) -> Rule {
+pub(crate) fn rule(cfg: &TrainConfig) -> Rule {
     match cfg.optimizer.rule {
         UpdateRule::Adam {
             beta1,
