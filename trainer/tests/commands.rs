@@ -247,6 +247,48 @@ fn eval_reports_the_metrics_of_evaluate_and_writes_csvs() {
 }
 
 #[test]
+fn eval_of_a_trained_checkpoint_reproduces_its_last_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    ok(trainer(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "2",
+        "--synth-train",
+        "200",
+        "--synth-test",
+        "100",
+        "--batch-size",
+        "50",
+        "--eval-batch-size",
+        "40",
+        "--out",
+        s(&run),
+    ]));
+    let epochs: Vec<trainer::metrics::EpochRecord> =
+        trainer::metrics::read(&run.join(trainer::metrics::METRICS_FILE)).unwrap();
+    let last = epochs.last().expect("one row per epoch");
+    assert_eq!(last.epoch, 2);
+    // Another batch size than training's evaluation: in Mode::Eval each image is on its own.
+    let out = ok(trainer(&[
+        "eval",
+        "--checkpoint",
+        s(&run.join("last.safetensors")),
+        "--batch-size",
+        "64",
+    ]));
+    for line in [
+        format!("test loss:   {:.6}", last.test_loss),
+        format!("top-1:       {:.2}%", 100.0 * last.test_top1),
+        format!("top-5:       {:.2}%", 100.0 * last.test_top5),
+    ] {
+        assert!(out.contains(&line), "{line:?} missing from:\n{out}");
+    }
+}
+
+#[test]
 fn bench_prints_throughput_and_memory() {
     let out = ok(trainer(&[
         "bench",
