@@ -289,6 +289,47 @@ fn eval_of_a_trained_checkpoint_reproduces_its_last_epoch() {
 }
 
 #[test]
+fn eval_reads_the_dataset_given_by_flags_over_the_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(tmp.path(), &config(TINY), 100, None);
+    let dir = tmp.path().join("synth");
+    ok(trainer(&[
+        "synth",
+        "--dir",
+        s(&dir),
+        "--train",
+        "10",
+        "--test",
+        "30",
+    ]));
+    let confusion = tmp.path().join("c.csv");
+    let out = ok(trainer(&[
+        "eval",
+        "--checkpoint",
+        s(&ckpt),
+        "--data",
+        s(&dir),
+        "--dataset",
+        "synthetic",
+        "--confusion",
+        s(&confusion),
+    ]));
+    assert!(out.contains("test images: 30"), "{out}");
+    let total: u32 = std::fs::read_to_string(&confusion)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .flat_map(|row| {
+            row.split(',')
+                .skip(1)
+                .map(|v| v.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(total, 30);
+}
+
+#[test]
 fn bench_prints_throughput_and_memory() {
     let out = ok(trainer(&[
         "bench",
