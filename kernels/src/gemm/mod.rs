@@ -166,14 +166,16 @@ pub fn matmul(
     let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
     let ((m, k), (kb, n)) = (oa.op_dims(), ob.op_dims());
     if k != kb || c.dims() != [m, n] {
+        let describe = |what: &str, x: &Tensor, t: Trans| match t {
+            Trans::No => format!("{what} {}", x.shape()),
+            Trans::Yes => format!("{what}^T with {what} {}", x.shape()),
+        };
         return Err(Error::Shape {
             op: OP,
             msg: format!(
-                "op(a) {:?} {} times op(b) {:?} {} does not give c {}",
-                ta,
-                a.shape(),
-                tb,
-                b.shape(),
+                "{} times {} does not give c {}",
+                describe("a", a, ta),
+                describe("b", b, tb),
                 c.shape()
             ),
         });
@@ -232,7 +234,7 @@ mod tests {
         let e = matmul(1.0, &a, Trans::No, &a, Trans::Yes, 0.0, &mut wrong).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "matmul: op(a) No (2, 3) times op(b) Yes (2, 3) does not give c (3, 3)"
+            "matmul: a (2, 3) times b^T with b (2, 3) does not give c (3, 3)"
         );
         let v = Tensor::zeros([6]);
         let e = matmul(1.0, &v, Trans::No, &a, Trans::No, 0.0, &mut c).unwrap_err();
