@@ -10,6 +10,9 @@ pub enum Error {
     /// A parameter out of its valid range (a keep probability of 0, a zero stride, ...).
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },
+    /// The CUDA device, driver or run-time compiler failed (or is absent), named by the op.
+    #[error("{op}: {msg}")]
+    Device { op: &'static str, msg: String },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -18,6 +18,7 @@ pub mod adam;
 pub mod add;
 pub mod batchnorm;
 pub mod conv2d;
+pub mod cuda;
 pub mod dropblock;
 pub mod dropout;
 mod error;

@@ -1,0 +1,132 @@
+//! The emulated CUDA device of the tests: the kernels compiled as host C++ by `build.rs` (with
+//! `kernels/cuda-emu/cuda_emu.h`), launched through FFI, with host memory standing in for device
+//! memory. It runs the very launch code the GPU runs ([`super::ops`]).
+
+use std::ffi::c_void;
+
+use super::launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
+use crate::{Error, Result};
+
+/// `dim3` of cuda_emu.h.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct Dim3 {
+    x: u32,
+    y: u32,
+    z: u32,
+}
+
+impl From<(u32, u32, u32)> for Dim3 {
+    fn from((x, y, z): (u32, u32, u32)) -> Dim3 {
+        Dim3 { x, y, z }
+    }
+}
+
+type LaunchFn = unsafe extern "C" fn(Dim3, Dim3, u32, *const c_void);
+type SizeFn = unsafe extern "C" fn() -> usize;
+
+/// Declares the `emu_<kernel>` entry points `EMU_KERNEL` exports, and finds them by name.
+macro_rules! emu_kernels {
+    ($($name:ident),* $(,)?) => {
+        mod ffi {
+            $(
+                pub mod $name {
+                    extern "C" {
+                        #[link_name = concat!("emu_", stringify!($name))]
+                        pub fn launch(grid: super::super::Dim3, block: super::super::Dim3, shared: u32, params: *const std::ffi::c_void);
+                        #[link_name = concat!("emu_", stringify!($name), "_params_size")]
+                        pub fn params_size() -> usize;
+                    }
+                }
+            )*
+        }
+
+        fn lookup(name: &str) -> Option<(LaunchFn, SizeFn)> {
+            match name {
+                $(stringify!($name) => Some((ffi::$name::launch as LaunchFn, ffi::$name::params_size as SizeFn)),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+emu_kernels! {
+    relu_forward, relu_backward,
+    add, add_assign,
+    dropout_apply,
+    broken_relu_forward, reverse_in_block, reverse_in_block_no_barrier, warp_sums,
+}
+
+/// The emulated device. Launches run one at a time (the emulator holds a lock), each block's
+/// threads concurrently.
+#[derive(Debug, Default)]
+pub struct Emu;
+
+/// A buffer of the emulated device: host memory.
+#[derive(Debug)]
+pub struct EmuBuf<T>(Vec<T>);
+
+const OP: &str = "cuda emulator";
+
+impl Backend for Emu {
+    type Buf<T: Elem> = EmuBuf<T>;
+
+    fn alloc<T: Elem>(&self, len: usize) -> Result<EmuBuf<T>> {
+        Ok(EmuBuf(vec![T::default(); len]))
+    }
+
+    fn upload<T: Elem>(&self, host: &[T]) -> Result<EmuBuf<T>> {
+        Ok(EmuBuf(host.to_vec()))
+    }
+
+    fn download<T: Elem>(&self, buf: &EmuBuf<T>) -> Result<Vec<T>> {
+        Ok(buf.0.clone())
+    }
+
+    fn len<T: Elem>(&self, buf: &EmuBuf<T>) -> usize {
+        buf.0.len()
+    }
+
+    fn addr<T: Elem>(&self, buf: &EmuBuf<T>) -> u64 {
+        buf.0.as_ptr() as u64
+    }
+
+    fn addr_mut<T: Elem>(&self, buf: &mut EmuBuf<T>) -> u64 {
+        buf.0.as_mut_ptr() as u64
+    }
+
+    unsafe fn launch<P: KernelParams>(
+        &self,
+        kernel: Kernel<P>,
+        cfg: LaunchConfig,
+        params: &P,
+    ) -> Result<()> {
+        let (launch, size) = lookup(kernel.name).ok_or_else(|| Error::Device {
+            op: OP,
+            msg: format!("no emulated kernel named {}", kernel.name),
+        })?;
+        // SAFETY: a function of no arguments returning sizeof of the C struct.
+        let c_size = unsafe { size() };
+        if c_size != std::mem::size_of::<P>() {
+            return Err(Error::Device {
+                op: OP,
+                msg: format!(
+                    "{}: the C parameter struct has {c_size} bytes, the Rust one {}",
+                    kernel.name,
+                    std::mem::size_of::<P>()
+                ),
+            });
+        }
+        // SAFETY: the sizes match and P mirrors the C struct (KernelParams); the caller vouches
+        // for the addresses inside it. The emulator copies the struct before returning.
+        unsafe {
+            launch(
+                cfg.grid.into(),
+                cfg.block.into(),
+                cfg.shared_bytes,
+                params as *const P as *const c_void,
+            )
+        };
+        Ok(())
+    }
+}

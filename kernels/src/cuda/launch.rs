@@ -1,0 +1,120 @@
+//! What every CUDA backend offers the launch code: buffers, copies and kernel launches.
+//!
+//! The launch code of each op (in [`super::ops`]) is written once against [`Backend`]; the real
+//! GPU ([`super::gpu::Gpu`]) and the emulated test device run it unchanged.
+
+use std::marker::PhantomData;
+
+use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
+
+use crate::Result;
+
+/// An element type a device buffer can hold.
+pub trait Elem:
+    DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + Unpin + 'static
+{
+}
+impl Elem for f32 {}
+impl Elem for u32 {}
+impl Elem for u8 {}
+
+/// A kernel's parameter struct: `#[repr(C)]`, the field-by-field twin of the C struct the
+/// kernel takes by value, with device addresses as `u64`.
+///
+/// # Safety
+/// The type must be `#[repr(C)]` with exactly the C struct's fields, in order, of the same sizes.
+pub unsafe trait KernelParams: DeviceRepr + Copy {}
+
+/// A kernel: the module (the `.cu` file, named after its op) and its `extern "C"` name, typed by
+/// its parameter struct so that a launch cannot pass the wrong one.
+pub struct Kernel<P> {
+    pub module: &'static str,
+    pub name: &'static str,
+    params: PhantomData<P>,
+}
+
+impl<P> Kernel<P> {
+    pub const fn new(module: &'static str, name: &'static str) -> Kernel<P> {
+        Kernel {
+            module,
+            name,
+            params: PhantomData,
+        }
+    }
+}
+
+impl<P> Clone for Kernel<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P> Copy for Kernel<P> {}
+
+/// Grid and block sizes (x, y, z) and the dynamic shared memory of one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub shared_bytes: u32,
+}
+
+/// Threads per block of the elementwise kernels; `ELEMENTWISE_THREADS` in common.cuh.
+pub const ELEMENTWISE_THREADS: u32 = 256;
+
+/// Most blocks an elementwise (grid-stride) launch uses, about one full wave of an H100's 132
+/// multiprocessors at 2048 threads each; more values loop.
+pub const MAX_ELEMENTWISE_BLOCKS: u32 = 1024;
+
+impl LaunchConfig {
+    /// A 1-D grid-stride launch over `n` values: one thread per value up to the block cap.
+    pub fn elementwise(n: usize) -> LaunchConfig {
+        let blocks = n
+            .div_ceil(ELEMENTWISE_THREADS as usize)
+            .clamp(1, MAX_ELEMENTWISE_BLOCKS as usize);
+        LaunchConfig {
+            grid: (blocks as u32, 1, 1),
+            block: (ELEMENTWISE_THREADS, 1, 1),
+            shared_bytes: 0,
+        }
+    }
+
+    /// `blocks` blocks of `threads` threads each, on x, with `shared_bytes` of dynamic shared memory.
+    pub fn linear(blocks: u32, threads: u32, shared_bytes: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid: (blocks, 1, 1),
+            block: (threads, 1, 1),
+            shared_bytes,
+        }
+    }
+}
+
+/// A CUDA device as the launch code sees it.
+pub trait Backend {
+    /// A buffer of `len` values of `T` in this device's memory.
+    type Buf<T: Elem>;
+
+    /// A buffer of `len` zeros.
+    fn alloc<T: Elem>(&self, len: usize) -> Result<Self::Buf<T>>;
+    /// A buffer holding a copy of `host`.
+    fn upload<T: Elem>(&self, host: &[T]) -> Result<Self::Buf<T>>;
+    /// The buffer's contents, copied to the host (waits for the launches before it).
+    fn download<T: Elem>(&self, buf: &Self::Buf<T>) -> Result<Vec<T>>;
+    /// How many values the buffer holds.
+    fn len<T: Elem>(&self, buf: &Self::Buf<T>) -> usize;
+    /// The address a kernel reads the buffer at.
+    fn addr<T: Elem>(&self, buf: &Self::Buf<T>) -> u64;
+    /// The address a kernel writes the buffer at.
+    fn addr_mut<T: Elem>(&self, buf: &mut Self::Buf<T>) -> u64;
+    /// Runs `kernel` over the grid of `cfg` with `params`.
+    ///
+    /// # Safety
+    /// Every address in `params` comes from [`Backend::addr`] (read-only) or [`Backend::addr_mut`]
+    /// of a live buffer of this backend, and the kernel, under `cfg` and the sizes in `params`,
+    /// stays inside those buffers.
+    unsafe fn launch<P: KernelParams>(
+        &self,
+        kernel: Kernel<P>,
+        cfg: LaunchConfig,
+        params: &P,
+    ) -> Result<()>;
+}

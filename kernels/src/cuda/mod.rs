@@ -1,0 +1,20 @@
+//! The CUDA backend's foundation: kernel sources, parameter structs, launch configurations and
+//! the launch code of every op, over a [`Backend`] that is either the real GPU ([`gpu::Gpu`],
+//! cudarc with dynamic loading and NVRTC at run time) or, in tests, an emulated device that runs
+//! the same `.cu` sources compiled as host C++ (see `kernels/cuda-emu/cuda_emu.h`).
+//!
+//! The kernel sources live beside each op's CPU version (`src/<op>/<op>.cu`); the shared Philox
+//! generator in `src/philox/philox.cuh` draws the CPU's masks bit for bit. GPU buffers stay
+//! inside this module for now ([`Backend::Buf`]); tensors move onto the device later.
+
+#[cfg(test)]
+mod emu;
+pub mod gpu;
+pub mod launch;
+pub mod ops;
+pub mod params;
+pub mod source;
+#[cfg(test)]
+mod tests;
+
+pub use launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};

@@ -1,0 +1,84 @@
+//! The `#[repr(C)]` twins of the kernels' C parameter structs, field by field and in order.
+//! Device addresses are `u64` (a C pointer is 8 bytes on every target we build for). The
+//! emulated device checks each struct's size against the C compiler's at every launch.
+
+use cudarc::driver::DeviceRepr;
+
+use super::launch::KernelParams;
+use crate::philox;
+
+/// Declares parameter structs as `#[repr(C)]`, `Copy`, passable to a CUDA launch.
+macro_rules! params {
+    ($($(#[$doc:meta])* pub struct $name:ident { $(pub $field:ident: $ty:ty,)* })*) => {$(
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct $name { $(pub $field: $ty,)* }
+        // SAFETY: a plain-old-data #[repr(C)] struct of integers and floats.
+        unsafe impl DeviceRepr for $name {}
+        // SAFETY: mirrors the C struct of the same name in the kernel source, field by field.
+        unsafe impl KernelParams for $name {}
+    )*};
+}
+
+params! {
+    /// `MaskKey` in philox.cuh: [`philox::MaskKey`] split into 32-bit words.
+    pub struct MaskKeyC {
+        pub seed_lo: u32,
+        pub seed_hi: u32,
+        pub step_lo: u32,
+        pub step_hi: u32,
+        pub layer: u32,
+    }
+
+    /// relu.cu `ReluForwardParams`: x: (n) -> y: (n).
+    pub struct ReluForwardParams {
+        pub y: u64,
+        pub x: u64,
+        pub n: u32,
+    }
+
+    /// relu.cu `ReluBackwardParams`: dy, x: (n) -> dx: (n).
+    pub struct ReluBackwardParams {
+        pub dx: u64,
+        pub dy: u64,
+        pub x: u64,
+        pub n: u32,
+    }
+
+    /// add.cu `AddParams`: a, b: (n) -> y: (n).
+    pub struct AddParams {
+        pub y: u64,
+        pub a: u64,
+        pub b: u64,
+        pub n: u32,
+    }
+
+    /// add.cu `AddAssignParams`: acc += b, both (n).
+    pub struct AddAssignParams {
+        pub acc: u64,
+        pub b: u64,
+        pub n: u32,
+    }
+
+    /// dropout.cu `DropoutParams`: inp: (n) -> out: (n).
+    pub struct DropoutParams {
+        pub out: u64,
+        pub inp: u64,
+        pub key: MaskKeyC,
+        pub keep: f32,
+        pub n: u32,
+    }
+}
+
+impl From<philox::MaskKey> for MaskKeyC {
+    fn from(k: philox::MaskKey) -> MaskKeyC {
+        MaskKeyC {
+            seed_lo: k.seed as u32,
+            seed_hi: (k.seed >> 32) as u32,
+            step_lo: k.step as u32,
+            step_hi: (k.step >> 32) as u32,
+            layer: k.layer,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! ReLU, add and dropout: the CPU functions against the emulated kernels.
+
+use super::super::emu::Emu;
+use super::super::launch::{Backend, LaunchConfig, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS};
+use super::super::ops;
+use super::{assert_close, uniform, EXACT};
+use crate::philox::MaskKey;
+use tensor_core::Tensor;
+
+/// Odd lengths: a single value, a partial block, several blocks and a partial one.
+const LENGTHS: [usize; 3] = [1, 1000, 20_011];
+
+fn tensor(v: &[f32]) -> Tensor {
+    Tensor::from_vec([v.len()], v.to_vec()).unwrap()
+}
+
+#[test]
+fn emu_relu_matches_cpu() {
+    let dev = Emu;
+    for (s, &n) in LENGTHS.iter().enumerate() {
+        let x = uniform(10 + s as u64, n, -1.0, 1.0);
+        let dy = uniform(20 + s as u64, n, -1.0, 1.0);
+        let (mut y_cpu, mut dx_cpu) = (Tensor::zeros([n]), Tensor::zeros([n]));
+        crate::relu::relu_forward(&mut y_cpu, &tensor(&x)).unwrap();
+        crate::relu::relu_backward(&mut dx_cpu, &tensor(&dy), &tensor(&x)).unwrap();
+        let (xb, dyb) = (dev.upload(&x).unwrap(), dev.upload(&dy).unwrap());
+        let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
+        let mut dx = dev.upload(&vec![f32::NAN; n]).unwrap();
+        ops::relu_forward(&dev, &mut y, &xb).unwrap();
+        ops::relu_backward(&dev, &mut dx, &dyb, &xb).unwrap();
+        assert_close(
+            "relu_forward",
+            &dev.download(&y).unwrap(),
+            y_cpu.as_slice().unwrap(),
+            EXACT,
+        );
+        assert_close(
+            "relu_backward",
+            &dev.download(&dx).unwrap(),
+            dx_cpu.as_slice().unwrap(),
+            EXACT,
+        );
+    }
+}
+
+#[test]
+fn emu_relu_loops_past_the_grid_cap() {
+    let dev = Emu;
+    let n = (MAX_ELEMENTWISE_BLOCKS * ELEMENTWISE_THREADS) as usize + 7;
+    assert_eq!(LaunchConfig::elementwise(n).grid.0, MAX_ELEMENTWISE_BLOCKS);
+    let x = uniform(15, n, -1.0, 1.0);
+    let mut y_cpu = Tensor::zeros([n]);
+    crate::relu::relu_forward(&mut y_cpu, &tensor(&x)).unwrap();
+    let xb = dev.upload(&x).unwrap();
+    let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
+    ops::relu_forward(&dev, &mut y, &xb).unwrap();
+    assert_close(
+        "relu_forward",
+        &dev.download(&y).unwrap(),
+        y_cpu.as_slice().unwrap(),
+        EXACT,
+    );
+}
+
+#[test]
+fn emu_add_matches_cpu() {
+    let dev = Emu;
+    for (s, &n) in LENGTHS.iter().enumerate() {
+        let a = uniform(30 + s as u64, n, -2.0, 2.0);
+        let b = uniform(40 + s as u64, n, -2.0, 2.0);
+        let mut y_cpu = Tensor::zeros([n]);
+        crate::add::add(&mut y_cpu, &tensor(&a), &tensor(&b)).unwrap();
+        let mut acc_cpu = tensor(&a);
+        crate::add::add_assign(&mut acc_cpu, &tensor(&b)).unwrap();
+        let (ab, bb) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+        let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
+        ops::add(&dev, &mut y, &ab, &bb).unwrap();
+        let mut acc = dev.upload(&a).unwrap();
+        ops::add_assign(&dev, &mut acc, &bb).unwrap();
+        assert_close(
+            "add",
+            &dev.download(&y).unwrap(),
+            y_cpu.as_slice().unwrap(),
+            EXACT,
+        );
+        assert_close(
+            "add_assign",
+            &dev.download(&acc).unwrap(),
+            acc_cpu.as_slice().unwrap(),
+            EXACT,
+        );
+    }
+}
+
+#[test]
+fn emu_dropout_mask_matches_cpu_exactly() {
+    let dev = Emu;
+    let key = MaskKey {
+        seed: 0x1234_5678_9abc,
+        step: (7u64 << 32) + 3,
+        layer: 5,
+    };
+    for (s, &n) in LENGTHS.iter().enumerate() {
+        let x = uniform(50 + s as u64, n, 0.5, 1.5);
+        for keep in [0.9f32, 0.5, 1.0] {
+            let mut y_cpu = Tensor::zeros([n]);
+            crate::dropout::dropout_forward(&mut y_cpu, &tensor(&x), keep, key).unwrap();
+            let xb = dev.upload(&x).unwrap();
+            let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
+            ops::dropout_apply(&dev, &mut y, &xb, keep, key).unwrap();
+            // Inputs are >= 0.5, so a zero is a dropped value: the masks themselves are equal.
+            assert_close(
+                "dropout",
+                &dev.download(&y).unwrap(),
+                y_cpu.as_slice().unwrap(),
+                EXACT,
+            );
+        }
+    }
+    let (xb, mut y) = (dev.upload(&[1.0f32]).unwrap(), dev.alloc(1).unwrap());
+    let e = ops::dropout_apply(&dev, &mut y, &xb, 0.0, key).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cuda dropout_apply: keep probability 0 is outside (0, 1]"
+    );
+}
