@@ -1,0 +1,180 @@
+//! `trainer train` end to end, through the real binary: it learns, it resumes bit-identically,
+//! and it stops clearly when training diverges.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use trainer::checkpoint;
+use trainer::metrics::{self, EpochRecord};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("the trainer binary runs")
+}
+
+fn ok(o: Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "failed: {}\nstderr:\n{err}", o.status);
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The tiny network on 200 training images: 4 steps per epoch at batch 50.
+const TINY: [&str; 12] = [
+    "--preset",
+    "tiny",
+    "--synth-train",
+    "200",
+    "--synth-test",
+    "100",
+    "--batch-size",
+    "50",
+    "--seed",
+    "3",
+    "--log-every",
+    "1",
+];
+
+fn train(out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["train", "--out", s(out)];
+    args.extend(TINY);
+    args.extend(extra);
+    ok(trainer(&args))
+}
+
+/// Every tensor of two checkpoints, compared bit for bit.
+fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let (a, b) = (checkpoint::load(a).unwrap(), checkpoint::load(b).unwrap());
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (x, y) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!(x.name, y.name);
+        let same = x
+            .data
+            .iter()
+            .zip(&y.data)
+            .all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "tensor {} differs", x.name);
+    }
+    for key in ["step", "epoch", "batch_in_epoch", "test_losses"] {
+        assert_eq!(a.metadata.get(key), b.metadata.get(key), "metadata {key}");
+    }
+}
+
+/// The rows of metrics.csv without the wall-clock seconds.
+fn epochs(run: &Path) -> Vec<EpochRecord> {
+    metrics::read::<EpochRecord>(&run.join(metrics::METRICS_FILE))
+        .unwrap()
+        .into_iter()
+        .map(|r| EpochRecord { seconds: 0.0, ..r })
+        .collect()
+}
+
+#[test]
+fn resuming_gives_the_same_weights_as_training_straight_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    train(&straight, &["--epochs", "2"]);
+
+    // One epoch, then --resume for the second.
+    let split = dir.path().join("split");
+    train(&split, &["--epochs", "1"]);
+    let last = split.join("last.safetensors");
+    let log = train(&split, &["--epochs", "2", "--resume", s(&last)]);
+    assert!(log.contains("resuming"), "{log}");
+    assert_same_checkpoint(&straight.join("last.safetensors"), &last);
+    assert_eq!(epochs(&straight), epochs(&split));
+
+    // From the middle of an epoch: 3 of the 4 steps of epoch 1, then the rest.
+    let mid = dir.path().join("mid");
+    train(&mid, &["--epochs", "2", "--max-steps", "3"]);
+    let ckpt = checkpoint::load(&mid.join("last.safetensors")).unwrap();
+    assert_eq!(ckpt.metadata["batch_in_epoch"], "3");
+    let last = mid.join("last.safetensors");
+    train(&mid, &["--epochs", "2", "--resume", s(&last)]);
+    assert_same_checkpoint(&straight.join("last.safetensors"), &last);
+    assert_eq!(epochs(&straight), epochs(&mid));
+    let steps = std::fs::read_to_string(mid.join(metrics::STEPS_FILE)).unwrap();
+    assert_eq!(
+        steps.lines().count(),
+        1 + 8,
+        "a header and one row per step:\n{steps}"
+    );
+}
+
+#[test]
+fn the_tiny_network_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("learn");
+    // 200 images, 2 per class, 24 epochs of 4 steps, no augmentation or dropout: within 96 steps
+    // the network must fit its training set far beyond chance (1%), as measured in eval mode.
+    train(
+        &out,
+        &[
+            "--epochs",
+            "24",
+            "--augment",
+            "none",
+            "--dropout-keep",
+            "1.0",
+            "--bn-momentum",
+            "0.9",
+            "--lr",
+            "2e-3",
+            "--patience",
+            "0",
+            "--eval-train",
+        ],
+    );
+    let rows = epochs(&out);
+    assert_eq!(rows.len(), 24);
+    let (first, last) = (&rows[0], &rows[23]);
+    assert!(
+        last.train_loss < first.train_loss - 1.0,
+        "the training loss did not fall: {rows:#?}"
+    );
+    let fit = last.train_eval_acc.unwrap();
+    // 24.5% at the time of writing: a tenfold margin over chance, with room for harmless changes.
+    assert!(
+        fit > 0.12,
+        "training-set accuracy {fit:.3} after 96 steps: {rows:#?}"
+    );
+    for f in [
+        "loss_per_epoch.png",
+        "accuracy_per_step.png",
+        "test_predictions.png",
+        "best.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_keeps_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nan");
+    // A first epoch at a sane rate leaves a good checkpoint; resuming it at an absurd rate
+    // blows the weights up within a few steps.
+    train(&out, &["--epochs", "1"]);
+    let last = out.join("last.safetensors");
+    let before = std::fs::read(&last).unwrap();
+    let mut args = vec!["train", "--out", s(&out)];
+    args.extend(TINY);
+    args.extend(["--epochs", "3", "--init", s(&last), "--lr", "1e30"]);
+    let o = trainer(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("is not finite"), "{err}");
+    assert!(err.contains("step "), "{err}");
+    assert!(err.contains("last good checkpoint"), "{err}");
+    assert_eq!(
+        std::fs::read(&last).unwrap(),
+        before,
+        "the good checkpoint was overwritten"
+    );
+}
