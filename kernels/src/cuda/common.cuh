@@ -25,7 +25,24 @@ __device__ __forceinline__ uint32_t global_thread() { return blockIdx.x * blockD
 __device__ __forceinline__ uint32_t grid_threads() { return gridDim.x * blockDim.x; }
 
 // Sum of `v` over the 32 lanes of a warp, every lane taking part; lane 0 holds the total.
-__device__ __forceinline__ float warp_sum(float v) {
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
     for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// Sum of `v` over a block of `blockDim.x` threads (a multiple of 32, at most 1024): warp sums by
+// shuffles, then warp 0 adds the warps' totals. Every thread must call it; thread 0 gets the total.
+// `scratch` is __shared__ room for 32 values; the block may call it again after a __syncthreads.
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < blockDim.x / 32 ? scratch[lane] : (T)0;
+        v = warp_sum(v);
+    }
     return v;
 }

@@ -54,6 +54,11 @@ emu_kernels! {
     relu_forward, relu_backward,
     add, add_assign,
     dropout_apply,
+    adam_update,
+    sum_of_squares_partial, sum_partials, scale_in_place,
+    softmax_ce_forward, softmax_ce_backward,
+    maxpool_forward, maxpool_backward,
+    dropblock_mask, dropblock_apply,
     broken_relu_forward, reverse_in_block, reverse_in_block_no_barrier, warp_sums,
 }
 

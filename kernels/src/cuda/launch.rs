@@ -17,6 +17,7 @@ pub trait Elem:
 impl Elem for f32 {}
 impl Elem for u32 {}
 impl Elem for u8 {}
+impl Elem for f64 {}
 
 /// A kernel's parameter struct: `#[repr(C)]`, the field-by-field twin of the C struct the
 /// kernel takes by value, with device addresses as `u64`.

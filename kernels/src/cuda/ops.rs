@@ -4,7 +4,7 @@
 //! Each function mirrors the CPU function of the same name (same arithmetic, same masks) on
 //! device buffers; outputs are overwritten unless the doc says accumulated.
 
-use super::launch::{Backend, Elem, Kernel, LaunchConfig};
+use super::launch::{Backend, Elem, Kernel, LaunchConfig, ELEMENTWISE_THREADS};
 use super::params::*;
 use crate::philox::MaskKey;
 use crate::{Error, Result};
@@ -134,4 +134,320 @@ pub fn dropout_apply<B: Backend>(
     };
     // SAFETY: out and inp are live buffers of n values; the kernel touches indices < n.
     unsafe { dev.launch(DROPOUT_APPLY, LaunchConfig::elementwise(n), &p) }
+}
+
+pub const ADAM_UPDATE: Kernel<AdamParams> = Kernel::new("adam", "adam_update");
+pub const SUM_OF_SQUARES_PARTIAL: Kernel<SumSquaresParams> =
+    Kernel::new("grad_norm", "sum_of_squares_partial");
+pub const SUM_PARTIALS: Kernel<SumPartialsParams> = Kernel::new("grad_norm", "sum_partials");
+pub const SCALE_IN_PLACE: Kernel<ScaleParams> = Kernel::new("grad_norm", "scale_in_place");
+pub const SOFTMAX_CE_FORWARD: Kernel<SoftmaxCeForwardParams> =
+    Kernel::new("softmax_ce", "softmax_ce_forward");
+pub const SOFTMAX_CE_BACKWARD: Kernel<SoftmaxCeBackwardParams> =
+    Kernel::new("softmax_ce", "softmax_ce_backward");
+pub const MAXPOOL_FORWARD: Kernel<MaxPoolParams> = Kernel::new("maxpool", "maxpool_forward");
+pub const MAXPOOL_BACKWARD: Kernel<MaxPoolParams> = Kernel::new("maxpool", "maxpool_backward");
+pub const DROPBLOCK_MASK: Kernel<DropBlockMaskParams> = Kernel::new("dropblock", "dropblock_mask");
+pub const DROPBLOCK_APPLY: Kernel<DropBlockApplyParams> =
+    Kernel::new("dropblock", "dropblock_apply");
+
+/// One Adam step `t` (from 1), as [`crate::adam::adam_update`]. w, m, v, g: (n); w, m, v updated.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_update<B: Backend>(
+    dev: &B,
+    w: &mut B::Buf<f32>,
+    m: &mut B::Buf<f32>,
+    v: &mut B::Buf<f32>,
+    g: &B::Buf<f32>,
+    cfg: &crate::adam::Adam,
+    t: u64,
+) -> Result<()> {
+    const OP: &str = "cuda adam_update";
+    let lr_t = cfg.lr_t(t)?;
+    let n = dev.len(w);
+    check_len(dev, OP, "m", m, n)?;
+    check_len(dev, OP, "v", v, n)?;
+    check_len(dev, OP, "g", g, n)?;
+    let p = AdamParams {
+        w: dev.addr_mut(w),
+        m: dev.addr_mut(m),
+        v: dev.addr_mut(v),
+        g: dev.addr(g),
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        epsilon: cfg.epsilon,
+        lr_t,
+        n: count(OP, n)?,
+    };
+    // SAFETY: w, m, v and g are live buffers of n values; the kernel touches indices < n.
+    unsafe { dev.launch(ADAM_UPDATE, LaunchConfig::elementwise(n), &p) }
+}
+
+/// sum(x^2), accumulated in f64 on the device (block partials, then one block adds them in
+/// block order), read back to the host. x: (n).
+pub fn sum_of_squares<B: Backend>(dev: &B, x: &B::Buf<f32>) -> Result<f64> {
+    const OP: &str = "cuda sum_of_squares";
+    let n = dev.len(x);
+    let cfg = LaunchConfig::elementwise(n);
+    let mut partial = dev.alloc::<f64>(cfg.grid.0 as usize)?;
+    let mut total = dev.alloc::<f64>(1)?;
+    let p = SumSquaresParams {
+        partial: dev.addr_mut(&mut partial),
+        x: dev.addr(x),
+        n: count(OP, n)?,
+    };
+    // SAFETY: x holds n values; partial holds one value per block of cfg.
+    unsafe { dev.launch(SUM_OF_SQUARES_PARTIAL, cfg, &p) }?;
+    let q = SumPartialsParams {
+        total: dev.addr_mut(&mut total),
+        partial: dev.addr(&partial),
+        n: cfg.grid.0,
+    };
+    // SAFETY: partial holds q.n values, total one; a single block.
+    unsafe {
+        dev.launch(
+            SUM_PARTIALS,
+            LaunchConfig::linear(1, ELEMENTWISE_THREADS, 0),
+            &q,
+        )
+    }?;
+    Ok(dev.download(&total)?[0])
+}
+
+/// x *= s, as [`crate::grad_norm::scale_in_place`]. x: (n).
+pub fn scale_in_place<B: Backend>(dev: &B, x: &mut B::Buf<f32>, s: f32) -> Result<()> {
+    const OP: &str = "cuda scale_in_place";
+    let n = dev.len(x);
+    let p = ScaleParams {
+        x: dev.addr_mut(x),
+        s,
+        n: count(OP, n)?,
+    };
+    // SAFETY: x is a live buffer of n values; the kernel touches indices < n.
+    unsafe { dev.launch(SCALE_IN_PLACE, LaunchConfig::elementwise(n), &p) }
+}
+
+/// Softmax and per-row cross-entropy. logits: (rows, classes), labels: (rows) ->
+/// probs: (rows, classes), row_loss: (rows) in f64, overwritten; [`mean_loss`] reads the loss.
+pub fn softmax_ce_forward<B: Backend>(
+    dev: &B,
+    probs: &mut B::Buf<f32>,
+    row_loss: &mut B::Buf<f64>,
+    logits: &B::Buf<f32>,
+    labels: &B::Buf<u32>,
+    classes: usize,
+) -> Result<()> {
+    const OP: &str = "cuda softmax_ce_forward";
+    let rows = dev.len(labels);
+    if rows == 0 || classes == 0 {
+        return Err(Error::Shape {
+            op: OP,
+            msg: format!("{rows} rows of {classes} classes: both must be > 0"),
+        });
+    }
+    check_len(dev, OP, "logits", logits, rows * classes)?;
+    check_len(dev, OP, "probs", probs, rows * classes)?;
+    check_len(dev, OP, "row_loss", row_loss, rows)?;
+    let p = SoftmaxCeForwardParams {
+        probs: dev.addr_mut(probs),
+        row_loss: dev.addr_mut(row_loss),
+        logits: dev.addr(logits),
+        labels: dev.addr(labels),
+        rows: count(OP, rows)?,
+        classes: count(OP, rows * classes).map(|_| classes as u32)?,
+    };
+    // SAFETY: logits and probs hold rows * classes values, labels and row_loss rows; the
+    // kernel reads logits only at labels below classes.
+    unsafe { dev.launch(SOFTMAX_CE_FORWARD, LaunchConfig::elementwise(rows), &p) }
+}
+
+/// The mean of the per-row losses, summed in f64 in row order as the CPU does (a host read).
+pub fn mean_loss<B: Backend>(dev: &B, row_loss: &B::Buf<f64>) -> Result<f32> {
+    let losses = dev.download(row_loss)?;
+    if let Some(r) = losses.iter().position(|&l| l < 0.0) {
+        return Err(Error::Invalid {
+            op: "cuda softmax_ce_forward",
+            msg: format!("label of row {r} is not below the number of classes"),
+        });
+    }
+    Ok((losses.iter().sum::<f64>() / losses.len() as f64) as f32)
+}
+
+/// dlogits = (probs - onehot(labels)) / rows. probs: (rows, classes), labels: (rows) ->
+/// dlogits: (rows, classes), overwritten.
+pub fn softmax_ce_backward<B: Backend>(
+    dev: &B,
+    dlogits: &mut B::Buf<f32>,
+    probs: &B::Buf<f32>,
+    labels: &B::Buf<u32>,
+    classes: usize,
+) -> Result<()> {
+    const OP: &str = "cuda softmax_ce_backward";
+    let rows = dev.len(labels);
+    check_len(dev, OP, "probs", probs, rows * classes)?;
+    check_len(dev, OP, "dlogits", dlogits, rows * classes)?;
+    let p = SoftmaxCeBackwardParams {
+        dlogits: dev.addr_mut(dlogits),
+        probs: dev.addr(probs),
+        labels: dev.addr(labels),
+        rows: count(OP, rows)?,
+        classes: count(OP, rows * classes).map(|_| classes as u32)?,
+    };
+    // SAFETY: probs and dlogits hold rows * classes values, labels rows.
+    unsafe {
+        dev.launch(
+            SOFTMAX_CE_BACKWARD,
+            LaunchConfig::elementwise(rows * classes),
+            &p,
+        )
+    }
+}
+
+/// The parameter struct of a pool over `dims` (N, C, H, W), checked.
+fn pool_params(
+    op: &'static str,
+    dims: [usize; 4],
+    pool: &crate::maxpool::Pool2d,
+) -> Result<MaxPoolParams> {
+    let [n, c, h, w] = dims;
+    if h == 0 || w == 0 {
+        return Err(Error::Shape {
+            op,
+            msg: format!("input ({n}, {c}, {h}, {w}) has an empty plane"),
+        });
+    }
+    let g = pool.geometry(h, w);
+    count(op, n * c * h * w)?;
+    count(op, n * c * g.rows.out * g.cols.out)?;
+    let (kh, kw) = pool.kernel();
+    let (sh, sw) = pool.stride();
+    Ok(MaxPoolParams {
+        y: 0,
+        argmax: 0,
+        x: 0,
+        planes: (n * c) as u32,
+        h: h as u32,
+        w: w as u32,
+        oh: g.rows.out as u32,
+        ow: g.cols.out as u32,
+        kh: kh as u32,
+        kw: kw as u32,
+        sh: sh as u32,
+        sw: sw as u32,
+        pad_top: g.rows.before as u32,
+        pad_left: g.cols.before as u32,
+    })
+}
+
+/// Max-pool forward, SAME padding, as [`crate::maxpool::maxpool2d_forward`].
+/// x: (N, C, H, W) given by `dims` -> y, argmax: (N, C, OH, OW), overwritten.
+pub fn maxpool_forward<B: Backend>(
+    dev: &B,
+    y: &mut B::Buf<f32>,
+    argmax: &mut B::Buf<u32>,
+    x: &B::Buf<f32>,
+    dims: [usize; 4],
+    pool: &crate::maxpool::Pool2d,
+) -> Result<()> {
+    const OP: &str = "cuda maxpool_forward";
+    let mut p = pool_params(OP, dims, pool)?;
+    let out = (p.planes * p.oh * p.ow) as usize;
+    check_len(dev, OP, "x", x, dims.iter().product())?;
+    check_len(dev, OP, "y", y, out)?;
+    check_len(dev, OP, "argmax", argmax, out)?;
+    (p.y, p.argmax, p.x) = (dev.addr_mut(y), dev.addr_mut(argmax), dev.addr(x));
+    // SAFETY: x holds planes*h*w values, y and argmax planes*oh*ow; windows are clamped to the plane.
+    unsafe { dev.launch(MAXPOOL_FORWARD, LaunchConfig::elementwise(out), &p) }
+}
+
+/// Max-pool backward, as [`crate::maxpool::maxpool2d_backward`].
+/// dy, argmax: (N, C, OH, OW) -> dx: (N, C, H, W) given by `dims`, overwritten.
+pub fn maxpool_backward<B: Backend>(
+    dev: &B,
+    dx: &mut B::Buf<f32>,
+    dy: &B::Buf<f32>,
+    argmax: &B::Buf<u32>,
+    dims: [usize; 4],
+    pool: &crate::maxpool::Pool2d,
+) -> Result<()> {
+    const OP: &str = "cuda maxpool_backward";
+    let mut p = pool_params(OP, dims, pool)?;
+    let out = (p.planes * p.oh * p.ow) as usize;
+    check_len(dev, OP, "dx", dx, dims.iter().product())?;
+    check_len(dev, OP, "dy", dy, out)?;
+    check_len(dev, OP, "argmax", argmax, out)?;
+    (p.y, p.argmax, p.x) = (dev.addr_mut(dx), dev.addr(argmax), dev.addr(dy));
+    let planes = p.planes as usize;
+    // SAFETY: dx holds planes*h*w values, dy and argmax planes*oh*ow; argmax values >= h*w are skipped.
+    unsafe { dev.launch(MAXPOOL_BACKWARD, LaunchConfig::elementwise(planes), &p) }
+}
+
+/// Draws a DropBlock mask for a map of `dims` (N, C, H, W), as [`crate::dropblock::dropblock_mask`]:
+/// the same Philox draws, so the same mask. mask: (N, C, H, W), 1 kept, 0 dropped, overwritten.
+/// Returns the rescale factor, or `None` (mask untouched) when DropBlock is the identity.
+pub fn dropblock_mask<B: Backend>(
+    dev: &B,
+    mask: &mut B::Buf<u8>,
+    dims: [usize; 4],
+    block: usize,
+    keep: f32,
+    key: MaskKey,
+) -> Result<Option<f32>> {
+    const OP: &str = "cuda dropblock_mask";
+    crate::dropout::check_keep_prob(OP, keep)?;
+    if block == 0 {
+        return Err(Error::Invalid {
+            op: OP,
+            msg: "block size is 0".into(),
+        });
+    }
+    let [n, c, h, w] = dims;
+    check_len(dev, OP, "mask", mask, n * c * h * w)?;
+    if keep == 1.0 || h < block || w < block {
+        return Ok(None);
+    }
+    let planes = n * c;
+    let mut kept = dev.alloc::<u32>(planes)?;
+    let p = DropBlockMaskParams {
+        mask: dev.addr_mut(mask),
+        kept: dev.addr_mut(&mut kept),
+        key: key.into(),
+        gamma: crate::dropblock::dropblock_gamma(h, w, block, keep),
+        planes: count(OP, planes)?,
+        h: count(OP, n * c * h * w).map(|_| h as u32)?,
+        w: w as u32,
+        block: block as u32,
+    };
+    // SAFETY: mask holds planes*h*w values and kept planes; block <= h, w keeps squares inside.
+    unsafe { dev.launch(DROPBLOCK_MASK, LaunchConfig::elementwise(planes), &p) }?;
+    let kept: u64 = dev.download(&kept)?.iter().map(|&k| k as u64).sum();
+    let len = (n * c * h * w) as f64;
+    Ok(Some(if kept == 0 {
+        0.0
+    } else {
+        (len / kept as f64) as f32
+    }))
+}
+
+/// out = inp * scale where mask is 1, else 0. inp, mask: (n) -> out: (n), overwritten.
+pub fn dropblock_apply<B: Backend>(
+    dev: &B,
+    out: &mut B::Buf<f32>,
+    inp: &B::Buf<f32>,
+    mask: &B::Buf<u8>,
+    scale: f32,
+) -> Result<()> {
+    const OP: &str = "cuda dropblock_apply";
+    let n = dev.len(inp);
+    check_len(dev, OP, "out", out, n)?;
+    check_len(dev, OP, "mask", mask, n)?;
+    let p = DropBlockApplyParams {
+        out: dev.addr_mut(out),
+        inp: dev.addr(inp),
+        mask: dev.addr(mask),
+        scale,
+        n: count(OP, n)?,
+    };
+    // SAFETY: out, inp and mask are live buffers of n values; the kernel touches indices < n.
+    unsafe { dev.launch(DROPBLOCK_APPLY, LaunchConfig::elementwise(n), &p) }
 }

@@ -69,6 +69,99 @@ params! {
         pub keep: f32,
         pub n: u32,
     }
+
+    /// adam.cu `AdamParams`: w, m, v, g: (n).
+    pub struct AdamParams {
+        pub w: u64,
+        pub m: u64,
+        pub v: u64,
+        pub g: u64,
+        pub beta1: f32,
+        pub beta2: f32,
+        pub epsilon: f32,
+        pub lr_t: f32,
+        pub n: u32,
+    }
+
+    /// grad_norm.cu `SumSquaresParams`: x: (n) -> partial: (blocks), f64.
+    pub struct SumSquaresParams {
+        pub partial: u64,
+        pub x: u64,
+        pub n: u32,
+    }
+
+    /// grad_norm.cu `SumPartialsParams`: partial: (n) -> total: (1), f64.
+    pub struct SumPartialsParams {
+        pub total: u64,
+        pub partial: u64,
+        pub n: u32,
+    }
+
+    /// grad_norm.cu `ScaleParams`: x: (n) scaled in place.
+    pub struct ScaleParams {
+        pub x: u64,
+        pub s: f32,
+        pub n: u32,
+    }
+
+    /// softmax_ce.cu `SoftmaxCeForwardParams`: logits: (rows, classes), labels: (rows) ->
+    /// probs: (rows, classes), row_loss: (rows) f64.
+    pub struct SoftmaxCeForwardParams {
+        pub probs: u64,
+        pub row_loss: u64,
+        pub logits: u64,
+        pub labels: u64,
+        pub rows: u32,
+        pub classes: u32,
+    }
+
+    /// softmax_ce.cu `SoftmaxCeBackwardParams`: probs, labels -> dlogits: (rows, classes).
+    pub struct SoftmaxCeBackwardParams {
+        pub dlogits: u64,
+        pub probs: u64,
+        pub labels: u64,
+        pub rows: u32,
+        pub classes: u32,
+    }
+
+    /// maxpool.cu `MaxPoolParams`: forward x -> y, argmax; backward dy (in `x`) -> dx (in `y`).
+    pub struct MaxPoolParams {
+        pub y: u64,
+        pub argmax: u64,
+        pub x: u64,
+        pub planes: u32,
+        pub h: u32,
+        pub w: u32,
+        pub oh: u32,
+        pub ow: u32,
+        pub kh: u32,
+        pub kw: u32,
+        pub sh: u32,
+        pub sw: u32,
+        pub pad_top: u32,
+        pub pad_left: u32,
+    }
+
+    /// dropblock.cu `DropBlockMaskParams`: -> mask: (planes, h, w) u8, kept: (planes).
+    pub struct DropBlockMaskParams {
+        pub mask: u64,
+        pub kept: u64,
+        pub key: MaskKeyC,
+        pub gamma: f32,
+        pub planes: u32,
+        pub h: u32,
+        pub w: u32,
+        pub block: u32,
+    }
+
+    /// dropblock.cu `DropBlockApplyParams`: inp, mask: (n) -> out: (n).
+    pub struct DropBlockApplyParams {
+        pub out: u64,
+        pub inp: u64,
+        pub mask: u64,
+        pub scale: f32,
+        pub n: u32,
+    }
 }
 
 impl From<philox::MaskKey> for MaskKeyC {

@@ -34,6 +34,31 @@ pub const MODULES: &[Module] = &[
         source: include_str!("../dropout/dropout.cu"),
     },
     Module {
+        name: "adam",
+        path: "adam/adam.cu",
+        source: include_str!("../adam/adam.cu"),
+    },
+    Module {
+        name: "grad_norm",
+        path: "grad_norm/grad_norm.cu",
+        source: include_str!("../grad_norm/grad_norm.cu"),
+    },
+    Module {
+        name: "softmax_ce",
+        path: "softmax_ce/softmax_ce.cu",
+        source: include_str!("../softmax_ce/softmax_ce.cu"),
+    },
+    Module {
+        name: "maxpool",
+        path: "maxpool/maxpool.cu",
+        source: include_str!("../maxpool/maxpool.cu"),
+    },
+    Module {
+        name: "dropblock",
+        path: "dropblock/dropblock.cu",
+        source: include_str!("../dropblock/dropblock.cu"),
+    },
+    Module {
         name: "emu_harness",
         path: "cuda/testdata/emu_harness.cu",
         source: include_str!("testdata/emu_harness.cu"),

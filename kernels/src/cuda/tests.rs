@@ -3,6 +3,8 @@
 
 mod elementwise;
 mod harness;
+mod optim_loss;
+mod pool_masks;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -1,0 +1,186 @@
+//! Adam, the global-norm reduction and clipping, and softmax cross-entropy: the CPU functions
+//! against the emulated kernels.
+
+use super::super::emu::Emu;
+use super::super::launch::Backend;
+use super::super::ops;
+use super::{assert_close, uniform, Tol, EXACT};
+use crate::adam::{adam_update, Adam};
+use crate::grad_norm::{scale_in_place, sum_of_squares};
+use crate::softmax_ce::{softmax_ce_backward, softmax_ce_forward};
+use tensor_core::Tensor;
+
+/// The same float operations as the CPU, but a GPU may contract a * b + c into one rounding
+/// (NVRTC's default --fmad=true): a few ulps.
+const FMA_TOL: Tol = Tol {
+    atol: 1e-7,
+    rtol: 1e-6,
+};
+
+/// Sums in f64 in a different order than the CPU's (blocks and warps, not chunks).
+const F64_SUM_RTOL: f64 = 1e-12;
+
+/// exp and log in double round differently from Rust's libm in the last place; probs are
+/// rounded to f32 once afterwards, so they agree to about one f32 ulp.
+const SOFTMAX_TOL: Tol = Tol {
+    atol: 1e-8,
+    rtol: 2e-7,
+};
+
+#[test]
+fn emu_adam_matches_cpu() {
+    let dev = Emu;
+    // An odd length and a real one: the seed's conv weight 128 x 128 x 3 x 3.
+    for n in [1001usize, 128 * 128 * 9] {
+        let cfg = Adam::default();
+        let w0 = uniform(60, n, -0.5, 0.5);
+        let (mut w, mut m, mut v) = (
+            Tensor::from_vec([n], w0.clone()).unwrap(),
+            Tensor::zeros([n]),
+            Tensor::zeros([n]),
+        );
+        let (mut wb, mut mb, mut vb) = (
+            dev.upload(&w0).unwrap(),
+            dev.alloc(n).unwrap(),
+            dev.alloc(n).unwrap(),
+        );
+        for t in 1..=3u64 {
+            let g = uniform(60 + t, n, -1.0, 1.0);
+            adam_update(
+                &mut w,
+                &mut m,
+                &mut v,
+                &Tensor::from_vec([n], g.clone()).unwrap(),
+                &cfg,
+                t,
+            )
+            .unwrap();
+            ops::adam_update(
+                &dev,
+                &mut wb,
+                &mut mb,
+                &mut vb,
+                &dev.upload(&g).unwrap(),
+                &cfg,
+                t,
+            )
+            .unwrap();
+        }
+        assert_close(
+            "adam m",
+            &dev.download(&mb).unwrap(),
+            m.as_slice().unwrap(),
+            FMA_TOL,
+        );
+        assert_close(
+            "adam v",
+            &dev.download(&vb).unwrap(),
+            v.as_slice().unwrap(),
+            FMA_TOL,
+        );
+        assert_close(
+            "adam w",
+            &dev.download(&wb).unwrap(),
+            w.as_slice().unwrap(),
+            FMA_TOL,
+        );
+    }
+    let mut b = dev.alloc(3).unwrap();
+    let e = ops::adam_update(
+        &dev,
+        &mut b,
+        &mut dev.alloc(3).unwrap(),
+        &mut dev.alloc(2).unwrap(),
+        &dev.alloc(3).unwrap(),
+        &Adam::default(),
+        1,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cuda adam_update: v holds 2 values, expected 3"
+    );
+}
+
+#[test]
+fn emu_sum_of_squares_and_clip_match_cpu() {
+    let dev = Emu;
+    for (s, n) in [1usize, 777, 300_001].into_iter().enumerate() {
+        let x = uniform(70 + s as u64, n, -2.0, 2.0);
+        let t = Tensor::from_vec([n], x.clone()).unwrap();
+        let cpu = sum_of_squares(&t).unwrap();
+        let mut xb = dev.upload(&x).unwrap();
+        let gpu = ops::sum_of_squares(&dev, &xb).unwrap();
+        assert!(
+            (gpu - cpu).abs() <= F64_SUM_RTOL * cpu,
+            "n {n}: gpu {gpu:e}, cpu {cpu:e}"
+        );
+        let mut t = t;
+        scale_in_place(&mut t, 0.37).unwrap();
+        ops::scale_in_place(&dev, &mut xb, 0.37).unwrap();
+        assert_close(
+            "scale",
+            &dev.download(&xb).unwrap(),
+            t.as_slice().unwrap(),
+            EXACT,
+        );
+    }
+}
+
+#[test]
+fn emu_softmax_ce_matches_cpu() {
+    let dev = Emu;
+    // Odd shapes and the seed's classifier: 250 rows of 100 classes.
+    for (s, (rows, classes)) in [(1usize, 1usize), (7, 13), (250, 100)]
+        .into_iter()
+        .enumerate()
+    {
+        let logits = uniform(80 + s as u64, rows * classes, -8.0, 8.0);
+        let labels: Vec<u32> = (0..rows).map(|r| ((r * 7 + s) % classes) as u32).collect();
+        let lt = Tensor::from_vec([rows, classes], logits.clone()).unwrap();
+        let mut probs = Tensor::zeros([rows, classes]);
+        let loss = softmax_ce_forward(&mut probs, &lt, &labels).unwrap();
+        let mut dlogits = Tensor::zeros([rows, classes]);
+        softmax_ce_backward(&mut dlogits, &probs, &labels).unwrap();
+
+        let (lb, yb) = (dev.upload(&logits).unwrap(), dev.upload(&labels).unwrap());
+        let mut pb = dev.upload(&vec![f32::NAN; rows * classes]).unwrap();
+        let mut rl = dev.alloc(rows).unwrap();
+        ops::softmax_ce_forward(&dev, &mut pb, &mut rl, &lb, &yb, classes).unwrap();
+        let gpu_loss = ops::mean_loss(&dev, &rl).unwrap();
+        assert_close(
+            "softmax probs",
+            &dev.download(&pb).unwrap(),
+            probs.as_slice().unwrap(),
+            SOFTMAX_TOL,
+        );
+        assert_close("softmax loss", &[gpu_loss], &[loss], SOFTMAX_TOL);
+        // Backward from the CPU's probs, so only the backward's arithmetic is compared.
+        let mut db = dev.upload(&vec![f32::NAN; rows * classes]).unwrap();
+        ops::softmax_ce_backward(
+            &dev,
+            &mut db,
+            &dev.upload(probs.as_slice().unwrap()).unwrap(),
+            &yb,
+            classes,
+        )
+        .unwrap();
+        assert_close(
+            "softmax dlogits",
+            &dev.download(&db).unwrap(),
+            dlogits.as_slice().unwrap(),
+            EXACT,
+        );
+    }
+    let (lb, yb) = (
+        dev.upload(&[0.0f32; 6]).unwrap(),
+        dev.upload(&[1u32, 3]).unwrap(),
+    );
+    let (mut pb, mut rl) = (dev.alloc(6).unwrap(), dev.alloc(2).unwrap());
+    ops::softmax_ce_forward(&dev, &mut pb, &mut rl, &lb, &yb, 3).unwrap();
+    let e = ops::mean_loss(&dev, &rl).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cuda softmax_ce_forward: label of row 1 is not below the number of classes"
+    );
+}
