@@ -4,11 +4,12 @@ use std::path::PathBuf;
 /// the values that did not fit.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading, writing or renaming a file failed.
-    #[error("{}: {source}", path.display())]
+    /// Reading, writing or renaming a file failed. (The field is not called `source`: as the
+    /// error's cause it would be printed twice in a `{:#}` chain, once here and once after.)
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file exists but its contents are not what this crate writes (a corrupt checkpoint, a CSV
     /// with another header, a config that does not parse).
@@ -49,7 +50,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

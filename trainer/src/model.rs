@@ -241,6 +241,45 @@ impl ResNet {
         Ok(d)
     }
 
+    /// Runs the forward pass stage by stage and names the first stage (`input`, `blocks.0` ..
+    /// `blocks.3`, `fc1`, `fc2`, `fc3`) whose output holds a NaN or an infinity: where a diverged
+    /// run first went wrong. `None` if every output is finite.
+    pub fn first_non_finite_stage(
+        &mut self,
+        x: Tensor,
+        mode: Mode,
+        seed: u64,
+        step: u64,
+    ) -> nn_layers::Result<Option<String>> {
+        let finite = |t: &Tensor| -> nn_layers::Result<bool> {
+            Ok(t.as_slice()?.iter().all(|v| v.is_finite()))
+        };
+        if !finite(&x)? {
+            return Ok(Some("input".into()));
+        }
+        let mut h = x;
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            h = block.forward(h, mode, seed, step)?.0;
+            if !finite(&h)? {
+                return Ok(Some(format!("blocks.{i}")));
+            }
+        }
+        let n = h.dims()[0];
+        let features = h.len() / n.max(1);
+        h = h.reshape([n, features])?;
+        for (name, fc) in [
+            ("fc1", &mut self.fc1),
+            ("fc2", &mut self.fc2),
+            ("fc3", &mut self.fc3),
+        ] {
+            h = fc.forward(h, mode, seed, step)?.0;
+            if !finite(&h)? {
+                return Ok(Some(name.into()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Number of learnable values.
     pub fn param_count(&mut self) -> usize {
         let mut n = 0;
@@ -353,5 +392,24 @@ mod tests {
         });
         assert!(shapes.contains(&("fc1.weight".into(), vec![16, 32])));
         assert!(shapes.contains(&("blocks.0.conv_block1.conv1.weight".into(), vec![4, 3, 3, 3])));
+    }
+
+    #[test]
+    fn the_first_non_finite_stage_is_named() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut net = ResNet::new(&spec([4, 4, 8, 8], 16), &mut rng).unwrap();
+        let x = Tensor::uniform([2, 3, 32, 32], -1.0, 1.0, &mut rng).unwrap();
+        let stage = |net: &mut ResNet| net.first_non_finite_stage(x.clone(), Mode::Train, 1, 0);
+        assert_eq!(stage(&mut net).unwrap(), None);
+        net.fc2.linear.weight.value.as_mut_slice().unwrap()[3] = f32::INFINITY;
+        assert_eq!(stage(&mut net).unwrap().as_deref(), Some("fc2"));
+        net.blocks[2]
+            .conv_block1
+            .conv1
+            .weight
+            .value
+            .as_mut_slice()
+            .unwrap()[0] = f32::NAN;
+        assert_eq!(stage(&mut net).unwrap().as_deref(), Some("blocks.2"));
     }
 }

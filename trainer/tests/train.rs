@@ -178,3 +178,39 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_its_checkpoint() {
         "the good checkpoint was overwritten"
     );
 }
+
+#[test]
+fn ctrl_c_finishes_the_step_and_writes_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("interrupted");
+    let mut args = vec!["train", "--out", s(&out)];
+    args.extend(TINY);
+    args.extend(["--epochs", "1000"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (at most a minute) until a step has been logged, then send SIGINT as Ctrl-C does.
+    let steps = out.join(metrics::STEPS_FILE);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&steps).map_or(true, |t| t.lines().count() < 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no step logged within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("interrupted at step"), "{err}");
+    let ckpt = checkpoint::load(&out.join("last.safetensors")).unwrap();
+    let step: u64 = ckpt.meta("step").unwrap();
+    assert!(step >= 1, "{err}");
+}

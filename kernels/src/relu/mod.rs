@@ -51,6 +51,15 @@ mod tests {
     }
 
     #[test]
+    fn nan_propagates_forward() {
+        let x = Tensor::from_vec([3], vec![f32::NAN, -1.0, 1.0]).unwrap();
+        let mut y = Tensor::zeros([3]);
+        relu_forward(&mut y, &x).unwrap();
+        let y = y.to_vec();
+        assert!(y[0].is_nan() && y[1] == 0.0 && y[2] == 1.0, "{y:?}");
+    }
+
+    #[test]
     fn large_inputs_split_across_threads_give_the_same_bits() {
         // Longer than one parallel chunk, so two threads really share the work.
         let n = 3 * cpu::CHUNK + 17;

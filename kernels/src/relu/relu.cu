@@ -1,4 +1,4 @@
-// ReLU, the CUDA twin of cpu.rs: y = max(x, 0); dx = dy where x > 0, else 0.
+// ReLU, the CUDA twin of cpu.rs: y = max(x, 0) (NaN stays NaN); dx = dy where x > 0, else 0.
 #include "common.cuh"
 
 struct ReluForwardParams {
@@ -11,7 +11,7 @@ struct ReluForwardParams {
 extern "C" __global__ void relu_forward(ReluForwardParams p) {
     for (uint32_t i = global_thread(); i < p.n; i += grid_threads()) {
         const float v = p.x[i];
-        p.y[i] = v > 0.0f ? v : 0.0f;
+        p.y[i] = (v > 0.0f || v != v) ? v : 0.0f;  // NaN propagates, as in cpu.rs
     }
 }
 EMU_KERNEL(relu_forward, ReluForwardParams)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use cifar_data::{BatchLoader, Dataset, LastBatch, LoaderConfig, Split};
+use cifar_data::{batch_at, BatchLoader, Dataset, LastBatch, LoaderConfig, Split};
 use indicatif::{ProgressBar, ProgressStyle};
 use nn_layers::{Mode, SoftmaxCrossEntropy};
 use rand::SeedableRng;
@@ -190,9 +190,21 @@ pub fn train(
                 model.forward(batch.images, Mode::Train, cfg.run.seed, st.step)?;
             let (loss, ce) = SoftmaxCrossEntropy.forward(&logits, &batch.fine)?;
             if !loss.is_finite() {
+                // The batch is a pure function of its position: rebuild it to find the stage.
+                let again = batch_at(&dataset.train, &train_cfg, st.epoch, st.batch_in_epoch)?;
+                let stage = model.first_non_finite_stage(
+                    again.images,
+                    Mode::Train,
+                    cfg.run.seed,
+                    st.step,
+                )?;
+                let what = match stage {
+                    Some(stage) => format!("the training loss (first non-finite output: {stage})"),
+                    None => "the training loss".into(),
+                };
                 return Err(Error::NonFinite {
                     step: st.step + 1,
-                    what: "the training loss".into(),
+                    what,
                     value: loss as f64,
                 })
                 .context(keep_note(out));
