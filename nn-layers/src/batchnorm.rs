@@ -7,6 +7,7 @@ use kernels::batchnorm::{
 };
 use tensor_core::Tensor;
 
+use crate::profile::{self, LayerKind, Pass};
 use crate::{join, Error, Mode, Param, Parameters, Result};
 
 /// Batch norm over the channels of (N, C, H, W) maps (statistics over N, H, W).
@@ -129,6 +130,7 @@ impl<const RANK: usize> BatchNorm<RANK> {
     /// # Errors
     /// x of the wrong rank or channel count; in `Mode::Train`, fewer than 2 values per channel.
     pub fn forward(&mut self, x: Tensor, mode: Mode) -> Result<(Tensor, BatchNormCache)> {
+        let _timer = profile::timed(LayerKind::BatchNorm, Pass::Forward);
         self.check_input(&x)?;
         let mut y = Tensor::zeros(x.shape().clone());
         let stats = match mode {
@@ -160,6 +162,7 @@ impl<const RANK: usize> BatchNorm<RANK> {
     /// # Errors
     /// dy's shape differs from the forward's input.
     pub fn backward(&mut self, dy: &Tensor, cache: BatchNormCache) -> Result<Tensor> {
+        let _timer = profile::timed(LayerKind::BatchNorm, Pass::Backward);
         let mut dx = Tensor::zeros(cache.x.shape().clone());
         batchnorm_backward(
             &mut dx,

@@ -5,6 +5,7 @@ use kernels::conv2d::{conv2d_backward_data, conv2d_backward_weight, conv2d_forwa
 use rand::Rng;
 use tensor_core::Tensor;
 
+use crate::profile::{self, LayerKind, Pass};
 use crate::{join, Error, Mode, Param, Parameters, Result};
 
 /// 2-D convolution without bias: x: (N, C, H, W) -> y: (N, K, OH, OW), weight: (K, C, KH, KW),
@@ -78,6 +79,7 @@ impl Conv2d {
     /// # Errors
     /// x is not rank 4, has the wrong channel count, or is smaller than the kernel.
     pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, Conv2dCache)> {
+        let _timer = profile::timed(LayerKind::Conv, Pass::Forward);
         let d = Conv2dDims::new(
             "Conv2d::forward",
             x.dims(),
@@ -95,6 +97,7 @@ impl Conv2d {
     /// # Errors
     /// dy's shape is not the forward's output shape.
     pub fn backward(&mut self, dy: &Tensor, cache: Conv2dCache) -> Result<Tensor> {
+        let _timer = profile::timed(LayerKind::Conv, Pass::Backward);
         let mut dx = Tensor::zeros(cache.x.shape().clone());
         conv2d_backward_data(&mut dx, dy, &self.weight.value, self.geom)?;
         conv2d_backward_weight(&mut self.weight.grad, dy, &cache.x, self.geom)?;

@@ -4,6 +4,7 @@ use kernels::dropblock::{dropblock_apply, dropblock_mask, DropBlockMask};
 use kernels::philox::MaskKey;
 use tensor_core::{Shape, Tensor};
 
+use crate::profile::{self, LayerKind, Pass};
 use crate::{Error, Mode, Result};
 
 /// DropBlock with block size b = `block_size` and keep probability k = `keep_prob`, in training
@@ -75,6 +76,7 @@ impl DropBlock {
         seed: u64,
         step: u64,
     ) -> Result<(Tensor, DropBlockCache)> {
+        let _timer = profile::timed(LayerKind::DropBlock, Pass::Forward);
         self.check()?;
         x.expect_nchw("DropBlock::forward", "x")?;
         let shape = x.shape().clone();
@@ -103,6 +105,7 @@ impl DropBlock {
     /// # Errors
     /// dy's shape differs from the forward's input.
     pub fn backward(&self, dy: &Tensor, cache: DropBlockCache) -> Result<Tensor> {
+        let _timer = profile::timed(LayerKind::DropBlock, Pass::Backward);
         dy.expect_shape("DropBlock::backward", "dy", cache.shape.dims())?;
         let Some(mask) = cache.mask else {
             return Ok(dy.clone());

@@ -4,6 +4,7 @@ use kernels::dropout::{dropout_backward, dropout_forward};
 use kernels::philox::MaskKey;
 use tensor_core::{Shape, Tensor};
 
+use crate::profile::{self, LayerKind, Pass};
 use crate::{Error, Mode, Result};
 
 /// Inverted dropout with keep probability k = `keep_prob`, in training only.
@@ -63,6 +64,7 @@ impl Dropout {
         seed: u64,
         step: u64,
     ) -> Result<(Tensor, DropoutCache)> {
+        let _timer = profile::timed(LayerKind::Dropout, Pass::Forward);
         check_keep(self.keep_prob)?;
         let shape = x.shape().clone();
         if mode == Mode::Eval || self.keep_prob == 1.0 {
@@ -84,6 +86,7 @@ impl Dropout {
     /// # Errors
     /// dy's shape differs from the forward's input.
     pub fn backward(&self, dy: &Tensor, cache: DropoutCache) -> Result<Tensor> {
+        let _timer = profile::timed(LayerKind::Dropout, Pass::Backward);
         dy.expect_shape("Dropout::backward", "dy", cache.shape.dims())?;
         let Some((key, keep)) = cache.mask else {
             return Ok(dy.clone());

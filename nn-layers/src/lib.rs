@@ -23,6 +23,7 @@ mod linear;
 mod loss;
 mod maxpool;
 mod param;
+pub mod profile;
 mod relu;
 
 pub use batchnorm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormCache};

@@ -4,6 +4,7 @@ use kernels::gemm::{matmul, Trans};
 use rand::Rng;
 use tensor_core::Tensor;
 
+use crate::profile::{self, LayerKind, Pass};
 use crate::{join, Error, Mode, Param, Parameters, Result};
 
 /// Fully-connected layer without bias: x: (N, F) -> y: (N, O), weight: (O, F) as PyTorch
@@ -61,6 +62,7 @@ impl Linear {
     /// # Errors
     /// x is not (N, F).
     pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, LinearCache)> {
+        let _timer = profile::timed(LayerKind::Linear, Pass::Forward);
         let (o, f) = self.dims();
         let n = match *x.dims() {
             [n, xf] if xf == f => n,
@@ -92,6 +94,7 @@ impl Linear {
     /// # Errors
     /// dy is not (N, O) for the forward's N.
     pub fn backward(&mut self, dy: &Tensor, cache: LinearCache) -> Result<Tensor> {
+        let _timer = profile::timed(LayerKind::Linear, Pass::Backward);
         let (o, f) = self.dims();
         let n = cache.x.dims()[0];
         dy.expect_shape("Linear::backward", "dy", &[n, o])?;

@@ -3,6 +3,7 @@
 use kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward};
 use tensor_core::Tensor;
 
+use crate::profile::{self, LayerKind, Pass};
 use crate::Result;
 
 /// Mean softmax cross-entropy of logits z (N, classes) against labels t:
@@ -42,6 +43,7 @@ impl SoftmaxCrossEntropy {
     /// logits not (N, classes) with N, classes > 0, a label count other than N, or a label
     /// >= classes (the error names its index and value).
     pub fn forward(&self, logits: &Tensor, labels: &[u32]) -> Result<(f32, SoftmaxCeCache)> {
+        let _timer = profile::timed(LayerKind::Loss, Pass::Forward);
         let mut probs = Tensor::zeros(logits.shape().clone());
         let loss = softmax_ce_forward(&mut probs, logits, labels)?;
         let labels = labels.to_vec();
@@ -53,6 +55,7 @@ impl SoftmaxCrossEntropy {
     /// # Errors
     /// Only if the cache was altered; a cache from [`SoftmaxCrossEntropy::forward`] always works.
     pub fn backward(&self, cache: SoftmaxCeCache) -> Result<Tensor> {
+        let _timer = profile::timed(LayerKind::Loss, Pass::Backward);
         let mut dlogits = Tensor::zeros(cache.probs.shape().clone());
         softmax_ce_backward(&mut dlogits, &cache.probs, &cache.labels)?;
         Ok(dlogits)

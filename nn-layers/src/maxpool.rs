@@ -3,6 +3,7 @@
 use kernels::maxpool::{maxpool2d_backward, maxpool2d_forward, Pool2d};
 use tensor_core::Tensor;
 
+use crate::profile::{self, LayerKind, Pass};
 use crate::{Mode, Result};
 
 /// Max over each window of each (H, W) plane, TensorFlow SAME padding: OH = ceil(H / stride),
@@ -55,6 +56,7 @@ impl MaxPool2d {
     /// # Errors
     /// x not rank 4, or with an empty plane.
     pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, MaxPoolCache)> {
+        let _timer = profile::timed(LayerKind::MaxPool, Pass::Forward);
         let out = self.pool.output_dims("MaxPool2d", &x)?;
         let mut y = Tensor::zeros(out);
         let mut argmax = vec![0u32; y.len()];
@@ -69,6 +71,7 @@ impl MaxPool2d {
     /// # Errors
     /// dy's shape differs from the forward's output.
     pub fn backward(&self, dy: &Tensor, cache: MaxPoolCache) -> Result<Tensor> {
+        let _timer = profile::timed(LayerKind::MaxPool, Pass::Backward);
         let mut dx = Tensor::zeros(cache.x_dims);
         maxpool2d_backward(&mut dx, dy, &cache.argmax, &self.pool)?;
         Ok(dx)

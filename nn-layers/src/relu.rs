@@ -3,6 +3,7 @@
 use kernels::relu::{relu_backward, relu_forward};
 use tensor_core::Tensor;
 
+use crate::profile::{self, LayerKind, Pass};
 use crate::{Mode, Result};
 
 /// y = max(x, 0), elementwise, on a tensor of any shape.
@@ -22,6 +23,7 @@ pub struct ReluCache {
 impl ReLU {
     /// x: any shape -> y: the same shape.
     pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, ReluCache)> {
+        let _timer = profile::timed(LayerKind::Relu, Pass::Forward);
         let mut y = Tensor::zeros(x.shape().clone());
         relu_forward(&mut y, &x)?;
         Ok((y, ReluCache { x }))
@@ -32,6 +34,7 @@ impl ReLU {
     /// # Errors
     /// dy's shape differs from the forward's input.
     pub fn backward(&self, dy: &Tensor, cache: ReluCache) -> Result<Tensor> {
+        let _timer = profile::timed(LayerKind::Relu, Pass::Backward);
         let mut dx = Tensor::zeros(cache.x.shape().clone());
         relu_backward(&mut dx, dy, &cache.x)?;
         Ok(dx)

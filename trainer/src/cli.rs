@@ -662,4 +662,7 @@ pub struct BenchArgs {
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub steps: u64,
+    /// Also print the time of each layer kind, forward and backward, over the timed steps.
+    #[arg(long)]
+    pub profile: bool,
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use nn_layers::profile::{self, LayerKind, Pass, Profile};
 use nn_layers::{Mode, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -71,13 +72,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let dlogits = SoftmaxCrossEntropy.backward(ce)?;
         model.backward(&dlogits, cache)?;
         let lr = cfg.optimizer.lr as f32;
+        let _timer = profile::timed(LayerKind::Optimizer, Pass::Update);
         optimizer.step(model, lr, cfg.optimizer.clip_norm as f32)?;
         step += 1;
         Ok(())
     };
     train_step(&mut model).context("warm-up training step")?;
+    if args.profile {
+        profile::start();
+    }
     let train = time(args.steps, || train_step(&mut model))?;
     report("training", "steps", &train, n, 3.0 * flops);
+    if let Some(p) = profile::finish() {
+        print!("{}", profile_table(&p, &train));
+    }
 
     let mut infer = || -> anyhow::Result<()> {
         model.forward(x.clone(), Mode::Eval, 0, 0)?;
@@ -131,6 +139,43 @@ fn report(what: &str, units: &str, runs: &[Duration], batch: usize, flops_per_im
     );
 }
 
+/// The per-step time of each layer kind, forward, backward and update, in milliseconds, with its
+/// share of the step; "other" is what the step spent outside every timed layer (residual sums,
+/// copies, the loop itself).
+fn profile_table(p: &Profile, steps: &[Duration]) -> String {
+    let per_step = |d: Duration| d.as_secs_f64() * 1e3 / steps.len() as f64;
+    let step_ms = per_step(steps.iter().sum());
+    let mut t = format!(
+        "profile: milliseconds per step ({} steps)\n{:<10} {:>10} {:>10} {:>10} {:>10} {:>6}\n",
+        steps.len(),
+        "layer",
+        "forward",
+        "backward",
+        "update",
+        "total",
+        "share"
+    );
+    let mut line = |name: &str, ms: [f64; 3]| {
+        let total: f64 = ms.iter().sum();
+        t += &format!(
+            "{name:<10} {:>10.1} {:>10.1} {:>10.1} {total:>10.1} {:>5.1}%\n",
+            ms[0],
+            ms[1],
+            ms[2],
+            100.0 * total / step_ms
+        );
+    };
+    for kind in LayerKind::ALL {
+        line(
+            kind.name(),
+            Pass::ALL.map(|pass| per_step(p.get(kind, pass).0)),
+        );
+    }
+    line("other", [0.0, 0.0, step_ms - per_step(p.total())]);
+    line("step", [0.0, 0.0, step_ms]);
+    t
+}
+
 /// The middle value (the mean of the two middle ones for an even count).
 fn median(runs: &[Duration]) -> Duration {
     let mut sorted = runs.to_vec();
@@ -167,6 +212,24 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(median(&[ms(5), ms(1), ms(3)]), ms(3));
         assert_eq!(median(&[ms(4), ms(1), ms(2), ms(8)]), ms(3));
+    }
+
+    #[test]
+    fn profile_table_has_a_row_per_kind_and_shares_of_the_step() {
+        let mut p = Profile::default();
+        p.add(LayerKind::Conv, Pass::Forward, Duration::from_millis(30));
+        p.add(LayerKind::Conv, Pass::Backward, Duration::from_millis(50));
+        let steps = [Duration::from_millis(100), Duration::from_millis(100)];
+        let t = profile_table(&p, &steps);
+        assert_eq!(t.lines().count(), 2 + LayerKind::ALL.len() + 2, "{t}");
+        assert!(
+            t.contains("conv             15.0       25.0        0.0       40.0  40.0%"),
+            "{t}"
+        );
+        assert!(
+            t.contains("other             0.0        0.0       60.0       60.0  60.0%"),
+            "{t}"
+        );
     }
 
     #[test]
