@@ -139,7 +139,7 @@ mod tests {
         let src = expand_includes(module("dropout").unwrap().source).unwrap();
         assert_eq!(src.matches("struct MaskKey {").count(), 1);
         assert_eq!(
-            src.matches("__device__ __forceinline__ float warp_sum")
+            src.matches("__device__ __forceinline__ T warp_sum(T v)")
                 .count(),
             1
         );

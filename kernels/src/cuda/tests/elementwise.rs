@@ -1,6 +1,7 @@
 //! ReLU, add and dropout: the CPU functions against the emulated kernels.
 
 use super::super::emu::Emu;
+use super::super::gpu::Gpu;
 use super::super::launch::{Backend, LaunchConfig, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS};
 use super::super::ops;
 use super::{assert_close, uniform, EXACT};
@@ -16,7 +17,16 @@ fn tensor(v: &[f32]) -> Tensor {
 
 #[test]
 fn emu_relu_matches_cpu() {
-    let dev = Emu;
+    relu_matches_cpu(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_relu_matches_cpu() {
+    relu_matches_cpu(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn relu_matches_cpu<B: Backend>(dev: &B) {
     for (s, &n) in LENGTHS.iter().enumerate() {
         let x = uniform(10 + s as u64, n, -1.0, 1.0);
         let dy = uniform(20 + s as u64, n, -1.0, 1.0);
@@ -26,8 +36,8 @@ fn emu_relu_matches_cpu() {
         let (xb, dyb) = (dev.upload(&x).unwrap(), dev.upload(&dy).unwrap());
         let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
         let mut dx = dev.upload(&vec![f32::NAN; n]).unwrap();
-        ops::relu_forward(&dev, &mut y, &xb).unwrap();
-        ops::relu_backward(&dev, &mut dx, &dyb, &xb).unwrap();
+        ops::relu_forward(dev, &mut y, &xb).unwrap();
+        ops::relu_backward(dev, &mut dx, &dyb, &xb).unwrap();
         assert_close(
             "relu_forward",
             &dev.download(&y).unwrap(),
@@ -45,7 +55,16 @@ fn emu_relu_matches_cpu() {
 
 #[test]
 fn emu_relu_loops_past_the_grid_cap() {
-    let dev = Emu;
+    relu_loops_past_the_grid_cap(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_relu_loops_past_the_grid_cap() {
+    relu_loops_past_the_grid_cap(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn relu_loops_past_the_grid_cap<B: Backend>(dev: &B) {
     let n = (MAX_ELEMENTWISE_BLOCKS * ELEMENTWISE_THREADS) as usize + 7;
     assert_eq!(LaunchConfig::elementwise(n).grid.0, MAX_ELEMENTWISE_BLOCKS);
     let x = uniform(15, n, -1.0, 1.0);
@@ -53,7 +72,7 @@ fn emu_relu_loops_past_the_grid_cap() {
     crate::relu::relu_forward(&mut y_cpu, &tensor(&x)).unwrap();
     let xb = dev.upload(&x).unwrap();
     let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
-    ops::relu_forward(&dev, &mut y, &xb).unwrap();
+    ops::relu_forward(dev, &mut y, &xb).unwrap();
     assert_close(
         "relu_forward",
         &dev.download(&y).unwrap(),
@@ -64,7 +83,16 @@ fn emu_relu_loops_past_the_grid_cap() {
 
 #[test]
 fn emu_add_matches_cpu() {
-    let dev = Emu;
+    add_matches_cpu(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_add_matches_cpu() {
+    add_matches_cpu(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn add_matches_cpu<B: Backend>(dev: &B) {
     for (s, &n) in LENGTHS.iter().enumerate() {
         let a = uniform(30 + s as u64, n, -2.0, 2.0);
         let b = uniform(40 + s as u64, n, -2.0, 2.0);
@@ -74,9 +102,9 @@ fn emu_add_matches_cpu() {
         crate::add::add_assign(&mut acc_cpu, &tensor(&b)).unwrap();
         let (ab, bb) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
         let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
-        ops::add(&dev, &mut y, &ab, &bb).unwrap();
+        ops::add(dev, &mut y, &ab, &bb).unwrap();
         let mut acc = dev.upload(&a).unwrap();
-        ops::add_assign(&dev, &mut acc, &bb).unwrap();
+        ops::add_assign(dev, &mut acc, &bb).unwrap();
         assert_close(
             "add",
             &dev.download(&y).unwrap(),
@@ -94,7 +122,16 @@ fn emu_add_matches_cpu() {
 
 #[test]
 fn emu_dropout_mask_matches_cpu_exactly() {
-    let dev = Emu;
+    dropout_mask_matches_cpu_exactly(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_dropout_mask_matches_cpu_exactly() {
+    dropout_mask_matches_cpu_exactly(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn dropout_mask_matches_cpu_exactly<B: Backend>(dev: &B) {
     let key = MaskKey {
         seed: 0x1234_5678_9abc,
         step: (7u64 << 32) + 3,
@@ -107,7 +144,7 @@ fn emu_dropout_mask_matches_cpu_exactly() {
             crate::dropout::dropout_forward(&mut y_cpu, &tensor(&x), keep, key).unwrap();
             let xb = dev.upload(&x).unwrap();
             let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
-            ops::dropout_apply(&dev, &mut y, &xb, keep, key).unwrap();
+            ops::dropout_apply(dev, &mut y, &xb, keep, key).unwrap();
             // Inputs are >= 0.5, so a zero is a dropped value: the masks themselves are equal.
             assert_close(
                 "dropout",
@@ -118,7 +155,7 @@ fn emu_dropout_mask_matches_cpu_exactly() {
         }
     }
     let (xb, mut y) = (dev.upload(&[1.0f32]).unwrap(), dev.alloc(1).unwrap());
-    let e = ops::dropout_apply(&dev, &mut y, &xb, 0.0, key).unwrap_err();
+    let e = ops::dropout_apply(dev, &mut y, &xb, 0.0, key).unwrap_err();
     assert_eq!(
         e.to_string(),
         "cuda dropout_apply: keep probability 0 is outside (0, 1]"

@@ -2,6 +2,7 @@
 //! against the emulated kernels.
 
 use super::super::emu::Emu;
+use super::super::gpu::Gpu;
 use super::super::launch::Backend;
 use super::super::ops;
 use super::{assert_close, uniform, Tol, EXACT};
@@ -29,7 +30,16 @@ const SOFTMAX_TOL: Tol = Tol {
 
 #[test]
 fn emu_adam_matches_cpu() {
-    let dev = Emu;
+    adam_matches_cpu(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_adam_matches_cpu() {
+    adam_matches_cpu(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn adam_matches_cpu<B: Backend>(dev: &B) {
     // An odd length and a real one: the seed's conv weight 128 x 128 x 3 x 3.
     for n in [1001usize, 128 * 128 * 9] {
         let cfg = Adam::default();
@@ -56,7 +66,7 @@ fn emu_adam_matches_cpu() {
             )
             .unwrap();
             ops::adam_update(
-                &dev,
+                dev,
                 &mut wb,
                 &mut mb,
                 &mut vb,
@@ -87,7 +97,7 @@ fn emu_adam_matches_cpu() {
     }
     let mut b = dev.alloc(3).unwrap();
     let e = ops::adam_update(
-        &dev,
+        dev,
         &mut b,
         &mut dev.alloc(3).unwrap(),
         &mut dev.alloc(2).unwrap(),
@@ -104,20 +114,29 @@ fn emu_adam_matches_cpu() {
 
 #[test]
 fn emu_sum_of_squares_and_clip_match_cpu() {
-    let dev = Emu;
+    sum_of_squares_and_clip_match_cpu(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_sum_of_squares_and_clip_match_cpu() {
+    sum_of_squares_and_clip_match_cpu(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn sum_of_squares_and_clip_match_cpu<B: Backend>(dev: &B) {
     for (s, n) in [1usize, 777, 300_001].into_iter().enumerate() {
         let x = uniform(70 + s as u64, n, -2.0, 2.0);
         let t = Tensor::from_vec([n], x.clone()).unwrap();
         let cpu = sum_of_squares(&t).unwrap();
         let mut xb = dev.upload(&x).unwrap();
-        let gpu = ops::sum_of_squares(&dev, &xb).unwrap();
+        let gpu = ops::sum_of_squares(dev, &xb).unwrap();
         assert!(
             (gpu - cpu).abs() <= F64_SUM_RTOL * cpu,
             "n {n}: gpu {gpu:e}, cpu {cpu:e}"
         );
         let mut t = t;
         scale_in_place(&mut t, 0.37).unwrap();
-        ops::scale_in_place(&dev, &mut xb, 0.37).unwrap();
+        ops::scale_in_place(dev, &mut xb, 0.37).unwrap();
         assert_close(
             "scale",
             &dev.download(&xb).unwrap(),
@@ -129,7 +148,16 @@ fn emu_sum_of_squares_and_clip_match_cpu() {
 
 #[test]
 fn emu_softmax_ce_matches_cpu() {
-    let dev = Emu;
+    softmax_ce_matches_cpu(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_softmax_ce_matches_cpu() {
+    softmax_ce_matches_cpu(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn softmax_ce_matches_cpu<B: Backend>(dev: &B) {
     // Odd shapes and the seed's classifier: 250 rows of 100 classes.
     for (s, (rows, classes)) in [(1usize, 1usize), (7, 13), (250, 100)]
         .into_iter()
@@ -146,8 +174,8 @@ fn emu_softmax_ce_matches_cpu() {
         let (lb, yb) = (dev.upload(&logits).unwrap(), dev.upload(&labels).unwrap());
         let mut pb = dev.upload(&vec![f32::NAN; rows * classes]).unwrap();
         let mut rl = dev.alloc(rows).unwrap();
-        ops::softmax_ce_forward(&dev, &mut pb, &mut rl, &lb, &yb, classes).unwrap();
-        let gpu_loss = ops::mean_loss(&dev, &rl).unwrap();
+        ops::softmax_ce_forward(dev, &mut pb, &mut rl, &lb, &yb, classes).unwrap();
+        let gpu_loss = ops::mean_loss(dev, &rl).unwrap();
         assert_close(
             "softmax probs",
             &dev.download(&pb).unwrap(),
@@ -158,7 +186,7 @@ fn emu_softmax_ce_matches_cpu() {
         // Backward from the CPU's probs, so only the backward's arithmetic is compared.
         let mut db = dev.upload(&vec![f32::NAN; rows * classes]).unwrap();
         ops::softmax_ce_backward(
-            &dev,
+            dev,
             &mut db,
             &dev.upload(probs.as_slice().unwrap()).unwrap(),
             &yb,
@@ -177,8 +205,8 @@ fn emu_softmax_ce_matches_cpu() {
         dev.upload(&[1u32, 3]).unwrap(),
     );
     let (mut pb, mut rl) = (dev.alloc(6).unwrap(), dev.alloc(2).unwrap());
-    ops::softmax_ce_forward(&dev, &mut pb, &mut rl, &lb, &yb, 3).unwrap();
-    let e = ops::mean_loss(&dev, &rl).unwrap_err();
+    ops::softmax_ce_forward(dev, &mut pb, &mut rl, &lb, &yb, 3).unwrap();
+    let e = ops::mean_loss(dev, &rl).unwrap_err();
     assert_eq!(
         e.to_string(),
         "cuda softmax_ce_forward: label of row 1 is not below the number of classes"

@@ -1,6 +1,7 @@
 //! Max-pooling and the DropBlock mask: the CPU functions against the emulated kernels.
 
 use super::super::emu::Emu;
+use super::super::gpu::Gpu;
 use super::super::launch::Backend;
 use super::super::ops;
 use super::{assert_close, uniform, EXACT};
@@ -11,7 +12,16 @@ use tensor_core::{Shape, Tensor};
 
 #[test]
 fn emu_maxpool_matches_cpu() {
-    let dev = Emu;
+    maxpool_matches_cpu(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_maxpool_matches_cpu() {
+    maxpool_matches_cpu(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn maxpool_matches_cpu<B: Backend>(dev: &B) {
     // Odd planes, a window larger than the stride, and the seed's last pool (batch 250, 1024
     // channels, 4 x 4 -> 2 x 2).
     let cases = [
@@ -40,7 +50,7 @@ fn emu_maxpool_matches_cpu() {
         let xb = dev.upload(&x).unwrap();
         let mut yb = dev.upload(&vec![f32::NAN; m]).unwrap();
         let mut ab = dev.upload(&vec![u32::MAX; m]).unwrap();
-        ops::maxpool_forward(&dev, &mut yb, &mut ab, &xb, dims, &pool).unwrap();
+        ops::maxpool_forward(dev, &mut yb, &mut ab, &xb, dims, &pool).unwrap();
         assert_close(
             "maxpool y",
             &dev.download(&yb).unwrap(),
@@ -49,7 +59,7 @@ fn emu_maxpool_matches_cpu() {
         );
         assert_eq!(dev.download(&ab).unwrap(), argmax, "maxpool argmax");
         let mut dxb = dev.upload(&vec![f32::NAN; dx.len()]).unwrap();
-        ops::maxpool_backward(&dev, &mut dxb, &dev.upload(&dy).unwrap(), &ab, dims, &pool).unwrap();
+        ops::maxpool_backward(dev, &mut dxb, &dev.upload(&dy).unwrap(), &ab, dims, &pool).unwrap();
         assert_close(
             "maxpool dx",
             &dev.download(&dxb).unwrap(),
@@ -61,7 +71,16 @@ fn emu_maxpool_matches_cpu() {
 
 #[test]
 fn emu_dropblock_mask_matches_cpu_exactly() {
-    let dev = Emu;
+    dropblock_mask_matches_cpu_exactly(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_dropblock_mask_matches_cpu_exactly() {
+    dropblock_mask_matches_cpu_exactly(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn dropblock_mask_matches_cpu_exactly<B: Backend>(dev: &B) {
     let key = MaskKey {
         seed: 99,
         step: 12,
@@ -81,7 +100,7 @@ fn emu_dropblock_mask_matches_cpu_exactly() {
         let n: usize = dims.iter().product();
         let cpu = dropblock_mask(&Shape::new(&dims), 5, 0.8, key).unwrap();
         let mut mb = dev.upload(&vec![7u8; n]).unwrap();
-        let scale = ops::dropblock_mask(&dev, &mut mb, dims, 5, 0.8, key).unwrap();
+        let scale = ops::dropblock_mask(dev, &mut mb, dims, 5, 0.8, key).unwrap();
         let Some(cpu) = cpu else {
             assert_eq!(scale, None, "case {s}: the CPU passes x through");
             continue;
@@ -92,7 +111,7 @@ fn emu_dropblock_mask_matches_cpu_exactly() {
         let mut y = Tensor::zeros(dims);
         dropblock_apply(&mut y, &Tensor::from_vec(dims, x.clone()).unwrap(), &cpu).unwrap();
         let mut yb = dev.upload(&vec![f32::NAN; n]).unwrap();
-        ops::dropblock_apply(&dev, &mut yb, &dev.upload(&x).unwrap(), &mb, cpu.scale).unwrap();
+        ops::dropblock_apply(dev, &mut yb, &dev.upload(&x).unwrap(), &mb, cpu.scale).unwrap();
         assert_close(
             "dropblock apply",
             &dev.download(&yb).unwrap(),
