@@ -59,6 +59,7 @@ emu_kernels! {
     softmax_ce_forward, softmax_ce_backward,
     maxpool_forward, maxpool_backward,
     dropblock_mask, dropblock_apply,
+    batchnorm_forward_train, batchnorm_forward_eval, batchnorm_backward,
     broken_relu_forward, reverse_in_block, reverse_in_block_no_barrier, warp_sums,
 }
 

@@ -162,6 +162,41 @@ params! {
         pub scale: f32,
         pub n: u32,
     }
+
+    /// batchnorm.cu `BatchNormForwardParams`: x: (n, c, inner) -> y: same; mean, inv_std,
+    /// running_mean, running_var, gamma, beta: (c).
+    pub struct BatchNormForwardParams {
+        pub y: u64,
+        pub mean: u64,
+        pub inv_std: u64,
+        pub running_mean: u64,
+        pub running_var: u64,
+        pub x: u64,
+        pub gamma: u64,
+        pub beta: u64,
+        pub eps: f32,
+        pub momentum: f32,
+        pub n: u32,
+        pub c: u32,
+        pub inner: u32,
+    }
+
+    /// batchnorm.cu `BatchNormBackwardParams`: dy, x: (n, c, inner) -> dx: same; dgamma, dbeta,
+    /// gamma, mean, inv_std: (c).
+    pub struct BatchNormBackwardParams {
+        pub dx: u64,
+        pub dgamma: u64,
+        pub dbeta: u64,
+        pub dy: u64,
+        pub x: u64,
+        pub gamma: u64,
+        pub mean: u64,
+        pub inv_std: u64,
+        pub batch_stats: u32,
+        pub n: u32,
+        pub c: u32,
+        pub inner: u32,
+    }
 }
 
 impl From<philox::MaskKey> for MaskKeyC {

@@ -59,6 +59,11 @@ pub const MODULES: &[Module] = &[
         source: include_str!("../dropblock/dropblock.cu"),
     },
     Module {
+        name: "batchnorm",
+        path: "batchnorm/batchnorm.cu",
+        source: include_str!("../batchnorm/batchnorm.cu"),
+    },
+    Module {
         name: "emu_harness",
         path: "cuda/testdata/emu_harness.cu",
         source: include_str!("testdata/emu_harness.cu"),

@@ -1,6 +1,7 @@
 //! CPU-versus-CUDA parity on the emulated device, and tests of the harness itself. Every test
 //! name starts with `emu_`, so `cargo test emu` selects the suite.
 
+mod batchnorm;
 mod elementwise;
 mod harness;
 mod optim_loss;

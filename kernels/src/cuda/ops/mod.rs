@@ -3,6 +3,13 @@
 //!
 //! Each function mirrors the CPU function of the same name (same arithmetic, same masks) on
 //! device buffers; outputs are overwritten unless the doc says accumulated.
+//!
+//! The elementwise, loss, pooling and optimiser ops are here; batch norm, GEMM and convolution
+//! have a file each.
+
+mod batchnorm;
+
+pub use batchnorm::*;
 
 use super::launch::{Backend, Elem, Kernel, LaunchConfig, ELEMENTWISE_THREADS};
 use super::params::*;
