@@ -60,6 +60,7 @@ emu_kernels! {
     maxpool_forward, maxpool_backward,
     dropblock_mask, dropblock_apply,
     batchnorm_forward_train, batchnorm_forward_eval, batchnorm_backward,
+    sgemm,
     broken_relu_forward, reverse_in_block, reverse_in_block_no_barrier, warp_sums,
 }
 

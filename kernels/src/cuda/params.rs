@@ -181,6 +181,20 @@ params! {
         pub inner: u32,
     }
 
+    /// gemm.cu `SgemmParams`: op(a): (m, k), op(b): (k, n) -> c: (m, n).
+    pub struct SgemmParams {
+        pub c: u64,
+        pub a: u64,
+        pub b: u64,
+        pub alpha: f32,
+        pub beta: f32,
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        pub trans_a: u32,
+        pub trans_b: u32,
+    }
+
     /// batchnorm.cu `BatchNormBackwardParams`: dy, x: (n, c, inner) -> dx: same; dgamma, dbeta,
     /// gamma, mean, inv_std: (c).
     pub struct BatchNormBackwardParams {

@@ -5,6 +5,7 @@
 pub const HEADERS: &[(&str, &str)] = &[
     ("common.cuh", include_str!("common.cuh")),
     ("philox.cuh", include_str!("../philox/philox.cuh")),
+    ("tiled_gemm.cuh", include_str!("tiled_gemm.cuh")),
 ];
 
 /// One kernel source file: a CUDA module, named after its op.
@@ -62,6 +63,11 @@ pub const MODULES: &[Module] = &[
         name: "batchnorm",
         path: "batchnorm/batchnorm.cu",
         source: include_str!("../batchnorm/batchnorm.cu"),
+    },
+    Module {
+        name: "gemm",
+        path: "gemm/gemm.cu",
+        source: include_str!("../gemm/gemm.cu"),
     },
     Module {
         name: "emu_harness",

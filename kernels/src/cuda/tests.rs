@@ -3,6 +3,7 @@
 
 mod batchnorm;
 mod elementwise;
+mod gemm;
 mod harness;
 mod optim_loss;
 mod pool_masks;

@@ -8,8 +8,10 @@
 //! have a file each.
 
 mod batchnorm;
+mod gemm;
 
 pub use batchnorm::*;
+pub use gemm::*;
 
 use super::launch::{Backend, Elem, Kernel, LaunchConfig, ELEMENTWISE_THREADS};
 use super::params::*;
