@@ -61,6 +61,7 @@ emu_kernels! {
     dropblock_mask, dropblock_apply,
     batchnorm_forward_train, batchnorm_forward_eval, batchnorm_backward,
     sgemm,
+    conv2d_forward, conv2d_backward_data, conv2d_backward_weight, conv2d_sum_splits,
     broken_relu_forward, reverse_in_block, reverse_in_block_no_barrier, warp_sums,
 }
 

@@ -195,6 +195,40 @@ params! {
         pub trans_b: u32,
     }
 
+    /// conv2d.cu `ConvGeom`: every size of one convolution ([`crate::conv2d::Conv2dDims`]).
+    pub struct ConvGeomC {
+        pub n: u32,
+        pub c: u32,
+        pub h: u32,
+        pub w: u32,
+        pub k: u32,
+        pub kh: u32,
+        pub kw: u32,
+        pub oh: u32,
+        pub ow: u32,
+        pub stride: u32,
+        pub pad: u32,
+    }
+
+    /// conv2d.cu `Conv2dParams`: x: (n, c, h, w), weight: (k, c, kh, kw), dy: (n, k, oh, ow);
+    /// out is y, dx or dweight (or the split partials) by kernel.
+    pub struct Conv2dParams {
+        pub out: u64,
+        pub x: u64,
+        pub weight: u64,
+        pub dy: u64,
+        pub g: ConvGeomC,
+        pub k_per_split: u32,
+    }
+
+    /// conv2d.cu `SumSplitsParams`: partial: (splits, n) -> out: (n), accumulated.
+    pub struct SumSplitsParams {
+        pub out: u64,
+        pub partial: u64,
+        pub n: u32,
+        pub splits: u32,
+    }
+
     /// batchnorm.cu `BatchNormBackwardParams`: dy, x: (n, c, inner) -> dx: same; dgamma, dbeta,
     /// gamma, mean, inv_std: (c).
     pub struct BatchNormBackwardParams {

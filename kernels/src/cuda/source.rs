@@ -70,6 +70,11 @@ pub const MODULES: &[Module] = &[
         source: include_str!("../gemm/gemm.cu"),
     },
     Module {
+        name: "conv2d",
+        path: "conv2d/conv2d.cu",
+        source: include_str!("../conv2d/conv2d.cu"),
+    },
+    Module {
         name: "emu_harness",
         path: "cuda/testdata/emu_harness.cu",
         source: include_str!("testdata/emu_harness.cu"),

@@ -2,6 +2,7 @@
 //! name starts with `emu_`, so `cargo test emu` selects the suite.
 
 mod batchnorm;
+mod conv2d;
 mod elementwise;
 mod gemm;
 mod harness;

@@ -8,9 +8,11 @@
 //! have a file each.
 
 mod batchnorm;
+mod conv2d;
 mod gemm;
 
 pub use batchnorm::*;
+pub use conv2d::*;
 pub use gemm::*;
 
 use super::launch::{Backend, Elem, Kernel, LaunchConfig, ELEMENTWISE_THREADS};

@@ -1,0 +1,126 @@
+//! Conv2d: the CPU passes against the emulated implicit-GEMM kernels, on odd shapes over kernel
+//! size, stride and padding, and on a seed layer (128 -> 128 channels, 3x3) at a small batch.
+
+use super::super::emu::Emu;
+use super::super::gpu::Gpu;
+use super::super::launch::Backend;
+use super::super::ops;
+use super::{assert_close, uniform, Tol};
+use crate::conv2d::{
+    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dDims, Conv2dGeom,
+};
+use tensor_core::Tensor;
+
+/// A sum of `terms` products of values in [-1, 1], computed in f32 in different orders on the
+/// two sides (and, for 3x3 stride-1 convolutions, by Winograd F(2x2, 3x3) on the CPU, whose
+/// transforms add a few roundings per output): bounded by terms * 2^-24 with a margin of 8.
+fn conv_tol(terms: usize) -> Tol {
+    Tol {
+        atol: 8.0 * (terms as f32) * f32::EPSILON / 2.0,
+        rtol: 1e-6,
+    }
+}
+
+#[test]
+fn emu_conv2d_matches_cpu() {
+    conv2d_matches_cpu(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_conv2d_matches_cpu() {
+    conv2d_matches_cpu(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn conv2d_matches_cpu<B: Backend>(dev: &B) {
+    // (x dims, kernel size, stride, pad): every kernel/stride/pad pair on an odd map, then a
+    // seed layer.
+    let mut cases = Vec::new();
+    for k in [3usize, 1] {
+        for stride in [1usize, 2] {
+            for pad in [0usize, 1] {
+                cases.push(([2usize, 3, 7, 9], 5usize, k, Conv2dGeom { stride, pad }));
+            }
+        }
+    }
+    cases.push(([2, 128, 8, 8], 128, 3, Conv2dGeom::SAME_3X3));
+    for (s, (xd, k_out, ks, geom)) in cases.into_iter().enumerate() {
+        let what = format!("x {xd:?}, {k_out} filters {ks}x{ks}, {geom:?}");
+        let seed = 400 + 10 * s as u64;
+        let wd = [k_out, xd[1], ks, ks];
+        let x = Tensor::from_vec(xd, uniform(seed, xd.iter().product(), -1.0, 1.0)).unwrap();
+        let w = Tensor::from_vec(wd, uniform(seed + 1, wd.iter().product(), -1.0, 1.0)).unwrap();
+        let (xb, wb) = (
+            dev.upload(x.as_slice().unwrap()).unwrap(),
+            dev.upload(w.as_slice().unwrap()).unwrap(),
+        );
+        // The CPU's output shape, through its own checks.
+        let d = Conv2dDims::new("test", &xd, &wd, geom).unwrap();
+        let mut y = Tensor::zeros(d.y_dims());
+        conv2d_forward(&mut y, &x, &w, geom).unwrap();
+        let mut yb = dev.upload(&vec![f32::NAN; y.len()]).unwrap();
+        ops::conv2d_forward(dev, &mut yb, &xb, &wb, &xd, &wd, geom).unwrap();
+        let fwd_terms = xd[1] * ks * ks;
+        assert_close(
+            &format!("{what}: forward"),
+            &dev.download(&yb).unwrap(),
+            y.as_slice().unwrap(),
+            conv_tol(fwd_terms),
+        );
+
+        let dy = Tensor::from_vec(d.y_dims(), uniform(seed + 2, y.len(), -1.0, 1.0)).unwrap();
+        let dyb = dev.upload(dy.as_slice().unwrap()).unwrap();
+        let mut dx = Tensor::zeros(xd);
+        conv2d_backward_data(&mut dx, &dy, &w, geom).unwrap();
+        let mut dxb = dev.upload(&vec![f32::NAN; dx.len()]).unwrap();
+        ops::conv2d_backward_data(dev, &mut dxb, &dyb, &wb, &xd, &wd, geom).unwrap();
+        assert_close(
+            &format!("{what}: backward-data"),
+            &dev.download(&dxb).unwrap(),
+            dx.as_slice().unwrap(),
+            conv_tol(k_out * ks * ks),
+        );
+
+        // Accumulated into a non-zero start; once as the op splits it, once in 3 slices.
+        let dw0 = uniform(seed + 3, w.len(), -1.0, 1.0);
+        let mut dw = Tensor::from_vec(wd, dw0.clone()).unwrap();
+        conv2d_backward_weight(&mut dw, &dy, &x, geom).unwrap();
+        let pixels = d.n * d.oh * d.ow;
+        for splits in [None, Some(3)] {
+            let mut dwb = dev.upload(&dw0).unwrap();
+            match splits {
+                None => ops::conv2d_backward_weight(dev, &mut dwb, &dyb, &xb, &xd, &wd, geom),
+                Some(s) => {
+                    ops::conv2d_backward_weight_split(dev, &mut dwb, &dyb, &xb, &xd, &wd, geom, s)
+                }
+            }
+            .unwrap();
+            assert_close(
+                &format!("{what}: backward-weight, {splits:?} splits"),
+                &dev.download(&dwb).unwrap(),
+                dw.as_slice().unwrap(),
+                conv_tol(pixels),
+            );
+        }
+    }
+    refusals(dev);
+}
+
+fn refusals<B: Backend>(dev: &B) {
+    let (x, w, mut y) = (
+        dev.alloc(2 * 3 * 5 * 5).unwrap(),
+        dev.alloc(4 * 3 * 3 * 3).unwrap(),
+        dev.alloc(7).unwrap(),
+    );
+    let geom = Conv2dGeom::SAME_3X3;
+    let e = ops::conv2d_forward(dev, &mut y, &x, &w, &[2, 3, 5, 5], &[4, 3, 3, 3], geom);
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "cuda conv2d_forward: y holds 7 values, expected 200"
+    );
+    let e = ops::conv2d_forward(dev, &mut y, &x, &w, &[2, 3, 5, 5], &[4, 2, 3, 3], geom);
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "cuda conv2d_forward: x (2, 3, 5, 5) has 3 channels, weight (4, 2, 3, 3) expects 2"
+    );
+}
