@@ -7,10 +7,11 @@
 #                                CPU-versus-CUDA parity suite on GPU 0 (the `gpu_*` tests, ignored
 #                                elsewhere; each compiles its modules with NVRTC for the card's
 #                                own architecture), then the same suite on the emulator for
-#                                comparison. Logs go to $OUT when it is set.
+#                                comparison, then the CUDA benchmarks (benches/benches/cuda.rs).
+#                                Logs go to $OUT when it is set.
 #
 # Device call: run(command="scripts/gpu-check.sh run", carry=["target/gpu-check"], timeout_s=300).
-# The synthetic training run, the CUDA benchmarks and the PyTorch comparison join this script
+# The synthetic training run and the PyTorch comparison join this script
 # when the trainer runs on the GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,14 @@ for l in sys.stdin:
         print(m["executable"])' | tail -1)
     cp "$bin" "$DIR/kernels-tests"
     strip "$DIR/kernels-tests"
+    bench=$(cargo bench -p benches --bench cuda --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda":
+        print(m["executable"])' | tail -1)
+    cp "$bench" "$DIR/cuda-bench"
+    strip "$DIR/cuda-bench"
     ls -l "$DIR"
     ;;
 run)
@@ -41,6 +50,8 @@ run)
     "$DIR/kernels-tests" --ignored gpu_ --test-threads=1 2>&1 | tee -a "$LOG" || status=1
     echo "== the same suite on the emulator" | tee -a "$LOG"
     "$DIR/kernels-tests" emu_ 2>&1 | tail -3 | tee -a "$LOG" || status=1
+    echo "== CUDA benchmarks (criterion; cuBLAS SGEMM as the yardstick)" | tee -a "$LOG"
+    "$DIR/cuda-bench" --bench 2>&1 | grep -E "^cuda|time:|thrpt:|skipped" | tee -a "$LOG" || status=1
     exit $status
     ;;
 *)

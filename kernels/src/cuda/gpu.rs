@@ -121,6 +121,12 @@ impl Gpu {
         self.arch
     }
 
+    /// The stream every launch goes to, for a library that must order its work with ours
+    /// (cuBLAS as a yardstick in the benches).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// Waits for every launch so far.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(device_err)

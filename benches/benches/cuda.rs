@@ -1,0 +1,380 @@
+//! Throughput of every CUDA kernel on GPU 0, at the seed network's sizes (batch 250): bytes/s for
+//! the memory-bound kernels (the fewest bytes each must move: every input read once, every output
+//! written once), FLOP/s for the GEMM and the three convolution passes. cuBLAS SGEMM (fp32, its
+//! default math mode, no TF32) runs in the same groups as a yardstick: on 1024^3, and on the
+//! GEMM shape each convolution pass is equivalent to (`cublas_equivalent`).
+//!
+//! Without a GPU (no driver, no device, or no NVRTC) every group is skipped with a message.
+//! Each measurement launches `iters` times and synchronises once, so launch latency overlaps
+//! with the work as it does in training.
+//!
+//! Run: `cargo bench -p benches --bench cuda`.
+
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::CudaSlice;
+use kernels::adam::Adam;
+use kernels::batchnorm::{BatchNormConfig, StatsSource};
+use kernels::conv2d::{Conv2dDims, Conv2dGeom};
+use kernels::cuda::gpu::{self, Gpu};
+use kernels::cuda::ops::{self, BatchNormChannels, BatchNormSaved, BatchNormStatsBufs, DevOperand};
+use kernels::cuda::Backend;
+use kernels::gemm::Trans;
+use kernels::maxpool::Pool2d;
+use kernels::philox::MaskKey;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// GPU 0, or why there is none.
+fn gpu() -> Result<&'static Gpu, String> {
+    if !gpu::driver_present() {
+        return Err("no CUDA driver on this machine".into());
+    }
+    if !gpu::nvrtc_present() {
+        return Err("NVRTC is not installed or not on LD_LIBRARY_PATH".into());
+    }
+    Gpu::shared(0).map_err(|e| e.to_string())
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+}
+
+/// Times `f` as benchmark `id`: `iters` calls, then one synchronisation.
+fn bench(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, g: &Gpu, mut f: impl FnMut()) {
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            g.synchronize().unwrap();
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            g.synchronize().unwrap();
+            start.elapsed()
+        })
+    });
+}
+
+/// `n` values uniform in [lo, hi), on the device.
+fn random(g: &Gpu, n: usize, lo: f32, hi: f32, seed: u64) -> CudaSlice<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let host: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+    g.upload(&host).unwrap()
+}
+
+/// Row-major c (m, n) = a (m, k) b (k, n) through cuBLAS (column-major): c^T = b^T a^T.
+fn cublas_sgemm(
+    blas: &CudaBlas,
+    (m, n, k): (usize, usize, usize),
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    c: &mut CudaSlice<f32>,
+) {
+    let cfg = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_N,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: n as i32,
+        n: m as i32,
+        k: k as i32,
+        alpha: 1.0f32,
+        lda: n as i32,
+        ldb: k as i32,
+        beta: 0.0f32,
+        ldc: n as i32,
+    };
+    // SAFETY: a holds m*k values, b k*n and c m*n, the sizes the configuration reads and writes.
+    unsafe { blas.gemm(cfg, b, a, c) }.unwrap();
+}
+
+/// The largest activation of the network: batch 250, 128 channels, 32 x 32.
+const ACT: [usize; 4] = [250, 128, 32, 32];
+
+fn elementwise(c: &mut Criterion, g: &Gpu) {
+    let n: usize = ACT.iter().product();
+    let (x, b) = (random(g, n, -1.0, 1.0, 1), random(g, n, -1.0, 1.0, 2));
+    let mut y = g.alloc::<f32>(n).unwrap();
+    let mut group = c.benchmark_group("cuda_elementwise_250x128x32x32");
+    configure(&mut group);
+    let key = MaskKey {
+        seed: 7,
+        step: 1,
+        layer: 0,
+    };
+    // Bytes per value: inputs read plus outputs written, 4 bytes each (1 for a u8 mask).
+    group.throughput(Throughput::Bytes(8 * n as u64));
+    bench(&mut group, "relu_forward", g, || {
+        ops::relu_forward(g, &mut y, &x).unwrap()
+    });
+    bench(&mut group, "dropout_apply", g, || {
+        ops::dropout_apply(g, &mut y, &x, 0.5, key).unwrap()
+    });
+    bench(&mut group, "scale_in_place", g, || {
+        ops::scale_in_place(g, &mut y, 0.999).unwrap()
+    });
+    group.throughput(Throughput::Bytes(12 * n as u64));
+    bench(&mut group, "relu_backward", g, || {
+        ops::relu_backward(g, &mut y, &b, &x).unwrap()
+    });
+    bench(&mut group, "add", g, || {
+        ops::add(g, &mut y, &x, &b).unwrap()
+    });
+    bench(&mut group, "add_assign", g, || {
+        ops::add_assign(g, &mut y, &b).unwrap()
+    });
+    group.throughput(Throughput::Bytes(4 * n as u64));
+    bench(&mut group, "sum_of_squares", g, || {
+        ops::sum_of_squares(g, &x).unwrap();
+    });
+    // DropBlock (block 5, keep 0.9) on the same map: the mask written (1 byte a value), then applied.
+    let mut mask = g.alloc::<u8>(n).unwrap();
+    group.throughput(Throughput::Bytes(n as u64));
+    bench(&mut group, "dropblock_mask", g, || {
+        ops::dropblock_mask(g, &mut mask, ACT, 5, 0.9, key).unwrap();
+    });
+    group.throughput(Throughput::Bytes(9 * n as u64));
+    bench(&mut group, "dropblock_apply", g, || {
+        ops::dropblock_apply(g, &mut y, &x, &mask, 1.1).unwrap()
+    });
+    group.finish();
+}
+
+fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
+    let mut group = c.benchmark_group("cuda_adam_softmax_maxpool");
+    configure(&mut group);
+    // Adam over the network's ~77.8 M parameters: w, m, v, g read, w, m, v written.
+    let params = 77_800_000;
+    let (mut w, mut m, mut v) = (
+        random(g, params, -0.1, 0.1, 3),
+        g.alloc::<f32>(params).unwrap(),
+        g.alloc::<f32>(params).unwrap(),
+    );
+    let grad = random(g, params, -0.1, 0.1, 4);
+    let cfg = Adam::default();
+    group.throughput(Throughput::Bytes(28 * params as u64));
+    bench(&mut group, "adam_update_77.8M", g, || {
+        ops::adam_update(g, &mut w, &mut m, &mut v, &grad, &cfg, 10).unwrap()
+    });
+    drop((w, m, v, grad));
+
+    // Softmax cross-entropy on the batch's logits: (250, 100).
+    let (rows, classes) = (250, 100);
+    let logits = random(g, rows * classes, -3.0, 3.0, 5);
+    let labels: CudaSlice<u32> = g
+        .upload(
+            &(0..rows as u32)
+                .map(|r| r % classes as u32)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let (mut probs, mut loss) = (
+        g.alloc::<f32>(rows * classes).unwrap(),
+        g.alloc::<f64>(rows).unwrap(),
+    );
+    let mut dlogits = g.alloc::<f32>(rows * classes).unwrap();
+    group.throughput(Throughput::Bytes((8 * rows * classes + 12 * rows) as u64));
+    bench(&mut group, "softmax_ce_forward_250x100", g, || {
+        ops::softmax_ce_forward(g, &mut probs, &mut loss, &logits, &labels, classes).unwrap()
+    });
+    group.throughput(Throughput::Bytes((8 * rows * classes + 4 * rows) as u64));
+    bench(&mut group, "softmax_ce_backward_250x100", g, || {
+        ops::softmax_ce_backward(g, &mut dlogits, &probs, &labels, classes).unwrap()
+    });
+
+    // Max-pool 3x3 stride 2 SAME after block 1: (250, 128, 32, 32) -> (250, 128, 16, 16).
+    let pool = Pool2d::square(3, 2).unwrap();
+    let n: usize = ACT.iter().product();
+    let out = n / 4;
+    let x = random(g, n, -1.0, 1.0, 6);
+    let (mut y, mut argmax) = (g.alloc::<f32>(out).unwrap(), g.alloc::<u32>(out).unwrap());
+    let mut dx = g.alloc::<f32>(n).unwrap();
+    group.throughput(Throughput::Bytes((4 * n + 8 * out) as u64));
+    bench(&mut group, "maxpool_forward_block1", g, || {
+        ops::maxpool_forward(g, &mut y, &mut argmax, &x, ACT, &pool).unwrap()
+    });
+    bench(&mut group, "maxpool_backward_block1", g, || {
+        ops::maxpool_backward(g, &mut dx, &y, &argmax, ACT, &pool).unwrap()
+    });
+    group.finish();
+}
+
+fn batchnorm(c: &mut Criterion, g: &Gpu) {
+    let n: usize = ACT.iter().product();
+    let ch = ACT[1];
+    let x = random(g, n, -1.0, 3.0, 8);
+    let dy = random(g, n, -1.0, 1.0, 9);
+    let (gamma, beta) = (random(g, ch, 0.5, 1.5, 10), random(g, ch, -0.5, 0.5, 11));
+    let (mut rm, mut rv) = (g.alloc::<f32>(ch).unwrap(), random(g, ch, 0.5, 2.0, 12));
+    let (mut mean, mut inv) = (g.alloc::<f32>(ch).unwrap(), g.alloc::<f32>(ch).unwrap());
+    let (mut dgamma, mut dbeta) = (g.alloc::<f32>(ch).unwrap(), g.alloc::<f32>(ch).unwrap());
+    let (mut y, mut dx) = (g.alloc::<f32>(n).unwrap(), g.alloc::<f32>(n).unwrap());
+    let cfg = BatchNormConfig::default();
+    let mut group = c.benchmark_group("cuda_batchnorm_250x128x32x32");
+    configure(&mut group);
+    // The floor: x read once and y written once (the kernel reads x three times).
+    group.throughput(Throughput::Bytes(8 * n as u64));
+    bench(&mut group, "forward_train", g, || {
+        ops::batchnorm_forward_train(
+            g,
+            &mut y,
+            BatchNormStatsBufs {
+                mean: &mut mean,
+                inv_std: &mut inv,
+            },
+            &x,
+            &ACT,
+            BatchNormChannels {
+                gamma: &gamma,
+                beta: &beta,
+                running_mean: &mut rm,
+                running_var: &mut rv,
+            },
+            &cfg,
+        )
+        .unwrap()
+    });
+    bench(&mut group, "forward_eval", g, || {
+        ops::batchnorm_forward_eval(
+            g,
+            &mut y,
+            BatchNormStatsBufs {
+                mean: &mut mean,
+                inv_std: &mut inv,
+            },
+            &x,
+            &ACT,
+            BatchNormChannels {
+                gamma: &gamma,
+                beta: &beta,
+                running_mean: &mut rm,
+                running_var: &mut rv,
+            },
+            cfg.eps,
+        )
+        .unwrap()
+    });
+    // dy and x read once, dx written once.
+    group.throughput(Throughput::Bytes(12 * n as u64));
+    bench(&mut group, "backward", g, || {
+        ops::batchnorm_backward(
+            g,
+            &mut dx,
+            &mut dgamma,
+            &mut dbeta,
+            &dy,
+            &x,
+            &ACT,
+            &gamma,
+            BatchNormSaved {
+                mean: &mean,
+                inv_std: &inv,
+                source: StatsSource::Batch,
+            },
+        )
+        .unwrap()
+    });
+    group.finish();
+}
+
+fn gemm(c: &mut Criterion, g: &Gpu, blas: Option<&CudaBlas>) {
+    let mut group = c.benchmark_group("cuda_gemm");
+    configure(&mut group);
+    // The 1024^3 square, and the first fully-connected layer's forward at batch 250.
+    for (name, (m, n, k)) in [
+        ("1024x1024x1024", (1024usize, 1024usize, 1024usize)),
+        ("fc1_250x4096x4096", (250, 4096, 4096)),
+    ] {
+        let a = random(g, m * k, -1.0, 1.0, 13);
+        let b = random(g, k * n, -1.0, 1.0, 14);
+        let mut out = g.alloc::<f32>(m * n).unwrap();
+        group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        bench(&mut group, &format!("sgemm_{name}"), g, || {
+            let op = |data, rows, cols| DevOperand::<Gpu> {
+                data,
+                rows,
+                cols,
+                trans: Trans::No,
+            };
+            ops::sgemm(g, 1.0, op(&a, m, k), op(&b, k, n), 0.0, &mut out).unwrap()
+        });
+        if let Some(blas) = blas {
+            bench(&mut group, &format!("cublas_{name}"), g, || {
+                cublas_sgemm(blas, (m, n, k), &a, &b, &mut out)
+            });
+        }
+    }
+    group.finish();
+}
+
+/// The three passes of a 3x3 SAME convolution `ch` -> `ch` on a batch of 250 `side` x `side`
+/// maps, and cuBLAS on the forward's equivalent GEMM: (K, C*9) x (C*9, N*OH*OW).
+fn conv(c: &mut Criterion, g: &Gpu, blas: Option<&CudaBlas>, name: &str, ch: usize, side: usize) {
+    let geom = Conv2dGeom::SAME_3X3;
+    let (xd, wd) = ([250, ch, side, side], [ch, ch, 3, 3]);
+    let d = Conv2dDims::new("bench", &xd, &wd, geom).unwrap();
+    let x = random(g, xd.iter().product(), -1.0, 1.0, 15);
+    let w = random(g, wd.iter().product(), -1.0, 1.0, 16);
+    let dy = random(g, d.y_dims().iter().product(), -1.0, 1.0, 17);
+    let mut y = g.alloc::<f32>(d.y_dims().iter().product()).unwrap();
+    let mut dx = g.alloc::<f32>(xd.iter().product()).unwrap();
+    let mut dw = g.alloc::<f32>(wd.iter().product()).unwrap();
+    let mut group = c.benchmark_group(format!("cuda_conv2d_{name}"));
+    configure(&mut group);
+    group.throughput(Throughput::Elements(d.flops()));
+    bench(&mut group, "forward", g, || {
+        ops::conv2d_forward(g, &mut y, &x, &w, &xd, &wd, geom).unwrap()
+    });
+    bench(&mut group, "backward_data", g, || {
+        ops::conv2d_backward_data(g, &mut dx, &dy, &w, &xd, &wd, geom).unwrap()
+    });
+    bench(&mut group, "backward_weight", g, || {
+        ops::conv2d_backward_weight(g, &mut dw, &dy, &x, &xd, &wd, geom).unwrap()
+    });
+    drop((dx, dw));
+    if let Some(blas) = blas {
+        // The forward as an explicit GEMM: (K, C*9) x (C*9, N*OH*OW), on a stored column matrix.
+        let (m, k, n) = (d.k, d.c * d.kh * d.kw, d.n * d.oh * d.ow);
+        let col = random(g, k * n, -1.0, 1.0, 18);
+        let mut out = g.alloc::<f32>(m * n).unwrap();
+        bench(&mut group, "cublas_equivalent", g, || {
+            cublas_sgemm(blas, (m, n, k), &w, &col, &mut out)
+        });
+    }
+    group.finish();
+}
+
+fn cuda(c: &mut Criterion) {
+    let g = match gpu() {
+        Ok(g) => g,
+        Err(why) => {
+            eprintln!("cuda benches skipped: {why}");
+            return;
+        }
+    };
+    eprintln!(
+        "cuda benches on {} ({})",
+        g.name().unwrap_or_default(),
+        g.arch()
+    );
+    // SAFETY: only probes for the cuBLAS library.
+    let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+        Some(CudaBlas::new(g.stream().clone()).unwrap())
+    } else {
+        eprintln!("cuBLAS not found: the yardsticks are skipped");
+        None
+    };
+    elementwise(c, g);
+    optimiser_loss_pool(c, g);
+    batchnorm(c, g);
+    gemm(c, g, blas.as_ref());
+    conv(c, g, blas.as_ref(), "block1_n250_c128_32x32", 128, 32);
+    conv(c, g, blas.as_ref(), "block3_n250_c512_8x8", 512, 8);
+}
+
+criterion_group!(benches, cuda);
+criterion_main!(benches);
