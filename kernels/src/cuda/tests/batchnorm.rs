@@ -1,5 +1,6 @@
 //! Batch norm: the CPU functions against the emulated kernels, train and eval, forward and
-//! backward, on (N, C, H, W) maps and (N, F) rows.
+//! backward, on (N, C, H, W) maps and (N, F) rows. On the emulator (g++ without FMA) every value
+//! came out bit-identical when this was written; the tolerances are for a GPU.
 
 use super::super::emu::Emu;
 use super::super::gpu::Gpu;
@@ -12,11 +13,19 @@ use crate::batchnorm::{
 };
 use tensor_core::Tensor;
 
-/// Per-channel statistics and parameter gradients: both sides sum in f64, in different orders
+/// Per-channel statistics (mean, inv_std, running averages): both sides sum in f64, in different orders
 /// (serial on the CPU, a thread-and-warp tree here), and round the nearly equal doubles to f32
 /// once: at most one f32 ulp apart (2^-23 relative), where a rounding boundary falls between them.
 const BN_CHANNEL_TOL: Tol = Tol {
     atol: 1e-30,
+    rtol: 1.2e-7,
+};
+
+/// dgamma and dbeta: one f32 ulp of a per-channel sum, as above, but of sums of up to a few
+/// thousand values of order 1 (|sum| < 64, so an ulp below 8e-6), added to a start value that may
+/// cancel most of it: absolute, in the sum's units.
+const BN_GRAD_SUM_TOL: Tol = Tol {
+    atol: 1e-5,
     rtol: 1.2e-7,
 };
 
@@ -162,8 +171,8 @@ fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
         )
         .unwrap();
         check(dev, &what("train dx"), &dxb, &dx, BN_ELEMENT_TOL);
-        check(dev, &what("train dgamma"), &dgb, &dg, BN_CHANNEL_TOL);
-        check(dev, &what("train dbeta"), &dbb, &db, BN_CHANNEL_TOL);
+        check(dev, &what("train dgamma"), &dgb, &dg, BN_GRAD_SUM_TOL);
+        check(dev, &what("train dbeta"), &dbb, &db, BN_GRAD_SUM_TOL);
 
         // Eval from the CPU's running statistics, so both normalise with the very same values.
         let (mut rmb, mut rvb) = (up(dev, &rm), up(dev, &rv));
@@ -202,8 +211,8 @@ fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
         )
         .unwrap();
         check(dev, &what("eval dx"), &dxb, &dx_eval, BN_ELEMENT_TOL);
-        check(dev, &what("eval dgamma"), &dgb, &dg_eval, BN_CHANNEL_TOL);
-        check(dev, &what("eval dbeta"), &dbb, &db_eval, BN_CHANNEL_TOL);
+        check(dev, &what("eval dgamma"), &dgb, &dg_eval, BN_GRAD_SUM_TOL);
+        check(dev, &what("eval dbeta"), &dbb, &db_eval, BN_GRAD_SUM_TOL);
     }
     refusals(dev);
 }
