@@ -3,7 +3,10 @@
 //! The 1024^3 SGEMM through the project's GEMM entry point is the yardstick; the conv2d passes on
 //! the seed's block-1 shape (N=32, C=K=128, 32x32) and block-3 shape (N=32, C=K=512, 8x8), 3x3,
 //! stride 1, SAME padding, are measured in the same run so their ratio to it is meaningful on a
-//! shared, noisy machine.
+//! shared, noisy machine. Each pass runs through both algorithms: the direct im2col path (ids
+//! `forward`, `backward_data`, `backward_weight`) and Winograd F(2x2, 3x3) (ids prefixed
+//! `winograd_`), whose FLOP/s count the direct convolution's arithmetic (an effective rate).
+//! Block 4 (N=32, C=K=1024, 4x4) is where Winograd's tiles are fewest per image.
 //!
 //! Run: `cargo bench -p benches --bench conv`.
 
@@ -11,7 +14,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use kernels::conv2d::{
-    conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dDims, Conv2dGeom,
+    conv2d_backward_data_using, conv2d_backward_weight_using, conv2d_forward_using, Conv2dAlgo,
+    Conv2dDims, Conv2dGeom,
 };
 use kernels::gemm::{sgemm, Operand};
 use rand::SeedableRng;
@@ -71,15 +75,21 @@ fn conv_passes(c: &mut Criterion, name: &str, ch: usize, side: usize) {
     let mut group = c.benchmark_group(format!("conv2d_{name}"));
     configure(&mut group);
     group.throughput(Throughput::Elements(d.flops()));
-    group.bench_function("forward", |b| {
-        b.iter(|| conv2d_forward(&mut y, &x, &weight, geom).unwrap())
-    });
-    group.bench_function("backward_data", |b| {
-        b.iter(|| conv2d_backward_data(&mut dx, &dy, &weight, geom).unwrap())
-    });
-    group.bench_function("backward_weight", |b| {
-        b.iter(|| conv2d_backward_weight(&mut dweight, &dy, &x, geom).unwrap())
-    });
+    for (prefix, algo) in [
+        ("", Conv2dAlgo::Direct),
+        ("winograd_", Conv2dAlgo::Winograd),
+    ] {
+        let algo = Some(algo);
+        group.bench_function(format!("{prefix}forward"), |b| {
+            b.iter(|| conv2d_forward_using(algo, &mut y, &x, &weight, geom).unwrap())
+        });
+        group.bench_function(format!("{prefix}backward_data"), |b| {
+            b.iter(|| conv2d_backward_data_using(algo, &mut dx, &dy, &weight, geom).unwrap())
+        });
+        group.bench_function(format!("{prefix}backward_weight"), |b| {
+            b.iter(|| conv2d_backward_weight_using(algo, &mut dweight, &dy, &x, geom).unwrap())
+        });
+    }
     group.finish();
 }
 
@@ -87,6 +97,7 @@ fn benches(c: &mut Criterion) {
     gemm_1024(c, "sgemm_1024");
     conv_passes(c, "block1_n32_c128_32x32", 128, 32);
     conv_passes(c, "block3_n32_c512_8x8", 512, 8);
+    conv_passes(c, "block4_n32_c1024_4x4", 1024, 4);
     // The yardstick again at the end: a drift between the two readings shows the machine's load
     // changed during the run.
     gemm_1024(c, "sgemm_1024_end");
