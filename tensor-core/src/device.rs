@@ -2,8 +2,9 @@ use std::fmt;
 
 /// Where a tensor's storage lives.
 ///
-/// Only [`Device::Cpu`] storage exists in this crate; the CUDA backend adds device storage and
-/// picks an ordinal at run time (`--device cuda:N`).
+/// Tensors on [`Device::Cuda`] hold a cudarc buffer; the CUDA backend (`kernels::cuda`) opens
+/// the GPU, moves tensors there and launches the kernels. [`Device::CudaEmu`] is the emulated
+/// CUDA device of the tests: host memory, but every op runs the CUDA launch code and kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Device {
     /// Host memory, computed on by rayon.
@@ -11,6 +12,15 @@ pub enum Device {
     Cpu,
     /// An NVIDIA GPU, by CUDA ordinal.
     Cuda(usize),
+    /// The emulated CUDA device (tests): the `.cu` kernels compiled as host C++, host memory.
+    CudaEmu,
+}
+
+impl Device {
+    /// Whether ops on this device run the CUDA kernels (a real or an emulated GPU).
+    pub fn is_cuda(self) -> bool {
+        matches!(self, Device::Cuda(_) | Device::CudaEmu)
+    }
 }
 
 impl fmt::Display for Device {
@@ -18,6 +28,7 @@ impl fmt::Display for Device {
         match self {
             Device::Cpu => write!(f, "cpu"),
             Device::Cuda(i) => write!(f, "cuda:{i}"),
+            Device::CudaEmu => write!(f, "cuda-emu"),
         }
     }
 }

@@ -34,6 +34,17 @@ pub enum Error {
         got: Device,
         expected: Device,
     },
+    /// Tensors of one operation on different devices.
+    #[error("{op}: {what} is on {got}, the other tensors on {expected}")]
+    MixedDevices {
+        op: &'static str,
+        what: &'static str,
+        got: Device,
+        expected: Device,
+    },
+    /// The GPU driver failed while copying or filling device memory.
+    #[error("{op}: {msg}")]
+    Device { op: &'static str, msg: String },
     /// Any other invalid argument, described by the operation.
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },

@@ -1,3 +1,4 @@
+use cudarc::driver::CudaSlice;
 use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
@@ -8,10 +9,68 @@ use crate::{Device, Error, Result, Shape};
 ///
 /// A tensor owns its buffer outright; there is no sharing and no reference counting, so a
 /// `&mut Tensor` is always safe to write through.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Storage {
     /// Host memory, row-major.
     Cpu(Vec<f32>),
+    /// GPU memory of CUDA device `ordinal`, row-major; allocated on the stream every launch of
+    /// that device goes to (`kernels::cuda::gpu::Gpu`), so stream order orders all accesses.
+    /// Cloning copies on the device (and panics if the driver fails: use it outside hot paths).
+    Cuda { ordinal: usize, buf: CudaSlice<f32> },
+    /// The emulated CUDA device's memory (tests): host memory only CUDA launch code touches.
+    Emu(Vec<f32>),
+}
+
+impl Storage {
+    /// The device the storage lives on.
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda { ordinal, .. } => Device::Cuda(*ordinal),
+            Storage::Emu(_) => Device::CudaEmu,
+        }
+    }
+
+    /// How many values the storage holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(v) | Storage::Emu(v) => v.len(),
+            Storage::Cuda { buf, .. } => buf.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A host copy of the values (a device-to-host copy for GPU storage, which waits for the
+    /// launches before it).
+    ///
+    /// # Errors
+    /// [`Error::Device`] if the driver fails.
+    pub fn to_host(&self) -> Result<Vec<f32>> {
+        match self {
+            Storage::Cpu(v) | Storage::Emu(v) => Ok(v.clone()),
+            Storage::Cuda { buf, .. } => buf.stream().clone_dtoh(buf).map_err(|e| Error::Device {
+                op: "Tensor::to_vec",
+                msg: format!("copying {} values from the GPU: {e}", buf.len()),
+            }),
+        }
+    }
+}
+
+/// Equal when on the same device with the same values (GPU values are read back to compare;
+/// a failed read compares unequal).
+impl PartialEq for Storage {
+    fn eq(&self, other: &Storage) -> bool {
+        match (self, other) {
+            (Storage::Cpu(a), Storage::Cpu(b)) | (Storage::Emu(a), Storage::Emu(b)) => a == b,
+            (Storage::Cuda { ordinal: i, .. }, Storage::Cuda { ordinal: j, .. }) if i == j => {
+                matches!((self.to_host(), other.to_host()), (Ok(a), Ok(b)) if a == b)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A dense, row-major `f32` tensor: a shape and the storage that holds `shape.len()` values.
@@ -52,6 +111,28 @@ impl Tensor {
             shape,
             storage: Storage::Cpu(data),
         })
+    }
+
+    /// Wraps `storage` (on any device) as a tensor of `shape`.
+    ///
+    /// # Errors
+    /// [`Error::DataLength`] if the storage does not hold `shape.len()` values.
+    pub fn from_storage(shape: impl Into<Shape>, storage: Storage) -> Result<Tensor> {
+        let shape = shape.into();
+        if storage.len() != shape.len() {
+            return Err(Error::DataLength {
+                op: "Tensor::from_storage",
+                expected: shape.len(),
+                got: storage.len(),
+                shape,
+            });
+        }
+        Ok(Tensor { shape, storage })
+    }
+
+    /// The storage, taken out of the tensor.
+    pub fn into_storage(self) -> Storage {
+        self.storage
     }
 
     /// Values drawn independently from U(lo, hi).
@@ -148,8 +229,30 @@ impl Tensor {
 
     /// Where the storage lives.
     pub fn device(&self) -> Device {
-        match self.storage {
-            Storage::Cpu(_) => Device::Cpu,
+        self.storage.device()
+    }
+
+    /// The device every one of `tensors` (named for the error) lives on.
+    ///
+    /// # Errors
+    /// [`Error::MixedDevices`] naming `op` and the first tensor not on the first one's device;
+    /// [`Error::Invalid`] if `tensors` is empty.
+    pub fn common_device(op: &'static str, tensors: &[(&'static str, &Tensor)]) -> Result<Device> {
+        let Some((_, first)) = tensors.first() else {
+            return Err(Error::Invalid {
+                op,
+                msg: "no tensors to take the device of".into(),
+            });
+        };
+        let expected = first.device();
+        match tensors.iter().find(|(_, t)| t.device() != expected) {
+            Some((what, t)) => Err(Error::MixedDevices {
+                op,
+                what,
+                got: t.device(),
+                expected,
+            }),
+            None => Ok(expected),
         }
     }
 
@@ -190,6 +293,7 @@ impl Tensor {
     pub fn as_slice(&self) -> Result<&[f32]> {
         match &self.storage {
             Storage::Cpu(v) => Ok(v),
+            s => Err(not_on_cpu("Tensor::as_slice", s)),
         }
     }
 
@@ -200,14 +304,37 @@ impl Tensor {
     pub fn as_mut_slice(&mut self) -> Result<&mut [f32]> {
         match &mut self.storage {
             Storage::Cpu(v) => Ok(v),
+            s => Err(not_on_cpu("Tensor::as_mut_slice", s)),
         }
     }
 
     /// A copy of the values on the host, row-major, whatever the device.
+    ///
+    /// # Panics
+    /// If the GPU driver fails to copy a device tensor back (a broken device, not a bad
+    /// argument); [`Tensor::try_to_vec`] returns that as an error.
     pub fn to_vec(&self) -> Vec<f32> {
-        match &self.storage {
-            Storage::Cpu(v) => v.clone(),
-        }
+        self.try_to_vec()
+            .unwrap_or_else(|e| panic!("Tensor::to_vec: {e}"))
+    }
+
+    /// A copy of the values on the host, row-major, whatever the device.
+    ///
+    /// # Errors
+    /// [`Error::Device`] if the GPU driver fails.
+    pub fn try_to_vec(&self) -> Result<Vec<f32>> {
+        self.storage.to_host()
+    }
+
+    /// A CPU copy of this tensor (a host copy of a device tensor, a clone of a CPU one).
+    ///
+    /// # Errors
+    /// [`Error::Device`] if the GPU driver fails.
+    pub fn to_cpu(&self) -> Result<Tensor> {
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            storage: Storage::Cpu(self.try_to_vec()?),
+        })
     }
 
     /// An ndarray view of a CPU tensor, for code that reads better with axes.
@@ -226,15 +353,30 @@ impl Tensor {
     /// [`Error::WrongDevice`] if the tensor is not on the CPU.
     pub fn view_mut(&mut self) -> Result<ArrayViewMutD<'_, f32>> {
         let dims = IxDyn(self.shape.dims());
-        let data = match &mut self.storage {
-            Storage::Cpu(v) => v.as_mut_slice(),
-        };
+        let data = self.as_mut_slice()?;
         Ok(ArrayViewMutD::from_shape(dims, data).expect("a tensor's storage matches its shape"))
     }
 
-    /// Sets every value to `value`.
+    /// Sets every value to `value`, on whatever device the tensor lives.
+    ///
+    /// # Errors
+    /// [`Error::Device`] if the GPU driver fails.
     pub fn fill(&mut self, value: f32) -> Result<()> {
-        self.as_mut_slice()?.fill(value);
+        match &mut self.storage {
+            Storage::Cpu(v) | Storage::Emu(v) => v.fill(value),
+            Storage::Cuda { buf, .. } => {
+                let stream = buf.stream().clone();
+                let done = if value.to_bits() == 0 {
+                    stream.memset_zeros(buf)
+                } else {
+                    stream.memcpy_htod(&vec![value; buf.len()], buf)
+                };
+                done.map_err(|e| Error::Device {
+                    op: "Tensor::fill",
+                    msg: format!("filling {} values on the GPU: {e}", buf.len()),
+                })?;
+            }
+        }
         Ok(())
     }
 
@@ -275,6 +417,15 @@ impl Tensor {
             got: self.shape.clone(),
             expected: "rank 4 (N, C, H, W)".into(),
         })
+    }
+}
+
+/// The error of a host-only access to device storage.
+fn not_on_cpu(op: &'static str, storage: &Storage) -> Error {
+    Error::WrongDevice {
+        op,
+        got: storage.device(),
+        expected: Device::Cpu,
     }
 }
 
@@ -336,6 +487,42 @@ mod tests {
         assert!((mean - 1.0).abs() < 0.03, "mean {mean}");
         assert!((var.sqrt() - 2.0).abs() < 0.03, "std {}", var.sqrt());
         assert!(Tensor::normal([1], 0.0, -1.0, &mut ChaCha8Rng::seed_from_u64(1)).is_err());
+    }
+
+    #[test]
+    fn emulated_device_storage_is_read_back_but_not_sliced() {
+        let mut t = Tensor::from_storage([2, 2], Storage::Emu(vec![1.0, 2.0, 3.0, 4.0])).unwrap();
+        assert_eq!(t.device(), Device::CudaEmu);
+        assert_eq!(t.to_vec(), vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            t.as_slice().unwrap_err().to_string(),
+            "Tensor::as_slice: tensor is on cuda-emu, expected cpu"
+        );
+        assert!(t.as_mut_slice().is_err() && t.view().is_err() && t.view_mut().is_err());
+        t.fill(0.5).unwrap();
+        let c = t.to_cpu().unwrap();
+        assert_eq!((c.device(), c.to_vec()), (Device::Cpu, vec![0.5; 4]));
+        assert_ne!(
+            c, t,
+            "equal values on different devices are different tensors"
+        );
+        assert!(Tensor::from_storage([3], Storage::Emu(vec![0.0; 2])).is_err());
+    }
+
+    #[test]
+    fn common_device_names_the_odd_one_out() {
+        let a = Tensor::zeros([2]);
+        let b = Tensor::from_storage([2], Storage::Emu(vec![0.0; 2])).unwrap();
+        assert_eq!(
+            Tensor::common_device("add", &[("a", &a), ("y", &a)]),
+            Ok(Device::Cpu)
+        );
+        let e = Tensor::common_device("add", &[("a", &a), ("b", &b)]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "add: b is on cuda-emu, the other tensors on cpu"
+        );
+        assert!(Tensor::common_device("add", &[]).is_err());
     }
 
     #[test]

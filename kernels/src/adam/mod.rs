@@ -18,7 +18,10 @@ mod cpu;
 #[cfg(test)]
 mod tests;
 
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
+
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, TensorBackend};
 
 use crate::{Error, Result};
 
@@ -96,13 +99,24 @@ pub fn adam_update(
     m.expect_shape(OP, "m", w.dims())?;
     v.expect_shape(OP, "v", w.dims())?;
     g.expect_shape(OP, "g", w.dims())?;
-    cpu::update(
-        w.as_mut_slice()?,
-        m.as_mut_slice()?,
-        v.as_mut_slice()?,
-        g.as_slice()?,
-        cfg,
-        lr_t,
-    );
+    match Tensor::common_device(OP, &[("w", w), ("m", m), ("v", v), ("g", g)])? {
+        Device::Cpu => cpu::update(
+            w.as_mut_slice()?,
+            m.as_mut_slice()?,
+            v.as_mut_slice()?,
+            g.as_slice()?,
+            cfg,
+            lr_t,
+        ),
+        d => on_cuda!(OP, d, |b| ops::adam_update(
+            b,
+            b.buf_mut(OP, w)?,
+            b.buf_mut(OP, m)?,
+            b.buf_mut(OP, v)?,
+            b.buf(OP, g)?,
+            cfg,
+            t
+        ))?,
+    }
     Ok(())
 }

@@ -3,7 +3,10 @@
 
 mod cpu;
 
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
+
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, TensorBackend};
 
 use crate::Result;
 
@@ -15,9 +18,18 @@ use crate::Result;
 /// # Errors
 /// b's or y's shape differs from a's.
 pub fn add(y: &mut Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
-    b.expect_shape("add", "b", a.dims())?;
-    y.expect_shape("add", "y", a.dims())?;
-    cpu::add(y.as_mut_slice()?, a.as_slice()?, b.as_slice()?);
+    const OP: &str = "add";
+    b.expect_shape(OP, "b", a.dims())?;
+    y.expect_shape(OP, "y", a.dims())?;
+    match Tensor::common_device(OP, &[("y", y), ("a", a), ("b", b)])? {
+        Device::Cpu => cpu::add(y.as_mut_slice()?, a.as_slice()?, b.as_slice()?),
+        d => on_cuda!(OP, d, |dev| ops::add(
+            dev,
+            dev.buf_mut(OP, y)?,
+            dev.buf(OP, a)?,
+            dev.buf(OP, b)?
+        ))?,
+    }
     Ok(())
 }
 
@@ -29,8 +41,16 @@ pub fn add(y: &mut Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
 /// # Errors
 /// b's shape differs from acc's.
 pub fn add_assign(acc: &mut Tensor, b: &Tensor) -> Result<()> {
-    b.expect_shape("add_assign", "b", acc.dims())?;
-    cpu::add_assign(acc.as_mut_slice()?, b.as_slice()?);
+    const OP: &str = "add_assign";
+    b.expect_shape(OP, "b", acc.dims())?;
+    match Tensor::common_device(OP, &[("acc", acc), ("b", b)])? {
+        Device::Cpu => cpu::add_assign(acc.as_mut_slice()?, b.as_slice()?),
+        d => on_cuda!(OP, d, |dev| ops::add_assign(
+            dev,
+            dev.buf_mut(OP, acc)?,
+            dev.buf(OP, b)?
+        ))?,
+    }
     Ok(())
 }
 

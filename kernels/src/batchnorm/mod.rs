@@ -31,6 +31,10 @@ mod cpu;
 
 use tensor_core::Tensor;
 
+use crate::cuda::ops::{BatchNormChannels, BatchNormSaved, BatchNormStatsBufs};
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, TensorBackend};
+
 use crate::{Error, Result};
 use cpu::Dims;
 
@@ -178,6 +182,44 @@ pub fn batchnorm_forward_train(
             ),
         });
     }
+    let device = Tensor::common_device(
+        OP,
+        &[
+            ("y", y),
+            ("x", x),
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
+    if device.is_cuda() {
+        return on_cuda!(OP, device, |b| {
+            let (mut mean, mut inv_std) = (b.zeros([d.c])?, b.zeros([d.c])?);
+            ops::batchnorm_forward_train(
+                b,
+                b.buf_mut(OP, y)?,
+                BatchNormStatsBufs {
+                    mean: b.buf_mut(OP, &mut mean)?,
+                    inv_std: b.buf_mut(OP, &mut inv_std)?,
+                },
+                b.buf(OP, x)?,
+                x.dims(),
+                BatchNormChannels {
+                    gamma: b.buf(OP, gamma)?,
+                    beta: b.buf(OP, beta)?,
+                    running_mean: b.buf_mut(OP, running_mean)?,
+                    running_var: b.buf_mut(OP, running_var)?,
+                },
+                cfg,
+            )?;
+            Ok(BatchNormStats {
+                mean,
+                inv_std,
+                source: StatsSource::Batch,
+            })
+        });
+    }
     let moments = cpu::channel_moments(x.as_slice()?, d);
     let mut mean = Tensor::zeros([d.c]);
     let mut inv_std = Tensor::zeros([d.c]);
@@ -239,6 +281,47 @@ pub fn batchnorm_forward_eval(
             ("running_var", running_var),
         ],
     )?;
+    let device = Tensor::common_device(
+        OP,
+        &[
+            ("y", y),
+            ("x", x),
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
+    if device.is_cuda() {
+        // The launch code takes the running statistics mutably (the train kernel updates
+        // them); eval leaves them alone, so it gets copies: 2 C values.
+        let (mut rm, mut rv) = (running_mean.clone(), running_var.clone());
+        return on_cuda!(OP, device, |b| {
+            let (mut mean, mut inv_std) = (b.zeros([d.c])?, b.zeros([d.c])?);
+            ops::batchnorm_forward_eval(
+                b,
+                b.buf_mut(OP, y)?,
+                BatchNormStatsBufs {
+                    mean: b.buf_mut(OP, &mut mean)?,
+                    inv_std: b.buf_mut(OP, &mut inv_std)?,
+                },
+                b.buf(OP, x)?,
+                x.dims(),
+                BatchNormChannels {
+                    gamma: b.buf(OP, gamma)?,
+                    beta: b.buf(OP, beta)?,
+                    running_mean: b.buf_mut(OP, &mut rm)?,
+                    running_var: b.buf_mut(OP, &mut rv)?,
+                },
+                eps,
+            )?;
+            Ok(BatchNormStats {
+                mean,
+                inv_std,
+                source: StatsSource::Running,
+            })
+        });
+    }
     let rv = running_var.as_slice()?;
     if let Some(c) = rv.iter().position(|&v| v.is_nan() || v < 0.0) {
         return Err(Error::Invalid {
@@ -300,6 +383,36 @@ pub fn batchnorm_backward(
             ("inv_std", &stats.inv_std),
         ],
     )?;
+    let device = Tensor::common_device(
+        OP,
+        &[
+            ("dx", dx),
+            ("dgamma", dgamma),
+            ("dbeta", dbeta),
+            ("dy", dy),
+            ("x", x),
+            ("gamma", gamma),
+            ("mean", &stats.mean),
+            ("inv_std", &stats.inv_std),
+        ],
+    )?;
+    if device.is_cuda() {
+        return on_cuda!(OP, device, |b| ops::batchnorm_backward(
+            b,
+            b.buf_mut(OP, dx)?,
+            b.buf_mut(OP, dgamma)?,
+            b.buf_mut(OP, dbeta)?,
+            b.buf(OP, dy)?,
+            b.buf(OP, x)?,
+            x.dims(),
+            b.buf(OP, gamma)?,
+            BatchNormSaved {
+                mean: b.buf(OP, &stats.mean)?,
+                inv_std: b.buf(OP, &stats.inv_std)?,
+                source: stats.source,
+            },
+        ));
+    }
     let (mean, inv_std) = (stats.mean.as_slice()?, stats.inv_std.as_slice()?);
     let (dy, x) = (dy.as_slice()?, x.as_slice()?);
     let sums = cpu::channel_grad_sums(dy, x, d, mean, inv_std);

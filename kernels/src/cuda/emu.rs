@@ -1,6 +1,7 @@
 //! The emulated CUDA device of the tests: the kernels compiled as host C++ by `build.rs` (with
 //! `kernels/cuda-emu/cuda_emu.h`), launched through FFI, with host memory standing in for device
-//! memory. It runs the very launch code the GPU runs ([`super::ops`]).
+//! memory. It runs the very launch code the GPU runs ([`super::ops`]). Tensors on
+//! [`tensor_core::Device::CudaEmu`] hold its buffers, so whole layers and models run on it too.
 
 use std::ffi::c_void;
 
@@ -70,9 +71,8 @@ emu_kernels! {
 #[derive(Debug, Default)]
 pub struct Emu;
 
-/// A buffer of the emulated device: host memory.
-#[derive(Debug)]
-pub struct EmuBuf<T>(Vec<T>);
+/// A buffer of the emulated device: host memory (what `Storage::Emu` holds for f32).
+pub type EmuBuf<T> = Vec<T>;
 
 const OP: &str = "cuda emulator";
 
@@ -80,27 +80,27 @@ impl Backend for Emu {
     type Buf<T: Elem> = EmuBuf<T>;
 
     fn alloc<T: Elem>(&self, len: usize) -> Result<EmuBuf<T>> {
-        Ok(EmuBuf(vec![T::default(); len]))
+        Ok(vec![T::default(); len])
     }
 
     fn upload<T: Elem>(&self, host: &[T]) -> Result<EmuBuf<T>> {
-        Ok(EmuBuf(host.to_vec()))
+        Ok(host.to_vec())
     }
 
     fn download<T: Elem>(&self, buf: &EmuBuf<T>) -> Result<Vec<T>> {
-        Ok(buf.0.clone())
+        Ok(buf.clone())
     }
 
     fn len<T: Elem>(&self, buf: &EmuBuf<T>) -> usize {
-        buf.0.len()
+        buf.len()
     }
 
     fn addr<T: Elem>(&self, buf: &EmuBuf<T>) -> u64 {
-        buf.0.as_ptr() as u64
+        buf.as_ptr() as u64
     }
 
     fn addr_mut<T: Elem>(&self, buf: &mut EmuBuf<T>) -> u64 {
-        buf.0.as_mut_ptr() as u64
+        buf.as_mut_ptr() as u64
     }
 
     unsafe fn launch<P: KernelParams>(

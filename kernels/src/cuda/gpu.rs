@@ -111,6 +111,11 @@ impl Gpu {
         })
     }
 
+    /// The device's CUDA ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.ctx.ordinal()
+    }
+
     /// The device's name, as the driver reports it.
     pub fn name(&self) -> Result<String> {
         self.ctx.name().map_err(device_err)

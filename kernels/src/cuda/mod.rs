@@ -4,17 +4,19 @@
 //! the same `.cu` sources compiled as host C++ (see `kernels/cuda-emu/cuda_emu.h`).
 //!
 //! The kernel sources live beside each op's CPU version (`src/<op>/<op>.cu`); the shared Philox
-//! generator in `src/philox/philox.cuh` draws the CPU's masks bit for bit. GPU buffers stay
-//! inside this module for now ([`Backend::Buf`]); tensors move onto the device later.
+//! generator in `src/philox/philox.cuh` draws the CPU's masks bit for bit. Tensors on a CUDA
+//! device hold a backend's buffer; [`tensor`] moves them between devices and lets each op's
+//! `mod.rs` run the launch code on whichever backend its tensors live on.
 
-#[cfg(test)]
-mod emu;
+pub mod emu;
 pub mod gpu;
 pub mod launch;
 pub mod ops;
 pub mod params;
 pub mod source;
+pub mod tensor;
 #[cfg(test)]
 mod tests;
 
 pub use launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
+pub use tensor::{to_device, zeros_on, TensorBackend};

@@ -8,6 +8,7 @@ mod gemm;
 mod harness;
 mod optim_loss;
 mod pool_masks;
+mod tensors;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -32,7 +32,10 @@ mod cpu;
 #[cfg(test)]
 mod tests;
 
-use tensor_core::{Shape, Tensor};
+use tensor_core::{Device, Shape, Tensor};
+
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, Backend, TensorBackend};
 
 use crate::dropout::check_keep_prob;
 use crate::philox::MaskKey;
@@ -113,6 +116,14 @@ pub fn dropblock_apply(out: &mut Tensor, inp: &Tensor, mask: &DropBlockMask) -> 
     const OP: &str = "dropblock_apply";
     inp.expect_shape(OP, "input", mask.shape.dims())?;
     out.expect_shape(OP, "output", mask.shape.dims())?;
-    cpu::apply(out.as_mut_slice()?, inp.as_slice()?, &mask.keep, mask.scale);
+    match Tensor::common_device(OP, &[("output", out), ("input", inp)])? {
+        Device::Cpu => cpu::apply(out.as_mut_slice()?, inp.as_slice()?, &mask.keep, mask.scale),
+        // The mask is drawn on the host (the same Philox draws as the dropblock_mask kernel)
+        // and copied up, one byte a value.
+        d => on_cuda!(OP, d, |b| {
+            let keep = b.upload(&mask.keep)?;
+            ops::dropblock_apply(b, b.buf_mut(OP, out)?, b.buf(OP, inp)?, &keep, mask.scale)
+        })?,
+    }
     Ok(())
 }

@@ -12,7 +12,10 @@ mod cpu;
 #[cfg(test)]
 mod tests;
 
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
+
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, TensorBackend};
 
 use crate::philox::MaskKey;
 use crate::{Error, Result};
@@ -36,10 +39,7 @@ pub(crate) fn check_keep_prob(op: &'static str, keep: f32) -> Result<()> {
 /// # Errors
 /// [`Error::Invalid`] if `keep` is not in (0, 1]; a shape error if `y` and `x` differ in shape.
 pub fn dropout_forward(y: &mut Tensor, x: &Tensor, keep: f32, key: MaskKey) -> Result<()> {
-    check_keep_prob("dropout_forward", keep)?;
-    y.expect_shape("dropout_forward", "y", x.dims())?;
-    cpu::apply_mask(y.as_mut_slice()?, x.as_slice()?, keep, key);
-    Ok(())
+    apply_mask("dropout_forward", ["y", "x"], y, x, keep, key)
 }
 
 /// Dropout backward: `dx = dy * [u < keep] / keep`, with the forward's `key` and `keep`.
@@ -49,8 +49,31 @@ pub fn dropout_forward(y: &mut Tensor, x: &Tensor, keep: f32, key: MaskKey) -> R
 /// # Errors
 /// [`Error::Invalid`] if `keep` is not in (0, 1]; a shape error if `dx` and `dy` differ in shape.
 pub fn dropout_backward(dx: &mut Tensor, dy: &Tensor, keep: f32, key: MaskKey) -> Result<()> {
-    check_keep_prob("dropout_backward", keep)?;
-    dx.expect_shape("dropout_backward", "dx", dy.dims())?;
-    cpu::apply_mask(dx.as_mut_slice()?, dy.as_slice()?, keep, key);
+    apply_mask("dropout_backward", ["dx", "dy"], dx, dy, keep, key)
+}
+
+/// out = inp * mask / keep on the tensors' device: the forward (inp = x) and the backward
+/// (inp = dy) alike, `names` naming (out, inp) in errors. inp: any shape -> out: the same,
+/// overwritten.
+fn apply_mask(
+    op: &'static str,
+    [out_name, inp_name]: [&'static str; 2],
+    out: &mut Tensor,
+    inp: &Tensor,
+    keep: f32,
+    key: MaskKey,
+) -> Result<()> {
+    check_keep_prob(op, keep)?;
+    out.expect_shape(op, out_name, inp.dims())?;
+    match Tensor::common_device(op, &[(out_name, out), (inp_name, inp)])? {
+        Device::Cpu => cpu::apply_mask(out.as_mut_slice()?, inp.as_slice()?, keep, key),
+        d => on_cuda!(op, d, |b| ops::dropout_apply(
+            b,
+            b.buf_mut(op, out)?,
+            b.buf(op, inp)?,
+            keep,
+            key
+        ))?,
+    }
     Ok(())
 }

@@ -31,7 +31,10 @@ mod cpu;
 #[cfg(test)]
 mod tests;
 
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
+
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, TensorBackend};
 
 use crate::{Error, Result};
 
@@ -41,7 +44,13 @@ use crate::{Error, Result};
 /// # Errors
 /// A device error if `x` is not readable on the CPU.
 pub fn sum_of_squares(x: &Tensor) -> Result<f64> {
-    Ok(cpu::sum_of_squares(x.as_slice()?))
+    match x.device() {
+        Device::Cpu => Ok(cpu::sum_of_squares(x.as_slice()?)),
+        d => on_cuda!("sum_of_squares", d, |b| ops::sum_of_squares(
+            b,
+            b.buf("sum_of_squares", x)?
+        )),
+    }
 }
 
 /// sqrt of the sum of per-tensor sums of squares, added in the order given.
@@ -81,7 +90,14 @@ pub fn clip_factor(global_norm: f64, max_norm: f32) -> Result<f32> {
 /// # Errors
 /// A device error if `x` is not writable on the CPU.
 pub fn scale_in_place(x: &mut Tensor, s: f32) -> Result<()> {
-    cpu::scale(x.as_mut_slice()?, s);
+    match x.device() {
+        Device::Cpu => cpu::scale(x.as_mut_slice()?, s),
+        d => on_cuda!("scale_in_place", d, |b| ops::scale_in_place(
+            b,
+            b.buf_mut("scale_in_place", x)?,
+            s
+        ))?,
+    }
     Ok(())
 }
 

@@ -17,8 +17,10 @@
 
 mod cpu;
 
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
 
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, Backend, TensorBackend};
 use crate::{Error, Result};
 
 /// TensorFlow SAME padding along one axis.
@@ -154,14 +156,30 @@ pub fn maxpool2d_forward(y: &mut Tensor, argmax: &mut [u32], x: &Tensor, p: &Poo
     let out = p.output_dims(OP, x)?;
     y.expect_shape(OP, "y", &out)?;
     check_argmax_len(OP, argmax.len(), y)?;
-    let (_, _, h, w) = x.expect_nchw(OP, "x")?;
-    cpu::forward(
-        y.as_mut_slice()?,
-        argmax,
-        x.as_slice()?,
-        p,
-        &p.geometry(h, w),
-    );
+    let (n, c, h, w) = x.expect_nchw(OP, "x")?;
+    match Tensor::common_device(OP, &[("y", y), ("x", x)])? {
+        Device::Cpu => cpu::forward(
+            y.as_mut_slice()?,
+            argmax,
+            x.as_slice()?,
+            p,
+            &p.geometry(h, w),
+        ),
+        // argmax is a host slice: the device's indices are copied back into it.
+        d => on_cuda!(OP, d, |b| {
+            let mut dev_argmax = b.alloc::<u32>(argmax.len())?;
+            ops::maxpool_forward(
+                b,
+                b.buf_mut(OP, y)?,
+                &mut dev_argmax,
+                b.buf(OP, x)?,
+                [n, c, h, w],
+                p,
+            )?;
+            argmax.copy_from_slice(&b.download(&dev_argmax)?);
+            Ok::<(), Error>(())
+        })?,
+    }
     Ok(())
 }
 
@@ -190,7 +208,20 @@ pub fn maxpool2d_backward(dx: &mut Tensor, dy: &Tensor, argmax: &[u32], p: &Pool
             ),
         });
     }
-    cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, argmax, &g);
+    match Tensor::common_device(OP, &[("dx", dx), ("dy", dy)])? {
+        Device::Cpu => cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, argmax, &g),
+        d => on_cuda!(OP, d, |b| {
+            let dev_argmax = b.upload(argmax)?;
+            ops::maxpool_backward(
+                b,
+                b.buf_mut(OP, dx)?,
+                b.buf(OP, dy)?,
+                &dev_argmax,
+                [n, c, h, w],
+                p,
+            )
+        })?,
+    }
     Ok(())
 }
 

@@ -3,7 +3,10 @@
 
 mod cpu;
 
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
+
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, TensorBackend};
 
 use crate::Result;
 
@@ -15,8 +18,16 @@ use crate::Result;
 /// # Errors
 /// y's shape differs from x's.
 pub fn relu_forward(y: &mut Tensor, x: &Tensor) -> Result<()> {
-    y.expect_shape("relu_forward", "y", x.dims())?;
-    cpu::forward(y.as_mut_slice()?, x.as_slice()?);
+    const OP: &str = "relu_forward";
+    y.expect_shape(OP, "y", x.dims())?;
+    match Tensor::common_device(OP, &[("y", y), ("x", x)])? {
+        Device::Cpu => cpu::forward(y.as_mut_slice()?, x.as_slice()?),
+        d => on_cuda!(OP, d, |b| ops::relu_forward(
+            b,
+            b.buf_mut(OP, y)?,
+            b.buf(OP, x)?
+        ))?,
+    }
     Ok(())
 }
 
@@ -28,9 +39,18 @@ pub fn relu_forward(y: &mut Tensor, x: &Tensor) -> Result<()> {
 /// # Errors
 /// dy's or dx's shape differs from x's.
 pub fn relu_backward(dx: &mut Tensor, dy: &Tensor, x: &Tensor) -> Result<()> {
-    dy.expect_shape("relu_backward", "dy", x.dims())?;
-    dx.expect_shape("relu_backward", "dx", x.dims())?;
-    cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
+    const OP: &str = "relu_backward";
+    dy.expect_shape(OP, "dy", x.dims())?;
+    dx.expect_shape(OP, "dx", x.dims())?;
+    match Tensor::common_device(OP, &[("dx", dx), ("dy", dy), ("x", x)])? {
+        Device::Cpu => cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, x.as_slice()?),
+        d => on_cuda!(OP, d, |b| ops::relu_backward(
+            b,
+            b.buf_mut(OP, dx)?,
+            b.buf(OP, dy)?,
+            b.buf(OP, x)?
+        ))?,
+    }
     Ok(())
 }
 

@@ -11,8 +11,10 @@ mod cpu;
 #[cfg(test)]
 mod tests;
 
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
 
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, Backend, TensorBackend};
 use crate::{Error, Result};
 
 /// Checks logits (N, classes) against N labels; returns (N, classes).
@@ -65,8 +67,26 @@ pub fn softmax_ce_forward(probs: &mut Tensor, logits: &Tensor, labels: &[u32]) -
     const OP: &str = "softmax_ce_forward";
     let (n, classes) = check(OP, logits, labels)?;
     probs.expect_shape(OP, "probs", logits.dims())?;
-    let sum = cpu::forward(probs.as_mut_slice()?, logits.as_slice()?, labels, classes);
-    Ok((sum / n as f64) as f32)
+    match Tensor::common_device(OP, &[("probs", probs), ("logits", logits)])? {
+        Device::Cpu => {
+            let sum = cpu::forward(probs.as_mut_slice()?, logits.as_slice()?, labels, classes);
+            Ok((sum / n as f64) as f32)
+        }
+        // The labels go up and the mean loss comes back: one small copy each way per call.
+        d => on_cuda!(OP, d, |b| {
+            let labels = b.upload(labels)?;
+            let mut row_loss = b.alloc::<f64>(n)?;
+            ops::softmax_ce_forward(
+                b,
+                b.buf_mut(OP, probs)?,
+                &mut row_loss,
+                b.buf(OP, logits)?,
+                &labels,
+                classes,
+            )?;
+            ops::mean_loss(b, &row_loss)
+        }),
+    }
 }
 
 /// Backward: dlogits = (probs - onehot(labels)) / N, the gradient of the mean loss.
@@ -79,6 +99,18 @@ pub fn softmax_ce_backward(dlogits: &mut Tensor, probs: &Tensor, labels: &[u32])
     const OP: &str = "softmax_ce_backward";
     let (_, classes) = check(OP, probs, labels)?;
     dlogits.expect_shape(OP, "dlogits", probs.dims())?;
-    cpu::backward(dlogits.as_mut_slice()?, probs.as_slice()?, labels, classes);
+    match Tensor::common_device(OP, &[("dlogits", dlogits), ("probs", probs)])? {
+        Device::Cpu => cpu::backward(dlogits.as_mut_slice()?, probs.as_slice()?, labels, classes),
+        d => on_cuda!(OP, d, |b| {
+            let labels = b.upload(labels)?;
+            ops::softmax_ce_backward(
+                b,
+                b.buf_mut(OP, dlogits)?,
+                b.buf(OP, probs)?,
+                &labels,
+                classes,
+            )
+        })?,
+    }
     Ok(())
 }
