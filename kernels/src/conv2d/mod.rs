@@ -24,6 +24,8 @@ mod winograd;
 
 use tensor_core::{Shape, Tensor};
 
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, TensorBackend};
 use crate::{Error, Result};
 
 /// Stride and zero padding of a convolution, the same on both axes.
@@ -198,6 +200,19 @@ pub fn conv2d_forward_using(
     y.expect_shape(OP, "y", &d.y_dims())?;
     let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d));
     algo.check(OP, &d)?;
+    // On a CUDA device the implicit-GEMM kernels run whatever `algo` says.
+    let device = Tensor::common_device(OP, &[("y", y), ("x", x), ("weight", weight)])?;
+    if device.is_cuda() {
+        return on_cuda!(OP, device, |b| ops::conv2d_forward(
+            b,
+            b.buf_mut(OP, y)?,
+            b.buf(OP, x)?,
+            b.buf(OP, weight)?,
+            x.dims(),
+            weight.dims(),
+            geom
+        ));
+    }
     let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
     match algo {
         Conv2dAlgo::Direct => cpu::forward(y, x, w, &d),
@@ -236,6 +251,19 @@ pub fn conv2d_backward_data_using(
     dy.expect_shape(OP, "dy", &d.y_dims())?;
     let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d));
     algo.check(OP, &d)?;
+    let device = Tensor::common_device(OP, &[("dx", dx), ("dy", dy), ("weight", weight)])?;
+    if device.is_cuda() {
+        let x_dims = dx.dims().to_vec();
+        return on_cuda!(OP, device, |b| ops::conv2d_backward_data(
+            b,
+            b.buf_mut(OP, dx)?,
+            b.buf(OP, dy)?,
+            b.buf(OP, weight)?,
+            &x_dims,
+            weight.dims(),
+            geom
+        ));
+    }
     let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
     match algo {
         Conv2dAlgo::Direct => cpu::backward_data(dx, dy, w, &d),
@@ -277,6 +305,19 @@ pub fn conv2d_backward_weight_using(
     dy.expect_shape(OP, "dy", &d.y_dims())?;
     let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d));
     algo.check(OP, &d)?;
+    let device = Tensor::common_device(OP, &[("dweight", dweight), ("dy", dy), ("x", x)])?;
+    if device.is_cuda() {
+        let w_dims = dweight.dims().to_vec();
+        return on_cuda!(OP, device, |b| ops::conv2d_backward_weight(
+            b,
+            b.buf_mut(OP, dweight)?,
+            b.buf(OP, dy)?,
+            b.buf(OP, x)?,
+            x.dims(),
+            &w_dims,
+            geom
+        ));
+    }
     let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
     match algo {
         Conv2dAlgo::Direct => cpu::backward_weight(dw, dy, x, &d),

@@ -12,6 +12,8 @@ mod cpu;
 
 use tensor_core::Tensor;
 
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, TensorBackend};
 use crate::{Error, Result};
 
 /// Whether a product uses an operand as stored or transposed.
@@ -163,8 +165,18 @@ pub fn matmul(
     c: &mut Tensor,
 ) -> Result<()> {
     const OP: &str = "matmul";
-    let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
-    let ((m, k), (kb, n)) = (oa.op_dims(), ob.op_dims());
+    // (rows, cols) of op(x), for a rank-2 x.
+    let op_dims = |what: &'static str, x: &Tensor, t: Trans| match *x.dims() {
+        [rows, cols] => Ok(match t {
+            Trans::No => (rows, cols),
+            Trans::Yes => (cols, rows),
+        }),
+        _ => Err(Error::Shape {
+            op: OP,
+            msg: format!("{what} has shape {}, expected a matrix (rank 2)", x.shape()),
+        }),
+    };
+    let ((m, k), (kb, n)) = (op_dims("a", a, ta)?, op_dims("b", b, tb)?);
     if k != kb || c.dims() != [m, n] {
         let describe = |what: &str, x: &Tensor, t: Trans| match t {
             Trans::No => format!("{what} {}", x.shape()),
@@ -180,6 +192,27 @@ pub fn matmul(
             ),
         });
     }
+    let device = Tensor::common_device(OP, &[("a", a), ("b", b), ("c", c)])?;
+    if device.is_cuda() {
+        return on_cuda!(OP, device, |dev| {
+            let (oa, ob) = (
+                ops::DevOperand {
+                    data: dev.buf(OP, a)?,
+                    rows: a.dims()[0],
+                    cols: a.dims()[1],
+                    trans: ta,
+                },
+                ops::DevOperand {
+                    data: dev.buf(OP, b)?,
+                    rows: b.dims()[0],
+                    cols: b.dims()[1],
+                    trans: tb,
+                },
+            );
+            ops::sgemm(dev, alpha, oa, ob, beta, dev.buf_mut(OP, c)?)
+        });
+    }
+    let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
     sgemm(alpha, oa, ob, beta, c.as_mut_slice()?)
 }
 

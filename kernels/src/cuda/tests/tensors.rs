@@ -186,3 +186,65 @@ fn emu_tensor_ops_refuse_mixed_devices() {
         "relu_forward: x is on cuda-emu, the other tensors on cpu"
     );
 }
+
+/// Sums of `terms` products in another order (and, for 3x3 stride-1 convolutions, the CPU's
+/// Winograd transforms against the device's direct sums): a few ulps of each term.
+fn sum_tol(terms: usize) -> Tol {
+    Tol {
+        atol: 32.0 * terms as f32 * f32::EPSILON / 2.0,
+        rtol: 1e-5,
+    }
+}
+
+#[test]
+fn emu_tensor_conv2d_and_matmul_match_cpu() {
+    use crate::conv2d::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dGeom};
+    use crate::gemm::{matmul, Trans};
+
+    for geom in [Conv2dGeom::SAME_3X3, Conv2dGeom { stride: 2, pad: 1 }] {
+        let (x, w) = (cpu(&[2, 3, 7, 6], 13), cpu(&[5, 3, 3, 3], 14));
+        let (ex, ew) = (emu(&x), emu(&w));
+        let oh = (7 + 2 - 3) / geom.stride + 1;
+        let ow = (6 + 2 - 3) / geom.stride + 1;
+        let (mut y, mut ey) = (
+            Tensor::zeros([2, 5, oh, ow]),
+            emu(&Tensor::zeros([2, 5, oh, ow])),
+        );
+        conv2d_forward(&mut y, &x, &w, geom).unwrap();
+        conv2d_forward(&mut ey, &ex, &ew, geom).unwrap();
+        assert_close("conv2d forward", &ey.to_vec(), &y.to_vec(), sum_tol(27));
+        let dy = cpu(y.dims(), 15);
+        let edy = emu(&dy);
+        let (mut dx, mut edx) = (Tensor::zeros(x.dims()), emu(&Tensor::zeros(x.dims())));
+        conv2d_backward_data(&mut dx, &dy, &w, geom).unwrap();
+        conv2d_backward_data(&mut edx, &edy, &ew, geom).unwrap();
+        assert_close(
+            "conv2d backward data",
+            &edx.to_vec(),
+            &dx.to_vec(),
+            sum_tol(45),
+        );
+        // Accumulated into a non-zero start on both devices.
+        let (mut dw, mut edw) = (w.clone(), ew.clone());
+        conv2d_backward_weight(&mut dw, &dy, &x, geom).unwrap();
+        conv2d_backward_weight(&mut edw, &edy, &ex, geom).unwrap();
+        let terms = 2 * oh * ow;
+        assert_close(
+            "conv2d backward weight",
+            &edw.to_vec(),
+            &dw.to_vec(),
+            sum_tol(terms),
+        );
+    }
+
+    let (a, b) = (cpu(&[4, 9], 16), cpu(&[7, 9], 17));
+    let (mut c, mut ec) = (cpu(&[4, 7], 18), emu(&cpu(&[4, 7], 18)));
+    matmul(0.5, &a, Trans::No, &b, Trans::Yes, 1.0, &mut c).unwrap();
+    matmul(0.5, &emu(&a), Trans::No, &emu(&b), Trans::Yes, 1.0, &mut ec).unwrap();
+    assert_close("matmul", &ec.to_vec(), &c.to_vec(), sum_tol(9));
+    let e = matmul(1.0, &a, Trans::No, &emu(&b), Trans::Yes, 0.0, &mut ec).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "matmul: b is on cuda-emu, the other tensors on cpu"
+    );
+}
