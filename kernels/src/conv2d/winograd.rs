@@ -18,8 +18,9 @@
 //!
 //! Rounding: the transforms add and subtract up to 16 values (and halve), so results differ from
 //! the direct path by a few f32 roundings of the largest terms: not bit-identical to it, but
-//! bit-identical for any thread count (groups of images are independent in forward and
-//! backward-data; backward-weight walks the groups in batch order and the GEMM is deterministic).
+//! bit-identical for any thread count: groups of images run one after the other, and within a
+//! group each transformed value, each output pixel and each GEMM output (itself deterministic) is
+//! computed by one thread in a fixed order; backward-weight adds the groups in batch order.
 //!
 //! Layout of the transformed tensors: position-major, (16, rows, P), so that each position is a
 //! contiguous row-major GEMM operand. The transforms fill them one row i of the 4x4 at a time
