@@ -132,7 +132,7 @@ impl<const RANK: usize> BatchNorm<RANK> {
     pub fn forward(&mut self, x: Tensor, mode: Mode) -> Result<(Tensor, BatchNormCache)> {
         let _timer = profile::timed(LayerKind::BatchNorm, Pass::Forward);
         self.check_input(&x)?;
-        let mut y = Tensor::zeros(x.shape().clone());
+        let mut y = x.new_zeros(x.shape().clone())?;
         let stats = match mode {
             Mode::Train => batchnorm_forward_train(
                 &mut y,
@@ -163,7 +163,7 @@ impl<const RANK: usize> BatchNorm<RANK> {
     /// dy's shape differs from the forward's input.
     pub fn backward(&mut self, dy: &Tensor, cache: BatchNormCache) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::BatchNorm, Pass::Backward);
-        let mut dx = Tensor::zeros(cache.x.shape().clone());
+        let mut dx = dy.new_zeros(cache.x.shape().clone())?;
         batchnorm_backward(
             &mut dx,
             &mut self.weight.grad,

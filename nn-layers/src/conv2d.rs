@@ -86,7 +86,7 @@ impl Conv2d {
             self.weight.value.dims(),
             self.geom,
         )?;
-        let mut y = Tensor::zeros(d.y_dims());
+        let mut y = x.new_zeros(d.y_dims())?;
         conv2d_forward(&mut y, &x, &self.weight.value, self.geom)?;
         Ok((y, Conv2dCache { x }))
     }
@@ -98,7 +98,7 @@ impl Conv2d {
     /// dy's shape is not the forward's output shape.
     pub fn backward(&mut self, dy: &Tensor, cache: Conv2dCache) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::Conv, Pass::Backward);
-        let mut dx = Tensor::zeros(cache.x.shape().clone());
+        let mut dx = dy.new_zeros(cache.x.shape().clone())?;
         conv2d_backward_data(&mut dx, dy, &self.weight.value, self.geom)?;
         conv2d_backward_weight(&mut self.weight.grad, dy, &cache.x, self.geom)?;
         Ok(dx)

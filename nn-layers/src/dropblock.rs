@@ -94,7 +94,7 @@ impl DropBlock {
         let Some(mask) = mask else {
             return Ok((x, DropBlockCache { mask: None, shape }));
         };
-        let mut y = Tensor::zeros(shape.clone());
+        let mut y = x.new_zeros(shape.clone())?;
         dropblock_apply(&mut y, &x, &mask)?;
         let mask = Some(mask);
         Ok((y, DropBlockCache { mask, shape }))
@@ -110,7 +110,7 @@ impl DropBlock {
         let Some(mask) = cache.mask else {
             return Ok(dy.clone());
         };
-        let mut dx = Tensor::zeros(cache.shape);
+        let mut dx = dy.new_zeros(cache.shape)?;
         dropblock_apply(&mut dx, dy, &mask)?;
         Ok(dx)
     }

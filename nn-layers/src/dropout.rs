@@ -75,7 +75,7 @@ impl Dropout {
             step,
             layer: self.stream,
         };
-        let mut y = Tensor::zeros(shape.clone());
+        let mut y = x.new_zeros(shape.clone())?;
         dropout_forward(&mut y, &x, self.keep_prob, key)?;
         let mask = Some((key, self.keep_prob));
         Ok((y, DropoutCache { mask, shape }))
@@ -91,7 +91,7 @@ impl Dropout {
         let Some((key, keep)) = cache.mask else {
             return Ok(dy.clone());
         };
-        let mut dx = Tensor::zeros(cache.shape);
+        let mut dx = dy.new_zeros(cache.shape)?;
         dropout_backward(&mut dx, dy, keep, key)?;
         Ok(dx)
     }

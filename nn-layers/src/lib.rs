@@ -15,6 +15,7 @@
 mod batchnorm;
 mod block;
 mod conv2d;
+mod device;
 mod dropblock;
 mod dropout;
 mod error;
@@ -29,6 +30,7 @@ mod relu;
 pub use batchnorm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormCache};
 pub use block::{ConvBlock, ConvBlockCache, ResidualBlock, ResidualBlockCache};
 pub use conv2d::{Conv2d, Conv2dCache, Conv2dGeom};
+pub use device::{move_tensor, params_to_device};
 pub use dropblock::{DropBlock, DropBlockCache};
 pub use dropout::{Dropout, DropoutCache};
 pub use error::{Error, Result};

@@ -76,7 +76,7 @@ impl Linear {
                 .into())
             }
         };
-        let mut y = Tensor::zeros([n, o]);
+        let mut y = x.new_zeros([n, o])?;
         matmul(
             1.0,
             &x,
@@ -98,7 +98,7 @@ impl Linear {
         let (o, f) = self.dims();
         let n = cache.x.dims()[0];
         dy.expect_shape("Linear::backward", "dy", &[n, o])?;
-        let mut dx = Tensor::zeros([n, f]);
+        let mut dx = dy.new_zeros([n, f])?;
         matmul(
             1.0,
             dy,

@@ -44,7 +44,7 @@ impl SoftmaxCrossEntropy {
     /// >= classes (the error names its index and value).
     pub fn forward(&self, logits: &Tensor, labels: &[u32]) -> Result<(f32, SoftmaxCeCache)> {
         let _timer = profile::timed(LayerKind::Loss, Pass::Forward);
-        let mut probs = Tensor::zeros(logits.shape().clone());
+        let mut probs = logits.new_zeros(logits.shape().clone())?;
         let loss = softmax_ce_forward(&mut probs, logits, labels)?;
         let labels = labels.to_vec();
         Ok((loss, SoftmaxCeCache { probs, labels }))
@@ -56,7 +56,7 @@ impl SoftmaxCrossEntropy {
     /// Only if the cache was altered; a cache from [`SoftmaxCrossEntropy::forward`] always works.
     pub fn backward(&self, cache: SoftmaxCeCache) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::Loss, Pass::Backward);
-        let mut dlogits = Tensor::zeros(cache.probs.shape().clone());
+        let mut dlogits = cache.probs.new_zeros(cache.probs.shape().clone())?;
         softmax_ce_backward(&mut dlogits, &cache.probs, &cache.labels)?;
         Ok(dlogits)
     }

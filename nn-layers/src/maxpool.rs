@@ -58,7 +58,7 @@ impl MaxPool2d {
     pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, MaxPoolCache)> {
         let _timer = profile::timed(LayerKind::MaxPool, Pass::Forward);
         let out = self.pool.output_dims("MaxPool2d", &x)?;
-        let mut y = Tensor::zeros(out);
+        let mut y = x.new_zeros(out)?;
         let mut argmax = vec![0u32; y.len()];
         maxpool2d_forward(&mut y, &mut argmax, &x, &self.pool)?;
         let (n, c, h, w) = x.expect_nchw("MaxPool2d", "x")?;
@@ -72,7 +72,7 @@ impl MaxPool2d {
     /// dy's shape differs from the forward's output.
     pub fn backward(&self, dy: &Tensor, cache: MaxPoolCache) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::MaxPool, Pass::Backward);
-        let mut dx = Tensor::zeros(cache.x_dims);
+        let mut dx = dy.new_zeros(cache.x_dims)?;
         maxpool2d_backward(&mut dx, dy, &cache.argmax, &self.pool)?;
         Ok(dx)
     }

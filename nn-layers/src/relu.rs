@@ -24,7 +24,7 @@ impl ReLU {
     /// x: any shape -> y: the same shape.
     pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, ReluCache)> {
         let _timer = profile::timed(LayerKind::Relu, Pass::Forward);
-        let mut y = Tensor::zeros(x.shape().clone());
+        let mut y = x.new_zeros(x.shape().clone())?;
         relu_forward(&mut y, &x)?;
         Ok((y, ReluCache { x }))
     }
@@ -35,7 +35,7 @@ impl ReLU {
     /// dy's shape differs from the forward's input.
     pub fn backward(&self, dy: &Tensor, cache: ReluCache) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::Relu, Pass::Backward);
-        let mut dx = Tensor::zeros(cache.x.shape().clone());
+        let mut dx = dy.new_zeros(cache.x.shape().clone())?;
         relu_backward(&mut dx, dy, &cache.x)?;
         Ok(dx)
     }

@@ -113,6 +113,30 @@ impl Tensor {
         })
     }
 
+    /// A tensor of zeros of `shape` on this tensor's device (on a GPU, allocated on the stream
+    /// this tensor's buffer belongs to): how layers allocate outputs beside their inputs.
+    ///
+    /// # Errors
+    /// [`Error::Device`] if the GPU allocation fails.
+    pub fn new_zeros(&self, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        let storage = match &self.storage {
+            Storage::Cpu(_) => Storage::Cpu(vec![0.0; shape.len()]),
+            Storage::Emu(_) => Storage::Emu(vec![0.0; shape.len()]),
+            Storage::Cuda { ordinal, buf } => Storage::Cuda {
+                ordinal: *ordinal,
+                buf: buf
+                    .stream()
+                    .alloc_zeros(shape.len())
+                    .map_err(|e| Error::Device {
+                        op: "Tensor::new_zeros",
+                        msg: format!("allocating {} values on the GPU: {e}", shape.len()),
+                    })?,
+            },
+        };
+        Ok(Tensor { shape, storage })
+    }
+
     /// Wraps `storage` (on any device) as a tensor of `shape`.
     ///
     /// # Errors
@@ -507,6 +531,8 @@ mod tests {
             "equal values on different devices are different tensors"
         );
         assert!(Tensor::from_storage([3], Storage::Emu(vec![0.0; 2])).is_err());
+        let z = t.new_zeros([3]).unwrap();
+        assert_eq!((z.device(), z.to_vec()), (Device::CudaEmu, vec![0.0; 3]));
     }
 
     #[test]

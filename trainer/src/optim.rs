@@ -11,7 +11,7 @@ use kernels::adam::{adam_update, Adam};
 use kernels::grad_norm::{clip_factor, global_norm, scale_in_place, sum_of_squares};
 use kernels::sgd::{sgd_update, Sgd};
 use nn_layers::{Param, Parameters};
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -138,6 +138,22 @@ impl Optimizer {
             grad_norm,
             clip_scale,
         })
+    }
+
+    /// Moves the optimizer state (Adam's moments, SGD's momentum) to `device`, where `model`'s
+    /// parameters are (the state is named after them). SGD has no CUDA kernel: its step on a
+    /// device tensor is an error.
+    ///
+    /// # Errors
+    /// The GPU cannot be opened or a copy fails.
+    pub fn to_device(&mut self, model: &mut impl Parameters, device: Device) -> Result<()> {
+        let mut result = Ok(());
+        self.visit_state(model, &mut |_, t| {
+            if result.is_ok() {
+                result = nn_layers::move_tensor(t, device);
+            }
+        });
+        Ok(result?)
     }
 
     /// Calls `f` on each state tensor with a checkpoint name derived from the parameter's:
