@@ -49,6 +49,7 @@ pub fn evaluate(
     mut progress: impl FnMut(usize),
 ) -> Result<EvalReport> {
     let classes = model.spec.classes;
+    let device = model.device();
     let loader = BatchLoader::new(split.clone(), LoaderConfig::eval(batch_size), 0, 0)?;
     let mut confusion = vec![vec![0u32; classes]; classes];
     let mut probabilities = keep_probabilities.then(Vec::new);
@@ -57,10 +58,11 @@ pub fn evaluate(
     for batch in loader {
         let batch = batch?;
         let n = batch.fine.len();
-        let (logits, _) = model.forward(batch.images, Mode::Eval, 0, 0)?;
+        let images = crate::commands::train::on(batch.images, device)?;
+        let (logits, _) = model.forward(images, Mode::Eval, 0, 0)?;
         let (loss, cache) = SoftmaxCrossEntropy.forward(&logits, &batch.fine)?;
         loss_sum += loss as f64 * n as f64;
-        let probs = cache.probs().as_slice()?;
+        let probs = &cache.probs().try_to_vec()?;
         for (row, &label) in probs.chunks_exact(classes).zip(&batch.fine) {
             let ranked = top_k(row, 5);
             confusion[label as usize][ranked[0]] += 1;

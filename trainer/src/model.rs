@@ -21,7 +21,7 @@ use nn_layers::{
     Parameters, ReLU, ReluCache, ResidualBlock, ResidualBlockCache,
 };
 use rand::Rng;
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
 
 /// Side of the square input images.
 pub const IMAGE_SIDE: usize = 32;
@@ -241,6 +241,23 @@ impl ResNet {
         Ok(d)
     }
 
+    /// The device the parameters live on (the CPU for a model without parameters).
+    pub fn device(&mut self) -> Device {
+        let mut device = None;
+        self.visit_params("", &mut |_, p| {
+            device.get_or_insert(p.value.device());
+        });
+        device.unwrap_or(Device::Cpu)
+    }
+
+    /// Moves every parameter, gradient and buffer to `device`; inputs must then be there too.
+    ///
+    /// # Errors
+    /// The GPU cannot be opened or a copy fails.
+    pub fn to_device(&mut self, device: Device) -> nn_layers::Result<()> {
+        nn_layers::params_to_device(self, device)
+    }
+
     /// Runs the forward pass stage by stage and names the first stage (`input`, `blocks.0` ..
     /// `blocks.3`, `fc1`, `fc2`, `fc3`) whose output holds a NaN or an infinity: where a diverged
     /// run first went wrong. `None` if every output is finite.
@@ -252,7 +269,7 @@ impl ResNet {
         step: u64,
     ) -> nn_layers::Result<Option<String>> {
         let finite = |t: &Tensor| -> nn_layers::Result<bool> {
-            Ok(t.as_slice()?.iter().all(|v| v.is_finite()))
+            Ok(t.try_to_vec()?.iter().all(|v| v.is_finite()))
         };
         if !finite(&x)? {
             return Ok(Some("input".into()));

@@ -409,11 +409,16 @@ fn a_dataset_with_another_class_count_is_refused() {
 }
 
 #[test]
-fn cuda_is_refused_until_the_backend_exists() {
+fn cuda_without_a_gpu_is_refused() {
+    // This machine has no GPU: `cuda` must say so (and never panic); `auto` falls back.
+    if kernels::cuda::gpu::Gpu::shared(0).is_ok() {
+        eprintln!("skipped: a GPU is present");
+        return;
+    }
     refused(
         trainer(&[
             "bench", "--preset", "tiny", "--device", "cuda", "--steps", "1",
         ]),
-        &["--device cuda", "use --device cpu"],
+        &["--device cuda:0: no usable CUDA GPU 0", "use --device cpu"],
     );
 }

@@ -46,6 +46,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         &mut rng,
     )?;
     let labels: Vec<u32> = (0..n).map(|i| (i % CLASSES) as u32).collect();
+    model.to_device(device)?;
+    optimizer.to_device(&mut model, device)?;
+    let x = super::train::on(x, device)?;
 
     let w = spec.widths;
     println!(

@@ -1,6 +1,7 @@
 //! One module per subcommand of the `trainer` binary; each exposes `run(&Args)`.
 
 use anyhow::{bail, Context};
+use kernels::cuda::gpu::Gpu;
 use tensor_core::Device;
 
 use crate::cli::{DeviceArg, RuntimeArgs};
@@ -13,26 +14,34 @@ pub mod synth;
 pub mod train;
 
 /// Resolves `--device` and sizes rayon's thread pool from `--threads`; call once, first.
+/// `auto` takes GPU 0 when the CUDA driver loads and the GPU opens, else the CPU; `cuda[:N]`
+/// opens GPU N (its kernels compile on first use).
 ///
 /// # Errors
-/// `--device cuda` (this build has no CUDA backend yet), or a thread pool that cannot start.
+/// `--device cuda[:N]` without a usable GPU N, or a thread pool that cannot start.
 pub fn setup_runtime(runtime: &RuntimeArgs) -> anyhow::Result<Device> {
-    // The CUDA backend is not part of this build: `auto` means the CPU.
-    let device = runtime.device.resolve(false);
-    if let Device::Cuda(i) = device {
-        bail!(
-            "--device {}: this build has no CUDA backend yet (cuda:{i} requested); use --device cpu",
-            match runtime.device {
-                DeviceArg::Auto => "auto".to_string(),
-                DeviceArg::Fixed(d) => d.to_string(),
-            }
-        );
-    }
+    let device = resolve_device(runtime.device)?;
     if let Some(threads) = runtime.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
             .with_context(|| format!("--threads {threads}: could not start the thread pool"))?;
+    }
+    Ok(device)
+}
+
+/// The device `--device` names: `auto` is GPU 0 when the CUDA driver loads and the GPU opens,
+/// else the CPU; `cuda[:N]` must open (once per process; later calls are free).
+///
+/// # Errors
+/// `cuda[:N]` without a usable GPU N.
+pub fn resolve_device(arg: DeviceArg) -> anyhow::Result<Device> {
+    let gpu0 = || kernels::cuda::gpu::driver_present() && Gpu::shared(0).is_ok();
+    let device = arg.resolve(matches!(arg, DeviceArg::Auto) && gpu0());
+    if let Device::Cuda(i) = device {
+        if let Err(e) = Gpu::shared(i) {
+            bail!("--device {device}: no usable CUDA GPU {i} ({e}); use --device cpu");
+        }
     }
     Ok(device)
 }

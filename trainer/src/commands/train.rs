@@ -22,6 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nn_layers::{Mode, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use tensor_core::{Device, Tensor};
 
 use crate::cli::TrainArgs;
 use crate::config::{TrainConfig, UpdateRule, CONFIG_FILE};
@@ -100,6 +101,7 @@ pub fn train(
     init: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
     let classes = dataset.fine_names.len();
+    let device = super::resolve_device(cfg.run.device)?;
     let train_cfg = LoaderConfig {
         last: LastBatch::Drop,
         ..LoaderConfig::train(cfg.run.batch_size, cfg.data.augment.into(), cfg.run.seed)
@@ -130,6 +132,10 @@ pub fn train(
             .with_context(|| format!("--init {}", path.display()))?;
         eprintln!("initialised the weights from {}", path.display());
     }
+    // Checkpoints load into the CPU model above; the run then moves model and optimizer state to
+    // the device, and checkpoints are written from host copies (state::save reads back).
+    model.to_device(device)?;
+    optimizer.to_device(&mut model, device)?;
     eprintln!(
         "model: widths {:?}, hidden {}, {} classes, {} parameters, {:.2} GFLOP per image forward",
         cfg.model.widths,
@@ -186,14 +192,18 @@ pub fn train(
             let batch = batch?;
             lr = schedule.lr(st.step);
             let n = batch.fine.len();
-            let (logits, cache) =
-                model.forward(batch.images, Mode::Train, cfg.run.seed, st.step)?;
+            let (logits, cache) = model.forward(
+                on(batch.images, device)?,
+                Mode::Train,
+                cfg.run.seed,
+                st.step,
+            )?;
             let (loss, ce) = SoftmaxCrossEntropy.forward(&logits, &batch.fine)?;
             if !loss.is_finite() {
                 // The batch is a pure function of its position: rebuild it to find the stage.
                 let again = batch_at(&dataset.train, &train_cfg, st.epoch, st.batch_in_epoch)?;
                 let stage = model.first_non_finite_stage(
-                    again.images,
+                    on(again.images, device)?,
                     Mode::Train,
                     cfg.run.seed,
                     st.step,
@@ -209,7 +219,7 @@ pub fn train(
                 })
                 .context(keep_note(out));
             }
-            let correct = count_correct(ce.probs().as_slice()?, &batch.fine, classes);
+            let correct = count_correct(&ce.probs().try_to_vec()?, &batch.fine, classes);
             let dlogits = SoftmaxCrossEntropy.backward(ce)?;
             model.backward(&dlogits, cache)?;
             optimizer
@@ -442,6 +452,12 @@ fn log_epoch(r: &EpochRecord, epochs: u64, test: &EvalReport) {
         r.keep_prob,
         r.seconds
     );
+}
+
+/// `t` on `device`: a batch is copied up once, before its forward pass.
+pub(crate) fn on(mut t: Tensor, device: Device) -> nn_layers::Result<Tensor> {
+    nn_layers::move_tensor(&mut t, device)?;
+    Ok(t)
 }
 
 /// End of a run: plots, and a grid of test images titled with predicted and true classes.
