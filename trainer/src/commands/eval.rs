@@ -18,10 +18,11 @@ use crate::{data, state};
 pub const CONFUSION_FILE: &str = "confusion.csv";
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
-    super::setup_runtime(&args.runtime)?;
+    let device = super::setup_runtime(&args.runtime)?;
     let ckpt = &args.checkpoint;
     let (mut model, loaded) = state::load_model(ckpt)
         .with_context(|| format!("--checkpoint {}: cannot load the model", ckpt.display()))?;
+    model.to_device(device)?;
     let data_cfg = data_config(args, &loaded.config.data);
     let dataset = data::load(&data_cfg).context("loading the test set")?;
     let classes = model.spec.classes;

@@ -25,7 +25,7 @@ use crate::state;
 const BATCH: usize = 64;
 
 pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
-    super::setup_runtime(&args.runtime)?;
+    let device = super::setup_runtime(&args.runtime)?;
     // Every file is read before the model, so a bad one fails fast.
     let images = args
         .images
@@ -35,6 +35,7 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let ckpt = &args.checkpoint;
     let (mut model, loaded) = state::load_model(ckpt)
         .with_context(|| format!("--checkpoint {}: cannot load the model", ckpt.display()))?;
+    model.to_device(device)?;
     let names = &loaded.class_names;
     let classes = names.len();
     let k = args.top_k.min(classes);
@@ -56,11 +57,12 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
 /// x: (N, 3, 32, 32) -> probabilities: (N, classes) row-major, the model in [`Mode::Eval`].
 fn probabilities(model: &mut crate::model::ResNet, x: Tensor) -> anyhow::Result<Vec<f32>> {
     let n = x.dims()[0];
+    let x = super::train::on(x, model.device())?;
     let (logits, _) = model.forward(x, Mode::Eval, 0, 0)?;
     // The loss's forward is the one softmax of the code base; the labels only feed the loss
     // value, which is discarded, so any valid class (0) will do.
     let (_, cache) = SoftmaxCrossEntropy.forward(&logits, &vec![0; n])?;
-    Ok(cache.probs().as_slice()?.to_vec())
+    Ok(cache.probs().try_to_vec()?)
 }
 
 /// Reads a PNG or JPEG file (the format is sniffed from the bytes, not the extension) as the
