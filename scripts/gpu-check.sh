@@ -1,59 +1,182 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent GPU. Two halves:
 #
-#   scripts/gpu-check.sh build   here (no GPU needed): builds the kernels crate's test binary,
-#                                strips it and puts it in target/gpu-check/ (a few MiB).
-#   scripts/gpu-check.sh run     on the device machine, which has CUDA 13.0 and no Rust: runs the
-#                                CPU-versus-CUDA parity suite on GPU 0 (the `gpu_*` tests, ignored
-#                                elsewhere; each compiles its modules with NVRTC for the card's
-#                                own architecture), then the same suite on the emulator for
-#                                comparison, then the CUDA benchmarks (benches/benches/cuda.rs).
-#                                Logs go to $OUT when it is set.
+#   scripts/gpu-check.sh build   here (no GPU needed): builds, strips and puts in target/gpu-check/
+#                                the kernels crate's test binary (the parity suite), the CUDA
+#                                criterion benches and the release `trainer`, and checks that they
+#                                fit the device tool's 64 MiB carry limit.
+#   scripts/gpu-check.sh run     on the device machine (CUDA 13.0 and PyTorch, no Rust), in one
+#                                call of under 8 minutes, each part under its own time limit and a
+#                                failing part never stopping the others:
+#                                1. GPU facts (nvidia-smi);
+#                                2. PyTorch smoke run on the CPU (scripts/torch_seed.py, batch 2);
+#                                3. the CPU-versus-CUDA parity suite on GPU 0 (the `gpu_*` tests,
+#                                   ignored elsewhere; NVRTC compiles for the card's architecture);
+#                                4. `trainer bench --device cuda`: the seed network's training step
+#                                   at batch 250 (our images/s, with the per-layer profile);
+#                                5. the same network in PyTorch at batch 250, fp32 with TF32 off
+#                                   and on (scripts/torch_seed.py);
+#                                6. a one-epoch synthetic training run of the seed network at batch
+#                                   250 (`trainer synth`, then `trainer train --device cuda
+#                                   --epochs 1`), its training set sized from step 4's images/s
+#                                   to fit TRAIN_BUDGET_S (50,000 images, a full CIFAR epoch, when
+#                                   that fits; the log says which size ran and why);
+#                                7. the CUDA criterion benches (cuBLAS SGEMM as the yardstick).
+#                                Everything lands in $OUT: gpu-check.log (the whole run),
+#                                summary.txt (each part's exit status and the lines to copy into
+#                                BENCHMARKS.md), torch_seed.txt, bench.txt, train-metrics.csv,
+#                                train-steps.csv, cuda-bench.txt.
 #
-# Device call: run(command="scripts/gpu-check.sh run", carry=["target/gpu-check"], timeout_s=300).
-# The synthetic training run and the PyTorch comparison join this script
-# when the trainer runs on the GPU.
-set -euo pipefail
+# Here, the synthetic epoch alone on the CPU (a test of this script):
+#   OUTDIR=/tmp/o TRAIN_BUDGET_S=1 TRAIN_DEVICE=cpu TRAIN_PRESET=tiny scripts/gpu-check.sh synthetic-epoch
+#
+# Device call: run(command="bash scripts/gpu-check.sh run", carry=["target/gpu-check"],
+#                  timeout_s=540). The parts' limits add up to under 480 s (GPU_CHECK_BUDGET_S).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 DIR=target/gpu-check
+# The device tool carries at most 64 MiB with the working tree.
+CARRY_LIMIT_MIB=48
 
-case "${1:-}" in
-build)
+# The executable cargo built for target `$1` (its JSON messages on stdin).
+artifact() {
+    python3 -c 'import json, sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$1" | tail -1
+}
+
+build() {
+    set -e
     mkdir -p "$DIR"
-    bin=$(cargo test -p kernels --lib --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "kernels":
-        print(m["executable"])' | tail -1)
+    local bin
+    bin=$(cargo test -p kernels --lib --no-run --message-format=json | artifact kernels)
     cp "$bin" "$DIR/kernels-tests"
-    strip "$DIR/kernels-tests"
-    bench=$(cargo bench -p benches --bench cuda --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda":
-        print(m["executable"])' | tail -1)
-    cp "$bench" "$DIR/cuda-bench"
-    strip "$DIR/cuda-bench"
+    bin=$(cargo bench -p benches --bench cuda --no-run --message-format=json | artifact cuda)
+    cp "$bin" "$DIR/cuda-bench"
+    bin=$(cargo build --release -p trainer --bin trainer --message-format=json | artifact trainer)
+    cp "$bin" "$DIR/trainer"
+    strip "$DIR/kernels-tests" "$DIR/cuda-bench" "$DIR/trainer"
     ls -l "$DIR"
-    ;;
-run)
-    LOG=${OUT:-$DIR}/gpu-check.log
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$LOG"
-    # The driver's libcuda is on the loader path; NVRTC comes with the CUDA 13.0 toolkit.
-    for d in /usr/local/cuda/lib64 /usr/local/cuda-13.0/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    local mib
+    mib=$(du -sm "$DIR" | cut -f1)
+    if [ "$mib" -gt "$CARRY_LIMIT_MIB" ]; then
+        echo "target/gpu-check is $mib MiB, over the $CARRY_LIMIT_MIB MiB this script allows" >&2
+        exit 1
+    fi
+    echo "target/gpu-check: $mib MiB (carry limit 64 MiB with the working tree)"
+}
+
+# ---- the device half -------------------------------------------------------------------------
+
+RESULTS=()
+# part NAME CAP_S CMD...: runs CMD under `timeout`, at most CAP_S seconds and never past the
+# deadline; records NAME's exit status (124: stopped at its limit) and goes on whatever happens.
+part() {
+    local name=$1 cap=$2
+    shift 2
+    local left=$((DEADLINE - $(date +%s)))
+    local limit=$((cap < left ? cap : left))
+    if [ "$limit" -lt 5 ]; then
+        echo "== $name: skipped, the run's time budget is spent"
+        RESULTS+=("$name: skipped (time budget spent)")
+        return
+    fi
+    echo "== $name (limit ${limit}s): $*"
+    local t0=$(date +%s) rc=0
+    timeout --kill-after=10 "$limit" "$@" || rc=$?
+    local took=$(($(date +%s) - t0))
+    echo "== $name: exit $rc after ${took}s"
+    RESULTS+=("$name: exit $rc after ${took}s$([ "$rc" = 124 ] && echo ' (stopped at its time limit)')")
+}
+
+# The seed network's training images/s of `trainer bench` (step 4), or empty.
+bench_images_per_s() {
+    sed -n 's/^training: .* \([0-9.]*\) images\/s.*/\1/p' "$OUTDIR/bench.txt" 2>/dev/null | tail -1
+}
+
+# The synthetic set of step 6: a full epoch's 50,000 images when that fits TRAIN_BUDGET_S at the
+# measured speed, else as many whole batches of 250 as fit (at least 4); 2,500 images when step 4
+# measured nothing.
+synthetic_size() {
+    local ips=$1 budget=$2
+    python3 - "$ips" "$budget" <<'PY'
+import sys
+ips, budget = float(sys.argv[1] or 0), float(sys.argv[2])
+n = 2_500 if ips <= 0 else min(50_000, max(1_000, int(ips * budget) // 250 * 250))
+print(n)
+PY
+}
+
+synthetic_epoch() {
+    local ips n data=/tmp/gpu-check-synth run=/tmp/gpu-check-run
+    ips=$(bench_images_per_s)
+    n=$(synthetic_size "${ips:-0}" "$TRAIN_BUDGET_S")
+    if [ -z "$ips" ]; then
+        echo "synthetic epoch: $n training images (trainer bench measured no speed)"
+    elif [ "$n" -lt 50000 ]; then
+        echo "synthetic epoch: $n training images (at ${ips:-?} images/s a 50,000-image epoch" \
+            "would take $(python3 -c "print(round(50000 / ${ips:-1}))") s, over the ${TRAIN_BUDGET_S} s budget)"
+    else
+        echo "synthetic epoch: the full 50,000 training images"
+    fi
+    rm -rf "$data" "$run"
+    "$DIR/trainer" synth --dir "$data" --train "$n" --test 2000 || return
+    local rc=0
+    "$DIR/trainer" train --data "$data" --dataset synthetic --device "${TRAIN_DEVICE:-cuda}" \
+        --preset "${TRAIN_PRESET:-seed}" \
+        --batch-size 250 --epochs 1 --out "$run" || rc=$?
+    cp "$run/metrics.csv" "$OUTDIR/train-metrics.csv" 2>/dev/null
+    cp "$run/steps.csv" "$OUTDIR/train-steps.csv" 2>/dev/null
+    return $rc
+}
+
+run() {
+    OUTDIR=${OUT:-$DIR/out}
+    mkdir -p "$OUTDIR"
+    exec > >(tee -a "$OUTDIR/gpu-check.log") 2>&1
+    DEADLINE=$(($(date +%s) + ${GPU_CHECK_BUDGET_S:-470}))
+    export OUTDIR TRAIN_BUDGET_S=${TRAIN_BUDGET_S:-90} PYTHONUNBUFFERED=1
+    # libcuda comes with the driver; NVRTC and cuBLAS with the CUDA 13.0 toolkit, or else with
+    # PyTorch's nvidia-* wheels.
+    for d in /usr/local/cuda/lib64 /usr/local/cuda-13.0/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+        $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, "cu13", "lib") for p in nvidia.__path__))' 2>/dev/null); do
         [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     done
-    echo "== parity suite on the GPU" | tee -a "$LOG"
-    status=0
-    "$DIR/kernels-tests" --ignored gpu_ --test-threads=1 2>&1 | tee -a "$LOG" || status=1
-    echo "== the same suite on the emulator" | tee -a "$LOG"
-    "$DIR/kernels-tests" emu_ 2>&1 | tail -3 | tee -a "$LOG" || status=1
-    echo "== CUDA benchmarks (criterion; cuBLAS SGEMM as the yardstick)" | tee -a "$LOG"
-    "$DIR/cuda-bench" --bench 2>&1 | grep -E "^cuda|time:|thrpt:|skipped" | tee -a "$LOG" || status=1
-    exit $status
-    ;;
+    echo "gpu-check: $(date -u), LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+
+    part "GPU" 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    part "PyTorch smoke (CPU, batch 2)" 60 \
+        python3 scripts/torch_seed.py --device cpu --batch-size 2 --steps 1 --warmup 0
+    part "parity suite on the GPU (gpu_*)" 120 \
+        "$DIR/kernels-tests" --ignored gpu_ --test-threads=1
+    part "trainer bench --device cuda (seed, batch 250)" 90 \
+        bash -c "set -o pipefail; '$DIR/trainer' bench --device cuda --preset seed --batch-size 250 --steps 5 --profile | tee '$OUTDIR/bench.txt'"
+    part "PyTorch seed network (cuda, batch 250, TF32 off and on)" 100 \
+        python3 scripts/torch_seed.py --device cuda --batch-size 250 --out "$OUTDIR/torch_seed.txt"
+    part "synthetic epoch (trainer train --device cuda --epochs 1)" $((TRAIN_BUDGET_S + 60)) \
+        bash scripts/gpu-check.sh synthetic-epoch
+    part "CUDA criterion benches" 150 \
+        bash -c "set -o pipefail; '$DIR/cuda-bench' --bench 2>&1 | tee '$OUTDIR/cuda-bench.txt' | grep -E '^cuda|time:|thrpt:|skipped'"
+
+    {
+        echo "== gpu-check summary"
+        printf '%s\n' "${RESULTS[@]}"
+        echo "-- for BENCHMARKS.md"
+        grep -h '^training:\|^inference:\|^bench:' "$OUTDIR/bench.txt" 2>/dev/null
+        grep -h '^RESULT\|^|' "$OUTDIR/torch_seed.txt" 2>/dev/null
+        grep -h '^epoch 1/' "$OUTDIR/gpu-check.log" 2>/dev/null | tail -1
+    } | tee "$OUTDIR/summary.txt"
+    # Non-zero when any part failed or ran out of time.
+    ! printf '%s\n' "${RESULTS[@]}" | grep -vq ': exit 0 '
+}
+
+case "${1:-}" in
+build) build ;;
+run) run ;;
+# Step 6 of `run`, a command of its own so that `timeout` can stop it.
+synthetic-epoch) synthetic_epoch ;;
 *)
     echo "usage: scripts/gpu-check.sh build|run" >&2
     exit 2
