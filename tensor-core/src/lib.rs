@@ -7,6 +7,7 @@
 //! Shape legend used in the docs of every crate: N batch, C channels in, K channels out,
 //! H W spatial size in, OH OW spatial size out, F features.
 
+pub mod alloc;
 mod device;
 mod error;
 mod shape;

@@ -5,6 +5,11 @@ use clap::Parser;
 use trainer::cli::{Cli, Command};
 use trainer::commands;
 
+/// Large buffers are reused from step to step instead of going back to the operating system
+/// (see `tensor_core::alloc`).
+#[global_allocator]
+static ALLOCATOR: tensor_core::alloc::CachingAlloc = tensor_core::alloc::CachingAlloc;
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = cli

@@ -17,7 +17,7 @@ use nn_layers::profile::{self, LayerKind, Pass, Profile};
 use nn_layers::{Mode, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tensor_core::Tensor;
+use tensor_core::{alloc, Tensor};
 
 use crate::cli::{BenchArgs, Cli, Command};
 use crate::config::{ModelConfig, TrainConfig};
@@ -84,8 +84,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.profile {
         profile::start();
     }
+    let before = MemoryCounters::now();
     let train = time(args.steps, || train_step(&mut model))?;
     report("training", "steps", &train, n, 3.0 * flops);
+    println!("{}", MemoryCounters::now().since(&before, train.len()));
     if let Some(p) = profile::finish() {
         print!("{}", profile_table(&p, &train));
     }
@@ -191,6 +193,52 @@ fn median(runs: &[Duration]) -> Duration {
     }
 }
 
+/// What a warm step costs the memory system: blocks the caching allocator had to take from the
+/// system (0 when every large buffer is reused; see [`tensor_core::alloc`]) and the process's
+/// minor page faults (each a fresh 4 KiB page the kernel had to map and clear).
+#[derive(Debug, Clone, Copy)]
+struct MemoryCounters {
+    alloc: alloc::Stats,
+    minor_faults: Option<u64>,
+}
+
+impl MemoryCounters {
+    fn now() -> MemoryCounters {
+        MemoryCounters {
+            alloc: alloc::stats(),
+            minor_faults: minor_faults(),
+        }
+    }
+
+    /// A line with the counts per step since `before`.
+    fn since(&self, before: &MemoryCounters, steps: usize) -> String {
+        let per_step = |a: u64, b: u64| (a - b) as f64 / steps.max(1) as f64;
+        let faults = match (self.minor_faults, before.minor_faults) {
+            (Some(a), Some(b)) => format!("{:.0} minor page faults", per_step(a, b)),
+            _ => "page faults unavailable (no /proc/self/stat)".to_string(),
+        };
+        format!(
+            "memory per step: {:.1} large blocks from the system, {:.1} reused, {faults}; \
+             {:.0} MiB cached",
+            per_step(self.alloc.system_allocs, before.alloc.system_allocs),
+            per_step(self.alloc.reused, before.alloc.reused),
+            self.alloc.cached_bytes as f64 / (1 << 20) as f64
+        )
+    }
+}
+
+/// The process's minor page faults so far, from /proc/self/stat (Linux).
+fn minor_faults() -> Option<u64> {
+    parse_minflt(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// Field 10 of /proc/self/stat, `minflt`: the 8th after the command name's closing parenthesis
+/// (the name itself may hold spaces and parentheses).
+fn parse_minflt(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(7)?.parse().ok()
+}
+
 /// The process's peak resident set size in KiB, from `VmHWM` in /proc/self/status (Linux).
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -233,6 +281,13 @@ mod tests {
             t.contains("other             0.0        0.0       60.0       60.0  60.0%"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn minflt_is_the_tenth_field_even_with_a_strange_command_name() {
+        let stat = "4242 (tr (a) iner) R 1 4242 4242 0 -1 4194560 31337 0 0 0 12 3 0 0 20 0 3";
+        assert_eq!(parse_minflt(stat), Some(31337));
+        assert_eq!(parse_minflt("4242 (trainer) R 1"), None);
     }
 
     #[test]

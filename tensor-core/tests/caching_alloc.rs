@@ -1,0 +1,74 @@
+//! The caching allocator as the global allocator of this test binary: every allocation of the
+//! test harness goes through it too. Each test uses its own size class (3, 5, 9, 17 MiB), and the
+//! tests run one at a time (`trim` empties every class).
+
+use std::sync::{Mutex, MutexGuard};
+
+use tensor_core::alloc::{self, CachingAlloc};
+
+#[global_allocator]
+static ALLOCATOR: CachingAlloc = CachingAlloc;
+
+const MIB: usize = 1 << 20;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn a_freed_block_serves_the_next_request_of_its_class_without_the_system() {
+    let _serial = serial();
+    let n = 3 * MIB / 4;
+    let first = vec![1.0f32; n];
+    let p = first.as_ptr();
+    drop(first);
+    let before = alloc::stats();
+    // A slightly smaller request falls in the same class and gets the same block.
+    let second = vec![2.0f32; n - 100];
+    assert_eq!(second.as_ptr(), p);
+    let after = alloc::stats();
+    assert_eq!(after.system_allocs, before.system_allocs);
+    assert!(after.reused > before.reused);
+}
+
+#[test]
+fn zeroed_requests_get_zeros_from_a_reused_block() {
+    let _serial = serial();
+    let n = 5 * MIB / 4;
+    let mut first = vec![0.0f32; n];
+    first.fill(7.5);
+    let p = first.as_ptr();
+    drop(first);
+    let second = vec![0.0f32; n];
+    assert_eq!(second.as_ptr(), p, "the block was reused");
+    assert!(second.iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn growing_a_vector_keeps_its_contents_across_classes() {
+    let _serial = serial();
+    let mut v: Vec<u32> = Vec::new();
+    for i in 0..(9 * MIB / 4) as u32 {
+        v.push(i);
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+    v.truncate(10);
+    v.shrink_to_fit();
+    assert_eq!(v, (0..10).collect::<Vec<u32>>());
+}
+
+#[test]
+fn trim_returns_cached_blocks_to_the_system() {
+    let _serial = serial();
+    let block = vec![3u8; 17 * MIB];
+    drop(block);
+    assert!(alloc::stats().cached_bytes >= (17 * MIB) as u64);
+    let released = alloc::trim();
+    assert!(released >= (17 * MIB) as u64, "released {released}");
+    // The next request of that class comes from the system again.
+    let before = alloc::stats().system_allocs;
+    let again = vec![4u8; 17 * MIB];
+    assert!(alloc::stats().system_allocs > before);
+    assert_eq!(again[17 * MIB - 1], 4);
+}
