@@ -55,7 +55,7 @@ emu_kernels! {
     relu_forward, relu_backward,
     add, add_assign,
     dropout_apply,
-    adam_update,
+    adam_update, sgd_update,
     sum_of_squares_partial, sum_partials, scale_in_place,
     softmax_ce_forward, softmax_ce_backward,
     maxpool_forward, maxpool_backward,

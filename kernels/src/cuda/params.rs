@@ -83,6 +83,18 @@ params! {
         pub n: u32,
     }
 
+    /// sgd.cu `SgdParams`: w, buf, g: (n); nesterov is 0 or 1.
+    pub struct SgdParams {
+        pub w: u64,
+        pub buf: u64,
+        pub g: u64,
+        pub lr: f32,
+        pub momentum: f32,
+        pub weight_decay: f32,
+        pub nesterov: u32,
+        pub n: u32,
+    }
+
     /// grad_norm.cu `SumSquaresParams`: x: (n) -> partial: (blocks), f64.
     pub struct SumSquaresParams {
         pub partial: u64,

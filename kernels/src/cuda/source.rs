@@ -40,6 +40,11 @@ pub const MODULES: &[Module] = &[
         source: include_str!("../adam/adam.cu"),
     },
     Module {
+        name: "sgd",
+        path: "sgd/sgd.cu",
+        source: include_str!("../sgd/sgd.cu"),
+    },
+    Module {
         name: "grad_norm",
         path: "grad_norm/grad_norm.cu",
         source: include_str!("../grad_norm/grad_norm.cu"),

@@ -8,6 +8,7 @@
 //!   w  -= lr * d
 //! PyTorch sets buf = d on the first step; starting from buf = 0 gives the same value, so no
 //! special first step is needed. With momentum 0 this is plain SGD (buf = d).
+//! On a CUDA device the same formulas run in `sgd.cu`, one thread per value.
 //!
 //! # Shapes
 //! w, buf, g: any shape, all the same.
@@ -16,8 +17,10 @@ mod cpu;
 #[cfg(test)]
 mod tests;
 
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
 
+use crate::cuda::tensor::on_cuda;
+use crate::cuda::{ops, TensorBackend};
 use crate::{Error, Result};
 
 /// SGD's hyper-parameters.
@@ -65,6 +68,15 @@ pub fn sgd_update(w: &mut Tensor, buf: &mut Tensor, g: &Tensor, cfg: &Sgd) -> Re
     cfg.check()?;
     buf.expect_shape(OP, "buf", w.dims())?;
     g.expect_shape(OP, "g", w.dims())?;
-    cpu::update(w.as_mut_slice()?, buf.as_mut_slice()?, g.as_slice()?, cfg);
+    match Tensor::common_device(OP, &[("w", w), ("buf", buf), ("g", g)])? {
+        Device::Cpu => cpu::update(w.as_mut_slice()?, buf.as_mut_slice()?, g.as_slice()?, cfg),
+        d => on_cuda!(OP, d, |b| ops::sgd_update(
+            b,
+            b.buf_mut(OP, w)?,
+            b.buf_mut(OP, buf)?,
+            b.buf(OP, g)?,
+            cfg
+        ))?,
+    }
     Ok(())
 }

@@ -194,6 +194,35 @@ pub fn adam_update<B: Backend>(
     unsafe { dev.launch(ADAM_UPDATE, LaunchConfig::elementwise(n), &p) }
 }
 
+pub const SGD_UPDATE: Kernel<SgdParams> = Kernel::new("sgd", "sgd_update");
+
+/// One SGD step, as [`crate::sgd::sgd_update`] (the caller checks `cfg`). w, buf, g: (n); w and
+/// buf updated.
+pub fn sgd_update<B: Backend>(
+    dev: &B,
+    w: &mut B::Buf<f32>,
+    buf: &mut B::Buf<f32>,
+    g: &B::Buf<f32>,
+    cfg: &crate::sgd::Sgd,
+) -> Result<()> {
+    const OP: &str = "cuda sgd_update";
+    let n = dev.len(w);
+    check_len(dev, OP, "buf", buf, n)?;
+    check_len(dev, OP, "g", g, n)?;
+    let p = SgdParams {
+        w: dev.addr_mut(w),
+        buf: dev.addr_mut(buf),
+        g: dev.addr(g),
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        weight_decay: cfg.weight_decay,
+        nesterov: cfg.nesterov as u32,
+        n: count(OP, n)?,
+    };
+    // SAFETY: w, buf and g are live buffers of n values; the kernel touches indices < n.
+    unsafe { dev.launch(SGD_UPDATE, LaunchConfig::elementwise(n), &p) }
+}
+
 /// sum(x^2), accumulated in f64 on the device (block partials, then one block adds them in
 /// block order), read back to the host. x: (n).
 pub fn sum_of_squares<B: Backend>(dev: &B, x: &B::Buf<f32>) -> Result<f64> {
