@@ -20,7 +20,9 @@ use kernels::adam::Adam;
 use kernels::batchnorm::{BatchNormConfig, StatsSource};
 use kernels::conv2d::{Conv2dDims, Conv2dGeom};
 use kernels::cuda::gpu::{self, Gpu};
-use kernels::cuda::ops::{self, BatchNormChannels, BatchNormSaved, BatchNormStatsBufs, DevOperand};
+use kernels::cuda::ops::{
+    self, BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs, DevOperand,
+};
 use kernels::cuda::Backend;
 use kernels::gemm::Trans;
 use kernels::maxpool::Pool2d;
@@ -248,11 +250,11 @@ fn batchnorm(c: &mut Criterion, g: &Gpu) {
             },
             &x,
             &ACT,
-            BatchNormChannels {
+            BatchNormEvalChannels {
                 gamma: &gamma,
                 beta: &beta,
-                running_mean: &mut rm,
-                running_var: &mut rv,
+                running_mean: &rm,
+                running_var: &rv,
             },
             cfg.eps,
         )

@@ -31,7 +31,9 @@ mod cpu;
 
 use tensor_core::Tensor;
 
-use crate::cuda::ops::{BatchNormChannels, BatchNormSaved, BatchNormStatsBufs};
+use crate::cuda::ops::{
+    BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs,
+};
 use crate::cuda::tensor::on_cuda;
 use crate::cuda::{ops, TensorBackend};
 
@@ -293,9 +295,6 @@ pub fn batchnorm_forward_eval(
         ],
     )?;
     if device.is_cuda() {
-        // The launch code takes the running statistics mutably (the train kernel updates
-        // them); eval leaves them alone, so it gets copies: 2 C values.
-        let (mut rm, mut rv) = (running_mean.clone(), running_var.clone());
         return on_cuda!(OP, device, |b| {
             let (mut mean, mut inv_std) = (b.zeros([d.c])?, b.zeros([d.c])?);
             ops::batchnorm_forward_eval(
@@ -307,11 +306,11 @@ pub fn batchnorm_forward_eval(
                 },
                 b.buf(OP, x)?,
                 x.dims(),
-                BatchNormChannels {
+                BatchNormEvalChannels {
                     gamma: b.buf(OP, gamma)?,
                     beta: b.buf(OP, beta)?,
-                    running_mean: b.buf_mut(OP, &mut rm)?,
-                    running_var: b.buf_mut(OP, &mut rv)?,
+                    running_mean: b.buf(OP, running_mean)?,
+                    running_var: b.buf(OP, running_var)?,
                 },
                 eps,
             )?;

@@ -16,12 +16,22 @@ pub const BATCHNORM_BACKWARD: Kernel<BatchNormBackwardParams> =
 /// Threads per block of the batch-norm kernels; `BATCHNORM_THREADS` in batchnorm.cu.
 pub const BATCHNORM_THREADS: u32 = 256;
 
-/// The per-channel buffers of a batch-norm layer, (C,) each.
+/// The per-channel buffers of a batch-norm layer in training, (C,) each: the forward updates the
+/// running statistics.
 pub struct BatchNormChannels<'a, B: Backend> {
     pub gamma: &'a B::Buf<f32>,
     pub beta: &'a B::Buf<f32>,
     pub running_mean: &'a mut B::Buf<f32>,
     pub running_var: &'a mut B::Buf<f32>,
+}
+
+/// The per-channel buffers of a batch-norm layer in evaluation, (C,) each: the forward only
+/// reads the running statistics.
+pub struct BatchNormEvalChannels<'a, B: Backend> {
+    pub gamma: &'a B::Buf<f32>,
+    pub beta: &'a B::Buf<f32>,
+    pub running_mean: &'a B::Buf<f32>,
+    pub running_var: &'a B::Buf<f32>,
 }
 
 /// The statistics a forward normalised with, (C,) each: written by the forwards, read by
@@ -53,7 +63,10 @@ fn view(op: &'static str, dims: &[usize]) -> Result<[u32; 3]> {
     Ok([n as u32, c as u32, inner as u32])
 }
 
-/// The forward's parameter struct, its buffers checked against `dims`.
+/// The forward's parameter struct, its buffers checked against `dims`. `running` holds the
+/// running mean and variance with the addresses the kernel gets them at (written by the train
+/// kernel, only read by the eval kernel).
+#[allow(clippy::too_many_arguments)]
 fn forward_params<B: Backend>(
     op: &'static str,
     dev: &B,
@@ -61,17 +74,18 @@ fn forward_params<B: Backend>(
     stats: BatchNormStatsBufs<'_, B>,
     x: &B::Buf<f32>,
     dims: &[usize],
-    ch: BatchNormChannels<'_, B>,
+    (gamma, beta): (&B::Buf<f32>, &B::Buf<f32>),
+    running: [(&B::Buf<f32>, u64); 2],
 ) -> Result<BatchNormForwardParams> {
     let [n, c, inner] = view(op, dims)?;
     let len = (n * c * inner) as usize;
     check_len(dev, op, "x", x, len)?;
     check_len(dev, op, "y", y, len)?;
     for (what, buf) in [
-        ("gamma", ch.gamma),
-        ("beta", ch.beta),
-        ("running_mean", &*ch.running_mean),
-        ("running_var", &*ch.running_var),
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running[0].0),
+        ("running_var", running[1].0),
         ("mean", &*stats.mean),
         ("inv_std", &*stats.inv_std),
     ] {
@@ -81,11 +95,11 @@ fn forward_params<B: Backend>(
         y: dev.addr_mut(y),
         mean: dev.addr_mut(stats.mean),
         inv_std: dev.addr_mut(stats.inv_std),
-        running_mean: dev.addr_mut(ch.running_mean),
-        running_var: dev.addr_mut(ch.running_var),
+        running_mean: running[0].1,
+        running_var: running[1].1,
         x: dev.addr(x),
-        gamma: dev.addr(ch.gamma),
-        beta: dev.addr(ch.beta),
+        gamma: dev.addr(gamma),
+        beta: dev.addr(beta),
         eps: 0.0,
         momentum: 0.0,
         n,
@@ -111,7 +125,17 @@ pub fn batchnorm_forward_train<B: Backend>(
 ) -> Result<()> {
     const OP: &str = "cuda batchnorm_forward_train";
     cfg.check(OP)?;
-    let mut p = forward_params(OP, dev, y, stats, x, dims, ch)?;
+    let running = [dev.addr_mut(ch.running_mean), dev.addr_mut(ch.running_var)];
+    let mut p = forward_params(
+        OP,
+        dev,
+        y,
+        stats,
+        x,
+        dims,
+        (ch.gamma, ch.beta),
+        [(ch.running_mean, running[0]), (ch.running_var, running[1])],
+    )?;
     if p.n * p.inner < 2 {
         return Err(Error::Shape {
             op: OP,
@@ -128,7 +152,7 @@ pub fn batchnorm_forward_train<B: Backend>(
 }
 
 /// Evaluation-mode forward, as [`crate::batchnorm::batchnorm_forward_eval`]: normalises with the
-/// running statistics, which stay unchanged (a negative running variance gives NaN here, where
+/// running statistics, read only (a negative running variance gives NaN here, where
 /// the CPU returns an error: checking would cost a host read).
 /// x: (N, C, H, W) or (N, F) given by `dims` -> y: same, overwritten; stats: (C,) each, overwritten
 /// with the running mean and 1 / sqrt(running_var + eps).
@@ -141,7 +165,7 @@ pub fn batchnorm_forward_eval<B: Backend>(
     stats: BatchNormStatsBufs<'_, B>,
     x: &B::Buf<f32>,
     dims: &[usize],
-    ch: BatchNormChannels<'_, B>,
+    ch: BatchNormEvalChannels<'_, B>,
     eps: f32,
 ) -> Result<()> {
     const OP: &str = "cuda batchnorm_forward_eval";
@@ -150,7 +174,11 @@ pub fn batchnorm_forward_eval<B: Backend>(
         ..BatchNormConfig::default()
     }
     .check(OP)?;
-    let mut p = forward_params(OP, dev, y, stats, x, dims, ch)?;
+    let running = [
+        (ch.running_mean, dev.addr(ch.running_mean)),
+        (ch.running_var, dev.addr(ch.running_var)),
+    ];
+    let mut p = forward_params(OP, dev, y, stats, x, dims, (ch.gamma, ch.beta), running)?;
     p.eps = eps;
     let launch = LaunchConfig::linear(p.c, BATCHNORM_THREADS, 0);
     // SAFETY: x and y hold n*c*inner values, the per-channel buffers c; block ch touches channel ch.

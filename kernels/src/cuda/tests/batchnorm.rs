@@ -5,8 +5,10 @@
 use super::super::emu::Emu;
 use super::super::gpu::Gpu;
 use super::super::launch::Backend;
-use super::super::ops::{self, BatchNormChannels, BatchNormSaved, BatchNormStatsBufs};
-use super::{assert_close, uniform, Tol};
+use super::super::ops::{
+    self, BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs,
+};
+use super::{assert_close, uniform, Tol, EXACT};
 use crate::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormConfig,
     BatchNormStats, StatsSource,
@@ -175,7 +177,7 @@ fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
         check(dev, &what("train dbeta"), &dbb, &db, BN_GRAD_SUM_TOL);
 
         // Eval from the CPU's running statistics, so both normalise with the very same values.
-        let (mut rmb, mut rvb) = (up(dev, &rm), up(dev, &rv));
+        let (rmb, rvb) = (up(dev, &rm), up(dev, &rv));
         let (mut meanb, mut invb) = (poisoned(dev, c), poisoned(dev, c));
         let mut yb = poisoned(dev, len);
         ops::batchnorm_forward_eval(
@@ -187,12 +189,20 @@ fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
             },
             &xb,
             dims,
-            channels(&gb, &bb, &mut rmb, &mut rvb),
+            BatchNormEvalChannels {
+                gamma: &gb,
+                beta: &bb,
+                running_mean: &rmb,
+                running_var: &rvb,
+            },
             cfg.eps,
         )
         .unwrap();
         check(dev, &what("eval y"), &yb, &y_eval, BN_ELEMENT_TOL);
         check_stats(dev, &what("eval"), &meanb, &invb, &eval);
+        // Eval takes the running statistics by shared reference and must leave them as they were.
+        check(dev, &what("eval running_mean"), &rmb, &rm, EXACT);
+        check(dev, &what("eval running_var"), &rvb, &rv, EXACT);
         let (mut dgb, mut dbb) = (up(dev, &dg), up(dev, &db));
         ops::batchnorm_backward(
             dev,
