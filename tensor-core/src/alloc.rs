@@ -64,6 +64,10 @@ pub struct Stats {
     pub reused: u64,
     /// Bytes held in the free lists now.
     pub cached_bytes: u64,
+    /// Bytes of large blocks in use now (their classes' sizes).
+    pub live_bytes: u64,
+    /// The most `live_bytes` has been since the process started or [`reset_peak`].
+    pub peak_live_bytes: u64,
 }
 
 /// The free lists: one intrusive singly-linked list per class.
@@ -81,6 +85,14 @@ static LISTS: Mutex<FreeLists> = Mutex::new(FreeLists {
 });
 static SYSTEM_ALLOCS: AtomicU64 = AtomicU64::new(0);
 static REUSED: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicU64 = AtomicU64::new(0);
+static PEAK_LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a block of `size` bytes handed out.
+fn add_live(size: usize) {
+    let live = LIVE.fetch_add(size as u64, Ordering::Relaxed) + size as u64;
+    PEAK_LIVE.fetch_max(live, Ordering::Relaxed);
+}
 
 /// The class of a request of `size` bytes (`size >= MIN_CACHED`) and the block size it rounds to:
 /// with 2^e <= size < 2^(e+1), the class splits [2^e, 2^(e+1)) into eight steps of 2^(e-3).
@@ -149,6 +161,7 @@ impl CachingAlloc {
                 }
             };
         };
+        add_live(block.size());
         if let Some(p) = pop(class, block.size()) {
             REUSED.fetch_add(1, Ordering::Relaxed);
             if zeroed {
@@ -183,7 +196,10 @@ unsafe impl GlobalAlloc for CachingAlloc {
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         match cached_layout(layout) {
-            Some((class, block)) => push(class, block.size(), p),
+            Some((class, block)) => {
+                LIVE.fetch_sub(block.size() as u64, Ordering::Relaxed);
+                push(class, block.size(), p)
+            }
             None => System.dealloc(p, layout),
         }
     }
@@ -212,7 +228,14 @@ pub fn stats() -> Stats {
         system_allocs: SYSTEM_ALLOCS.load(Ordering::Relaxed),
         reused: REUSED.load(Ordering::Relaxed),
         cached_bytes: lock().cached_bytes,
+        live_bytes: LIVE.load(Ordering::Relaxed),
+        peak_live_bytes: PEAK_LIVE.load(Ordering::Relaxed),
     }
+}
+
+/// Starts a new peak of [`Stats::peak_live_bytes`] from the bytes live now.
+pub fn reset_peak() {
+    PEAK_LIVE.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
 /// Returns every cached block to the system allocator; returns the bytes released.

@@ -217,12 +217,14 @@ impl MemoryCounters {
             (Some(a), Some(b)) => format!("{:.0} minor page faults", per_step(a, b)),
             _ => "page faults unavailable (no /proc/self/stat)".to_string(),
         };
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
         format!(
             "memory per step: {:.1} large blocks from the system, {:.1} reused, {faults}; \
-             {:.0} MiB cached",
+             large blocks: {:.0} MiB live at the peak, {:.0} MiB held (live + cached)",
             per_step(self.alloc.system_allocs, before.alloc.system_allocs),
             per_step(self.alloc.reused, before.alloc.reused),
-            self.alloc.cached_bytes as f64 / (1 << 20) as f64
+            mib(self.alloc.peak_live_bytes),
+            mib(self.alloc.live_bytes + self.alloc.cached_bytes),
         )
     }
 }
