@@ -1,6 +1,6 @@
 //! DropBlock, after each residual block.
 
-use kernels::dropblock::{dropblock_apply, dropblock_mask, DropBlockMask};
+use kernels::dropblock::{dropblock_apply_in_place, dropblock_mask, DropBlockMask};
 use kernels::philox::MaskKey;
 use tensor_core::{Shape, Tensor};
 
@@ -15,8 +15,9 @@ use crate::{Error, Mode, Result};
 /// Eval, k = 1, or a map smaller than the block: y = x.
 ///
 /// Backward: the mask does not depend on x, so y is linear in x with the diagonal Jacobian
-/// diag(m * s) and dx = dy * m * s (dx = dy when the forward was the identity); dx is a fresh
-/// tensor. No parameters.
+/// diag(m * s) and dx = dy * m * s (dx = dy when the forward was the identity). The forward
+/// scales x in its own buffer; [`DropBlock::backward_owned`] turns dy into dx in place,
+/// [`DropBlock::backward`] returns a fresh dx. No parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DropBlock {
     /// Side of the dropped squares; the seed uses 5.
@@ -94,8 +95,8 @@ impl DropBlock {
         let Some(mask) = mask else {
             return Ok((x, DropBlockCache { mask: None, shape }));
         };
-        let mut y = x.new_zeros(shape.clone())?;
-        dropblock_apply(&mut y, &x, &mask)?;
+        let mut y = x;
+        dropblock_apply_in_place(&mut y, &mask)?;
         let mask = Some(mask);
         Ok((y, DropBlockCache { mask, shape }))
     }
@@ -105,14 +106,20 @@ impl DropBlock {
     /// # Errors
     /// dy's shape differs from the forward's input.
     pub fn backward(&self, dy: &Tensor, cache: DropBlockCache) -> Result<Tensor> {
+        self.backward_owned(dy.clone(), cache)
+    }
+
+    /// dy: (N, C, H, W) -> dx: (N, C, H, W), in dy's buffer (overwritten).
+    ///
+    /// # Errors
+    /// dy's shape differs from the forward's input.
+    pub fn backward_owned(&self, mut dy: Tensor, cache: DropBlockCache) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::DropBlock, Pass::Backward);
         dy.expect_shape("DropBlock::backward", "dy", cache.shape.dims())?;
-        let Some(mask) = cache.mask else {
-            return Ok(dy.clone());
-        };
-        let mut dx = dy.new_zeros(cache.shape)?;
-        dropblock_apply(&mut dx, dy, &mask)?;
-        Ok(dx)
+        if let Some(mask) = cache.mask {
+            dropblock_apply_in_place(&mut dy, &mask)?;
+        }
+        Ok(dy)
     }
 }
 

@@ -39,15 +39,14 @@ fn draw_plane(
     let (gh, gw) = (h - block + 1, w - block + 1);
     let first = (plane * gh * gw) as u64;
     m.fill(1);
-    for i in 0..gh {
-        for j in 0..gw {
-            if key.uniform(first + (i * gw + j) as u64) < gamma {
-                for row in m[i * w..].chunks_mut(w).take(block) {
-                    row[j..j + block].fill(0);
-                }
+    key.for_each_uniform(first, gh * gw, |e, u| {
+        if u < gamma {
+            let (i, j) = (e / gw, e % gw);
+            for row in m[i * w..].chunks_mut(w).take(block) {
+                row[j..j + block].fill(0);
             }
         }
-    }
+    });
     m.iter().map(|&k| k as u64).sum()
 }
 
@@ -59,6 +58,17 @@ pub fn apply(out: &mut [f32], inp: &[f32], keep: &[u8], scale: f32) {
         .for_each(|((out, inp), keep)| {
             for ((o, &v), &k) in out.iter_mut().zip(inp).zip(keep) {
                 *o = if k == 1 { v * scale } else { 0.0 };
+            }
+        });
+}
+
+/// x[i] *= scale where keep[i] is 1, else 0, in place.
+pub fn apply_in_place(x: &mut [f32], keep: &[u8], scale: f32) {
+    x.par_chunks_mut(CHUNK)
+        .zip(keep.par_chunks(CHUNK))
+        .for_each(|(x, keep)| {
+            for (v, &k) in x.iter_mut().zip(keep) {
+                *v = if k == 1 { *v * scale } else { 0.0 };
             }
         });
 }

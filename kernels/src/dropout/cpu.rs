@@ -19,13 +19,8 @@ pub fn apply_mask(out: &mut [f32], inp: &[f32], keep: f32, key: MaskKey) {
         .zip(inp.par_chunks(CHUNK))
         .enumerate()
         .for_each(|(c, (out, inp))| {
-            let first = (c * CHUNK) as u64;
-            for (i, (o, &v)) in out.iter_mut().zip(inp).enumerate() {
-                *o = if key.uniform(first + i as u64) < keep {
-                    v * scale
-                } else {
-                    0.0
-                };
-            }
+            key.for_each_uniform((c * CHUNK) as u64, out.len(), |i, u| {
+                out[i] = if u < keep { inp[i] * scale } else { 0.0 };
+            });
         });
 }
