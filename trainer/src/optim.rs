@@ -7,7 +7,7 @@
 //! 3. the update rule on each parameter, with the learning rate of this step;
 //! 4. zero the gradients for the next step.
 
-use kernels::adam::{adam_update, Adam};
+use kernels::adam::{adam_update_scaled_and_zero, Adam};
 use kernels::grad_norm::{clip_factor, global_norm, scale_in_place, sum_of_squares};
 use kernels::sgd::{sgd_update, Sgd};
 use nn_layers::{Param, Parameters};
@@ -177,11 +177,9 @@ impl Optimizer {
     }
 }
 
-/// Scales the gradient by the clip factor, applies the rule, zeroes the gradient.
+/// Scales the gradient by the clip factor, applies the rule, zeroes the gradient (for Adam in one
+/// fused pass over the parameter, see [`adam_update_scaled_and_zero`]).
 fn update(p: &mut Param, slot: &mut Slot, rule: Rule, lr: f32, scale: f32, t: u64) -> Result<()> {
-    if scale != 1.0 {
-        scale_in_place(&mut p.grad, scale)?;
-    }
     match (rule, slot) {
         (
             Rule::Adam {
@@ -197,7 +195,7 @@ fn update(p: &mut Param, slot: &mut Slot, rule: Rule, lr: f32, scale: f32, t: u6
                 beta2,
                 epsilon,
             };
-            adam_update(&mut p.value, m, v, &p.grad, &cfg, t)?;
+            adam_update_scaled_and_zero(&mut p.value, m, v, &mut p.grad, &cfg, t, scale)?;
         }
         (
             Rule::Sgd {
@@ -213,11 +211,14 @@ fn update(p: &mut Param, slot: &mut Slot, rule: Rule, lr: f32, scale: f32, t: u6
                 nesterov,
                 weight_decay,
             };
+            if scale != 1.0 {
+                scale_in_place(&mut p.grad, scale)?;
+            }
             sgd_update(&mut p.value, buf, &p.grad, &cfg)?;
+            p.zero_grad()?;
         }
         _ => unreachable!("slots are created for the optimizer's own rule"),
     }
-    p.zero_grad()?;
     Ok(())
 }
 

@@ -138,3 +138,103 @@ fn bad_arguments_are_errors() {
         "adam_update: g has shape (6,), expected (2, 3)"
     );
 }
+
+/// The three passes the fused update replaces: scale, update, zero.
+fn unfused(w: &mut Tensor, m: &mut Tensor, v: &mut Tensor, g: &mut Tensor, t: u64, s: f32) {
+    if s != 1.0 {
+        crate::grad_norm::scale_in_place(g, s).unwrap();
+    }
+    adam_update(w, m, v, g, &Adam::default(), t).unwrap();
+    g.fill(0.0).unwrap();
+}
+
+#[test]
+fn fused_scale_update_and_zero_is_bit_identical_to_three_passes_on_any_thread_count() {
+    let n = 3 * (1 << 14) + 11;
+    let w0 = Tensor::from_vec([n], (0..n).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap();
+    let g0 = Tensor::from_vec([n], (0..n).map(|i| (i as f32 * 0.11).cos()).collect()).unwrap();
+    let fused = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (mut w, mut m, mut v) = (w0.clone(), Tensor::zeros([n]), Tensor::zeros([n]));
+            for (t, s) in [(1, 1.0), (2, 0.37), (3, 1.0)] {
+                let mut g = g0.clone();
+                adam_update_scaled_and_zero(&mut w, &mut m, &mut v, &mut g, &Adam::default(), t, s)
+                    .unwrap();
+                assert!(g.to_vec().iter().all(|&x| x == 0.0), "g is zeroed");
+            }
+            (w, m, v)
+        })
+    };
+    let (mut w, mut m, mut v) = (w0.clone(), Tensor::zeros([n]), Tensor::zeros([n]));
+    for (t, s) in [(1, 1.0), (2, 0.37), (3, 1.0)] {
+        unfused(&mut w, &mut m, &mut v, &mut g0.clone(), t, s);
+    }
+    let one = fused(1);
+    assert_eq!(one, (w, m, v));
+    assert_eq!(fused(2), one);
+}
+
+#[test]
+fn fused_update_refuses_a_bad_scale_and_changes_nothing() {
+    let (mut w, mut m, mut v, mut g) = (
+        Tensor::full([4], 1.0),
+        Tensor::zeros([4]),
+        Tensor::zeros([4]),
+        Tensor::full([4], 0.5),
+    );
+    for s in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let e = adam_update_scaled_and_zero(&mut w, &mut m, &mut v, &mut g, &Adam::default(), 1, s)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("adam_update_scaled_and_zero: gradient scale"),
+            "{e}"
+        );
+    }
+    assert_eq!(g.to_vec(), vec![0.5; 4]);
+    assert_eq!(w.to_vec(), vec![1.0; 4]);
+    let e = adam_update_scaled_and_zero(
+        &mut w,
+        &mut m,
+        &mut v,
+        &mut Tensor::zeros([5]),
+        &Adam::default(),
+        1,
+        1.0,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "adam_update_scaled_and_zero: g has shape (5,), expected (4,)"
+    );
+}
+
+#[test]
+fn emu_fused_update_matches_cpu() {
+    use tensor_core::Device;
+    let emu = |t: &Tensor| crate::cuda::to_device(t, Device::CudaEmu).unwrap();
+    let n = 333;
+    let w0 = Tensor::from_vec([n], (0..n).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap();
+    let g0 = Tensor::from_vec([n], (0..n).map(|i| (i as f32 * 0.11).cos()).collect()).unwrap();
+    let (mut w, mut m, mut v) = (w0.clone(), Tensor::zeros([n]), Tensor::zeros([n]));
+    let (mut ew, mut em, mut ev) = (emu(&w0), emu(&m), emu(&v));
+    for (t, s) in [(1, 0.5), (2, 1.0)] {
+        let (mut g, mut eg) = (g0.clone(), emu(&g0));
+        adam_update_scaled_and_zero(&mut w, &mut m, &mut v, &mut g, &Adam::default(), t, s)
+            .unwrap();
+        adam_update_scaled_and_zero(&mut ew, &mut em, &mut ev, &mut eg, &Adam::default(), t, s)
+            .unwrap();
+        assert!(eg.to_vec().iter().all(|&x| x == 0.0), "emu g is zeroed");
+    }
+    // A GPU may contract a * b + c into one rounding: a few ulps, as the kernel parity tests.
+    for (i, (e, c)) in ew.to_vec().iter().zip(w.to_vec()).enumerate() {
+        assert!(
+            (e - c).abs() <= 1e-7 + 1e-6 * c.abs(),
+            "w[{i}]: emu {e}, cpu {c}"
+        );
+    }
+}

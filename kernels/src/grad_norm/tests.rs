@@ -65,3 +65,18 @@ fn a_non_finite_norm_or_bad_bound_is_an_error() {
         assert!(e.to_string().contains("max norm"), "{e}");
     }
 }
+
+/// Lengths around the 16 accumulators and a chunk boundary: the lane sums agree with one serial
+/// f64 chain to rounding (each of n terms rounds once, 1.1e-16 relative).
+#[test]
+fn sum_of_squares_matches_a_serial_sum_at_odd_lengths() {
+    for n in [1, 15, 16, 17, 33, (1 << 14) + 5] {
+        let v: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).cos() * 3.0).collect();
+        let serial: f64 = v.iter().map(|&x| x as f64 * x as f64).sum();
+        let got = sum_of_squares(&Tensor::from_vec([n], v).unwrap()).unwrap();
+        assert!(
+            (got - serial).abs() <= 1e-15 * n as f64 * serial,
+            "n {n}: {got} vs {serial}"
+        );
+    }
+}
