@@ -24,8 +24,9 @@
 //! running statistics (eval):  dx_i = gamma * inv_std * dy_i      (mean and inv_std are constants)
 //! ```
 //!
-//! The per-channel sums are taken serially in a fixed order and in f64 (the variance in two
-//! passes), parallel over channels only, so the results do not depend on the thread count.
+//! The per-channel sums are taken in a fixed order and in f64 (the mean and variance in one pass
+//! of sums shifted by the channel's first value), parallel over channels only, so the results do
+//! not depend on the thread count.
 
 mod cpu;
 
