@@ -12,9 +12,11 @@
 //! both paths, `dh1 = ds + conv_block2.backward(ds)` where `ds` is the gradient of `h1 + h2`.
 
 use kernels::batchnorm::BatchNormConfig;
+use kernels::relu::add_relu_forward_in_place;
 use rand::Rng;
 use tensor_core::Tensor;
 
+use crate::profile::{self, LayerKind, Pass};
 use crate::{
     join, BatchNorm2d, BatchNormCache, Conv2d, Conv2dCache, Conv2dGeom, DropBlock, DropBlockCache,
     MaxPool2d, MaxPoolCache, Mode, Param, Parameters, ReLU, ReluCache, Result,
@@ -84,10 +86,10 @@ impl ConvBlock {
     /// dy: (N, K, H, W) -> dx: (N, C, H, W). Accumulates every parameter's gradient.
     pub fn backward(&mut self, dy: &Tensor, cache: ConvBlockCache) -> Result<Tensor> {
         let d = self.conv2.backward(dy, cache.conv2)?;
-        let d = ReLU.backward(&d, cache.relu2)?;
+        let d = ReLU.backward_owned(d, cache.relu2)?;
         let d = self.bn2.backward(&d, cache.bn2)?;
         let d = self.conv1.backward(&d, cache.conv1)?;
-        let d = ReLU.backward(&d, cache.relu1)?;
+        let d = ReLU.backward_owned(d, cache.relu1)?;
         self.bn1.backward(&d, cache.bn1)
     }
 }
@@ -162,10 +164,12 @@ impl ResidualBlock {
         let (a, conv_block1) = self.conv_block1.forward(x, mode)?;
         let (h1, relu1) = ReLU.forward(a, mode)?;
         // h1 is both the input of conv_block2 and one side of the sum.
-        let (h2, conv_block2) = self.conv_block2.forward(h1.clone(), mode)?;
-        let mut s = h2;
-        kernels::add::add_assign(&mut s, &h1)?;
-        let (s, relu2) = ReLU.forward(s, mode)?;
+        let (mut s, conv_block2) = self.conv_block2.forward(h1.clone(), mode)?;
+        // s = relu(h2 + h1) in one pass, in h2's buffer.
+        let relu2 = {
+            let _timer = profile::timed(LayerKind::Relu, Pass::Forward);
+            ReluCache::from_mask(add_relu_forward_in_place(&mut s, &h1)?)
+        };
         let (s, drop_block) = self.drop_block.forward(s, mode, seed, step)?;
         let (y, pool) = self.pool.forward(s, mode)?;
         let cache = ResidualBlockCache {
@@ -182,12 +186,12 @@ impl ResidualBlock {
     /// dy: (N, K, OH, OW) -> dx: (N, C, H, W). Accumulates every parameter's gradient.
     pub fn backward(&mut self, dy: &Tensor, cache: ResidualBlockCache) -> Result<Tensor> {
         let d = self.pool.backward(dy, cache.pool)?;
-        let d = self.drop_block.backward(&d, cache.drop_block)?;
+        let d = self.drop_block.backward_owned(d, cache.drop_block)?;
         // ds: the gradient of s = h1 + h2, which reaches h1 directly and through conv_block2.
-        let ds = ReLU.backward(&d, cache.relu2)?;
+        let ds = ReLU.backward_owned(d, cache.relu2)?;
         let mut dh1 = self.conv_block2.backward(&ds, cache.conv_block2)?;
         kernels::add::add_assign(&mut dh1, &ds)?;
-        let da = ReLU.backward(&dh1, cache.relu1)?;
+        let da = ReLU.backward_owned(dh1, cache.relu1)?;
         self.conv_block1.backward(&da, cache.conv_block1)
     }
 }

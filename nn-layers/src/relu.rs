@@ -1,6 +1,6 @@
 //! The rectifier.
 
-use kernels::relu::{relu_backward, relu_forward};
+use kernels::relu::{relu_backward_in_place, relu_forward_in_place, ReluMask};
 use tensor_core::Tensor;
 
 use crate::profile::{self, LayerKind, Pass};
@@ -8,25 +8,35 @@ use crate::{Mode, Result};
 
 /// y = max(x, 0), elementwise, on a tensor of any shape.
 ///
-/// Backward: `dx = dy * [x > 0]` (0 at x = 0, as TensorFlow and PyTorch take it); `dx` is a fresh
-/// tensor. No parameters; the same in training and evaluation.
+/// Backward: `dx = dy * [x > 0]` (0 at x = 0, as TensorFlow and PyTorch take it). No parameters;
+/// the same in training and evaluation.
+///
+/// Both passes work in place on the tensor they own: the forward turns x into y and keeps only
+/// where x was > 0 (a byte per value on the CPU, see [`ReluMask`]); [`ReLU::backward_owned`]
+/// turns dy into dx. [`ReLU::backward`] takes dy by reference and returns a fresh dx.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReLU;
 
 /// What [`ReLU::backward`] needs from its forward.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReluCache {
-    /// x: any shape, the forward's input.
-    x: Tensor,
+    /// Where the forward's input (any shape) was > 0.
+    mask: ReluMask,
+}
+
+impl ReluCache {
+    /// A cache for a ReLU computed elsewhere (the residual block's fused sum and ReLU).
+    pub fn from_mask(mask: ReluMask) -> ReluCache {
+        ReluCache { mask }
+    }
 }
 
 impl ReLU {
-    /// x: any shape -> y: the same shape.
-    pub fn forward(&self, x: Tensor, _mode: Mode) -> Result<(Tensor, ReluCache)> {
+    /// x: any shape -> y: the same shape (x's buffer, overwritten).
+    pub fn forward(&self, mut x: Tensor, _mode: Mode) -> Result<(Tensor, ReluCache)> {
         let _timer = profile::timed(LayerKind::Relu, Pass::Forward);
-        let mut y = x.new_zeros(x.shape().clone())?;
-        relu_forward(&mut y, &x)?;
-        Ok((y, ReluCache { x }))
+        let mask = relu_forward_in_place(&mut x)?;
+        Ok((x, ReluCache { mask }))
     }
 
     /// dy: the forward's shape -> dx: the same shape, fresh.
@@ -34,10 +44,17 @@ impl ReLU {
     /// # Errors
     /// dy's shape differs from the forward's input.
     pub fn backward(&self, dy: &Tensor, cache: ReluCache) -> Result<Tensor> {
+        self.backward_owned(dy.clone(), cache)
+    }
+
+    /// dy: the forward's shape -> dx: the same shape, in dy's buffer (overwritten).
+    ///
+    /// # Errors
+    /// dy's shape differs from the forward's input.
+    pub fn backward_owned(&self, mut dy: Tensor, cache: ReluCache) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::Relu, Pass::Backward);
-        let mut dx = dy.new_zeros(cache.x.shape().clone())?;
-        relu_backward(&mut dx, dy, &cache.x)?;
-        Ok(dx)
+        relu_backward_in_place(&mut dy, &cache.mask)?;
+        Ok(dy)
     }
 }
 
@@ -88,7 +105,7 @@ mod tests {
         let e = ReLU.backward(&Tensor::zeros([3, 2]), cache).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "relu_backward: dy has shape (3, 2), expected (2, 3)"
+            "relu_backward_in_place: dy has shape (3, 2), expected (2, 3)"
         );
     }
 }
