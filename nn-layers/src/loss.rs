@@ -1,6 +1,8 @@
 //! The training loss: softmax cross-entropy against the fine labels.
 
-use kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward};
+use kernels::softmax_ce::{
+    softmax_ce_backward, softmax_ce_forward, softmax_ce_forward_tallied, LossTally,
+};
 use tensor_core::Tensor;
 
 use crate::profile::{self, LayerKind, Pass};
@@ -48,6 +50,25 @@ impl SoftmaxCrossEntropy {
         let loss = softmax_ce_forward(&mut probs, logits, labels)?;
         let labels = labels.to_vec();
         Ok((loss, SoftmaxCeCache { probs, labels }))
+    }
+
+    /// As [`SoftmaxCrossEntropy::forward`], but the loss is not read back: the minibatch's mean
+    /// loss and correct count are added to `tally`, on the logits' device, for the training loop
+    /// to read when it logs. logits: (N, classes), labels: N -> cache.
+    ///
+    /// # Errors
+    /// As [`SoftmaxCrossEntropy::forward`]; a tally on another device than the logits.
+    pub fn forward_tallied(
+        &self,
+        logits: &Tensor,
+        labels: &[u32],
+        tally: &mut LossTally,
+    ) -> Result<SoftmaxCeCache> {
+        let _timer = profile::timed(LayerKind::Loss, Pass::Forward);
+        let mut probs = logits.new_zeros(logits.shape().clone())?;
+        softmax_ce_forward_tallied(&mut probs, logits, labels, tally)?;
+        let labels = labels.to_vec();
+        Ok(SoftmaxCeCache { probs, labels })
     }
 
     /// cache -> dlogits: (N, classes), fresh.

@@ -1,9 +1,11 @@
 //! One full training step of the `tiny` preset on the emulated CUDA device (the `.cu` kernels
 //! compiled as host C++, driven by the same launch code as a GPU) against the same step on the
 //! CPU: forward, softmax cross-entropy, backward, clipping and the Adam update. `cargo test emu`
-//! selects it.
+//! selects it. The loss and the correct count come from the loss tally kept on the device, as
+//! the training loop reads them (only when it logs).
 
 use kernels::cuda::to_device;
+use kernels::softmax_ce::LossTally;
 use nn_layers::{params_to_device, Mode, Parameters, SoftmaxCrossEntropy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -44,9 +46,9 @@ fn tiny_spec() -> NetSpec {
     }
 }
 
-/// One training step on `device`, from the same seeded model and batch; returns the loss and
-/// every parameter value afterwards, read back to the host, by name.
-fn step_on(device: Device) -> (f32, Vec<(String, Vec<f32>)>) {
+/// One training step on `device`, from the same seeded model and batch; returns the loss, the
+/// correct count and every parameter value afterwards, read back to the host, by name.
+fn step_on(device: Device) -> (f32, u64, Vec<(String, Vec<f32>)>) {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut model = ResNet::new(&tiny_spec(), &mut rng).unwrap();
     let mut opt = Optimizer::new(
@@ -68,7 +70,19 @@ fn step_on(device: Device) -> (f32, Vec<(String, Vec<f32>)>) {
 
     let (logits, cache) = model.forward(x, Mode::Train, 11, 0).unwrap();
     assert_eq!(logits.device(), device);
-    let (loss, ce) = SoftmaxCrossEntropy.forward(&logits, &labels).unwrap();
+    let mut tally = LossTally::new(device, 0.0, 0).unwrap();
+    let ce = SoftmaxCrossEntropy
+        .forward_tallied(&logits, &labels, &mut tally)
+        .unwrap();
+    // The loss read back at once (the forward without a tally) is the very same number.
+    let (loss, _) = SoftmaxCrossEntropy.forward(&logits, &labels).unwrap();
+    let tallied = tally.read().unwrap();
+    assert_eq!(
+        (tallied.last_loss, tallied.loss_sum),
+        (loss, loss as f64),
+        "{device}"
+    );
+    assert_eq!(tallied.correct, tallied.last_correct, "{device}");
     let dlogits = SoftmaxCrossEntropy.backward(ce).unwrap();
     model.backward(&dlogits, cache).unwrap();
     opt.step(&mut model, 5e-4, 5.0).unwrap();
@@ -78,13 +92,14 @@ fn step_on(device: Device) -> (f32, Vec<(String, Vec<f32>)>) {
         assert_eq!(p.value.device(), device, "{name}");
         params.push((name.to_string(), p.value.to_vec()));
     });
-    (loss, params)
+    (loss, tallied.correct, params)
 }
 
 #[test]
 fn emu_tiny_training_step() {
-    let (cpu_loss, cpu_params) = step_on(Device::Cpu);
-    let (emu_loss, emu_params) = step_on(Device::CudaEmu);
+    let (cpu_loss, cpu_correct, cpu_params) = step_on(Device::Cpu);
+    let (emu_loss, emu_correct, emu_params) = step_on(Device::CudaEmu);
+    assert_eq!(cpu_correct, emu_correct, "correct predictions");
     assert!(
         (cpu_loss - emu_loss).abs() <= LOSS_RTOL * cpu_loss.abs(),
         "loss: cpu {cpu_loss}, emu {emu_loss}"

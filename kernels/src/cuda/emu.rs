@@ -57,7 +57,7 @@ emu_kernels! {
     dropout_apply,
     adam_update, sgd_update,
     sum_of_squares_partial, sum_partials, scale_in_place,
-    softmax_ce_forward, softmax_ce_backward,
+    softmax_ce_forward, softmax_ce_backward, softmax_ce_tally,
     maxpool_forward, maxpool_backward,
     dropblock_mask, dropblock_apply,
     batchnorm_forward_train, batchnorm_forward_eval, batchnorm_backward,

@@ -136,6 +136,17 @@ params! {
         pub classes: u32,
     }
 
+    /// softmax_ce.cu `SoftmaxCeTallyParams`: row_loss: (rows) f64, probs: (rows, classes),
+    /// labels: (rows) -> sums: (4) f64, accumulated.
+    pub struct SoftmaxCeTallyParams {
+        pub sums: u64,
+        pub row_loss: u64,
+        pub probs: u64,
+        pub labels: u64,
+        pub rows: u32,
+        pub classes: u32,
+    }
+
     /// maxpool.cu `MaxPoolParams`: forward x -> y, argmax; backward dy (in `x`) -> dx (in `y`).
     pub struct MaxPoolParams {
         pub y: u64,

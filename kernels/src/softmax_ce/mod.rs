@@ -8,8 +8,11 @@
 //! logits, probs, dlogits: (N, classes); labels: N values in 0..classes.
 
 mod cpu;
+mod tally;
 #[cfg(test)]
 mod tests;
+
+pub use tally::{count_correct, softmax_ce_forward_tallied, LossTally, TallyReport, TALLY_LEN};
 
 use tensor_core::{Device, Tensor};
 

@@ -45,3 +45,37 @@ extern "C" __global__ void softmax_ce_backward(SoftmaxCeBackwardParams p) {
     }
 }
 EMU_KERNEL(softmax_ce_backward, SoftmaxCeBackwardParams)
+
+struct SoftmaxCeTallyParams {
+    double* sums;  // last loss, last correct, loss sum, correct sum (tally.rs)
+    const double* row_loss;
+    const float* probs;
+    const uint32_t* labels;
+    uint32_t rows, classes;
+};
+
+// One block. row_loss: (rows), probs: (rows, classes), labels: (rows) -> sums: (4), accumulated:
+// the minibatch's mean loss (rows summed in order, as the CPU does, rounded to float) and the
+// rows whose first largest probability is at the label. Counts are integers: any order is exact.
+extern "C" __global__ void softmax_ce_tally(SoftmaxCeTallyParams p) {
+    __shared__ double scratch[32];
+    double hits = 0.0;
+    for (uint32_t r = threadIdx.x; r < p.rows; r += blockDim.x) {
+        const float* row = p.probs + (uint64_t)r * p.classes;
+        uint32_t best = 0;
+        for (uint32_t j = 1; j < p.classes; ++j)
+            if (row[j] > row[best]) best = j;
+        hits += best == p.labels[r] ? 1.0 : 0.0;
+    }
+    hits = block_sum(hits, scratch);
+    if (threadIdx.x == 0) {
+        double sum = 0.0;
+        for (uint32_t r = 0; r < p.rows; ++r) sum += p.row_loss[r];
+        const float loss = (float)(sum / (double)p.rows);
+        p.sums[0] = (double)loss;
+        p.sums[1] = hits;
+        p.sums[2] += (double)loss;
+        p.sums[3] += hits;
+    }
+}
+EMU_KERNEL(softmax_ce_tally, SoftmaxCeTallyParams)

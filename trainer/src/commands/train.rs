@@ -19,6 +19,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use cifar_data::{batch_at, BatchLoader, Dataset, LastBatch, LoaderConfig, Split};
 use indicatif::{ProgressBar, ProgressStyle};
+use kernels::softmax_ce::{LossTally, TallyReport};
 use nn_layers::{Mode, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -188,6 +189,9 @@ pub fn train(
         bar.set_position(st.batch_in_epoch as u64);
         let mut lr = schedule.lr(st.step);
         let mut images = 0usize;
+        // The epoch's running loss and correct count live on the device and are read only when
+        // the loop logs, saves or ends the epoch.
+        let mut tally = LossTally::new(device, st.epoch_loss_sum, st.epoch_correct)?;
         for batch in loader {
             let batch = batch?;
             lr = schedule.lr(st.step);
@@ -198,42 +202,32 @@ pub fn train(
                 cfg.run.seed,
                 st.step,
             )?;
-            let (loss, ce) = SoftmaxCrossEntropy.forward(&logits, &batch.fine)?;
-            if !loss.is_finite() {
-                // The batch is a pure function of its position: rebuild it to find the stage.
-                let again = batch_at(&dataset.train, &train_cfg, st.epoch, st.batch_in_epoch)?;
-                let stage = model.first_non_finite_stage(
-                    on(again.images, device)?,
-                    Mode::Train,
-                    cfg.run.seed,
-                    st.step,
+            let ce = SoftmaxCrossEntropy.forward_tallied(&logits, &batch.fine, &mut tally)?;
+            // On the CPU the loss costs nothing to read, so a non-finite one stops the run before
+            // its backward. On a device a non-finite loss makes non-finite gradients, which the
+            // optimizer refuses below (updating nothing): the loss is read then.
+            if tally.is_host() {
+                check_loss(
+                    &tally, &mut model, dataset, &train_cfg, cfg, &st, device, out,
                 )?;
-                let what = match stage {
-                    Some(stage) => format!("the training loss (first non-finite output: {stage})"),
-                    None => "the training loss".into(),
-                };
-                return Err(Error::NonFinite {
-                    step: st.step + 1,
-                    what,
-                    value: loss as f64,
-                })
-                .context(keep_note(out));
             }
-            let correct = count_correct(&ce.probs().try_to_vec()?, &batch.fine, classes);
             let dlogits = SoftmaxCrossEntropy.backward(ce)?;
             model.backward(&dlogits, cache)?;
-            optimizer
-                .step(&mut model, lr as f32, cfg.optimizer.clip_norm as f32)
-                .context(keep_note(out))?;
+            let stepped = optimizer.step(&mut model, lr as f32, cfg.optimizer.clip_norm as f32);
+            if stepped.is_err() {
+                check_loss(
+                    &tally, &mut model, dataset, &train_cfg, cfg, &st, device, out,
+                )?;
+            }
+            stepped.context(keep_note(out))?;
             st.step += 1;
             st.batch_in_epoch += 1;
-            st.epoch_loss_sum += loss as f64;
-            st.epoch_correct += correct as u64;
             st.epoch_seen += n as u64;
             images += n;
             bar.inc(1);
-            let acc = correct as f64 / n as f64;
             if st.step % cfg.run.log_every == 0 {
+                let last = read_tally(&tally, &mut st)?;
+                let (loss, acc) = (last.last_loss, last.last_correct as f64 / n as f64);
                 metrics::append(
                     &out.join(STEPS_FILE),
                     &StepRecord {
@@ -259,6 +253,7 @@ pub fn train(
             let interrupted = INTERRUPTED.load(Ordering::SeqCst);
             if limit || interrupted {
                 bar.finish_and_clear();
+                read_tally(&tally, &mut st)?;
                 state::save(
                     &out.join(LAST_CHECKPOINT),
                     &mut model,
@@ -286,6 +281,7 @@ pub fn train(
             }
         }
         bar.finish_and_clear();
+        read_tally(&tally, &mut st)?;
 
         let test = evaluate(
             &mut model,
@@ -410,13 +406,48 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// How many rows of `probs` (N, classes) have their largest value at the label.
-fn count_correct(probs: &[f32], labels: &[u32], classes: usize) -> usize {
-    probs
-        .chunks_exact(classes)
-        .zip(labels)
-        .filter(|(row, &l)| top_k(row, 1)[0] == l as usize)
-        .count()
+/// Reads the tally (a host read on a device) into the epoch's running sums of `st`; returns it.
+fn read_tally(tally: &LossTally, st: &mut RunState) -> anyhow::Result<TallyReport> {
+    let r = tally.read()?;
+    st.epoch_loss_sum = r.loss_sum;
+    st.epoch_correct = r.correct;
+    Ok(r)
+}
+
+/// Refuses a non-finite loss of the step `st` is on: the batch is a pure function of its
+/// position, so it is rebuilt to find the first non-finite stage of the forward.
+#[allow(clippy::too_many_arguments)]
+fn check_loss(
+    tally: &LossTally,
+    model: &mut ResNet,
+    dataset: &Dataset,
+    train_cfg: &LoaderConfig,
+    cfg: &TrainConfig,
+    st: &RunState,
+    device: Device,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let loss = tally.read()?.last_loss;
+    if loss.is_finite() {
+        return Ok(());
+    }
+    let again = batch_at(&dataset.train, train_cfg, st.epoch, st.batch_in_epoch)?;
+    let stage = model.first_non_finite_stage(
+        on(again.images, device)?,
+        Mode::Train,
+        cfg.run.seed,
+        st.step,
+    )?;
+    let what = match stage {
+        Some(stage) => format!("the training loss (first non-finite output: {stage})"),
+        None => "the training loss".into(),
+    };
+    Err(Error::NonFinite {
+        step: st.step + 1,
+        what,
+        value: loss as f64,
+    })
+    .context(keep_note(out))
 }
 
 fn progress_bar(len: u64, interactive: bool, epoch: u64, epochs: u64) -> ProgressBar {

@@ -156,6 +156,8 @@ pub const SOFTMAX_CE_FORWARD: Kernel<SoftmaxCeForwardParams> =
     Kernel::new("softmax_ce", "softmax_ce_forward");
 pub const SOFTMAX_CE_BACKWARD: Kernel<SoftmaxCeBackwardParams> =
     Kernel::new("softmax_ce", "softmax_ce_backward");
+pub const SOFTMAX_CE_TALLY: Kernel<SoftmaxCeTallyParams> =
+    Kernel::new("softmax_ce", "softmax_ce_tally");
 pub const MAXPOOL_FORWARD: Kernel<MaxPoolParams> = Kernel::new("maxpool", "maxpool_forward");
 pub const MAXPOOL_BACKWARD: Kernel<MaxPoolParams> = Kernel::new("maxpool", "maxpool_backward");
 pub const DROPBLOCK_MASK: Kernel<DropBlockMaskParams> = Kernel::new("dropblock", "dropblock_mask");
@@ -338,6 +340,48 @@ pub fn softmax_ce_backward<B: Backend>(
         dev.launch(
             SOFTMAX_CE_BACKWARD,
             LaunchConfig::elementwise(rows * classes),
+            &p,
+        )
+    }
+}
+
+/// Adds a minibatch to a loss tally ([`crate::softmax_ce::LossTally`]) without a host read:
+/// its mean loss (the row losses of [`softmax_ce_forward`] summed in row order, rounded to f32)
+/// and its rows whose largest probability is at the label. row_loss: (rows) f64,
+/// probs: (rows, classes), labels: (rows) -> sums: (4) f64, accumulated.
+pub fn softmax_ce_tally<B: Backend>(
+    dev: &B,
+    sums: &mut B::Buf<f64>,
+    row_loss: &B::Buf<f64>,
+    probs: &B::Buf<f32>,
+    labels: &B::Buf<u32>,
+    classes: usize,
+) -> Result<()> {
+    const OP: &str = "cuda softmax_ce_tally";
+    let rows = dev.len(labels);
+    if rows == 0 || classes == 0 {
+        return Err(Error::Shape {
+            op: OP,
+            msg: format!("{rows} rows of {classes} classes: both must be > 0"),
+        });
+    }
+    check_len(dev, OP, "sums", sums, crate::softmax_ce::TALLY_LEN)?;
+    check_len(dev, OP, "row_loss", row_loss, rows)?;
+    check_len(dev, OP, "probs", probs, rows * classes)?;
+    let p = SoftmaxCeTallyParams {
+        sums: dev.addr_mut(sums),
+        row_loss: dev.addr(row_loss),
+        probs: dev.addr(probs),
+        labels: dev.addr(labels),
+        rows: count(OP, rows)?,
+        classes: count(OP, rows * classes).map(|_| classes as u32)?,
+    };
+    // SAFETY: sums holds TALLY_LEN values, row_loss and labels rows, probs rows * classes; one
+    // block, whose thread 0 alone writes sums.
+    unsafe {
+        dev.launch(
+            SOFTMAX_CE_TALLY,
+            LaunchConfig::linear(1, ELEMENTWISE_THREADS, 0),
             &p,
         )
     }
