@@ -209,7 +209,7 @@ def set_tf32(torch, on):
         torch.backends.cuda.matmul.fp32_precision = mode
         torch.backends.cudnn.conv.fp32_precision = mode
         return f"fp32_precision={mode}"
-    except AttributeError:
+    except (AttributeError, RuntimeError, TypeError, ValueError):
         torch.backends.cuda.matmul.allow_tf32 = on
         torch.backends.cudnn.allow_tf32 = on
         return f"allow_tf32={on}"
