@@ -1,18 +1,21 @@
 //! GEMM and conv2d throughput on the CPU, in FLOP/s.
 //!
-//! The 1024^3 SGEMM through the project's GEMM entry point is the yardstick; the conv2d passes on
-//! the seed's block-1 shape (N=32, C=K=128, 32x32) and block-3 shape (N=32, C=K=512, 8x8), 3x3,
-//! stride 1, SAME padding, are measured in the same run so their ratio to it is meaningful on a
-//! shared, noisy machine. Each pass runs through both algorithms: the direct im2col path (ids
-//! `forward`, `backward_data`, `backward_weight`) and Winograd F(2x2, 3x3) (ids prefixed
-//! `winograd_`), whose FLOP/s count the direct convolution's arithmetic (an effective rate).
-//! Block 4 (N=32, C=K=1024, 4x4) is where Winograd's tiles are fewest per image.
+//! The 1024^3 SGEMM through the project's GEMM entry point is the yardstick, read at the start and
+//! at the end (a drift shows the load changed). The conv2d passes run on the real 3x3 stride-1
+//! SAME layers of the `seed` preset (batch 64; 3 -> 128 at 32x32, then C = K = 128, 256, 512, 1024
+//! at 32, 16, 8, 4) and of the `small` preset (3 -> 32, then 32, 64, 128, 256), each pass by every
+//! [`Conv2dAlgo`]: ids `direct_forward`, `winograd2_backward_data`, `winograd4_backward_weight`,
+//! ... Winograd's FLOP/s count the direct convolution's arithmetic (an effective rate), so the
+//! algorithms compare directly within one group. `Conv2dAlgo::choose` follows these figures.
 //!
-//! Run: `cargo bench -p benches --bench conv`.
+//! Run: `cargo bench -p benches --bench conv` (all, about 5 minutes on 2 cores), or a filter such
+//! as `cargo bench -p benches --bench conv -- seed_n64_c512`.
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
 use kernels::conv2d::{
     conv2d_backward_data_using, conv2d_backward_weight_using, conv2d_forward_using, Conv2dAlgo,
     Conv2dDims, Conv2dGeom,
@@ -22,11 +25,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor_core::Tensor;
 
+/// Ten samples of equal iteration counts (flat sampling: the slow passes take 0.1 to 0.5 s, and
+/// criterion's default linear sampling would run them 55 times), after a short warm-up.
 fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     group
         .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(1));
 }
 
 fn random(dims: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
@@ -59,13 +65,13 @@ fn gemm_1024(c: &mut Criterion, id: &str) {
     group.finish();
 }
 
-/// Forward, backward-data and backward-weight of a 3x3 SAME convolution from `ch` to `ch`
-/// channels on a batch of 32 `side` x `side` maps.
-fn conv_passes(c: &mut Criterion, name: &str, ch: usize, side: usize) {
+/// Forward, backward-data and backward-weight of a 3x3 SAME convolution from `cin` to `cout`
+/// channels on a batch of `n` `side` x `side` maps, by every algorithm: ids `{algo}_{pass}`.
+fn conv_passes(c: &mut Criterion, name: &str, n: usize, cin: usize, cout: usize, side: usize) {
     let geom = Conv2dGeom::SAME_3X3;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let x = random(&[32, ch, side, side], &mut rng);
-    let weight = random(&[ch, ch, 3, 3], &mut rng);
+    let x = random(&[n, cin, side, side], &mut rng);
+    let weight = random(&[cout, cin, 3, 3], &mut rng);
     let d = Conv2dDims::new("bench", x.dims(), weight.dims(), geom).unwrap();
     let dy = random(&d.y_dims(), &mut rng);
     let mut y = Tensor::zeros(d.y_dims());
@@ -75,18 +81,15 @@ fn conv_passes(c: &mut Criterion, name: &str, ch: usize, side: usize) {
     let mut group = c.benchmark_group(format!("conv2d_{name}"));
     configure(&mut group);
     group.throughput(Throughput::Elements(d.flops()));
-    for (prefix, algo) in [
-        ("", Conv2dAlgo::Direct),
-        ("winograd_", Conv2dAlgo::Winograd),
-    ] {
-        let algo = Some(algo);
-        group.bench_function(format!("{prefix}forward"), |b| {
+    for algo in Conv2dAlgo::ALL {
+        let (id, algo) = (algo.name(), Some(algo));
+        group.bench_function(format!("{id}_forward"), |b| {
             b.iter(|| conv2d_forward_using(algo, &mut y, &x, &weight, geom).unwrap())
         });
-        group.bench_function(format!("{prefix}backward_data"), |b| {
+        group.bench_function(format!("{id}_backward_data"), |b| {
             b.iter(|| conv2d_backward_data_using(algo, &mut dx, &dy, &weight, geom).unwrap())
         });
-        group.bench_function(format!("{prefix}backward_weight"), |b| {
+        group.bench_function(format!("{id}_backward_weight"), |b| {
             b.iter(|| conv2d_backward_weight_using(algo, &mut dweight, &dy, &x, geom).unwrap())
         });
     }
@@ -95,9 +98,31 @@ fn conv_passes(c: &mut Criterion, name: &str, ch: usize, side: usize) {
 
 fn benches(c: &mut Criterion) {
     gemm_1024(c, "sgemm_1024");
-    conv_passes(c, "block1_n32_c128_32x32", 128, 32);
-    conv_passes(c, "block3_n32_c512_8x8", 512, 8);
-    conv_passes(c, "block4_n32_c1024_4x4", 1024, 4);
+    // The seed preset's layers at batch 64: the first convolution and one C = K convolution of
+    // each residual block (the block's first, C -> K, costs the same as K -> K at half the C).
+    conv_passes(c, "seed_first_n64_3to128_32x32", 64, 3, 128, 32);
+    for (ch, side) in [(128, 32), (256, 16), (512, 8), (1024, 4)] {
+        conv_passes(
+            c,
+            &format!("seed_n64_c{ch}_{side}x{side}"),
+            64,
+            ch,
+            ch,
+            side,
+        );
+    }
+    // The small preset's (widths 32, 64, 128, 256).
+    conv_passes(c, "small_first_n64_3to32_32x32", 64, 3, 32, 32);
+    for (ch, side) in [(32, 32), (64, 16), (128, 8), (256, 4)] {
+        conv_passes(
+            c,
+            &format!("small_n64_c{ch}_{side}x{side}"),
+            64,
+            ch,
+            ch,
+            side,
+        );
+    }
     // The yardstick again at the end: a drift between the two readings shows the machine's load
     // changed during the run.
     gemm_1024(c, "sgemm_1024_end");

@@ -1,7 +1,9 @@
 //! The convolution layer (no bias), on the GEMM-based kernels of [`kernels::conv2d`].
 
-pub use kernels::conv2d::Conv2dGeom;
-use kernels::conv2d::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dDims};
+use kernels::conv2d::{
+    conv2d_backward_data_using, conv2d_backward_weight_using, conv2d_forward_using, Conv2dDims,
+};
+pub use kernels::conv2d::{Conv2dAlgo, Conv2dGeom};
 use rand::Rng;
 use tensor_core::Tensor;
 
@@ -24,11 +26,16 @@ use crate::{join, Error, Mode, Param, Parameters, Result};
 /// dW += dy_n col^T, dx_n = col2im(W^T dy_n).
 ///
 /// Initialisation: Xavier uniform with fan_in = KH KW C and fan_out = KH KW K.
+///
+/// The arithmetic is [`Conv2dAlgo::choose`]'s pick for each call's shape (direct im2col or
+/// Winograd), unless [`Conv2d::with_algo`] pins one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
     /// weight: (K, C, KH, KW)
     pub weight: Param,
     pub geom: Conv2dGeom,
+    /// The algorithm of every pass; `None`: [`Conv2dAlgo::choose`] per call.
+    pub algo: Option<Conv2dAlgo>,
 }
 
 /// What [`Conv2d::backward`] needs from its forward.
@@ -71,7 +78,18 @@ impl Conv2d {
         Ok(Conv2d {
             weight: Param::new(weight),
             geom,
+            algo: None,
         })
+    }
+
+    /// This convolution with every pass computed by `algo` (tests pin each algorithm this way).
+    /// A Winograd algorithm on a convolution it cannot compute (not 3x3, stride 1, pad 1) makes
+    /// `forward` and `backward` return the kernel's `Err`.
+    pub fn with_algo(self, algo: Conv2dAlgo) -> Conv2d {
+        Conv2d {
+            algo: Some(algo),
+            ..self
+        }
     }
 
     /// x: (N, C, H, W) -> y: (N, K, OH, OW). `mode` makes no difference to a convolution.
@@ -87,7 +105,7 @@ impl Conv2d {
             self.geom,
         )?;
         let mut y = x.new_zeros(d.y_dims())?;
-        conv2d_forward(&mut y, &x, &self.weight.value, self.geom)?;
+        conv2d_forward_using(self.algo, &mut y, &x, &self.weight.value, self.geom)?;
         Ok((y, Conv2dCache { x }))
     }
 
@@ -99,8 +117,8 @@ impl Conv2d {
     pub fn backward(&mut self, dy: &Tensor, cache: Conv2dCache) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::Conv, Pass::Backward);
         let mut dx = dy.new_zeros(cache.x.shape().clone())?;
-        conv2d_backward_data(&mut dx, dy, &self.weight.value, self.geom)?;
-        conv2d_backward_weight(&mut self.weight.grad, dy, &cache.x, self.geom)?;
+        conv2d_backward_data_using(self.algo, &mut dx, dy, &self.weight.value, self.geom)?;
+        conv2d_backward_weight_using(self.algo, &mut self.weight.grad, dy, &cache.x, self.geom)?;
         Ok(dx)
     }
 }
@@ -127,15 +145,17 @@ mod tests {
     };
     const EPS: f32 = 1e-2;
 
-    fn gradcheck(geom: Conv2dGeom, kernel: usize) {
+    fn gradcheck(geom: Conv2dGeom, kernel: usize, algo: Conv2dAlgo) {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (n, c, k, h, w) = (2, 3, 4, 5, 7);
-        let mut conv = Conv2d::new(c, k, kernel, geom, &mut rng).unwrap();
+        let mut conv = Conv2d::new(c, k, kernel, geom, &mut rng)
+            .unwrap()
+            .with_algo(algo);
         let x = Tensor::uniform([n, c, h, w], -1.0, 1.0, &mut rng).unwrap();
         let (y, cache) = conv.forward(x.clone(), Mode::Train).unwrap();
         let r = Tensor::uniform(y.dims(), -1.0, 1.0, &mut rng).unwrap();
         let dx = conv.backward(&r, cache).unwrap();
-        let case = format!("kernel {kernel} {geom:?}");
+        let case = format!("{}: kernel {kernel} {geom:?}", algo.name());
 
         let loss_x = |v: &[f32]| {
             let x = Tensor::from_vec([n, c, h, w], v.to_vec()).unwrap();
@@ -164,14 +184,34 @@ mod tests {
     }
 
     #[test]
-    fn gradients_match_finite_differences_same_3x3() {
-        gradcheck(Conv2dGeom::SAME_3X3, 3);
+    fn gradients_match_finite_differences_same_3x3_by_every_algorithm() {
+        // 5x7 maps: partial tiles on the bottom and right for both Winograd tile sizes.
+        for algo in Conv2dAlgo::ALL {
+            gradcheck(Conv2dGeom::SAME_3X3, 3, algo);
+        }
     }
 
     #[test]
     fn gradients_match_finite_differences_strided_and_padded() {
-        gradcheck(Conv2dGeom { stride: 2, pad: 2 }, 3);
-        gradcheck(Conv2dGeom { stride: 1, pad: 0 }, 1);
+        gradcheck(Conv2dGeom { stride: 2, pad: 2 }, 3, Conv2dAlgo::Direct);
+        gradcheck(Conv2dGeom { stride: 1, pad: 0 }, 1, Conv2dAlgo::Direct);
+    }
+
+    #[test]
+    fn a_pinned_winograd_algorithm_refuses_other_geometries() {
+        let mut rng = ChaCha8Rng::seed_from_u64(14);
+        let geom = Conv2dGeom { stride: 2, pad: 1 };
+        let conv = Conv2d::new(3, 4, 3, geom, &mut rng)
+            .unwrap()
+            .with_algo(Conv2dAlgo::Winograd4);
+        let e = conv
+            .forward(Tensor::zeros([1, 3, 6, 6]), Mode::Train)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "conv2d_forward: Winograd F(4x4, 3x3) needs a 3x3 kernel, stride 1 and pad 1, not 3x3, \
+             stride 2, pad 1"
+        );
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //!   was read from;
 //! - backward-weight: dW += sum_n dy_n col(x_n)^T.
 //!
-//! 3x3 convolutions with stride 1 and pad 1 (every convolution of the network) run through
-//! Winograd F(2x2, 3x3) instead (`winograd.rs`), 2.25x fewer multiplications; the im2col path
-//! stays the reference, and [`Conv2dAlgo`] picks either explicitly.
+//! 3x3 convolutions with stride 1 and pad 1 (every convolution of the network) can run through
+//! Winograd F(2x2, 3x3) or F(4x4, 3x3) instead (`winograd/`), 2.25x or 4x fewer multiplications;
+//! the im2col path stays the reference. [`Conv2dAlgo::choose`] picks one by a measured rule, and
+//! the `_using` entry points take one explicitly.
 //!
 //! # Shapes
 //! x: (N, C, H, W), weight: (K, C, KH, KW) -> y: (N, K, OH, OW), with
@@ -139,32 +140,67 @@ impl Conv2dDims {
     }
 }
 
-/// How a convolution is computed. Both give the same values up to f32 rounding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a convolution is computed. All give the same values up to f32 rounding (Winograd rounds
+/// worse: see `winograd.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Conv2dAlgo {
     /// im2col and one GEMM per group of images: any kernel, stride and padding. The reference.
     Direct,
-    /// Winograd F(2x2, 3x3): only a 3x3 kernel with stride 1 and pad 1.
-    Winograd,
+    /// Winograd F(2x2, 3x3): 2.25x fewer multiplications than direct; only a 3x3 kernel with
+    /// stride 1 and pad 1.
+    Winograd2,
+    /// Winograd F(4x4, 3x3): 4x fewer multiplications than direct (1.78x fewer than F(2x2)) and
+    /// less transformed data per output; the same geometry as [`Conv2dAlgo::Winograd2`].
+    Winograd4,
 }
 
 impl Conv2dAlgo {
-    /// The fastest algorithm that computes `d`: Winograd where it applies, direct otherwise.
+    /// Every algorithm, the reference first.
+    pub const ALL: [Conv2dAlgo; 3] = [
+        Conv2dAlgo::Direct,
+        Conv2dAlgo::Winograd2,
+        Conv2dAlgo::Winograd4,
+    ];
+
+    /// A short lower-case name: `direct`, `winograd2`, `winograd4` (benchmark ids, messages).
+    pub fn name(self) -> &'static str {
+        match self {
+            Conv2dAlgo::Direct => "direct",
+            Conv2dAlgo::Winograd2 => "winograd2",
+            Conv2dAlgo::Winograd4 => "winograd4",
+        }
+    }
+
+    /// The fastest algorithm that computes `d`, by the rule below: Winograd F(2x2) where it
+    /// applies, direct otherwise.
     pub fn choose(d: &Conv2dDims) -> Conv2dAlgo {
         if winograd::applies(d) {
-            Conv2dAlgo::Winograd
+            Conv2dAlgo::Winograd2
         } else {
             Conv2dAlgo::Direct
         }
     }
 
+    /// Whether this algorithm computes `d`.
+    pub fn computes(self, d: &Conv2dDims) -> bool {
+        match self {
+            Conv2dAlgo::Direct => true,
+            Conv2dAlgo::Winograd2 | Conv2dAlgo::Winograd4 => winograd::applies(d),
+        }
+    }
+
     /// `Err` if this algorithm cannot compute `d`.
     fn check(self, op: &'static str, d: &Conv2dDims) -> Result<()> {
-        if self == Conv2dAlgo::Winograd && !winograd::applies(d) {
+        let tile = match self {
+            Conv2dAlgo::Direct => return Ok(()),
+            Conv2dAlgo::Winograd2 => "2x2",
+            Conv2dAlgo::Winograd4 => "4x4",
+        };
+        if !self.computes(d) {
             return Err(Error::Invalid {
                 op,
                 msg: format!(
-                    "Winograd F(2x2, 3x3) needs a 3x3 kernel, stride 1 and pad 1, not {}x{}, \
+                    "Winograd F({tile}, 3x3) needs a 3x3 kernel, stride 1 and pad 1, not {}x{}, \
                      stride {}, pad {}",
                     d.kh, d.kw, d.stride, d.pad
                 ),
@@ -216,7 +252,8 @@ pub fn conv2d_forward_using(
     let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
     match algo {
         Conv2dAlgo::Direct => cpu::forward(y, x, w, &d),
-        Conv2dAlgo::Winograd => winograd::forward(y, x, w, &d),
+        Conv2dAlgo::Winograd2 => winograd::forward(&winograd::F2, y, x, w, &d),
+        Conv2dAlgo::Winograd4 => winograd::forward(&winograd::F4, y, x, w, &d),
     }
 }
 
@@ -267,7 +304,8 @@ pub fn conv2d_backward_data_using(
     let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
     match algo {
         Conv2dAlgo::Direct => cpu::backward_data(dx, dy, w, &d),
-        Conv2dAlgo::Winograd => winograd::backward_data(dx, dy, w, &d),
+        Conv2dAlgo::Winograd2 => winograd::backward_data(&winograd::F2, dx, dy, w, &d),
+        Conv2dAlgo::Winograd4 => winograd::backward_data(&winograd::F4, dx, dy, w, &d),
     }
 }
 
@@ -321,6 +359,7 @@ pub fn conv2d_backward_weight_using(
     let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
     match algo {
         Conv2dAlgo::Direct => cpu::backward_weight(dw, dy, x, &d),
-        Conv2dAlgo::Winograd => winograd::backward_weight(dw, dy, x, &d),
+        Conv2dAlgo::Winograd2 => winograd::backward_weight(&winograd::F2, dw, dy, x, &d),
+        Conv2dAlgo::Winograd4 => winograd::backward_weight(&winograd::F4, dw, dy, x, &d),
     }
 }

@@ -57,7 +57,7 @@ fn naive(x: &[f32], w: &[f32], dy: &[f32], d: &Conv2dDims) -> Naive {
     }
 }
 
-fn random(dims: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
+pub(super) fn random(dims: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
     let len = dims.iter().product();
     Tensor::from_vec(
         dims,
@@ -76,7 +76,8 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-/// Runs the three passes; dweight starts from `dw0` and accumulates.
+/// Runs the three passes through [`Conv2dAlgo::choose`]; dweight starts from `dw0` and
+/// accumulates.
 fn passes(x: &Tensor, w: &Tensor, dy: &Tensor, dw0: &Tensor, geom: Conv2dGeom) -> [Tensor; 3] {
     let d = Conv2dDims::new("test", x.dims(), w.dims(), geom).unwrap();
     let mut y = Tensor::full(d.y_dims(), f32::NAN);
@@ -261,133 +262,4 @@ fn dims_give_output_size_and_flops() {
     )
     .unwrap();
     assert_eq!(d.y_dims(), [1, 1, 3, 4]);
-}
-
-/// Winograd against the direct path: the transforms add and subtract up to 16 values of the
-/// input, kernel and tile (and halve), so each output carries a few more f32 roundings of its
-/// largest terms than a straight dot product: looser than the direct path's agreement with the
-/// f64 reference, scaled by the magnitude of what is summed.
-const WINOGRAD_ATOL: f32 = 1e-5;
-const WINOGRAD_RTOL: f32 = 1e-4;
-
-fn assert_close_scaled(what: &str, got: &[f32], want: &[f32], scale: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let tol = |w: f32| scale * WINOGRAD_ATOL + WINOGRAD_RTOL * w.abs();
-    if let Some(i) = (0..got.len()).find(|&i| (got[i] - want[i]).abs() > tol(want[i])) {
-        panic!(
-            "{what}: first bad index {i}: got {}, want {} (tolerance {})",
-            got[i],
-            want[i],
-            tol(want[i])
-        );
-    }
-}
-
-#[test]
-fn winograd_matches_the_direct_path_on_odd_shapes() {
-    let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let geom = Conv2dGeom::SAME_3X3;
-    // Odd and even sides (partial tiles on the bottom and right), 1x1 maps, many small images
-    // (grouped), and enough channels and images for backward-weight's sums to be long.
-    for &(n, c, k, h, w) in &[
-        (2, 3, 5, 7, 9),
-        (1, 1, 1, 1, 1),
-        (3, 2, 4, 1, 6),
-        (4, 6, 3, 5, 2),
-        (37, 5, 7, 4, 4),
-        (3, 64, 48, 10, 13),
-        // 36 tiles per image: two groups of images (57 and 13).
-        (70, 2, 3, 12, 12),
-    ] {
-        let x = random(&[n, c, h, w], &mut rng);
-        let wt = random(&[k, c, 3, 3], &mut rng);
-        let d = Conv2dDims::new("test", x.dims(), wt.dims(), geom).unwrap();
-        assert_eq!(Conv2dAlgo::choose(&d), Conv2dAlgo::Winograd);
-        let dy = random(&d.y_dims(), &mut rng);
-        let dw0 = random(&d.weight_dims(), &mut rng);
-        let run = |algo: Conv2dAlgo| {
-            let mut y = Tensor::full(d.y_dims(), f32::NAN);
-            conv2d_forward_using(Some(algo), &mut y, &x, &wt, geom).unwrap();
-            let mut dx = Tensor::full(d.x_dims(), f32::NAN);
-            conv2d_backward_data_using(Some(algo), &mut dx, &dy, &wt, geom).unwrap();
-            let mut dw = dw0.clone();
-            conv2d_backward_weight_using(Some(algo), &mut dw, &dy, &x, geom).unwrap();
-            [y, dx, dw].map(|t| t.to_vec())
-        };
-        let [y, dx, dw] = run(Conv2dAlgo::Winograd);
-        let [y0, dx0, dw0] = run(Conv2dAlgo::Direct);
-        let case = format!("({n}, {c}, {h}, {w}) by ({k}, {c}, 3, 3)");
-        // Values are in [-1, 1]: a forward or backward-data output sums up to 9 C (or 9 K)
-        // products of magnitude <= 1, a weight gradient up to N H W of them.
-        assert_close_scaled(&format!("{case}: y"), &y, &y0, (9 * c) as f32);
-        assert_close_scaled(&format!("{case}: dx"), &dx, &dx0, (9 * k) as f32);
-        assert_close_scaled(&format!("{case}: dweight"), &dw, &dw0, (n * h * w) as f32);
-    }
-}
-
-#[test]
-fn winograd_refuses_other_geometries() {
-    let x = Tensor::zeros([1, 2, 6, 6]);
-    let w = Tensor::zeros([3, 2, 3, 3]);
-    let geom = Conv2dGeom { stride: 2, pad: 1 };
-    let d = Conv2dDims::new("test", x.dims(), w.dims(), geom).unwrap();
-    assert_eq!(Conv2dAlgo::choose(&d), Conv2dAlgo::Direct);
-    let mut y = Tensor::zeros(d.y_dims());
-    let e = conv2d_forward_using(Some(Conv2dAlgo::Winograd), &mut y, &x, &w, geom).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "conv2d_forward: Winograd F(2x2, 3x3) needs a 3x3 kernel, stride 1 and pad 1, not 3x3, \
-         stride 2, pad 1"
-    );
-    let w5 = Tensor::zeros([3, 2, 5, 5]);
-    let mut dw = w5.clone();
-    let e = conv2d_backward_weight_using(
-        Some(Conv2dAlgo::Winograd),
-        &mut dw,
-        &Tensor::zeros([1, 3, 4, 4]),
-        &x,
-        Conv2dGeom::SAME_3X3,
-    )
-    .unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("conv2d_backward_weight: Winograd"),
-        "{e}"
-    );
-}
-
-#[test]
-fn winograd_threads_do_not_change_any_pass() {
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let geom = Conv2dGeom::SAME_3X3;
-    // Large enough for every GEMM to be split between threads; 70 images make two groups.
-    for dims in [[9, 40, 12, 12], [70, 8, 12, 11]] {
-        let x = random(&dims, &mut rng);
-        let wt = random(&[72, dims[1], 3, 3], &mut rng);
-        let d = Conv2dDims::new("test", x.dims(), wt.dims(), geom).unwrap();
-        assert_eq!(Conv2dAlgo::choose(&d), Conv2dAlgo::Winograd);
-        let dy = random(&d.y_dims(), &mut rng);
-        let dw0 = random(&d.weight_dims(), &mut rng);
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| passes(&x, &wt, &dy, &dw0, geom))
-        };
-        let one = run(1);
-        for threads in [2, 3] {
-            let other = run(threads);
-            for (name, a, b) in [
-                ("y", &one[0], &other[0]),
-                ("dx", &one[1], &other[1]),
-                ("dweight", &one[2], &other[2]),
-            ] {
-                assert!(
-                    a == b,
-                    "{dims:?}: {name} differs between 1 and {threads} threads"
-                );
-            }
-        }
-    }
 }

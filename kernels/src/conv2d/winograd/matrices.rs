@@ -1,0 +1,135 @@
+//! The Lavin-Gray matrices of Winograd F(m x m, 3x3) for m = 2 and m = 4.
+//!
+//! With alpha = m + 2, an (alpha, alpha) input patch d and a 3x3 kernel g give the (m, m) output
+//! tile y = A^T [ (G g G^T) . (B^T d B) ] A, `.` the elementwise product. B^T is (alpha, alpha),
+//! G (alpha, 3) and A^T (m, alpha). F(2x2) interpolates at 0, 1, -1 and infinity; F(4x4) at 0, 1,
+//! -1, 2, -2 and infinity: larger coefficients (up to 8 in A^T, 5 in B^T) and thirds, sixths and
+//! twenty-fourths in G, so it rounds worse than F(2x2) (see the tests' tolerance).
+
+/// One Winograd variant F(m x m, 3x3): its tile sides and matrices, row-major.
+#[derive(Debug)]
+pub(in crate::conv2d) struct Tile {
+    /// Output tile side m.
+    pub m: usize,
+    /// Input tile side alpha = m + 2.
+    pub alpha: usize,
+    /// B^T: (alpha, alpha), the input transform V = B^T d B.
+    pub bt: &'static [f32],
+    /// G: (alpha, 3), the weight transform U = G g G^T.
+    pub g: &'static [f32],
+    /// A^T: (m, alpha), the output transform y = A^T M A (and Z = A dy A^T for a gradient tile).
+    pub at: &'static [f32],
+    /// The least number of tiles (GEMM columns) a group of images aims for; see
+    /// `winograd::Plan::group`. F(4x4) takes half as many as F(2x2): its 36 positions per tile
+    /// against 16 make the scratch memory of both about the same.
+    pub group_tiles: usize,
+}
+
+impl Tile {
+    /// Row r of B^T.
+    pub fn bt_row(&self, r: usize) -> &'static [f32] {
+        &self.bt[r * self.alpha..][..self.alpha]
+    }
+
+    /// Row r of A^T.
+    pub fn at_row(&self, r: usize) -> &'static [f32] {
+        &self.at[r * self.alpha..][..self.alpha]
+    }
+
+    /// Row r of G.
+    pub fn g_row(&self, r: usize) -> &'static [f32] {
+        &self.g[r * 3..][..3]
+    }
+
+    /// Column i of A^T (row i of A): its m entries.
+    pub fn at_col(&self, i: usize) -> impl Iterator<Item = f32> + '_ {
+        (0..self.m).map(move |r| self.at[r * self.alpha + i])
+    }
+
+    /// Positions of the transformed tile: alpha^2.
+    pub fn positions(&self) -> usize {
+        self.alpha * self.alpha
+    }
+}
+
+/// The nonzero entries of a row or column, (index, coefficient), in index order: the transforms
+/// loop over these only, outside their inner loops.
+pub(super) fn nonzeros(v: impl IntoIterator<Item = f32>) -> impl Iterator<Item = (usize, f32)> {
+    v.into_iter().enumerate().filter(|&(_, c)| c != 0.0)
+}
+
+/// F(2x2, 3x3): 16 multiplications per 2x2 output tile and channel pair (4 per output, 2.25x
+/// fewer than direct).
+///
+/// ```text
+/// B^T = [1  0 -1  0]   G = [  1    0    0 ]   A^T = [1  1  1  0]
+///       [0  1  1  0]       [ 1/2  1/2  1/2]         [0  1 -1 -1]
+///       [0 -1  1  0]       [ 1/2 -1/2  1/2]
+///       [0  1  0 -1]       [  0    0    1 ]
+/// ```
+pub(in crate::conv2d) static F2: Tile = Tile {
+    m: 2,
+    alpha: 4,
+    #[rustfmt::skip]
+    bt: &[
+        1.0, 0.0, -1.0, 0.0,
+        0.0, 1.0, 1.0, 0.0,
+        0.0, -1.0, 1.0, 0.0,
+        0.0, 1.0, 0.0, -1.0,
+    ],
+    #[rustfmt::skip]
+    g: &[
+        1.0, 0.0, 0.0,
+        0.5, 0.5, 0.5,
+        0.5, -0.5, 0.5,
+        0.0, 0.0, 1.0,
+    ],
+    #[rustfmt::skip]
+    at: &[
+        1.0, 1.0, 1.0, 0.0,
+        0.0, 1.0, -1.0, -1.0,
+    ],
+    group_tiles: 2048,
+};
+
+/// F(4x4, 3x3): 36 multiplications per 4x4 output tile and channel pair (2.25 per output, 4x
+/// fewer than direct, 1.78x fewer than F(2x2)).
+///
+/// ```text
+/// B^T = [4  0 -5  0  1  0]   G = [ 1/4     0     0 ]   A^T = [1  1  1  1  1  0]
+///       [0 -4 -4  1  1  0]       [-1/6  -1/6  -1/6 ]         [0  1 -1  2 -2  0]
+///       [0  4 -4 -1  1  0]       [-1/6   1/6  -1/6 ]         [0  1  1  4  4  0]
+///       [0 -2 -1  2  1  0]       [1/24  1/12   1/6 ]         [0  1 -1  8 -8  1]
+///       [0  2 -1 -2  1  0]       [1/24 -1/12   1/6 ]
+///       [0  4  0 -5  0  1]       [  0     0     1  ]
+/// ```
+pub(in crate::conv2d) static F4: Tile = Tile {
+    m: 4,
+    alpha: 6,
+    #[rustfmt::skip]
+    bt: &[
+        4.0, 0.0, -5.0, 0.0, 1.0, 0.0,
+        0.0, -4.0, -4.0, 1.0, 1.0, 0.0,
+        0.0, 4.0, -4.0, -1.0, 1.0, 0.0,
+        0.0, -2.0, -1.0, 2.0, 1.0, 0.0,
+        0.0, 2.0, -1.0, -2.0, 1.0, 0.0,
+        0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
+    ],
+    #[rustfmt::skip]
+    g: &[
+        1.0 / 4.0, 0.0, 0.0,
+        -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0,
+        -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0,
+        1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0,
+        1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0,
+        0.0, 0.0, 1.0,
+    ],
+    #[rustfmt::skip]
+    at: &[
+        1.0, 1.0, 1.0, 1.0, 1.0, 0.0,
+        0.0, 1.0, -1.0, 2.0, -2.0, 0.0,
+        0.0, 1.0, 1.0, 4.0, 4.0, 0.0,
+        0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
+    ],
+    group_tiles: 1024,
+};
