@@ -10,8 +10,8 @@
 //! workspaces through every signature; a caching allocator, like PyTorch's for CUDA memory, gives
 //! the same effect behind the ordinary `Vec`.
 //!
-//! How: a block of [`MIN_CACHED`] bytes or more is rounded up to its size class (eight classes per
-//! power of two, so at most 12.5% is wasted) and, when freed, kept on its class's free list instead
+//! How: a block of [`MIN_CACHED`] bytes or more is rounded up to its size class (32 classes per
+//! power of two, so at most 3.2% is wasted) and, when freed, kept on its class's free list instead
 //! of going back to the system; the next request of that class takes it (zeroing it first if the
 //! request asks for zeroed memory). Smaller blocks, and the rare ones that need an alignment above
 //! [`ALIGN`], go straight to the system allocator. A step repeats the same shapes, so after the
@@ -44,8 +44,9 @@ pub const MIN_CACHED: usize = 256 * 1024;
 /// Requests that need more bypass the cache.
 pub const ALIGN: usize = 64;
 
-/// Size classes per power of two.
-const SUBCLASSES: usize = 8;
+/// Size classes per power of two (a power of two itself).
+const SUBCLASSES: usize = 32;
+const SUBCLASS_BITS: usize = SUBCLASSES.trailing_zeros() as usize;
 
 /// Classes cover MIN_CACHED (2^18) up to 2^48 bytes.
 const CLASSES: usize = (48 - 18) * SUBCLASSES;
@@ -95,11 +96,11 @@ fn add_live(size: usize) {
 }
 
 /// The class of a request of `size` bytes (`size >= MIN_CACHED`) and the block size it rounds to:
-/// with 2^e <= size < 2^(e+1), the class splits [2^e, 2^(e+1)) into eight steps of 2^(e-3).
+/// with 2^e <= size < 2^(e+1), the class splits [2^e, 2^(e+1)) into SUBCLASSES steps.
 fn class_of(size: usize) -> Option<(usize, usize)> {
     debug_assert!(size >= MIN_CACHED);
     let e = usize::BITS as usize - 1 - size.leading_zeros() as usize;
-    let step = 1usize << (e - 3);
+    let step = 1usize << (e - SUBCLASS_BITS);
     let sub = (size - (1 << e)).div_ceil(step);
     // sub == SUBCLASSES rounds up to the next power of two, the first class of e + 1.
     let (e, sub) = if sub == SUBCLASSES {
@@ -108,7 +109,13 @@ fn class_of(size: usize) -> Option<(usize, usize)> {
         (e, sub)
     };
     let class = (e - 18) * SUBCLASSES + sub;
-    (class < CLASSES).then(|| (class, (1usize << e) + sub * (1usize << (e - 3))))
+    (class < CLASSES).then(|| (class, class_size(class)))
+}
+
+/// The block size of `class`.
+fn class_size(class: usize) -> usize {
+    let e = class / SUBCLASSES + 18;
+    (1usize << e) + (class % SUBCLASSES) * (1usize << (e - SUBCLASS_BITS))
 }
 
 /// Whether the cache handles `layout`, and if so its class and block layout.
@@ -243,8 +250,7 @@ pub fn trim() -> u64 {
     let mut lists = lock();
     let mut released = 0;
     for (class, head) in lists.heads.iter_mut().enumerate() {
-        let e = class / SUBCLASSES + 18;
-        let size = (1usize << e) + (class % SUBCLASSES) * (1usize << (e - 3));
+        let size = class_size(class);
         let layout = Layout::from_size_align(size, ALIGN).expect("class sizes are valid layouts");
         while !head.is_null() {
             let block = *head;
@@ -266,20 +272,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classes_round_up_by_at_most_an_eighth_and_are_monotonic() {
+    fn classes_round_up_by_at_most_a_thirty_second_and_are_monotonic() {
         let mut prev = (0, 0);
         for size in (MIN_CACHED..64 << 20).step_by(4093) {
             let (class, block) = class_of(size).unwrap();
             assert!(block >= size, "{size} -> {block}");
-            assert!((block - size) * 8 <= size, "{size} -> {block}");
+            assert!((block - size) * SUBCLASSES <= size, "{size} -> {block}");
             assert!(class >= prev.0 && block >= prev.1);
             prev = (class, block);
         }
         assert_eq!(class_of(MIN_CACHED), Some((0, MIN_CACHED)));
-        assert_eq!(
-            class_of(MIN_CACHED + 1),
-            Some((1, MIN_CACHED + MIN_CACHED / 8))
-        );
+        let first_step = MIN_CACHED / SUBCLASSES;
+        assert_eq!(class_of(MIN_CACHED + 1), Some((1, MIN_CACHED + first_step)));
         // Just past the last subclass of 2^18 rounds to 2^19, the first class of the next power.
         assert_eq!(class_of((1 << 19) - 1), Some((SUBCLASSES, 1 << 19)));
     }
