@@ -168,8 +168,12 @@ run() {
         grep -h '^RESULT\|^|' "$OUTDIR/torch_seed.txt" 2>/dev/null
         grep -h '^epoch 1/' "$OUTDIR/gpu-check.log" 2>/dev/null | tail -1
     } | tee "$OUTDIR/summary.txt"
-    # Non-zero when any part failed or ran out of time.
-    ! printf '%s\n' "${RESULTS[@]}" | grep -vq ': exit 0 '
+    # Non-zero when any part failed, ran out of time or was skipped.
+    local r failed=0
+    for r in "${RESULTS[@]}"; do
+        [[ $r == *": exit 0 "* ]] || failed=1
+    done
+    return $failed
 }
 
 case "${1:-}" in
