@@ -141,8 +141,7 @@ impl Optimizer {
     }
 
     /// Moves the optimizer state (Adam's moments, SGD's momentum) to `device`, where `model`'s
-    /// parameters are (the state is named after them). SGD has no CUDA kernel: its step on a
-    /// device tensor is an error.
+    /// parameters are (the state is named after them); both rules have CUDA kernels.
     ///
     /// # Errors
     /// The GPU cannot be opened or a copy fails.
