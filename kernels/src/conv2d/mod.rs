@@ -140,6 +140,9 @@ impl Conv2dDims {
     }
 }
 
+/// [`Conv2dAlgo::choose`] takes Winograd only with at least this many input and output channels.
+pub const WINOGRAD_MIN_CHANNELS: usize = 128;
+
 /// How a convolution is computed. All give the same values up to f32 rounding (Winograd rounds
 /// worse: see `winograd.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,13 +174,30 @@ impl Conv2dAlgo {
         }
     }
 
-    /// The fastest algorithm that computes `d`, by the rule below: Winograd F(2x2) where it
-    /// applies, direct otherwise.
+    /// The fastest algorithm that computes `d`, by a rule measured with
+    /// `cargo bench -p benches --bench conv` on the seed and small presets' layers (batch 64,
+    /// 2-core AMD EPYC, 2026-11-26; figures in BENCHMARKS.md, "Winograd F(4x4, 3x3)"):
+    /// - not a 3x3, stride-1, pad-1 convolution: [`Conv2dAlgo::Direct`], the only one that can;
+    /// - fewer than [`WINOGRAD_MIN_CHANNELS`] channels on either side: direct. The transforms
+    ///   cost in proportion to (C + K) per tile and the products C K per tile, so Winograd only
+    ///   pays with many channels: with C = 3 (the first convolution) it ran 4 to 9x slower than
+    ///   direct on every pass, with 32 and 64 channels (the small preset's blocks 1 and 2) 5 to
+    ///   10% slower over the three passes;
+    /// - maps smaller than 8x8 with fewer than 512 channels: direct. One F(4x4) tile (four
+    ///   F(2x2) tiles) covers a whole 4x4 map, so backward-weight's products are only N (4 N)
+    ///   deep and ran at a third of direct's rate: the small preset's 256 channels at 4x4 took
+    ///   1.8x direct's time over the three passes by F(4x4), 1.2x by F(2x2);
+    /// - otherwise [`Conv2dAlgo::Winograd4`]: over the three passes it took 0.55, 0.53, 0.29 and
+    ///   0.84 of direct's time on the seed's 128 (32x32), 256 (16x16), 512 (8x8) and 1024 (4x4)
+    ///   channel layers, F(2x2) 0.58, 0.70, 0.50 and 0.80 (a tie at 4x4, within the noise), and
+    ///   0.88 on the small preset's 128 channels at 8x8 (F(2x2) 0.89).
     pub fn choose(d: &Conv2dDims) -> Conv2dAlgo {
-        if winograd::applies(d) {
-            Conv2dAlgo::Winograd2
-        } else {
+        let channels = d.c.min(d.k);
+        let small_map = d.h.min(d.w) < 8 && channels < 512;
+        if !winograd::applies(d) || channels < WINOGRAD_MIN_CHANNELS || small_map {
             Conv2dAlgo::Direct
+        } else {
+            Conv2dAlgo::Winograd4
         }
     }
 

@@ -331,3 +331,38 @@ fn winograd_refuses_other_geometries() {
         assert!(e.to_string().ends_with("not 3x3, stride 1, pad 0"), "{e}");
     }
 }
+
+#[test]
+fn choose_takes_winograd4_with_many_channels_on_large_maps_and_direct_otherwise() {
+    let dims = |c: usize, k: usize, side: usize, geom| {
+        Conv2dDims::new("test", &[64, c, side, side], &[k, c, 3, 3], geom).unwrap()
+    };
+    let same = Conv2dGeom::SAME_3X3;
+    assert_eq!(
+        Conv2dAlgo::choose(&dims(3, 128, 32, same)),
+        Conv2dAlgo::Direct
+    );
+    assert_eq!(
+        Conv2dAlgo::choose(&dims(64, 64, 16, same)),
+        Conv2dAlgo::Direct
+    );
+    assert_eq!(
+        Conv2dAlgo::choose(&dims(64, 128, 8, same)),
+        Conv2dAlgo::Direct
+    );
+    for (c, side) in [(128, 32), (256, 16), (512, 8), (1024, 4)] {
+        assert_eq!(
+            Conv2dAlgo::choose(&dims(c, c, side, same)),
+            Conv2dAlgo::Winograd4
+        );
+    }
+    let strided = Conv2dGeom { stride: 2, pad: 1 };
+    assert_eq!(
+        Conv2dAlgo::choose(&dims(256, 256, 16, strided)),
+        Conv2dAlgo::Direct
+    );
+    for c in [3, 64, 128, 1024] {
+        let d = dims(c, c, 8, same);
+        assert!(Conv2dAlgo::choose(&d).computes(&d));
+    }
+}
