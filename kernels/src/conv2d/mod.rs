@@ -143,6 +143,14 @@ impl Conv2dDims {
 /// [`Conv2dAlgo::choose`] takes Winograd only with at least this many input and output channels.
 pub const WINOGRAD_MIN_CHANNELS: usize = 128;
 
+/// The three passes of a convolution, for [`Conv2dAlgo::choose`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Conv2dPass {
+    Forward,
+    BackwardData,
+    BackwardWeight,
+}
+
 /// How a convolution is computed. All give the same values up to f32 rounding (Winograd rounds
 /// worse: see `winograd.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,30 +182,41 @@ impl Conv2dAlgo {
         }
     }
 
-    /// The fastest algorithm that computes `d`, by a rule measured with
+    /// The fastest algorithm for `pass` of `d`, by a rule measured with
     /// `cargo bench -p benches --bench conv` on the seed and small presets' layers (batch 64,
-    /// 2-core AMD EPYC, 2026-11-26; figures in BENCHMARKS.md, "Winograd F(4x4, 3x3)"):
+    /// 2-core AMD EPYC, 2026-11-26, a loaded shared machine: figures and their noise in
+    /// BENCHMARKS.md, "Winograd F(4x4, 3x3)"):
     /// - not a 3x3, stride-1, pad-1 convolution: [`Conv2dAlgo::Direct`], the only one that can;
     /// - fewer than [`WINOGRAD_MIN_CHANNELS`] channels on either side: direct. The transforms
     ///   cost in proportion to (C + K) per tile and the products C K per tile, so Winograd only
-    ///   pays with many channels: with C = 3 (the first convolution) it ran 4 to 9x slower than
+    ///   pays with many channels: with C = 3 (the first convolution) it ran 3 to 9x slower than
     ///   direct on every pass, with 32 and 64 channels (the small preset's blocks 1 and 2) 5 to
     ///   10% slower over the three passes;
-    /// - maps smaller than 8x8 with fewer than 512 channels: direct. One F(4x4) tile (four
-    ///   F(2x2) tiles) covers a whole 4x4 map, so backward-weight's products are only N (4 N)
-    ///   deep and ran at a third of direct's rate: the small preset's 256 channels at 4x4 took
-    ///   1.8x direct's time over the three passes by F(4x4), 1.2x by F(2x2);
-    /// - otherwise [`Conv2dAlgo::Winograd4`]: over the three passes it took 0.55, 0.53, 0.29 and
-    ///   0.84 of direct's time on the seed's 128 (32x32), 256 (16x16), 512 (8x8) and 1024 (4x4)
-    ///   channel layers, F(2x2) 0.58, 0.70, 0.50 and 0.80 (a tie at 4x4, within the noise), and
-    ///   0.88 on the small preset's 128 channels at 8x8 (F(2x2) 0.89).
-    pub fn choose(d: &Conv2dDims) -> Conv2dAlgo {
+    /// - forward and backward-data on maps of 8x8 or more: [`Conv2dAlgo::Winograd4`], 1.1 to 4.7x
+    ///   direct's rate (mostly 1.4 to 2.2x) on the seed's 128 (32x32), 256 (16x16) and 512 (8x8)
+    ///   channel layers, ahead of F(2x2) in most readings;
+    /// - backward-weight: F(4x4) on maps of 16x16 or more, [`Conv2dAlgo::Winograd2`] on 8x8,
+    ///   direct below. Its products are only N tiles deep (one F(4x4) tile covers a 4x4 map), and
+    ///   it keeps alpha^2 K C partial sums: on 512 channels at 8x8, F(2x2) ran at 85 and 107
+    ///   GFLOP/s against F(4x4)'s 64 and 78 (two readings of three), and on 1024 at 4x4 direct
+    ///   at 74 against 50 (F(2x2)) and 22 (F(4x4)) on one thread;
+    /// - forward and backward-data on maps under 8x8: F(2x2) with 512 channels or more (the
+    ///   seed's 1024 at 4x4: F(2x2) 1.2 to 1.7x direct, F(4x4) 1.1 to 1.4x), direct below (the
+    ///   small preset's 256 at 4x4: no Winograd gain).
+    pub fn choose(d: &Conv2dDims, pass: Conv2dPass) -> Conv2dAlgo {
         let channels = d.c.min(d.k);
-        let small_map = d.h.min(d.w) < 8 && channels < 512;
-        if !winograd::applies(d) || channels < WINOGRAD_MIN_CHANNELS || small_map {
-            Conv2dAlgo::Direct
-        } else {
-            Conv2dAlgo::Winograd4
+        let side = d.h.min(d.w);
+        if !winograd::applies(d) || channels < WINOGRAD_MIN_CHANNELS {
+            return Conv2dAlgo::Direct;
+        }
+        match pass {
+            Conv2dPass::Forward | Conv2dPass::BackwardData if side >= 8 => Conv2dAlgo::Winograd4,
+            Conv2dPass::Forward | Conv2dPass::BackwardData if channels >= 512 => {
+                Conv2dAlgo::Winograd2
+            }
+            Conv2dPass::BackwardWeight if side >= 16 => Conv2dAlgo::Winograd4,
+            Conv2dPass::BackwardWeight if side >= 8 => Conv2dAlgo::Winograd2,
+            _ => Conv2dAlgo::Direct,
         }
     }
 
@@ -254,7 +273,7 @@ pub fn conv2d_forward_using(
     const OP: &str = "conv2d_forward";
     let d = Conv2dDims::new(OP, x.dims(), weight.dims(), geom)?;
     y.expect_shape(OP, "y", &d.y_dims())?;
-    let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d));
+    let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d, Conv2dPass::Forward));
     algo.check(OP, &d)?;
     // On a CUDA device the implicit-GEMM kernels run whatever `algo` says.
     let device = Tensor::common_device(OP, &[("y", y), ("x", x), ("weight", weight)])?;
@@ -306,7 +325,7 @@ pub fn conv2d_backward_data_using(
     const OP: &str = "conv2d_backward_data";
     let d = Conv2dDims::new(OP, dx.dims(), weight.dims(), geom)?;
     dy.expect_shape(OP, "dy", &d.y_dims())?;
-    let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d));
+    let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d, Conv2dPass::BackwardData));
     algo.check(OP, &d)?;
     let device = Tensor::common_device(OP, &[("dx", dx), ("dy", dy), ("weight", weight)])?;
     if device.is_cuda() {
@@ -361,7 +380,7 @@ pub fn conv2d_backward_weight_using(
     const OP: &str = "conv2d_backward_weight";
     let d = Conv2dDims::new(OP, x.dims(), dweight.dims(), geom)?;
     dy.expect_shape(OP, "dy", &d.y_dims())?;
-    let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d));
+    let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d, Conv2dPass::BackwardWeight));
     algo.check(OP, &d)?;
     let device = Tensor::common_device(OP, &[("dweight", dweight), ("dy", dy), ("x", x)])?;
     if device.is_cuda() {

@@ -288,7 +288,10 @@ fn winograd_refuses_other_geometries() {
     let w = Tensor::zeros([3, 2, 3, 3]);
     let geom = Conv2dGeom { stride: 2, pad: 1 };
     let d = Conv2dDims::new("test", x.dims(), w.dims(), geom).unwrap();
-    assert_eq!(Conv2dAlgo::choose(&d), Conv2dAlgo::Direct);
+    assert_eq!(
+        Conv2dAlgo::choose(&d, Conv2dPass::Forward),
+        Conv2dAlgo::Direct
+    );
     for (algo, tile) in [
         (Conv2dAlgo::Winograd2, "2x2"),
         (Conv2dAlgo::Winograd4, "4x4"),
@@ -333,36 +336,34 @@ fn winograd_refuses_other_geometries() {
 }
 
 #[test]
-fn choose_takes_winograd4_with_many_channels_on_large_maps_and_direct_otherwise() {
-    let dims = |c: usize, k: usize, side: usize, geom| {
-        Conv2dDims::new("test", &[64, c, side, side], &[k, c, 3, 3], geom).unwrap()
+fn choose_follows_the_measured_rule() {
+    use Conv2dAlgo::{Direct, Winograd2, Winograd4};
+    let choose = |c: usize, k: usize, side: usize, geom| {
+        let d = Conv2dDims::new("test", &[64, c, side, side], &[k, c, 3, 3], geom).unwrap();
+        let picks = [
+            Conv2dPass::Forward,
+            Conv2dPass::BackwardData,
+            Conv2dPass::BackwardWeight,
+        ]
+        .map(|pass| Conv2dAlgo::choose(&d, pass));
+        assert!(picks.iter().all(|a| a.computes(&d)), "{picks:?}");
+        picks
     };
     let same = Conv2dGeom::SAME_3X3;
-    assert_eq!(
-        Conv2dAlgo::choose(&dims(3, 128, 32, same)),
-        Conv2dAlgo::Direct
-    );
-    assert_eq!(
-        Conv2dAlgo::choose(&dims(64, 64, 16, same)),
-        Conv2dAlgo::Direct
-    );
-    assert_eq!(
-        Conv2dAlgo::choose(&dims(64, 128, 8, same)),
-        Conv2dAlgo::Direct
-    );
-    for (c, side) in [(128, 32), (256, 16), (512, 8), (1024, 4)] {
-        assert_eq!(
-            Conv2dAlgo::choose(&dims(c, c, side, same)),
-            Conv2dAlgo::Winograd4
-        );
+    // (C, K, side) -> [forward, backward-data, backward-weight].
+    for (c, k, side, want) in [
+        (3, 128, 32, [Direct; 3]),
+        (64, 64, 16, [Direct; 3]),
+        (64, 128, 8, [Direct; 3]),
+        (128, 128, 32, [Winograd4; 3]),
+        (256, 256, 16, [Winograd4; 3]),
+        (512, 512, 8, [Winograd4, Winograd4, Winograd2]),
+        (128, 128, 8, [Winograd4, Winograd4, Winograd2]),
+        (1024, 1024, 4, [Winograd2, Winograd2, Direct]),
+        (256, 256, 4, [Direct; 3]),
+    ] {
+        assert_eq!(choose(c, k, side, same), want, "({c}, {k}, {side})");
     }
     let strided = Conv2dGeom { stride: 2, pad: 1 };
-    assert_eq!(
-        Conv2dAlgo::choose(&dims(256, 256, 16, strided)),
-        Conv2dAlgo::Direct
-    );
-    for c in [3, 64, 128, 1024] {
-        let d = dims(c, c, 8, same);
-        assert!(Conv2dAlgo::choose(&d).computes(&d));
-    }
+    assert_eq!(choose(256, 256, 16, strided), [Direct; 3]);
 }
