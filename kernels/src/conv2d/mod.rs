@@ -189,7 +189,7 @@ impl Conv2dAlgo {
     /// - not a 3x3, stride-1, pad-1 convolution: [`Conv2dAlgo::Direct`], the only one that can;
     /// - fewer than [`WINOGRAD_MIN_CHANNELS`] channels on either side: direct. The transforms
     ///   cost in proportion to (C + K) per tile and the products C K per tile, so Winograd only
-    ///   pays with many channels: with C = 3 (the first convolution) it ran 3 to 9x slower than
+    ///   pays with many channels: with C = 3 (the first convolution) it ran 1.4 to 9x slower than
     ///   direct on every pass, with 32 and 64 channels (the small preset's blocks 1 and 2) 5 to
     ///   10% slower over the three passes;
     /// - forward and backward-data on maps of 8x8 or more: [`Conv2dAlgo::Winograd4`], 1.1 to 4.7x
