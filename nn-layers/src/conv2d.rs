@@ -27,14 +27,14 @@ use crate::{join, Error, Mode, Param, Parameters, Result};
 ///
 /// Initialisation: Xavier uniform with fan_in = KH KW C and fan_out = KH KW K.
 ///
-/// The arithmetic is [`Conv2dAlgo::choose`]'s pick for each call's shape (direct im2col or
-/// Winograd), unless [`Conv2d::with_algo`] pins one.
+/// The arithmetic is [`Conv2dAlgo::choose`]'s pick for each call's shape and pass (direct im2col,
+/// Winograd F(2x2) or F(4x4)), unless [`Conv2d::with_algo`] pins one for all three passes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
     /// weight: (K, C, KH, KW)
     pub weight: Param,
     pub geom: Conv2dGeom,
-    /// The algorithm of every pass; `None`: [`Conv2dAlgo::choose`] per call.
+    /// The algorithm of every pass; `None`: [`Conv2dAlgo::choose`] per call and pass.
     pub algo: Option<Conv2dAlgo>,
 }
 
