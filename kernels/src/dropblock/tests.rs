@@ -246,3 +246,30 @@ fn bad_arguments_are_errors() {
     let mut wrong = Tensor::zeros([2, 8, 8]);
     assert!(dropblock_apply(&mut wrong, &Tensor::zeros([1, 2, 8, 8]), &m).is_err());
 }
+
+#[test]
+fn apply_in_place_gives_the_bits_of_apply_on_any_thread_count_and_on_the_emulated_device() {
+    // 2 x 64 planes of 16 x 16: more than one parallel chunk of the CPU apply.
+    let dims = [2, 64, 16, 16];
+    let mask = draw(dims, 5, 0.8, KEY);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
+    let mut want = Tensor::zeros(dims);
+    dropblock_apply(&mut want, &x, &mask).unwrap();
+    for threads in [1, 2] {
+        let got = on_threads(threads, || {
+            let mut y = x.clone();
+            dropblock_apply_in_place(&mut y, &mask).unwrap();
+            y
+        });
+        assert_eq!(got, want, "{threads} threads");
+    }
+    let mut on_emu = crate::cuda::to_device(&x, Device::CudaEmu).unwrap();
+    dropblock_apply_in_place(&mut on_emu, &mask).unwrap();
+    assert_eq!(on_emu.to_vec(), want.to_vec(), "emulated device");
+    let e = dropblock_apply_in_place(&mut Tensor::zeros([2, 64, 16, 15]), &mask).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "dropblock_apply_in_place: x has shape (2, 64, 16, 15), expected (2, 64, 16, 16)"
+    );
+}
