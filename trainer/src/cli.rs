@@ -95,6 +95,32 @@ pub enum DatasetKind {
     Synthetic,
 }
 
+/// Which algorithm computes the CPU convolutions (`trainer bench --conv-algo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConvAlgoArg {
+    /// Each convolution and pass by `Conv2dAlgo::choose`'s measured rule.
+    Auto,
+    /// im2col + GEMM everywhere (the reference path).
+    Direct,
+    /// Winograd F(2x2, 3x3) for every convolution.
+    Winograd2,
+    /// Winograd F(4x4, 3x3) for every convolution.
+    Winograd4,
+}
+
+impl ConvAlgoArg {
+    /// The algorithm to pin every convolution to; `None` for the rule.
+    pub fn pinned(self) -> Option<kernels::conv2d::Conv2dAlgo> {
+        use kernels::conv2d::Conv2dAlgo;
+        match self {
+            ConvAlgoArg::Auto => None,
+            ConvAlgoArg::Direct => Some(Conv2dAlgo::Direct),
+            ConvAlgoArg::Winograd2 => Some(Conv2dAlgo::Winograd2),
+            ConvAlgoArg::Winograd4 => Some(Conv2dAlgo::Winograd4),
+        }
+    }
+}
+
 /// A dataset that `trainer download` can fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RealDataset {
@@ -665,4 +691,9 @@ pub struct BenchArgs {
     /// Also print the time of each layer kind, forward and backward, over the timed steps.
     #[arg(long)]
     pub profile: bool,
+    /// The CPU convolutions' algorithm: every pass of every convolution pinned to one, or each
+    /// chosen by the measured rule (all the seed's convolutions are 3x3, stride 1, pad 1, so
+    /// every algorithm computes them).
+    #[arg(long, value_enum, default_value_t = ConvAlgoArg::Auto, value_name = "ALGO")]
+    pub conv_algo: ConvAlgoArg,
 }

@@ -16,6 +16,7 @@
 //! `fc1.weight`, `fc1.bn.running_mean`, ...), so checkpoints read naturally elsewhere.
 
 use kernels::batchnorm::BatchNormConfig;
+use kernels::conv2d::Conv2dAlgo;
 use nn_layers::{
     join, BatchNorm1d, BatchNormCache, Dropout, DropoutCache, Linear, LinearCache, Mode, Param,
     Parameters, ReLU, ReluCache, ResidualBlock, ResidualBlockCache,
@@ -186,6 +187,17 @@ impl ResNet {
             i += 1;
         }
         s
+    }
+
+    /// Pins every convolution to `algo` (`None`: each pass by `Conv2dAlgo::choose`). A pinned
+    /// algorithm that cannot compute a convolution makes its forward fail with an error saying so.
+    pub fn pin_conv_algo(&mut self, algo: Option<Conv2dAlgo>) {
+        for b in &mut self.blocks {
+            for cb in [&mut b.conv_block1, &mut b.conv_block2] {
+                cb.conv1.algo = algo;
+                cb.conv2.algo = algo;
+            }
+        }
     }
 
     /// Sets the DropBlock keep probability of every block (the trainer lowers it each epoch).

@@ -354,6 +354,41 @@ fn bench_prints_throughput_and_memory() {
     if cfg!(target_os = "linux") {
         assert!(out.contains("peak memory (VmHWM): "), "{out}");
     }
+    // The binary's caching allocator: once warm, a step takes its large buffers from its cache.
+    // (Not always every one: threads that allocate at the same time can need one more block of a
+    // size than the warm-up step did.)
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("memory per step: "))
+        .unwrap_or_else(|| panic!("no memory line in:\n{out}"));
+    let number = |after: &str| -> f64 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == after).unwrap();
+        words[i - 1].parse().unwrap()
+    };
+    let (fresh, reused) = (number("large"), number("reused,"));
+    assert!(reused >= 10.0 && fresh <= 0.05 * reused, "{line}");
+}
+
+#[test]
+fn bench_pins_the_convolution_algorithm() {
+    for algo in ["direct", "winograd2", "winograd4"] {
+        let out = ok(trainer(&[
+            "bench",
+            "--preset",
+            "tiny",
+            "--batch-size",
+            "4",
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+            "--conv-algo",
+            algo,
+        ]));
+        assert!(out.contains(&format!("threads, conv {algo}\n")), "{out}");
+        assert!(out.contains("training: 1 steps"), "{out}");
+    }
 }
 
 #[test]

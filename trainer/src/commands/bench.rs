@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use nn_layers::profile::{self, LayerKind, Pass, Profile};
 use nn_layers::{Mode, SoftmaxCrossEntropy};
 use rand::SeedableRng;
@@ -37,6 +37,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let spec = state::net_spec(&cfg, CLASSES, EPOCH);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
     let mut model = ResNet::new(&spec, &mut rng)?;
+    model.pin_conv_algo(args.conv_algo.pinned());
     let mut optimizer = Optimizer::new(super::train::rule(&cfg), &mut model);
     let n = args.batch_size;
     let x = Tensor::uniform(
@@ -52,14 +53,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let w = spec.widths;
     println!(
-        "bench: widths {}/{}/{}/{}, hidden {}, {} parameters, batch {n}, {device}, {} threads",
+        "bench: widths {}/{}/{}/{}, hidden {}, {} parameters, batch {n}, {device}, {} threads, \
+         conv {}",
         w[0],
         w[1],
         w[2],
         w[3],
         spec.hidden,
         model.param_count(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        args.conv_algo
+            .to_possible_value()
+            .map_or("?".into(), |v| v.get_name().to_string())
     );
     let flops = model.forward_flops_per_image() as f64;
     println!(
