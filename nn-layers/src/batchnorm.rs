@@ -2,8 +2,8 @@
 //! [`BatchNorm1d`] over the features of (N, F) rows, one generic type underneath.
 
 use kernels::batchnorm::{
-    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormConfig,
-    BatchNormStats,
+    batchnorm_apply, batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
+    BatchNormConfig, BatchNormStats,
 };
 use tensor_core::Tensor;
 
@@ -154,6 +154,25 @@ impl<const RANK: usize> BatchNorm<RANK> {
             )?,
         };
         Ok((y, BatchNormCache { x, stats }))
+    }
+
+    /// The forward's output again, bit for bit, from its cache: y = gamma (x - mean) inv_std +
+    /// beta with the statistics that forward used (see [`ConvBlock`](crate::ConvBlock), which
+    /// recomputes instead of keeping it). CPU tensors only.
+    ///
+    /// # Errors
+    /// The cache is not on the CPU.
+    pub fn recompute_output(&self, cache: &BatchNormCache) -> Result<Tensor> {
+        let _timer = profile::timed(LayerKind::BatchNorm, Pass::Backward);
+        let mut y = cache.x.new_zeros(cache.x.shape().clone())?;
+        batchnorm_apply(
+            &mut y,
+            &cache.x,
+            &self.weight.value,
+            &self.bias.value,
+            &cache.stats,
+        )?;
+        Ok(y)
     }
 
     /// dy: (N, C, H, W) (or (N, F)) -> dx: the same shape, fresh; weight and bias gradients

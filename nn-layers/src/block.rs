@@ -12,9 +12,9 @@
 //! both paths, `dh1 = ds + conv_block2.backward(ds)` where `ds` is the gradient of `h1 + h2`.
 
 use kernels::batchnorm::BatchNormConfig;
-use kernels::relu::add_relu_forward_in_place;
+use kernels::relu::{add_relu_forward_in_place, relu_forward_in_place};
 use rand::Rng;
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
 
 use crate::profile::{self, LayerKind, Pass};
 use crate::{
@@ -66,12 +66,25 @@ impl ConvBlock {
     /// x: (N, C, H, W) -> y: (N, K, H, W). In [`Mode::Train`] the batch norms use and update
     /// batch statistics.
     pub fn forward(&mut self, x: Tensor, mode: Mode) -> Result<(Tensor, ConvBlockCache)> {
+        // On the CPU each convolution's input relu(bn(.)) is recomputed in the backward from the
+        // batch norm's cache instead of being kept: one activation map less per convolution
+        // (about 190 MiB of the seed's peak at batch 64) for one normalisation and ReLU more.
+        let recompute = x.device() == Device::Cpu;
+        let keep = |cache: Conv2dCache| {
+            if recompute {
+                cache.forget_input()
+            } else {
+                cache
+            }
+        };
         let (a, bn1) = self.bn1.forward(x, mode)?;
         let (a, relu1) = ReLU.forward(a, mode)?;
         let (a, conv1) = self.conv1.forward(a, mode)?;
+        let conv1 = keep(conv1);
         let (a, bn2) = self.bn2.forward(a, mode)?;
         let (a, relu2) = ReLU.forward(a, mode)?;
         let (y, conv2) = self.conv2.forward(a, mode)?;
+        let conv2 = keep(conv2);
         let cache = ConvBlockCache {
             bn1,
             relu1,
@@ -85,13 +98,30 @@ impl ConvBlock {
 
     /// dy: (N, K, H, W) -> dx: (N, C, H, W). Accumulates every parameter's gradient.
     pub fn backward(&mut self, dy: &Tensor, cache: ConvBlockCache) -> Result<Tensor> {
-        let d = self.conv2.backward(dy, cache.conv2)?;
+        let d = conv_backward(&mut self.conv2, dy, cache.conv2, &self.bn2, &cache.bn2)?;
         let d = ReLU.backward_owned(d, cache.relu2)?;
         let d = self.bn2.backward(&d, cache.bn2)?;
-        let d = self.conv1.backward(&d, cache.conv1)?;
+        let d = conv_backward(&mut self.conv1, &d, cache.conv1, &self.bn1, &cache.bn1)?;
         let d = ReLU.backward_owned(d, cache.relu1)?;
         self.bn1.backward(&d, cache.bn1)
     }
+}
+
+/// A convolution's backward whose input was relu(bn(.)): from its cache, or, if the forward
+/// forgot it, recomputed from the batch norm's cache (bit for bit the forward's values).
+fn conv_backward(
+    conv: &mut Conv2d,
+    dy: &Tensor,
+    cache: Conv2dCache,
+    bn: &BatchNorm2d,
+    bn_cache: &BatchNormCache,
+) -> Result<Tensor> {
+    if cache.keeps_input() {
+        return conv.backward(dy, cache);
+    }
+    let mut a = bn.recompute_output(bn_cache)?;
+    relu_forward_in_place(&mut a)?;
+    conv.backward_with_input(dy, &a, cache)
 }
 
 impl Parameters for ConvBlock {

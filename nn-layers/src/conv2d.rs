@@ -5,7 +5,7 @@ use kernels::conv2d::{
 };
 pub use kernels::conv2d::{Conv2dAlgo, Conv2dGeom};
 use rand::Rng;
-use tensor_core::Tensor;
+use tensor_core::{Shape, Tensor};
 
 use crate::profile::{self, LayerKind, Pass};
 use crate::{join, Error, Mode, Param, Parameters, Result};
@@ -38,11 +38,43 @@ pub struct Conv2d {
     pub algo: Option<Conv2dAlgo>,
 }
 
-/// What [`Conv2d::backward`] needs from its forward.
+/// What [`Conv2d::backward`] needs from its forward: its input x, (N, C, H, W), or, once
+/// [`Conv2dCache::forget_input`] dropped it, only x's shape (the caller then recomputes x and
+/// passes it to [`Conv2d::backward_with_input`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2dCache {
-    /// x: (N, C, H, W), the forward's input.
-    x: Tensor,
+    x: CachedInput,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum CachedInput {
+    Kept(Tensor),
+    Forgotten(Shape),
+}
+
+impl Conv2dCache {
+    /// The cache without its copy of x (its memory freed), keeping x's shape.
+    pub fn forget_input(self) -> Conv2dCache {
+        match self.x {
+            CachedInput::Kept(x) => Conv2dCache {
+                x: CachedInput::Forgotten(x.shape().clone()),
+            },
+            forgotten => Conv2dCache { x: forgotten },
+        }
+    }
+
+    /// Whether the cache still holds x.
+    pub fn keeps_input(&self) -> bool {
+        matches!(self.x, CachedInput::Kept(_))
+    }
+
+    /// x's shape.
+    fn x_shape(&self) -> &Shape {
+        match &self.x {
+            CachedInput::Kept(x) => x.shape(),
+            CachedInput::Forgotten(shape) => shape,
+        }
+    }
 }
 
 impl Conv2d {
@@ -106,7 +138,12 @@ impl Conv2d {
         )?;
         let mut y = x.new_zeros(d.y_dims())?;
         conv2d_forward_using(self.algo, &mut y, &x, &self.weight.value, self.geom)?;
-        Ok((y, Conv2dCache { x }))
+        Ok((
+            y,
+            Conv2dCache {
+                x: CachedInput::Kept(x),
+            },
+        ))
     }
 
     /// dy: (N, K, OH, OW) -> dx: (N, C, H, W), fresh; dweight accumulated into
@@ -115,10 +152,47 @@ impl Conv2d {
     /// # Errors
     /// dy's shape is not the forward's output shape.
     pub fn backward(&mut self, dy: &Tensor, cache: Conv2dCache) -> Result<Tensor> {
+        match &cache.x {
+            CachedInput::Kept(x) => self.backward_from(dy, x),
+            CachedInput::Forgotten(shape) => Err(Error::Config {
+                layer: "Conv2d",
+                msg: format!(
+                    "backward: the cache forgot its input x {shape}; pass it to \
+                     backward_with_input"
+                ),
+            }),
+        }
+    }
+
+    /// [`Conv2d::backward`] with the forward's input x given again (recomputed by the caller
+    /// after [`Conv2dCache::forget_input`]); it must be the very tensor the forward saw.
+    ///
+    /// # Errors
+    /// x's shape is not the forward's input shape, or dy's not its output shape.
+    pub fn backward_with_input(
+        &mut self,
+        dy: &Tensor,
+        x: &Tensor,
+        cache: Conv2dCache,
+    ) -> Result<Tensor> {
+        if x.shape() != cache.x_shape() {
+            return Err(Error::Config {
+                layer: "Conv2d",
+                msg: format!(
+                    "backward_with_input: x has shape {}, the forward's input had {}",
+                    x.shape(),
+                    cache.x_shape()
+                ),
+            });
+        }
+        self.backward_from(dy, x)
+    }
+
+    fn backward_from(&mut self, dy: &Tensor, x: &Tensor) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::Conv, Pass::Backward);
-        let mut dx = dy.new_zeros(cache.x.shape().clone())?;
+        let mut dx = dy.new_zeros(x.shape().clone())?;
         conv2d_backward_data_using(self.algo, &mut dx, dy, &self.weight.value, self.geom)?;
-        conv2d_backward_weight_using(self.algo, &mut self.weight.grad, dy, &cache.x, self.geom)?;
+        conv2d_backward_weight_using(self.algo, &mut self.weight.grad, dy, x, self.geom)?;
         Ok(dx)
     }
 }
@@ -259,5 +333,37 @@ mod tests {
             e.to_string(),
             "conv2d_backward_data: dy has shape (2, 4, 6, 5), expected (2, 4, 6, 6)"
         );
+    }
+
+    #[test]
+    fn a_forgotten_input_given_back_gives_the_same_bits_and_is_required() {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let mut conv = Conv2d::new(3, 4, 3, Conv2dGeom::SAME_3X3, &mut rng).unwrap();
+        let x = Tensor::uniform([2, 3, 6, 6], -1.0, 1.0, &mut rng).unwrap();
+        let dy = Tensor::uniform([2, 4, 6, 6], -1.0, 1.0, &mut rng).unwrap();
+        let (_, kept) = conv.forward(x.clone(), Mode::Train).unwrap();
+        let forgotten = kept.clone().forget_input();
+        assert!(kept.keeps_input() && !forgotten.keeps_input());
+
+        let dx = conv.backward(&dy, kept).unwrap();
+        let dw = std::mem::replace(&mut conv.weight.grad, Tensor::zeros([4, 3, 3, 3]));
+        let e = conv.backward(&dy, forgotten.clone()).unwrap_err();
+        assert!(
+            e.to_string().contains("forgot its input x (2, 3, 6, 6)"),
+            "{e}"
+        );
+        let e = conv
+            .backward_with_input(&dy, &Tensor::zeros([2, 3, 6, 5]), forgotten.clone())
+            .unwrap_err();
+        assert!(e.to_string().contains("x has shape (2, 3, 6, 5)"), "{e}");
+        assert_eq!(
+            conv.weight.grad.to_vec(),
+            vec![0.0; 4 * 3 * 9],
+            "refusals change nothing"
+        );
+
+        let dx_again = conv.backward_with_input(&dy, &x, forgotten).unwrap();
+        assert_eq!(dx_again.to_vec(), dx.to_vec());
+        assert_eq!(conv.weight.grad.to_vec(), dw.to_vec());
     }
 }

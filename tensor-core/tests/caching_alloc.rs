@@ -72,3 +72,30 @@ fn trim_returns_cached_blocks_to_the_system() {
     assert!(alloc::stats().system_allocs > before);
     assert_eq!(again[17 * MIB - 1], 4);
 }
+
+#[test]
+fn a_miss_first_returns_the_oldest_cached_blocks_so_the_footprint_does_not_grow() {
+    let _serial = serial();
+    alloc::trim();
+    // Four 2 MiB blocks cached, the first freed first.
+    let blocks: Vec<Vec<u8>> = (0..4).map(|_| vec![1u8; 2 * MIB]).collect();
+    let first = blocks[0].as_ptr();
+    drop(blocks);
+    let held = |s: alloc::Stats| s.live_bytes + s.cached_bytes;
+    let before = alloc::stats();
+    assert!(before.cached_bytes >= (8 * MIB) as u64);
+    // A 5 MiB request misses its class: 6 MiB (the three oldest 2 MiB blocks) go back first.
+    let big = vec![2u8; 5 * MIB];
+    let after = alloc::stats();
+    assert_eq!(after.system_allocs, before.system_allocs + 1);
+    assert!(held(after) <= held(before), "{before:?} -> {after:?}");
+    assert_eq!(
+        after.cached_bytes,
+        (2 * MIB) as u64,
+        "the newest 2 MiB block stays"
+    );
+    // The one left is the last freed, not the first.
+    let again = vec![3u8; 2 * MIB];
+    assert_ne!(again.as_ptr(), first);
+    drop((big, again));
+}

@@ -252,6 +252,47 @@ pub fn batchnorm_forward_train(
     })
 }
 
+/// y = gamma (x - mean) inv_std + beta with the statistics a forward returned: that forward's
+/// output again, bit for bit (the same arithmetic), from its input. Lets a layer recompute the
+/// output in its backward instead of keeping it between the passes. CPU tensors only.
+///
+/// # Shapes
+/// x: (N, C, H, W) or (N, F) -> y: same shape, overwritten; gamma, beta and the statistics (C,).
+///
+/// # Errors
+/// Mismatched shapes; tensors not on the CPU.
+pub fn batchnorm_apply(
+    y: &mut Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &BatchNormStats,
+) -> Result<()> {
+    const OP: &str = "batchnorm_apply";
+    let d = dims(OP, x)?;
+    y.expect_shape(OP, "y", x.dims())?;
+    expect_channels(
+        OP,
+        d.c,
+        &[
+            ("gamma", gamma),
+            ("beta", beta),
+            ("mean", &stats.mean),
+            ("inv_std", &stats.inv_std),
+        ],
+    )?;
+    cpu::normalize(
+        y.as_mut_slice()?,
+        x.as_slice()?,
+        d,
+        stats.mean.as_slice()?,
+        stats.inv_std.as_slice()?,
+        gamma.as_slice()?,
+        beta.as_slice()?,
+    );
+    Ok(())
+}
+
 /// Evaluation-mode forward: normalises with the running statistics, which stay unchanged.
 ///
 /// # Shapes

@@ -235,3 +235,11 @@ fn bad_shapes_name_the_layer_and_the_shapes() {
     .unwrap_err();
     assert_eq!(e.to_string(), "BatchNorm1d: eps 0 must be finite and > 0");
 }
+
+#[test]
+fn recompute_output_gives_the_forwards_bits() {
+    let mut bn = random_layer::<4>(3, 40);
+    let x = random(&[4, 3, 5, 5], -2.0, 3.0, 44);
+    let (y, cache) = bn.forward(x, Mode::Train).unwrap();
+    assert_eq!(bn.recompute_output(&cache).unwrap().to_vec(), y.to_vec());
+}
