@@ -17,9 +17,9 @@
 //! [`ALIGN`], go straight to the system allocator. A step repeats the same shapes, so after the
 //! first step most large requests are served from the lists.
 //!
-//! The cache never makes the process hold more than its largest live set: a request its class
-//! cannot serve first returns the least recently freed blocks of other classes to the system
-//! (`release_oldest`). Measured on the seed at batch 64 (`trainer bench`): without that rule a
+//! The cache never makes the process hold more than its largest live set (plus the block being
+//! allocated): when a request its class cannot serve would push the blocks held past that, the
+//! least recently freed blocks of other classes go back to the system first (`release_oldest`). Measured on the seed at batch 64 (`trainer bench`): without that rule a
 //! warm step took no block from the system but the process held 2,045 MiB of large blocks for
 //! 1,682 MiB live (peak RSS 1,992 MiB); with it, 95 of a step's 164 large blocks come from the
 //! system (32,000 page faults, 126 MiB, about 1% of the step) and the peak RSS is 1,811 MiB.
@@ -177,18 +177,22 @@ fn push(class: usize, size: usize, block: *mut u8) {
     lists.cached_bytes += size as u64;
 }
 
-/// Makes room before a request of `need` bytes that its class cannot serve: if the free lists
-/// hold at least `need` bytes (of other classes), returns their least recently freed blocks to
-/// the system until `need` bytes are gone, so that the memory the process holds never grows
-/// while the cache sits on blocks of sizes it is not asking for. (Without this, the cache holds
-/// up to a fifth more than the largest live set: the seed at batch 64 held 2,045 MiB for
-/// 1,682 MiB live.) The blocks freed longest ago are the ones least likely to be asked for
-/// soon; when they are, they come from the system again.
-fn release_oldest(need: usize) {
+/// Called when a request its class cannot serve is about to take a new block from the system:
+/// if the blocks held (live, counting the new one, plus cached) would then exceed the largest
+/// live set so far, returns the least recently freed cached blocks to the system until they no
+/// longer do (or the lists are empty). So the cache never makes the process hold more than its
+/// largest live set plus one block, and it keeps every block while it holds less. (Without
+/// this, the cache held up to a fifth more than the largest live set: the seed at batch 64 held
+/// 2,045 MiB for 1,682 MiB live.) The blocks freed longest ago are the ones least likely to be
+/// asked for soon; when they are, they come from the system again.
+fn release_oldest() {
     let mut lists = lock();
-    if lists.cached_bytes < need as u64 {
+    let held = LIVE.load(Ordering::Relaxed) + lists.cached_bytes;
+    let excess = held.saturating_sub(PEAK_LIVE.load(Ordering::Relaxed));
+    if excess == 0 {
         return;
     }
+    let need = excess.min(lists.cached_bytes) as usize;
     let mut released = 0u64;
     while released < need as u64 {
         // The oldest block: the smallest `freed_at` over every list, with its predecessor.
@@ -245,7 +249,7 @@ impl CachingAlloc {
             }
             return p;
         }
-        release_oldest(block.size());
+        release_oldest();
         SYSTEM_ALLOCS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: block has a non-zero size.
         unsafe {

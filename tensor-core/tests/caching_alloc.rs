@@ -74,17 +74,19 @@ fn trim_returns_cached_blocks_to_the_system() {
 }
 
 #[test]
-fn a_miss_first_returns_the_oldest_cached_blocks_so_the_footprint_does_not_grow() {
+fn a_miss_returns_the_oldest_cached_blocks_when_more_than_the_largest_live_set_would_be_held() {
     let _serial = serial();
     alloc::trim();
-    // Four 2 MiB blocks cached, the first freed first.
+    alloc::reset_peak();
+    // Four 2 MiB blocks live (the largest live set), then cached, the first freed first.
     let blocks: Vec<Vec<u8>> = (0..4).map(|_| vec![1u8; 2 * MIB]).collect();
     let first = blocks[0].as_ptr();
     drop(blocks);
     let held = |s: alloc::Stats| s.live_bytes + s.cached_bytes;
     let before = alloc::stats();
     assert!(before.cached_bytes >= (8 * MIB) as u64);
-    // A 5 MiB request misses its class: 6 MiB (the three oldest 2 MiB blocks) go back first.
+    // A 5 MiB request misses its class; 5 MiB live and 8 MiB cached would exceed the 8 MiB live
+    // before, so 6 MiB (the three oldest 2 MiB blocks) go back first.
     let big = vec![2u8; 5 * MIB];
     let after = alloc::stats();
     assert_eq!(after.system_allocs, before.system_allocs + 1);
@@ -98,4 +100,22 @@ fn a_miss_first_returns_the_oldest_cached_blocks_so_the_footprint_does_not_grow(
     let again = vec![3u8; 2 * MIB];
     assert_ne!(again.as_ptr(), first);
     drop((big, again));
+}
+
+#[test]
+fn a_miss_keeps_the_cache_while_less_than_the_largest_live_set_is_held() {
+    let _serial = serial();
+    alloc::trim();
+    alloc::reset_peak();
+    // 12 MiB live at most, then given back to the system.
+    drop(vec![1u8; 12 * MIB]);
+    alloc::trim();
+    // An 8 MiB block cached, then 3 MiB asked for: 3 + 8 <= 12, so the cached block stays
+    // (though it alone would cover the request).
+    drop(vec![1u8; 8 * MIB]);
+    let cached = alloc::stats().cached_bytes;
+    assert!(cached >= (8 * MIB) as u64);
+    let three = vec![1u8; 3 * MIB];
+    assert_eq!(alloc::stats().cached_bytes, cached, "nothing released");
+    drop(three);
 }
