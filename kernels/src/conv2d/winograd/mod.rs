@@ -66,6 +66,27 @@ struct Plan {
 }
 
 impl Plan {
+    /// The plan of convolution `d` run forward: its C maps in, its K maps out.
+    fn forward(tile: &'static Tile, d: &Conv2dDims) -> Plan {
+        Plan {
+            tile,
+            n: d.n,
+            cin: d.c,
+            cout: d.k,
+            h: d.h,
+            w: d.w,
+        }
+    }
+
+    /// The same maps with in and out swapped: backward-data runs the forward of dy.
+    fn swapped(self) -> Plan {
+        Plan {
+            cin: self.cout,
+            cout: self.cin,
+            ..self
+        }
+    }
+
     /// Tiles down and across: ceil(h / m), ceil(w / m).
     fn tiles_hw(&self) -> (usize, usize) {
         (self.h.div_ceil(self.tile.m), self.w.div_ceil(self.tile.m))
@@ -162,15 +183,7 @@ pub(super) fn forward(
     weight: &[f32],
     d: &Conv2dDims,
 ) -> Result<()> {
-    let plan = Plan {
-        tile,
-        n: d.n,
-        cin: d.c,
-        cout: d.k,
-        h: d.h,
-        w: d.w,
-    };
-    transformed(y, x, weight, Orientation::Forward, &plan)
+    transformed(y, x, weight, Orientation::Forward, &Plan::forward(tile, d))
 }
 
 /// dy: (N, K, H, W), weight: (K, C, 3, 3) -> dx: (N, C, H, W), overwritten: the forward of dy by
@@ -182,14 +195,7 @@ pub(super) fn backward_data(
     weight: &[f32],
     d: &Conv2dDims,
 ) -> Result<()> {
-    let plan = Plan {
-        tile,
-        n: d.n,
-        cin: d.k,
-        cout: d.c,
-        h: d.h,
-        w: d.w,
-    };
+    let plan = Plan::forward(tile, d).swapped();
     transformed(dx, dy, weight, Orientation::Adjoint, &plan)
 }
 
@@ -229,14 +235,7 @@ pub(super) fn backward_weight(
     x: &[f32],
     d: &Conv2dDims,
 ) -> Result<()> {
-    let plan = Plan {
-        tile,
-        n: d.n,
-        cin: d.c,
-        cout: d.k,
-        h: d.h,
-        w: d.w,
-    };
+    let plan = Plan::forward(tile, d);
     let positions = plan.positions();
     let max_cols = plan.group() * plan.tiles();
     let (v_len, z_len) = (positions * d.c * max_cols, positions * d.k * max_cols);
