@@ -32,6 +32,8 @@
 #
 # Device call: run(command="bash scripts/gpu-check.sh run", carry=["target/gpu-check"],
 #                  timeout_s=540). The parts' limits add up to under 480 s (GPU_CHECK_BUDGET_S).
+# GPU_CHECK_PARTS=parity,bench,... runs only the parts named (see `want`); CUDA_BENCH_FILTER
+# narrows the criterion benches, e.g. CUDA_BENCH_FILTER=conv2d.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DIR=target/gpu-check
@@ -71,6 +73,12 @@ build() {
 # ---- the device half -------------------------------------------------------------------------
 
 RESULTS=()
+# Whether part KEY is asked for: GPU_CHECK_PARTS (a comma-separated list of keys: gpu, smoke,
+# parity, bench, torch, epoch, criterion) or, unset, every part.
+want() {
+    [ -z "${GPU_CHECK_PARTS:-}" ] || [[ ",$GPU_CHECK_PARTS," == *",$1,"* ]]
+}
+
 # part NAME CAP_S CMD...: runs CMD under `timeout`, at most CAP_S seconds and never past the
 # deadline; records NAME's exit status (124: stopped at its limit) and goes on whatever happens.
 part() {
@@ -140,26 +148,29 @@ run() {
     export OUTDIR TRAIN_BUDGET_S=${TRAIN_BUDGET_S:-90} PYTHONUNBUFFERED=1
     # libcuda comes with the driver; NVRTC and cuBLAS with the CUDA 13.0 toolkit, or else with
     # PyTorch's nvidia-* wheels.
-    for d in /usr/local/cuda/lib64 /usr/local/cuda-13.0/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-        $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, "cu13", "lib") for p in nvidia.__path__))' 2>/dev/null); do
+    # PyTorch's wheels first, so that the toolkit's own folders (prepended last) come first on the
+    # path: the driver (CUDA 13.0) rejects PTX from a newer NVRTC.
+    for d in $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, "cu13", "lib") for p in nvidia.__path__))' 2>/dev/null) \
+        /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib64 /usr/local/cuda-13.0/lib64; do
         [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     done
     echo "gpu-check: $(date -u), LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 
-    part "GPU" 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-    part "PyTorch smoke (CPU, batch 2)" 60 \
+    want gpu && part "GPU" 20 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+        nvcc --version | tail -2; ls -l /usr/local/cuda/lib64/libnvrtc.so* 2>&1 | head -3' 
+    want smoke && part "PyTorch smoke (CPU, batch 2)" 60 \
         python3 scripts/torch_seed.py --device cpu --batch-size 2 --steps 1 --warmup 0
-    part "parity suite on the GPU (gpu_*)" 120 \
+    want parity && part "parity suite on the GPU (gpu_*)" 120 \
         "$DIR/kernels-tests" --ignored gpu_ --test-threads=1
-    part "trainer bench --device cuda (seed, batch 250)" 90 \
+    want bench && part "trainer bench --device cuda (seed, batch 250)" 90 \
         bash -c "set -o pipefail; '$DIR/trainer' bench --device cuda --preset seed --batch-size 250 --steps 5 --profile | tee '$OUTDIR/bench.txt'"
-    part "PyTorch seed network (cuda, batch 250, TF32 off and on)" 100 \
+    want torch && part "PyTorch seed network (cuda, batch 250, TF32 off and on)" 100 \
         python3 scripts/torch_seed.py --device cuda --batch-size 250 --out "$OUTDIR/torch_seed.txt"
-    part "synthetic epoch (trainer train --device cuda --epochs 1)" $((TRAIN_BUDGET_S + 60)) \
+    want epoch && part "synthetic epoch (trainer train --device cuda --epochs 1)" $((TRAIN_BUDGET_S + 60)) \
         bash scripts/gpu-check.sh synthetic-epoch
-    part "CUDA criterion benches" 150 \
-        bash -c "set -o pipefail; '$DIR/cuda-bench' --bench 2>&1 | tee '$OUTDIR/cuda-bench.txt' | grep -E '^cuda|time:|thrpt:|skipped'"
-
+    # CUDA_BENCH_FILTER: a criterion filter (a regular expression on the benchmark ids).
+    want criterion && part "CUDA criterion benches" 150 \
+        bash -c "set -o pipefail; '$DIR/cuda-bench' --bench ${CUDA_BENCH_FILTER:-} 2>&1 | tee '$OUTDIR/cuda-bench.txt' | grep -E '^cuda|time:|thrpt:|skipped'"
     {
         echo "== gpu-check summary"
         printf '%s\n' "${RESULTS[@]}"
