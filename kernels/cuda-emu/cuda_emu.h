@@ -197,6 +197,11 @@ inline unsigned __umulhi(unsigned a, unsigned b) {
     return static_cast<unsigned>((static_cast<uint64_t>(a) * b) >> 32);
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+// Round-to-nearest arithmetic that a GPU compiler never fuses into an FMA. The host build targets
+// baseline x86-64 (no FMA instructions), so plain operators round each step the same way.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
