@@ -24,9 +24,9 @@ pub const CONV2D_BACKWARD_WEIGHT: [Kernel<Conv2dParams>; 2] = [
 ];
 pub const CONV2D_SUM_SPLITS: Kernel<SumSplitsParams> = Kernel::new("conv2d", "conv2d_sum_splits");
 
-/// Blocks that fill an H100's 132 multiprocessors twice (two blocks of the large tile fit on
-/// each): backward-weight splits its long sum over the batch's pixels until its few output
-/// tiles make that many blocks.
+/// Blocks of the large tile that an H100's 132 multiprocessors run at once (two each): one
+/// wave. Backward-weight splits its long sum over the batch's pixels until its few output tiles
+/// make up to that many blocks.
 const TARGET_BLOCKS: usize = 264;
 /// Fewest output pixels one split of backward-weight sums (below that, the partials cost more
 /// than they save).
@@ -225,7 +225,9 @@ pub fn conv2d_backward_weight<B: Backend>(
     let tile = GemmTile::for_output(m, n, max_splits);
     let (bm, bn) = tile.dims();
     let tiles = m.div_ceil(bm) * n.div_ceil(bn);
-    let splits = TARGET_BLOCKS.div_ceil(tiles).clamp(1, max_splits);
+    // At most TARGET_BLOCKS blocks: a grid just past it runs a second wave for a few blocks
+    // (block 1 at batch 250: 9 tiles x 29 slices = 261 blocks, where 30 would make 270).
+    let splits = (TARGET_BLOCKS / tiles).clamp(1, max_splits);
     conv2d_backward_weight_with(
         dev,
         tile,
