@@ -90,7 +90,8 @@ pub(super) fn tile_grid(
 }
 
 /// c = alpha * op(a) op(b) + beta * c on the device. op(a): (M, K), op(b): (K, N) -> c: (M, N);
-/// with `beta == 0`, `c` is only written (a NaN in it does not survive).
+/// with `beta == 0`, `c` is only written (a NaN in it does not survive). Runs in the block tile
+/// [`GemmTile::for_output`] picks for (M, N); either tile gives the same bits.
 ///
 /// # Errors
 /// [`Error::Shape`] if an operand's buffer does not hold rows x cols values, the inner
