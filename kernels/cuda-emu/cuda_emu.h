@@ -6,11 +6,12 @@
 // would on a GPU. Only one launch runs at a time in a process (a mutex), because `__shared__`
 // becomes `static`: one copy of each shared array, reused by block after block.
 //
-// Supplied: threadIdx, blockIdx, blockDim, gridDim; __global__, __device__, __forceinline__,
-// __restrict__, __launch_bounds__; static __shared__ arrays and dynamic shared memory through
-// CUDA_DYNAMIC_SHARED(T, name) (poisoned with 0xFF bytes, a NaN in every float, before each
-// block); __syncthreads, __syncwarp, __shfl_sync, __shfl_down_sync, __shfl_xor_sync; atomicAdd on
-// float, int and unsigned; __umulhi, rsqrtf and the int/float min and max.
+// Supplied: threadIdx, blockIdx, blockDim, gridDim; float4; __global__, __device__,
+// __forceinline__, __restrict__, __launch_bounds__, __align__; static __shared__ arrays and
+// dynamic shared memory through CUDA_DYNAMIC_SHARED(T, name) (poisoned with 0xFF bytes, a NaN
+// in every float, before each block); __syncthreads, __syncwarp, __shfl_sync, __shfl_down_sync,
+// __shfl_xor_sync; atomicAdd on float, int and unsigned; __umulhi, rsqrtf and the int/float min
+// and max.
 //
 // Differences from a GPU that a kernel must not rely on: warps do not run in lockstep (shuffles
 // synchronise the warp, nothing else does); float arithmetic is the host's (no FMA contraction
@@ -35,9 +36,15 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 
 struct uint3 {
     unsigned x, y, z;
+};
+
+// CUDA's 16-byte vector type (the shared-memory float4 loads of tiled_gemm.cuh).
+struct alignas(16) float4 {
+    float x, y, z, w;
 };
 
 struct dim3 {

@@ -1,6 +1,8 @@
 // Conv2d, the CUDA twin of cpu.rs: the three passes as implicit GEMMs on the tiled product of
-// tiled_gemm.cuh. The im2col matrix is never stored: the tile copies compute, for each element
-// they load, which input value (or padding zero) it stands for.
+// tiled_gemm.cuh. The im2col matrix is never stored: the tile loaders compute, for each element
+// they load, which input value (or padding zero) it stands for. The sources below split that
+// arithmetic as tiled_gemm.cuh asks: a thread's output pixel (or tap) is decomposed once, before
+// the k loop, and the other index advances per step (by FastDiv or a carry, no division).
 //
 // x: (n, c, h, w), weight: (k, c, kh, kw), y: (n, k, oh, ow); r = (c, ky, kx) indexes the
 // c*kh*kw taps of a filter and (img, oy, ox) the n*oh*ow output pixels of the batch.
@@ -26,137 +28,216 @@ struct Conv2dParams {
     uint32_t k_per_split;  // backward-weight: pixels summed per grid.z slice
 };
 
-// The x value tap r = (c, ky, kx) sees at output pixel q = (img, oy, ox); 0 in the padding.
-__device__ __forceinline__ float im2col(const ConvGeom& g, const float* x, uint32_t r, uint32_t q) {
-    const uint32_t khw = g.kh * g.kw, ohw = g.oh * g.ow;
-    const uint32_t c = r / khw, t = r - c * khw, ky = t / g.kw, kx = t - ky * g.kw;
-    const uint32_t img = q / ohw, pix = q - img * ohw, oy = pix / g.ow, ox = pix - oy * g.ow;
-    const int iy = (int)(oy * g.stride + ky) - (int)g.pad, ix = (int)(ox * g.stride + kx) - (int)g.pad;
-    if (iy < 0 || ix < 0 || iy >= (int)g.h || ix >= (int)g.w) return 0.0f;
-    return x[((img * g.c + c) * g.h + iy) * g.w + ix];
-}
-
-// Forward B: col(r, q), pixels q neighbours in memory.
-struct Im2colByPixel {
-    ConvGeom g;
-    const float* x;
-    bool k_contiguous;
-    __device__ __forceinline__ float operator()(uint32_t r, uint32_t q) const { return im2col(g, x, r, q); }
+// The taps r = (c, ky, kx) of a filter over planes of `plane` values (x's planes: h*w; dy's: oh*ow):
+// a tap's plane offset c * plane and its (ky, kx). tap() decomposes r (no division instruction),
+// next() steps to r + 1.
+struct Tap {
+    uint32_t plane, ky, kx;
 };
-
-// Backward-weight B: col(r, q) transposed, (q, r), summed over the pixels q.
-struct Im2colByTap {
-    ConvGeom g;
-    const float* x;
-    bool k_contiguous;
-    __device__ __forceinline__ float operator()(uint32_t q, uint32_t r) const { return im2col(g, x, r, q); }
-};
-
-// Backward-data A: weight viewed as (c, (k, ky, kx)).
-struct WeightByChannel {
-    ConvGeom g;
-    const float* weight;
-    bool k_contiguous;
-    __device__ __forceinline__ float operator()(uint32_t c, uint32_t s) const {
-        const uint32_t khw = g.kh * g.kw, k = s / khw;
-        return weight[(k * g.c + c) * khw + (s - k * khw)];
+struct TapWalker {
+    uint32_t kh, kw, plane;
+    FastDiv per_channel, per_row;  // by kh * kw, by kw
+    __device__ __forceinline__ TapWalker(const ConvGeom& g, uint32_t plane_size)
+        : kh(g.kh), kw(g.kw), plane(plane_size), per_channel(g.kh * g.kw), per_row(g.kw) {}
+    __device__ __forceinline__ Tap tap(uint32_t r) const {
+        const uint32_t c = per_channel.div(r), t = r - c * per_channel.d, ky = per_row.div(t);
+        return {c * plane, ky, t - ky * kw};
     }
+    __device__ __forceinline__ void next(Tap& t) const {
+        if (++t.kx == kw) {
+            t.kx = 0;
+            if (++t.ky == kh) {
+                t.ky = 0;
+                t.plane += plane;
+            }
+        }
+    }
+};
+
+// Output pixel q = (img, oy, ox): the offset of image img in x and the input pixel (iy0, ix0)
+// that tap (0, 0) reads (negative in the padding).
+struct Window {
+    uint32_t image;
+    int iy0, ix0;
+};
+
+// The implicit im2col matrix col(r, q): the x value tap r sees at output pixel q, 0 in the padding.
+struct Im2col {
+    ConvGeom g;
+    const float* x;
+    TapWalker taps;
+    FastDiv per_image, per_row;  // by oh * ow, by ow
+    __device__ __forceinline__ Im2col(const ConvGeom& geom, const float* x_)
+        : g(geom), x(x_), taps(geom, geom.h * geom.w), per_image(geom.oh * geom.ow), per_row(geom.ow) {}
+    __device__ __forceinline__ Window window(uint32_t q) const {
+        const uint32_t img = per_image.div(q), pix = q - img * per_image.d, oy = per_row.div(pix);
+        const uint32_t ox = pix - oy * g.ow;
+        return {img * g.c * g.h * g.w, (int)(oy * g.stride) - (int)g.pad, (int)(ox * g.stride) - (int)g.pad};
+    }
+    __device__ __forceinline__ float value(const Window& q, const Tap& r) const {
+        const int iy = q.iy0 + (int)r.ky, ix = q.ix0 + (int)r.kx;
+        if ((uint32_t)iy >= g.h || (uint32_t)ix >= g.w) return 0.0f;
+        return x[q.image + r.plane + (uint32_t)iy * g.w + (uint32_t)ix];
+    }
+};
+
+// Forward B: col(r, q), o = pixel q (neighbours in memory), k = tap r.
+struct Im2colByPixel {
+    static constexpr bool k_contiguous = false;
+    Im2col col;
+    using Outer = Window;
+    using Inner = Tap;
+    __device__ __forceinline__ Outer outer(uint32_t q) const { return col.window(q); }
+    __device__ __forceinline__ Inner inner(uint32_t r) const { return col.taps.tap(r); }
+    __device__ __forceinline__ void next(Inner& r) const { col.taps.next(r); }
+    __device__ __forceinline__ float load(const Outer& q, const Inner& r) const { return col.value(q, r); }
+};
+
+// Backward-weight B: col(r, q) transposed, o = tap r, k = pixel q (summed over; neighbours in memory).
+struct Im2colByTap {
+    static constexpr bool k_contiguous = true;
+    Im2col col;
+    using Outer = Tap;
+    using Inner = Window;
+    __device__ __forceinline__ Outer outer(uint32_t r) const { return col.taps.tap(r); }
+    __device__ __forceinline__ Inner inner(uint32_t q) const { return col.window(q); }
+    __device__ __forceinline__ float load(const Outer& r, const Inner& q) const { return col.value(q, r); }
+};
+
+// Backward-data A: weight viewed as (c, s), s = (k, ky, kx); o = c, k = s.
+struct WeightByChannel {
+    static constexpr bool k_contiguous = true;
+    const float* weight;
+    uint32_t filter;      // c * kh * kw, the values of one filter
+    FastDiv per_channel;  // by kh * kw
+    struct Outer {
+        uint32_t offset;  // c * kh * kw
+    };
+    struct Inner {
+        uint32_t offset;  // k * c * kh * kw + (ky, kx)
+    };
+    __device__ __forceinline__ Outer outer(uint32_t c) const { return {c * per_channel.d}; }
+    __device__ __forceinline__ Inner inner(uint32_t s) const {
+        const uint32_t k = per_channel.div(s);
+        return {k * filter + (s - k * per_channel.d)};
+    }
+    __device__ __forceinline__ float load(const Outer& c, const Inner& s) const { return weight[c.offset + s.offset]; }
 };
 
 // Backward-data B: row s = (k, ky, kx), column p = (img, iy, ix): the dy value of the output
 // pixel that reads input pixel (iy, ix) through tap (ky, kx), or 0 where no output pixel does.
+// o = p (neighbours in memory), k = s.
 struct DyGather {
+    static constexpr bool k_contiguous = false;
     ConvGeom g;
     const float* dy;
-    bool k_contiguous;
-    __device__ __forceinline__ float operator()(uint32_t s, uint32_t p) const {
-        const uint32_t khw = g.kh * g.kw, hw = g.h * g.w;
-        const uint32_t k = s / khw, t = s - k * khw, ky = t / g.kw, kx = t - ky * g.kw;
-        const uint32_t img = p / hw, pix = p - img * hw, iy = pix / g.w, ix = pix - iy * g.w;
-        const int ny = (int)(iy + g.pad) - (int)ky, nx = (int)(ix + g.pad) - (int)kx;
+    TapWalker taps;        // over dy's planes of oh * ow
+    FastDiv by_stride;
+    struct Outer {
+        uint32_t image;    // img * k * oh * ow
+        int iy, ix;        // iy + pad, ix + pad
+    };
+    using Inner = Tap;
+    __device__ __forceinline__ DyGather(const ConvGeom& geom, const float* dy_)
+        : g(geom), dy(dy_), taps(geom, geom.oh * geom.ow), by_stride(geom.stride) {}
+    __device__ __forceinline__ Outer outer(uint32_t p) const {
+        const uint32_t hw = g.h * g.w, img = p / hw, pix = p - img * hw, iy = pix / g.w;
+        return {img * g.k * g.oh * g.ow, (int)(iy + g.pad), (int)(pix - iy * g.w + g.pad)};
+    }
+    __device__ __forceinline__ Inner inner(uint32_t s) const { return taps.tap(s); }
+    __device__ __forceinline__ void next(Inner& s) const { taps.next(s); }
+    __device__ __forceinline__ float load(const Outer& p, const Inner& s) const {
+        const int ny = p.iy - (int)s.ky, nx = p.ix - (int)s.kx;
         if (ny < 0 || nx < 0) return 0.0f;
-        const uint32_t oy = (uint32_t)ny / g.stride, ox = (uint32_t)nx / g.stride;
+        const uint32_t oy = by_stride.div((uint32_t)ny), ox = by_stride.div((uint32_t)nx);
         if (oy * g.stride != (uint32_t)ny || ox * g.stride != (uint32_t)nx || oy >= g.oh || ox >= g.ow) return 0.0f;
-        return dy[((img * g.k + k) * g.oh + oy) * g.ow + ox];
+        return dy[p.image + s.plane + oy * g.ow + ox];
     }
 };
 
-// Backward-weight A: dy viewed as (k, (img, oy, ox)).
+// Backward-weight A: dy viewed as (k, q), q = (img, oy, ox); o = k, k = q (summed over).
 struct DyByChannel {
-    ConvGeom g;
+    static constexpr bool k_contiguous = true;
     const float* dy;
-    bool k_contiguous;
-    __device__ __forceinline__ float operator()(uint32_t k, uint32_t q) const {
-        const uint32_t ohw = g.oh * g.ow, img = q / ohw;
-        return dy[(img * g.k + k) * ohw + (q - img * ohw)];
+    uint32_t image;    // k * oh * ow, the values of one image
+    FastDiv per_image;  // by oh * ow
+    struct Outer {
+        uint32_t offset;  // k * oh * ow
+    };
+    struct Inner {
+        uint32_t offset;  // img * k * oh * ow + (oy, ox)
+    };
+    __device__ __forceinline__ Outer outer(uint32_t k) const { return {k * per_image.d}; }
+    __device__ __forceinline__ Inner inner(uint32_t q) const {
+        const uint32_t img = per_image.div(q);
+        return {img * image + (q - img * per_image.d)};
     }
+    __device__ __forceinline__ float load(const Outer& k, const Inner& q) const { return dy[k.offset + q.offset]; }
 };
 
-// Grid: (ceil(n*oh*ow / 64), ceil(k / 64)). x, weight -> y: (n, k, oh, ow), overwritten.
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) conv2d_forward(Conv2dParams p) {
+// Grid: (ceil(n*oh*ow / Tile::BN), ceil(k / Tile::BM)). x, weight -> y: (n, k, oh, ow), overwritten.
+template <class Tile>
+__device__ __forceinline__ void conv2d_forward_tiled(const Conv2dParams& p) {
     const ConvGeom& g = p.g;
     const uint32_t taps = g.c * g.kh * g.kw, ohw = g.oh * g.ow, pixels = g.n * ohw;
-    const StridedSource a{p.weight, taps, 1, true};
-    const Im2colByPixel b{g, p.x, false};
-    const uint32_t m0 = blockIdx.y * GEMM_TILE_M, n0 = blockIdx.x * GEMM_TILE_N;
-    float acc[GEMM_REG][GEMM_REG];
-    tiled_gemm(a, b, g.k, pixels, m0, n0, 0, taps, acc);
+    const StridedSource<true> a{p.weight, taps, 1};
+    const Im2colByPixel b{Im2col(g, p.x)};
+    const uint32_t m0 = blockIdx.y * Tile::BM, n0 = blockIdx.x * Tile::BN;
+    float acc[Tile::RM][Tile::RN];
+    tiled_gemm<Tile>(a, b, g.k, pixels, m0, n0, 0, taps, acc);
 #pragma unroll
-    for (int i = 0; i < GEMM_REG; ++i) {
-        const uint32_t k = m0 + gemm_tile_row(i);
+    for (uint32_t j = 0; j < Tile::RN; ++j) {
+        const uint32_t q = n0 + gemm_tile_col(j), img = q / ohw;
+        float* out = p.out + (size_t)img * g.k * ohw + (q - img * ohw);
 #pragma unroll
-        for (int j = 0; j < GEMM_REG; ++j) {
-            const uint32_t q = n0 + gemm_tile_col(j);
-            if (k < g.k && q < pixels) {
-                const uint32_t img = q / ohw;
-                p.out[(img * g.k + k) * ohw + (q - img * ohw)] = acc[i][j];
-            }
+        for (uint32_t i = 0; i < Tile::RM; ++i) {
+            const uint32_t k = m0 + gemm_tile_row(i);
+            if (k < g.k && q < pixels) out[(size_t)k * ohw] = acc[i][j];
         }
     }
 }
-EMU_KERNEL(conv2d_forward, Conv2dParams)
 
-// Grid: (ceil(n*h*w / 64), ceil(c / 64)). dy, weight -> dx: (n, c, h, w), overwritten.
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) conv2d_backward_data(Conv2dParams p) {
+// Grid: (ceil(n*h*w / Tile::BN), ceil(c / Tile::BM)). dy, weight -> dx: (n, c, h, w), overwritten.
+template <class Tile>
+__device__ __forceinline__ void conv2d_backward_data_tiled(const Conv2dParams& p) {
     const ConvGeom& g = p.g;
     const uint32_t inner = g.k * g.kh * g.kw, hw = g.h * g.w, pixels = g.n * hw;
-    const WeightByChannel a{g, p.weight, true};
-    const DyGather b{g, p.dy, false};
-    const uint32_t m0 = blockIdx.y * GEMM_TILE_M, n0 = blockIdx.x * GEMM_TILE_N;
-    float acc[GEMM_REG][GEMM_REG];
-    tiled_gemm(a, b, g.c, pixels, m0, n0, 0, inner, acc);
+    const WeightByChannel a{p.weight, g.c * g.kh * g.kw, FastDiv(g.kh * g.kw)};
+    const DyGather b(g, p.dy);
+    const uint32_t m0 = blockIdx.y * Tile::BM, n0 = blockIdx.x * Tile::BN;
+    float acc[Tile::RM][Tile::RN];
+    tiled_gemm<Tile>(a, b, g.c, pixels, m0, n0, 0, inner, acc);
 #pragma unroll
-    for (int i = 0; i < GEMM_REG; ++i) {
-        const uint32_t c = m0 + gemm_tile_row(i);
+    for (uint32_t j = 0; j < Tile::RN; ++j) {
+        const uint32_t q = n0 + gemm_tile_col(j), img = q / hw;
+        float* out = p.out + (size_t)img * g.c * hw + (q - img * hw);
 #pragma unroll
-        for (int j = 0; j < GEMM_REG; ++j) {
-            const uint32_t q = n0 + gemm_tile_col(j);
-            if (c < g.c && q < pixels) {
-                const uint32_t img = q / hw;
-                p.out[(img * g.c + c) * hw + (q - img * hw)] = acc[i][j];
-            }
+        for (uint32_t i = 0; i < Tile::RM; ++i) {
+            const uint32_t c = m0 + gemm_tile_row(i);
+            if (c < g.c && q < pixels) out[(size_t)c * hw] = acc[i][j];
         }
     }
 }
-EMU_KERNEL(conv2d_backward_data, Conv2dParams)
 
-// Grid: (ceil(c*kh*kw / 64), ceil(k / 64), splits). dy, x -> with one split, dweight: (k, c, kh, kw)
-// accumulated (+=); with several, partial z (of k*c*kh*kw values) of slice z, overwritten.
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) conv2d_backward_weight(Conv2dParams p) {
+// Grid: (ceil(c*kh*kw / Tile::BN), ceil(k / Tile::BM), splits). dy, x -> with one split,
+// dweight: (k, c, kh, kw) accumulated (+=); with several, partial z (of k*c*kh*kw values) of
+// slice z, overwritten. Slice z sums pixels [z * k_per_split, (z + 1) * k_per_split).
+template <class Tile>
+__device__ __forceinline__ void conv2d_backward_weight_tiled(const Conv2dParams& p) {
     const ConvGeom& g = p.g;
-    const uint32_t taps = g.c * g.kh * g.kw, pixels = g.n * g.oh * g.ow;
-    const DyByChannel a{g, p.dy, true};
-    const Im2colByTap b{g, p.x, true};
-    const uint32_t m0 = blockIdx.y * GEMM_TILE_M, n0 = blockIdx.x * GEMM_TILE_N;
+    const uint32_t taps = g.c * g.kh * g.kw, ohw = g.oh * g.ow, pixels = g.n * ohw;
+    const DyByChannel a{p.dy, g.k * ohw, FastDiv(ohw)};
+    const Im2colByTap b{Im2col(g, p.x)};
+    const uint32_t m0 = blockIdx.y * Tile::BM, n0 = blockIdx.x * Tile::BN;
     const uint32_t begin = blockIdx.z * p.k_per_split, end = min(begin + p.k_per_split, pixels);
-    float acc[GEMM_REG][GEMM_REG];
-    tiled_gemm(a, b, g.k, taps, m0, n0, begin, end, acc);
+    float acc[Tile::RM][Tile::RN];
+    tiled_gemm<Tile>(a, b, g.k, taps, m0, n0, begin, end, acc);
     float* out = p.out + (size_t)blockIdx.z * g.k * taps;
 #pragma unroll
-    for (int i = 0; i < GEMM_REG; ++i) {
+    for (uint32_t i = 0; i < Tile::RM; ++i) {
         const uint32_t k = m0 + gemm_tile_row(i);
 #pragma unroll
-        for (int j = 0; j < GEMM_REG; ++j) {
+        for (uint32_t j = 0; j < Tile::RN; ++j) {
             const uint32_t r = n0 + gemm_tile_col(j);
             if (k < g.k && r < taps) {
                 if (gridDim.z == 1) {
@@ -168,7 +249,21 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) conv2d_backward_weigh
         }
     }
 }
-EMU_KERNEL(conv2d_backward_weight, Conv2dParams)
+
+// Each pass in the two tile sizes (ops/conv2d.rs picks one per shape): <pass>_128 and <pass>_64.
+// The large tile asks for GEMM_LARGE_MIN_BLOCKS blocks per multiprocessor (tiled_gemm.cuh).
+#define CONV2D_KERNEL(name, pass, Tile, min_blocks)                                              \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, min_blocks) name(Conv2dParams p) { \
+        pass<Tile>(p);                                                                         \
+    }                                                                                          \
+    EMU_KERNEL(name, Conv2dParams)
+
+CONV2D_KERNEL(conv2d_forward_128, conv2d_forward_tiled, GemmLarge, GEMM_LARGE_MIN_BLOCKS)
+CONV2D_KERNEL(conv2d_forward_64, conv2d_forward_tiled, GemmSmall, 1)
+CONV2D_KERNEL(conv2d_backward_data_128, conv2d_backward_data_tiled, GemmLarge, GEMM_LARGE_MIN_BLOCKS)
+CONV2D_KERNEL(conv2d_backward_data_64, conv2d_backward_data_tiled, GemmSmall, 1)
+CONV2D_KERNEL(conv2d_backward_weight_128, conv2d_backward_weight_tiled, GemmLarge, GEMM_LARGE_MIN_BLOCKS)
+CONV2D_KERNEL(conv2d_backward_weight_64, conv2d_backward_weight_tiled, GemmSmall, 1)
 
 struct SumSplitsParams {
     float* out;            // (n), accumulated

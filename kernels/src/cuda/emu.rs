@@ -61,8 +61,11 @@ emu_kernels! {
     maxpool_forward, maxpool_backward,
     dropblock_mask, dropblock_apply,
     batchnorm_forward_train, batchnorm_forward_eval, batchnorm_backward,
-    sgemm,
-    conv2d_forward, conv2d_backward_data, conv2d_backward_weight, conv2d_sum_splits,
+    sgemm_128, sgemm_64,
+    conv2d_forward_128, conv2d_forward_64,
+    conv2d_backward_data_128, conv2d_backward_data_64,
+    conv2d_backward_weight_128, conv2d_backward_weight_64,
+    conv2d_sum_splits,
     broken_relu_forward, reverse_in_block, reverse_in_block_no_barrier, warp_sums,
 }
 

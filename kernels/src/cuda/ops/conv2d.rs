@@ -1,22 +1,32 @@
 //! Conv2d on the device, as [`crate::conv2d`]: implicit GEMMs on the tiled product (conv2d.cu),
-//! no im2col buffer. Any kernel size, stride and padding.
+//! no im2col buffer. Any kernel size, stride and padding. Each pass runs in the block tile
+//! [`GemmTile::for_output`] picks for its output (the `_with` variants take one, for tests).
 
-use super::gemm::{tile_grid, GEMM_THREADS, GEMM_TILE_M, GEMM_TILE_N};
+use super::gemm::{tile_grid, GemmTile, GEMM_THREADS, GEMM_TILE_K};
 use super::{check_len, count};
 use crate::conv2d::{Conv2dDims, Conv2dGeom};
 use crate::cuda::launch::{Backend, Kernel, LaunchConfig};
 use crate::cuda::params::{Conv2dParams, ConvGeomC, SumSplitsParams};
 use crate::Result;
 
-pub const CONV2D_FORWARD: Kernel<Conv2dParams> = Kernel::new("conv2d", "conv2d_forward");
-pub const CONV2D_BACKWARD_DATA: Kernel<Conv2dParams> =
-    Kernel::new("conv2d", "conv2d_backward_data");
-pub const CONV2D_BACKWARD_WEIGHT: Kernel<Conv2dParams> =
-    Kernel::new("conv2d", "conv2d_backward_weight");
+/// Each pass's kernels, by tile: `[large, small]`.
+pub const CONV2D_FORWARD: [Kernel<Conv2dParams>; 2] = [
+    Kernel::new("conv2d", "conv2d_forward_128"),
+    Kernel::new("conv2d", "conv2d_forward_64"),
+];
+pub const CONV2D_BACKWARD_DATA: [Kernel<Conv2dParams>; 2] = [
+    Kernel::new("conv2d", "conv2d_backward_data_128"),
+    Kernel::new("conv2d", "conv2d_backward_data_64"),
+];
+pub const CONV2D_BACKWARD_WEIGHT: [Kernel<Conv2dParams>; 2] = [
+    Kernel::new("conv2d", "conv2d_backward_weight_128"),
+    Kernel::new("conv2d", "conv2d_backward_weight_64"),
+];
 pub const CONV2D_SUM_SPLITS: Kernel<SumSplitsParams> = Kernel::new("conv2d", "conv2d_sum_splits");
 
-/// Blocks that fill an H100's 132 multiprocessors about twice: backward-weight splits its long
-/// sum over the batch's pixels until its few output tiles make that many blocks.
+/// Blocks of the large tile that an H100's 132 multiprocessors run at once (two each): one
+/// wave. Backward-weight splits its long sum over the batch's pixels until its few output tiles
+/// make up to that many blocks.
 const TARGET_BLOCKS: usize = 264;
 /// Fewest output pixels one split of backward-weight sums (below that, the partials cost more
 /// than they save).
@@ -68,9 +78,23 @@ fn dims<B: Backend>(
     Ok((d, g))
 }
 
+/// The kernel of `pass` (`[large, small]`) for `tile`.
+fn kernel(pass: [Kernel<Conv2dParams>; 2], tile: GemmTile) -> Kernel<Conv2dParams> {
+    match tile {
+        GemmTile::Large => pass[0],
+        GemmTile::Small => pass[1],
+    }
+}
+
 /// A launch of tiled-product blocks over an (m, n) output, `splits` deep.
-fn tiled(op: &'static str, m: usize, n: usize, splits: u32) -> Result<LaunchConfig> {
-    let (gx, gy) = tile_grid(op, m, n)?;
+fn tiled(
+    op: &'static str,
+    tile: GemmTile,
+    m: usize,
+    n: usize,
+    splits: u32,
+) -> Result<LaunchConfig> {
+    let (gx, gy) = tile_grid(op, tile, m, n)?;
     Ok(LaunchConfig {
         grid: (gx, gy, splits),
         block: (GEMM_THREADS, 1, 1),
@@ -93,10 +117,27 @@ pub fn conv2d_forward<B: Backend>(
     weight_dims: &[usize],
     geometry: Conv2dGeom,
 ) -> Result<()> {
+    conv2d_forward_with(dev, None, y, x, weight, x_dims, weight_dims, geometry)
+}
+
+/// [`conv2d_forward`] in block tile `tile` (`None`: as [`GemmTile::for_output`] picks).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_forward_with<B: Backend>(
+    dev: &B,
+    tile: Option<GemmTile>,
+    y: &mut B::Buf<f32>,
+    x: &B::Buf<f32>,
+    weight: &B::Buf<f32>,
+    x_dims: &[usize],
+    weight_dims: &[usize],
+    geometry: Conv2dGeom,
+) -> Result<()> {
     const OP: &str = "cuda conv2d_forward";
     let bufs = [("x", x), ("weight", weight), ("y", &*y)];
     let (d, g) = dims(OP, dev, x_dims, weight_dims, geometry, bufs)?;
-    let cfg = tiled(OP, d.k, d.n * d.oh * d.ow, 1)?;
+    let (m, n) = (d.k, d.n * d.oh * d.ow);
+    let tile = tile.unwrap_or(GemmTile::for_output(m, n, 1));
+    let cfg = tiled(OP, tile, m, n, 1)?;
     let p = Conv2dParams {
         out: dev.addr_mut(y),
         x: dev.addr(x),
@@ -107,7 +148,7 @@ pub fn conv2d_forward<B: Backend>(
     };
     // SAFETY: x, weight and y hold their shapes' values (checked); the kernel reads x only at
     // in-range pixels and writes y at in-range (k, pixel) pairs.
-    unsafe { dev.launch(CONV2D_FORWARD, cfg, &p) }
+    unsafe { dev.launch(kernel(CONV2D_FORWARD, tile), cfg, &p) }
 }
 
 /// Convolution backward with respect to the input, as [`crate::conv2d::conv2d_backward_data`].
@@ -125,10 +166,27 @@ pub fn conv2d_backward_data<B: Backend>(
     weight_dims: &[usize],
     geometry: Conv2dGeom,
 ) -> Result<()> {
+    conv2d_backward_data_with(dev, None, dx, dy, weight, x_dims, weight_dims, geometry)
+}
+
+/// [`conv2d_backward_data`] in block tile `tile` (`None`: as [`GemmTile::for_output`] picks).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_backward_data_with<B: Backend>(
+    dev: &B,
+    tile: Option<GemmTile>,
+    dx: &mut B::Buf<f32>,
+    dy: &B::Buf<f32>,
+    weight: &B::Buf<f32>,
+    x_dims: &[usize],
+    weight_dims: &[usize],
+    geometry: Conv2dGeom,
+) -> Result<()> {
     const OP: &str = "cuda conv2d_backward_data";
     let bufs = [("dx", &*dx), ("weight", weight), ("dy", dy)];
     let (d, g) = dims(OP, dev, x_dims, weight_dims, geometry, bufs)?;
-    let cfg = tiled(OP, d.c, d.n * d.h * d.w, 1)?;
+    let (m, n) = (d.c, d.n * d.h * d.w);
+    let tile = tile.unwrap_or(GemmTile::for_output(m, n, 1));
+    let cfg = tiled(OP, tile, m, n, 1)?;
     let p = Conv2dParams {
         out: dev.addr_mut(dx),
         x: 0,
@@ -139,7 +197,7 @@ pub fn conv2d_backward_data<B: Backend>(
     };
     // SAFETY: dx, weight and dy hold their shapes' values (checked); the kernel reads dy only at
     // in-range output pixels and writes dx at in-range (c, pixel) pairs.
-    unsafe { dev.launch(CONV2D_BACKWARD_DATA, cfg, &p) }
+    unsafe { dev.launch(kernel(CONV2D_BACKWARD_DATA, tile), cfg, &p) }
 }
 
 /// Convolution backward with respect to the weight, as
@@ -162,37 +220,49 @@ pub fn conv2d_backward_weight<B: Backend>(
     geometry: Conv2dGeom,
 ) -> Result<()> {
     let d = Conv2dDims::new("cuda conv2d_backward_weight", x_dims, weight_dims, geometry)?;
-    let tiles =
-        (d.k.div_ceil(GEMM_TILE_M as usize)) * (d.c * d.kh * d.kw).div_ceil(GEMM_TILE_N as usize);
-    let pixels = d.n * d.oh * d.ow;
-    let splits = TARGET_BLOCKS
-        .div_ceil(tiles)
-        .min(pixels / MIN_PIXELS_PER_SPLIT)
-        .clamp(1, MAX_SPLITS);
-    conv2d_backward_weight_split(dev, dweight, dy, x, x_dims, weight_dims, geometry, splits)
+    let (m, n, pixels) = (d.k, d.c * d.kh * d.kw, d.n * d.oh * d.ow);
+    let max_splits = (pixels / MIN_PIXELS_PER_SPLIT).clamp(1, MAX_SPLITS);
+    let tile = GemmTile::for_output(m, n, max_splits);
+    let (bm, bn) = tile.dims();
+    let tiles = m.div_ceil(bm) * n.div_ceil(bn);
+    // At most TARGET_BLOCKS blocks: a grid just past it runs a second wave for a few blocks
+    // (block 1 at batch 250: 9 tiles x 29 slices = 261 blocks, where 30 would make 270).
+    let splits = (TARGET_BLOCKS / tiles).clamp(1, max_splits);
+    conv2d_backward_weight_with(
+        dev,
+        tile,
+        splits,
+        dweight,
+        dy,
+        x,
+        x_dims,
+        weight_dims,
+        geometry,
+    )
 }
 
-/// [`conv2d_backward_weight`] with the sum over the pixels split into about `splits` slices
-/// (clamped to 1..=64).
+/// [`conv2d_backward_weight`] in block tile `tile`, with the sum over the pixels split into
+/// about `splits` slices (clamped to 1..=64).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv2d_backward_weight_split<B: Backend>(
+pub(crate) fn conv2d_backward_weight_with<B: Backend>(
     dev: &B,
+    tile: GemmTile,
+    splits: usize,
     dweight: &mut B::Buf<f32>,
     dy: &B::Buf<f32>,
     x: &B::Buf<f32>,
     x_dims: &[usize],
     weight_dims: &[usize],
     geometry: Conv2dGeom,
-    splits: usize,
 ) -> Result<()> {
     const OP: &str = "cuda conv2d_backward_weight";
     let bufs = [("x", x), ("dweight", &*dweight), ("dy", dy)];
     let (d, g) = dims(OP, dev, x_dims, weight_dims, geometry, bufs)?;
     let (taps, pixels) = (d.c * d.kh * d.kw, d.n * d.oh * d.ow);
-    // At most MAX_SPLITS slices, each a whole number of 16-deep k steps; the last may be shorter.
+    // At most MAX_SPLITS slices, each a whole number of k steps; the last may be shorter.
     let per_split = pixels
         .div_ceil(splits.clamp(1, MAX_SPLITS))
-        .next_multiple_of(16);
+        .next_multiple_of(GEMM_TILE_K);
     let splits = pixels.div_ceil(per_split);
     let out_len = d.k * taps;
     let mut partial = if splits > 1 {
@@ -213,10 +283,10 @@ pub(crate) fn conv2d_backward_weight_split<B: Backend>(
         g,
         k_per_split: per_split as u32,
     };
-    let cfg = tiled(OP, d.k, taps, splits as u32)?;
+    let cfg = tiled(OP, tile, d.k, taps, splits as u32)?;
     // SAFETY: x and dy hold their shapes' values (checked); out is dweight (k*taps values) with
     // one split, else partial with splits*k*taps; slice z writes only its own k*taps values.
-    unsafe { dev.launch(CONV2D_BACKWARD_WEIGHT, cfg, &p) }?;
+    unsafe { dev.launch(kernel(CONV2D_BACKWARD_WEIGHT, tile), cfg, &p) }?;
     if let Some(partial) = partial {
         let q = SumSplitsParams {
             out: dev.addr_mut(dweight),

@@ -1,11 +1,13 @@
 //! Conv2d: the CPU passes against the emulated implicit-GEMM kernels, on odd shapes over kernel
-//! size, stride and padding, and on a seed layer (128 -> 128 channels, 3x3) at a small batch.
+//! size, stride and padding, on a shape whose GEMMs have partial tiles on every axis, and on a
+//! seed layer (128 -> 128 channels, 3x3) at a small batch; each pass in both block tiles, which
+//! must agree bit for bit (same sums in the same order).
 
 use super::super::emu::Emu;
 use super::super::gpu::Gpu;
 use super::super::launch::Backend;
-use super::super::ops;
-use super::{assert_close, uniform, Tol};
+use super::super::ops::{self, GemmTile};
+use super::{assert_close, uniform, Tol, EXACT};
 use crate::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dDims, Conv2dGeom,
 };
@@ -33,8 +35,10 @@ fn gpu_conv2d_matches_cpu() {
 }
 
 fn conv2d_matches_cpu<B: Backend>(dev: &B) {
-    // (x dims, kernel size, stride, pad): every kernel/stride/pad pair on an odd map, then a
-    // seed layer.
+    // (x dims, filters, kernel size, geometry): every kernel/stride/pad pair on an odd map; 19
+    // -> 130 channels (forward: m = 130, n = 429 pixels, k = 171 taps; backward-data: m = 19,
+    // k = 1170; backward-weight: m = 130, n = 171, 429 pixels summed), past the 128 x 128 x 8
+    // and 64 x 64 x 8 tiles on every axis; then a seed layer.
     let mut cases = Vec::new();
     for k in [3usize, 1] {
         for stride in [1usize, 2] {
@@ -43,6 +47,7 @@ fn conv2d_matches_cpu<B: Backend>(dev: &B) {
             }
         }
     }
+    cases.push(([3, 19, 11, 13], 130, 3, Conv2dGeom::SAME_3X3));
     cases.push(([2, 128, 8, 8], 128, 3, Conv2dGeom::SAME_3X3));
     for (s, (xd, k_out, ks, geom)) in cases.into_iter().enumerate() {
         let what = format!("x {xd:?}, {k_out} filters {ks}x{ks}, {geom:?}");
@@ -58,49 +63,75 @@ fn conv2d_matches_cpu<B: Backend>(dev: &B) {
         let d = Conv2dDims::new("test", &xd, &wd, geom).unwrap();
         let mut y = Tensor::zeros(d.y_dims());
         conv2d_forward(&mut y, &x, &w, geom).unwrap();
-        let mut yb = dev.upload(&vec![f32::NAN; y.len()]).unwrap();
-        ops::conv2d_forward(dev, &mut yb, &xb, &wb, &xd, &wd, geom).unwrap();
         let fwd_terms = xd[1] * ks * ks;
+        let mut per_tile = Vec::new();
+        for tile in [None, Some(GemmTile::Large), Some(GemmTile::Small)] {
+            let mut yb = dev.upload(&vec![f32::NAN; y.len()]).unwrap();
+            ops::conv2d_forward_with(dev, tile, &mut yb, &xb, &wb, &xd, &wd, geom).unwrap();
+            let yg = dev.download(&yb).unwrap();
+            let what = format!("{what}: forward, tile {tile:?}");
+            assert_close(&what, &yg, y.as_slice().unwrap(), conv_tol(fwd_terms));
+            per_tile.push(yg);
+        }
         assert_close(
-            &format!("{what}: forward"),
-            &dev.download(&yb).unwrap(),
-            y.as_slice().unwrap(),
-            conv_tol(fwd_terms),
+            "forward, large vs small tile",
+            &per_tile[1],
+            &per_tile[2],
+            EXACT,
         );
 
         let dy = Tensor::from_vec(d.y_dims(), uniform(seed + 2, y.len(), -1.0, 1.0)).unwrap();
         let dyb = dev.upload(dy.as_slice().unwrap()).unwrap();
         let mut dx = Tensor::zeros(xd);
         conv2d_backward_data(&mut dx, &dy, &w, geom).unwrap();
-        let mut dxb = dev.upload(&vec![f32::NAN; dx.len()]).unwrap();
-        ops::conv2d_backward_data(dev, &mut dxb, &dyb, &wb, &xd, &wd, geom).unwrap();
+        let mut per_tile = Vec::new();
+        for tile in [None, Some(GemmTile::Large), Some(GemmTile::Small)] {
+            let mut dxb = dev.upload(&vec![f32::NAN; dx.len()]).unwrap();
+            ops::conv2d_backward_data_with(dev, tile, &mut dxb, &dyb, &wb, &xd, &wd, geom).unwrap();
+            let dxg = dev.download(&dxb).unwrap();
+            let what = format!("{what}: backward-data, tile {tile:?}");
+            assert_close(
+                &what,
+                &dxg,
+                dx.as_slice().unwrap(),
+                conv_tol(k_out * ks * ks),
+            );
+            per_tile.push(dxg);
+        }
         assert_close(
-            &format!("{what}: backward-data"),
-            &dev.download(&dxb).unwrap(),
-            dx.as_slice().unwrap(),
-            conv_tol(k_out * ks * ks),
+            "backward-data, large vs small tile",
+            &per_tile[1],
+            &per_tile[2],
+            EXACT,
         );
 
-        // Accumulated into a non-zero start; once as the op splits it, once in 3 slices.
+        // Accumulated into a non-zero start: as the op splits it, then in each tile in one slice
+        // and in 3 (slices of whole k steps, the last shorter).
         let dw0 = uniform(seed + 3, w.len(), -1.0, 1.0);
         let mut dw = Tensor::from_vec(wd, dw0.clone()).unwrap();
         conv2d_backward_weight(&mut dw, &dy, &x, geom).unwrap();
         let pixels = d.n * d.oh * d.ow;
-        for splits in [None, Some(3)] {
+        let mut per_tile = Vec::new();
+        let runs = [None, Some((GemmTile::Large, 1)), Some((GemmTile::Small, 1))]
+            .into_iter()
+            .chain([Some((GemmTile::Large, 3)), Some((GemmTile::Small, 3))]);
+        for run in runs {
             let mut dwb = dev.upload(&dw0).unwrap();
-            match splits {
+            match run {
                 None => ops::conv2d_backward_weight(dev, &mut dwb, &dyb, &xb, &xd, &wd, geom),
-                Some(s) => {
-                    ops::conv2d_backward_weight_split(dev, &mut dwb, &dyb, &xb, &xd, &wd, geom, s)
-                }
+                Some((tile, splits)) => ops::conv2d_backward_weight_with(
+                    dev, tile, splits, &mut dwb, &dyb, &xb, &xd, &wd, geom,
+                ),
             }
             .unwrap();
-            assert_close(
-                &format!("{what}: backward-weight, {splits:?} splits"),
-                &dev.download(&dwb).unwrap(),
-                dw.as_slice().unwrap(),
-                conv_tol(pixels),
-            );
+            let dwg = dev.download(&dwb).unwrap();
+            let what = format!("{what}: backward-weight, (tile, splits) {run:?}");
+            assert_close(&what, &dwg, dw.as_slice().unwrap(), conv_tol(pixels));
+            per_tile.push(dwg);
+        }
+        for (large, small, splits) in [(1, 2, 1), (3, 4, 3)] {
+            let what = format!("backward-weight in {splits} slices, large vs small tile");
+            assert_close(&what, &per_tile[large], &per_tile[small], EXACT);
         }
     }
     refusals(dev);

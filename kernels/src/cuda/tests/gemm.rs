@@ -1,11 +1,12 @@
-//! SGEMM: the CPU `sgemm` against the emulated tiled kernel, every transpose pair, shapes that
-//! are not multiples of the 64 x 64 x 16 tile, and a convolution-sized product.
+//! SGEMM: the CPU `sgemm` against the emulated tiled kernel in both block tiles (which must
+//! agree bit for bit), every transpose pair, shapes that are not multiples of the 128 x 128 x 8
+//! and 64 x 64 x 8 tiles, and a convolution-sized product; and the choice of tile by shape.
 
 use super::super::emu::Emu;
 use super::super::gpu::Gpu;
 use super::super::launch::Backend;
-use super::super::ops::{self, DevOperand};
-use super::{assert_close, uniform, Tol};
+use super::super::ops::{self, DevOperand, GemmTile};
+use super::{assert_close, uniform, Tol, EXACT};
 use crate::gemm::{sgemm, Operand, Trans};
 
 /// The tolerance of a product with inner dimension `k` and operands in [-1, 1]: both sides add
@@ -31,14 +32,33 @@ fn gpu_sgemm_matches_cpu() {
     sgemm_matches_cpu(Gpu::shared(0).expect("GPU 0"));
 }
 
+/// The large tile where its blocks fill an H100 (132 multiprocessors) once, else the small one.
+#[test]
+fn emu_gemm_tile_choice() {
+    // The conv passes of block 1 and block 3 at batch 250 (the forward GEMMs) and block 1's
+    // backward-weight (9 output tiles, its pixel sum split up to 64 ways).
+    assert_eq!(GemmTile::for_output(128, 256_000, 1), GemmTile::Large);
+    assert_eq!(GemmTile::for_output(512, 16_000, 1), GemmTile::Large);
+    assert_eq!(GemmTile::for_output(128, 1152, 64), GemmTile::Large);
+    // fc1 at batch 250 (2 x 32 large tiles), sgemm 1024^3 (64), a small conv test shape.
+    assert_eq!(GemmTile::for_output(250, 4096, 1), GemmTile::Small);
+    assert_eq!(GemmTile::for_output(1024, 1024, 1), GemmTile::Small);
+    assert_eq!(GemmTile::for_output(128, 128, 1), GemmTile::Small);
+    // The boundary: 132 blocks of 128 x 128 is a wave, 131 is not.
+    assert_eq!(GemmTile::for_output(128, 132 * 128, 1), GemmTile::Large);
+    assert_eq!(GemmTile::for_output(128, 131 * 128, 1), GemmTile::Small);
+}
+
 fn sgemm_matches_cpu<B: Backend>(dev: &B) {
-    // (m, k, n): one element; a single partial tile; every axis just past a tile multiple;
+    // (m, k, n): one element; a single partial tile; every axis just past a tile multiple
+    // (twice: the small tile's, then the large one's in m and n with k not a multiple of 8);
     // the forward GEMM of a 3x3 convolution, 128 -> 128 channels, 2 images of 8 x 8.
     let shapes = [
         (1usize, 1usize, 1usize),
         (5, 3, 7),
         (65, 17, 129),
         (130, 33, 67),
+        (131, 45, 257),
         (128, 1152, 128),
     ];
     let transposes = [
@@ -78,32 +98,32 @@ fn sgemm_matches_cpu<B: Backend>(dev: &B) {
                 } else {
                     c0.clone()
                 };
+                let what = format!("sgemm ({m}, {k}, {n}) {ta:?} {tb:?} alpha {alpha} beta {beta}");
+                let dev_a = || DevOperand {
+                    data: &ab,
+                    rows: ar,
+                    cols: ac,
+                    trans: ta,
+                };
+                let dev_b = || DevOperand {
+                    data: &bb,
+                    rows: br,
+                    cols: bc,
+                    trans: tb,
+                };
                 let mut cb = dev.upload(&start).unwrap();
-                ops::sgemm(
-                    dev,
-                    alpha,
-                    DevOperand {
-                        data: &ab,
-                        rows: ar,
-                        cols: ac,
-                        trans: ta,
-                    },
-                    DevOperand {
-                        data: &bb,
-                        rows: br,
-                        cols: bc,
-                        trans: tb,
-                    },
-                    beta,
-                    &mut cb,
-                )
-                .unwrap();
-                assert_close(
-                    &format!("sgemm ({m}, {k}, {n}) {ta:?} {tb:?} alpha {alpha} beta {beta}"),
-                    &dev.download(&cb).unwrap(),
-                    &c,
-                    gemm_tol(k),
-                );
+                ops::sgemm(dev, alpha, dev_a(), dev_b(), beta, &mut cb).unwrap();
+                assert_close(&what, &dev.download(&cb).unwrap(), &c, gemm_tol(k));
+                let mut per_tile = Vec::new();
+                for tile in GemmTile::ALL {
+                    let mut cb = dev.upload(&start).unwrap();
+                    ops::sgemm_tiled(dev, tile, alpha, dev_a(), dev_b(), beta, &mut cb).unwrap();
+                    let cg = dev.download(&cb).unwrap();
+                    assert_close(&format!("{what}, {tile:?}"), &cg, &c, gemm_tol(k));
+                    per_tile.push(cg);
+                }
+                let what = format!("{what}: large vs small tile");
+                assert_close(&what, &per_tile[0], &per_tile[1], EXACT);
             }
         }
     }
