@@ -6,12 +6,19 @@
 //! beyond reading one thread-local flag. Only durations are recorded: nothing here feeds back into
 //! any result.
 //!
+//! On a CUDA device a pass only queues its kernels and returns: its wall time is the time to
+//! launch them, and whatever first waits for the device is charged for all the work queued before
+//! it. A profile started with [`start_synchronized`] calls its `sync` (a wait for the device)
+//! when each timed pass starts and when it ends, so each pass is charged for its own device work,
+//! at the price of a slower step (the device idles while the host waits).
+//!
 //! The accumulator is thread-local, not global, so two profiles on two threads never mix. Layers
 //! are called from the thread that runs the model (the kernels' rayon workers are inside those
 //! calls), so a pass is timed once, including its parallel work. Composite layers (blocks) are not
 //! timed themselves: their parts are.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// The kinds of work a training step is split into.
@@ -97,19 +104,42 @@ impl Profile {
     }
 }
 
+/// The profile being collected on a thread, and the wait for the device around each pass.
+struct Active {
+    profile: Profile,
+    sync: Option<Rc<dyn Fn()>>,
+}
+
 thread_local! {
-    static ACTIVE: RefCell<Option<Profile>> = const { RefCell::new(None) };
+    static ACTIVE: RefCell<Option<Active>> = const { RefCell::new(None) };
 }
 
 /// Starts collecting a fresh profile on the calling thread (dropping one left unfinished).
 pub fn start() {
-    ACTIVE.with(|p| *p.borrow_mut() = Some(Profile::default()));
+    begin(None);
 }
 
-/// Stops collecting on the calling thread and returns what was collected since [`start`]
-/// (`None` if nothing was being collected).
+/// As [`start`], for a model on an asynchronous device: `sync` is called when each timed pass
+/// starts (so the pass is not charged for the work queued before it) and when it ends (so it is
+/// charged for its own), until [`finish`]. `sync` waits for the device; it cannot fail here, so a
+/// device error is left for the next operation to report.
+pub fn start_synchronized(sync: impl Fn() + 'static) {
+    begin(Some(Rc::new(sync)));
+}
+
+fn begin(sync: Option<Rc<dyn Fn()>>) {
+    ACTIVE.with(|p| {
+        *p.borrow_mut() = Some(Active {
+            profile: Profile::default(),
+            sync,
+        })
+    });
+}
+
+/// Stops collecting on the calling thread and returns what was collected since [`start`] or
+/// [`start_synchronized`] (`None` if nothing was being collected).
 pub fn finish() -> Option<Profile> {
-    ACTIVE.with(|p| p.borrow_mut().take())
+    ACTIVE.with(|p| p.borrow_mut().take().map(|a| a.profile))
 }
 
 /// A guard that, when dropped, adds the time since its creation to (kind, pass) of the calling
@@ -119,17 +149,31 @@ pub struct Timer(Option<(LayerKind, Pass, Instant)>);
 
 /// Times the rest of the enclosing scope as one call of `kind`'s `pass`.
 pub fn timed(kind: LayerKind, pass: Pass) -> Timer {
-    let on = ACTIVE.with(|p| p.borrow().is_some());
-    Timer(on.then(|| (kind, pass, Instant::now())))
+    let Some(sync) = active_sync() else {
+        return Timer(None);
+    };
+    if let Some(sync) = sync {
+        sync();
+    }
+    Timer(Some((kind, pass, Instant::now())))
+}
+
+/// `None` when no profile is being collected on this thread, else its `sync`, if any. (A clone
+/// of the handle, so that `sync` runs without the profile borrowed.)
+fn active_sync() -> Option<Option<Rc<dyn Fn()>>> {
+    ACTIVE.with(|p| p.borrow().as_ref().map(|a| a.sync.clone()))
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
         if let Some((kind, pass, start)) = self.0 {
+            if let Some(Some(sync)) = active_sync() {
+                sync();
+            }
             let elapsed = start.elapsed();
             ACTIVE.with(|p| {
-                if let Some(profile) = p.borrow_mut().as_mut() {
-                    profile.add(kind, pass, elapsed);
+                if let Some(active) = p.borrow_mut().as_mut() {
+                    active.profile.add(kind, pass, elapsed);
                 }
             });
         }
@@ -138,6 +182,8 @@ impl Drop for Timer {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
 
     #[test]
@@ -158,6 +204,32 @@ mod tests {
         assert_eq!(p.total(), d);
         drop(timed(LayerKind::Conv, Pass::Forward));
         assert_eq!(finish(), None);
+    }
+
+    /// Each timed pass waits for the device when it starts and when it ends; the time of the
+    /// wait at its end (the pass's own device work) is the pass's.
+    #[test]
+    fn a_synchronized_profile_waits_around_every_pass() {
+        let waits = Rc::new(Cell::new(0));
+        let counted = Rc::clone(&waits);
+        start_synchronized(move || {
+            counted.set(counted.get() + 1);
+            std::thread::sleep(Duration::from_millis(2));
+        });
+        drop(timed(LayerKind::Conv, Pass::Forward));
+        assert_eq!(waits.get(), 2);
+        drop(timed(LayerKind::Loss, Pass::Backward));
+        assert_eq!(waits.get(), 4);
+        let p = finish().unwrap();
+        let (d, calls) = p.get(LayerKind::Conv, Pass::Forward);
+        assert_eq!(calls, 1);
+        assert!(d >= Duration::from_millis(2), "{d:?}");
+        drop(timed(LayerKind::Conv, Pass::Forward));
+        assert_eq!(waits.get(), 4, "no waits once the profile is finished");
+        start();
+        drop(timed(LayerKind::Conv, Pass::Forward));
+        assert_eq!(waits.get(), 4, "a plain profile does not wait");
+        assert_eq!(finish().unwrap().get(LayerKind::Conv, Pass::Forward).1, 1);
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! over every parameter of a model, with the state a checkpoint must keep.
 //!
 //! One [`Optimizer::step`] does, in this order:
-//! 1. check every gradient is finite, naming the first parameter (in forward order) that is not;
+//! 1. check every gradient is finite, naming the first parameter (in forward order) that is not
+//!    (each gradient's sum of squares gathers in one [`SquareSums`] on the gradients' device, read
+//!    to the host once: the step's only wait for a GPU);
 //! 2. global norm = sqrt(sum over parameters of sum(g^2)), and g *= clip / max(norm, clip);
 //! 3. the update rule on each parameter, with the learning rate of this step;
 //! 4. zero the gradients for the next step.
 
 use kernels::adam::{adam_update_scaled_and_zero, Adam};
-use kernels::grad_norm::{clip_factor, global_norm, scale_in_place, sum_of_squares};
+use kernels::grad_norm::{clip_factor, global_norm, scale_in_place, SquareSums};
 use kernels::sgd::{sgd_update, Sgd};
 use nn_layers::{Param, Parameters};
 use tensor_core::{Device, Tensor};
@@ -90,35 +92,43 @@ impl Optimizer {
         clip_norm: f32,
     ) -> Result<StepReport> {
         let step = self.updates + 1;
-        let mut sums = Vec::with_capacity(self.slots.len());
-        let mut first_bad: Option<(String, f64)> = None;
-        let mut failure: Option<Error> = None;
-        model.visit_params("", &mut |name, p| match sum_of_squares(&p.grad) {
-            Ok(s) => {
-                if !s.is_finite() && first_bad.is_none() {
-                    first_bad = Some((format!("the gradient of {name}"), s));
-                }
-                sums.push(s);
+        // The gradients' device, and a check that the model is the one the state was made for.
+        let mut params = 0;
+        let mut device = Device::Cpu;
+        model.visit_params("", &mut |_, p| {
+            if params == 0 {
+                device = p.grad.device();
             }
-            Err(e) => {
-                failure.get_or_insert(e.into());
-            }
+            params += 1;
         });
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if let Some((what, value)) = first_bad {
-            return Err(Error::NonFinite { step, what, value });
-        }
-        if sums.len() != self.slots.len() {
+        if params != self.slots.len() {
             return Err(Error::invalid(
                 "Optimizer::step",
                 format!(
-                    "the model has {} parameters, the optimizer state {}",
-                    sums.len(),
+                    "the model has {params} parameters, the optimizer state {}",
                     self.slots.len()
                 ),
             ));
+        }
+        // Each gradient's sum of squares into its slot, on the device, then one read of them all:
+        // on a GPU the step waits for the device once, not once per parameter.
+        let mut square_sums = SquareSums::new(device, params)?;
+        let mut slot = 0;
+        let mut result = Ok(());
+        model.visit_params("", &mut |_, p| {
+            if result.is_ok() {
+                result = square_sums.set(slot, &p.grad);
+            }
+            slot += 1;
+        });
+        result?;
+        let sums = square_sums.read()?;
+        if let Some(bad) = sums.iter().position(|s| !s.is_finite()) {
+            return Err(Error::NonFinite {
+                step,
+                what: format!("the gradient of {}", param_name(model, bad)),
+                value: sums[bad],
+            });
         }
         let grad_norm = global_norm(&sums);
         let clip_scale = clip_factor(grad_norm, clip_norm)?;
@@ -174,6 +184,19 @@ impl Optimizer {
             }
         }
     }
+}
+
+/// The name of parameter `index` (in the model's visiting order).
+fn param_name(model: &mut impl Parameters, index: usize) -> String {
+    let mut i = 0;
+    let mut found = String::new();
+    model.visit_params("", &mut |name, _| {
+        if i == index {
+            found = name.to_string();
+        }
+        i += 1;
+    });
+    found
 }
 
 /// Scales the gradient by the clip factor, applies the rule, zeroes the gradient (for Adam in one
@@ -295,6 +318,80 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "step 1: the gradient of b is not finite (NaN)"
+        );
+        assert_eq!(m.a.value.to_vec(), vec![1.0, 2.0]);
+        assert_eq!(opt.updates, 0);
+    }
+
+    /// The toy with the gradients `ga` and `gb`, its parameters and gradients on `device`.
+    fn toy_on(device: Device, ga: [f32; 2], gb: f32) -> Toy {
+        let mut m = toy(ga, gb);
+        nn_layers::params_to_device(&mut m, device).unwrap();
+        m
+    }
+
+    /// Sets the gradients of a toy on any device.
+    fn set_grads(m: &mut Toy, ga: [f32; 2], gb: f32) {
+        let device = m.a.grad.device();
+        m.a.grad =
+            kernels::cuda::to_device(&Tensor::from_vec([2], ga.to_vec()).unwrap(), device).unwrap();
+        m.b.grad =
+            kernels::cuda::to_device(&Tensor::from_vec([1], vec![gb]).unwrap(), device).unwrap();
+    }
+
+    /// The device's update kernels may contract a * b + c into one rounding: a few ulps.
+    const DEVICE_RTOL: f32 = 1e-6;
+
+    /// Two steps of each rule, clipped and not, on the CPU and on the emulated device. The
+    /// gradients' squares add up exactly (their global norm is 4.5), so whatever order the
+    /// device sums them in, the reports are identical; the device is read once per step.
+    #[test]
+    fn emu_steps_read_the_device_once_and_match_the_cpu() {
+        use kernels::cuda::emu::downloads_on_this_thread;
+        let sgd = Rule::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-2,
+        };
+        for rule in [ADAM, sgd] {
+            for clip in [100.0, 1.0] {
+                let mut cpu = toy_on(Device::Cpu, [0.5, -4.0], 2.0);
+                let mut emu = toy_on(Device::CudaEmu, [0.5, -4.0], 2.0);
+                let mut cpu_opt = Optimizer::new(rule, &mut cpu);
+                let mut emu_opt = Optimizer::new(rule, &mut emu);
+                emu_opt.to_device(&mut emu, Device::CudaEmu).unwrap();
+                for grads in [([0.5, -4.0], 2.0), ([-2.0, 0.25], 0.5)] {
+                    set_grads(&mut cpu, grads.0, grads.1);
+                    set_grads(&mut emu, grads.0, grads.1);
+                    let want = cpu_opt.step(&mut cpu, 0.01, clip).unwrap();
+                    let before = downloads_on_this_thread();
+                    let got = emu_opt.step(&mut emu, 0.01, clip).unwrap();
+                    assert_eq!(downloads_on_this_thread() - before, 1, "{rule:?}");
+                    assert_eq!(got, want, "{rule:?}, clip {clip}");
+                }
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                cpu.visit_params("", &mut |_, p| a.extend(p.value.to_vec()));
+                emu.visit_params("", &mut |_, p| b.extend(p.value.to_vec()));
+                for (i, (c, e)) in a.iter().zip(&b).enumerate() {
+                    assert!(
+                        (c - e).abs() <= DEVICE_RTOL * c.abs(),
+                        "{rule:?}, clip {clip}, value {i}: cpu {c}, emu {e}"
+                    );
+                }
+                assert_eq!(emu.a.grad.to_vec(), vec![0.0, 0.0], "gradients are zeroed");
+            }
+        }
+    }
+
+    #[test]
+    fn emu_a_non_finite_gradient_is_named_as_on_the_cpu() {
+        let mut m = toy_on(Device::CudaEmu, [0.0, 1.0], f32::INFINITY);
+        let mut opt = Optimizer::new(ADAM, &mut m);
+        opt.to_device(&mut m, Device::CudaEmu).unwrap();
+        let err = opt.step(&mut m, 0.01, 100.0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "step 1: the gradient of b is not finite (inf)"
         );
         assert_eq!(m.a.value.to_vec(), vec![1.0, 2.0]);
         assert_eq!(opt.updates, 0);

@@ -371,6 +371,39 @@ fn bench_prints_throughput_and_memory() {
 }
 
 #[test]
+fn bench_profiles_steps_of_its_own() {
+    let out = ok(trainer(&[
+        "bench",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--profile",
+    ]));
+    let training = out
+        .find("training: 1 steps")
+        .unwrap_or_else(|| panic!("{out}"));
+    let profile = out
+        .find("profile: milliseconds per step (1 more steps)\n")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        training < profile,
+        "the profile follows the timed steps:\n{out}"
+    );
+    for row in ["conv ", "optimizer ", "other ", "step "] {
+        assert!(
+            out.contains(&format!("\n{row}")),
+            "{row:?} missing from:\n{out}"
+        );
+    }
+    assert!(out.contains("inference: 1 batches"), "{out}");
+}
+
+#[test]
 fn bench_pins_the_convolution_algorithm() {
     for algo in ["direct", "winograd2", "winograd4"] {
         let out = ok(trainer(&[

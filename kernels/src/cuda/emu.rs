@@ -3,6 +3,7 @@
 //! memory. It runs the very launch code the GPU runs ([`super::ops`]). Tensors on
 //! [`tensor_core::Device::CudaEmu`] hold its buffers, so whole layers and models run on it too.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 
 use super::launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
@@ -79,6 +80,17 @@ pub type EmuBuf<T> = Vec<T>;
 
 const OP: &str = "cuda emulator";
 
+thread_local! {
+    static DOWNLOADS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many buffers [`Emu`] has copied to the host for the calling thread so far. On a GPU each
+/// such copy waits for every launch before it, so a test counts a computation's waits with it.
+/// Per thread, so that tests running side by side do not count each other's copies.
+pub fn downloads_on_this_thread() -> u64 {
+    DOWNLOADS.with(Cell::get)
+}
+
 impl Backend for Emu {
     type Buf<T: Elem> = EmuBuf<T>;
 
@@ -91,6 +103,7 @@ impl Backend for Emu {
     }
 
     fn download<T: Elem>(&self, buf: &EmuBuf<T>) -> Result<Vec<T>> {
+        DOWNLOADS.with(|d| d.set(d.get() + 1));
         Ok(buf.clone())
     }
 

@@ -19,4 +19,4 @@ pub mod tensor;
 mod tests;
 
 pub use launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
-pub use tensor::{to_device, zeros_on, TensorBackend};
+pub use tensor::{synchronize, to_device, zeros_on, TensorBackend};

@@ -102,11 +102,12 @@ params! {
         pub n: u32,
     }
 
-    /// grad_norm.cu `SumPartialsParams`: partial: (n) -> total: (1), f64.
+    /// grad_norm.cu `SumPartialsParams`: partial: (n) -> sums[slot], f64.
     pub struct SumPartialsParams {
-        pub total: u64,
+        pub sums: u64,
         pub partial: u64,
         pub n: u32,
+        pub slot: u32,
     }
 
     /// grad_norm.cu `ScaleParams`: x: (n) scaled in place.

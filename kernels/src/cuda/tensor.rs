@@ -143,6 +143,19 @@ pub fn zeros_on(shape: impl Into<Shape>, device: Device) -> Result<Tensor> {
     }
 }
 
+/// Waits until every launch queued on `device` has finished (nothing to wait for on the CPU or
+/// the emulated device, whose launches finish before they return). A timer of device work calls
+/// it before reading the clock.
+///
+/// # Errors
+/// [`Error::Device`] if the GPU cannot be opened or a launch before failed.
+pub fn synchronize(device: Device) -> Result<()> {
+    match device {
+        Device::Cuda(ordinal) => Gpu::shared(ordinal)?.synchronize(),
+        Device::Cpu | Device::CudaEmu => Ok(()),
+    }
+}
+
 /// A copy of `t` on `device` (a clone when it is already there): host to device, device to
 /// host, or through the host between two devices.
 ///

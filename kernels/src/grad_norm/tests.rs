@@ -80,3 +80,110 @@ fn sum_of_squares_matches_a_serial_sum_at_odd_lengths() {
         );
     }
 }
+
+/// Values of varied size, from a seed.
+fn wave(n: usize, seed: f32) -> Tensor {
+    Tensor::from_vec(
+        [n],
+        (0..n)
+            .map(|i| (i as f32 * 0.37 + seed).sin() * 2.0)
+            .collect(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn square_sums_on_the_cpu_hold_the_bits_of_sum_of_squares() {
+    let xs = [wave(5, 0.0), wave((1 << 14) + 3, 1.0), wave(40, 2.0)];
+    let mut sums = SquareSums::new(Device::Cpu, 4).unwrap();
+    assert_eq!((sums.len(), sums.device()), (4, Device::Cpu));
+    // Set out of order; slot 3 stays unset.
+    for slot in [2, 0, 1] {
+        sums.set(slot, &xs[slot]).unwrap();
+    }
+    let got = sums.read().unwrap();
+    for (slot, x) in xs.iter().enumerate() {
+        assert_eq!(got[slot].to_bits(), sum_of_squares(x).unwrap().to_bits());
+    }
+    assert_eq!(got[3], 0.0);
+    assert_eq!(
+        sums.set(4, &xs[0]).unwrap_err().to_string(),
+        "SquareSums::set: slot 4 of 4"
+    );
+    let on_emu = crate::cuda::to_device(&xs[0], Device::CudaEmu).unwrap();
+    assert_eq!(
+        sums.set(0, &on_emu).unwrap_err().to_string(),
+        "SquareSums::set: tensor is on cuda-emu, expected cpu"
+    );
+}
+
+/// The device sums run in another order (blocks and warps, not chunks and lanes).
+const DEVICE_SUM_RTOL: f64 = 1e-12;
+
+/// Tensors on the emulated device: each slot matches the CPU's sum, and the sums of every
+/// tensor come back in one copy, after none while they are set.
+#[test]
+fn emu_square_sums_match_the_cpu_and_are_read_in_one_copy() {
+    use crate::cuda::emu::downloads_on_this_thread;
+    let before = downloads_on_this_thread();
+    square_sums_match_the_cpu(Device::CudaEmu);
+    assert_eq!(downloads_on_this_thread(), before + 1);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_square_sums_match_the_cpu() {
+    square_sums_match_the_cpu(Device::Cuda(0));
+}
+
+/// Sets the slots of a [`SquareSums`] on `device` (in reverse order) and reads them once.
+fn square_sums_match_the_cpu(device: Device) {
+    // One block, a partial block, and more values than one launch has threads (grid-stride).
+    let xs = [wave(1, 0.0), wave(777, 1.0), wave(300_001, 2.0)];
+    let on_device: Vec<Tensor> = xs
+        .iter()
+        .map(|x| crate::cuda::to_device(x, device).unwrap())
+        .collect();
+    let mut sums = SquareSums::new(device, xs.len()).unwrap();
+    for (slot, x) in on_device.iter().enumerate().rev() {
+        sums.set(slot, x).unwrap();
+    }
+    let got = sums.read().unwrap();
+    for (slot, x) in xs.iter().enumerate() {
+        let cpu = sum_of_squares(x).unwrap();
+        assert!(
+            (got[slot] - cpu).abs() <= DEVICE_SUM_RTOL * cpu,
+            "slot {slot}: {device} {:e}, cpu {cpu:e}",
+            got[slot]
+        );
+    }
+    assert_eq!(
+        sums.set(3, &on_device[0]).unwrap_err().to_string(),
+        "SquareSums::set: slot 3 of 3"
+    );
+    assert!(sums.set(0, &xs[0]).is_err(), "a CPU tensor in device sums");
+}
+
+/// The hand-computed example of [`clips_a_hand_computed_example`] on the emulated device, with
+/// one host read for the norm.
+#[test]
+fn emu_clip_by_global_norm_reads_the_device_once() {
+    use crate::cuda::emu::downloads_on_this_thread;
+    let emu = |dims: &[usize], v: Vec<f32>| {
+        let t = Tensor::from_vec(dims, v).unwrap();
+        crate::cuda::to_device(&t, Device::CudaEmu).unwrap()
+    };
+    let mut g1 = emu(&[2], vec![3.0, 4.0]);
+    let mut g2 = emu(&[1, 1], vec![12.0]);
+    let before = downloads_on_this_thread();
+    let norm = clip_by_global_norm(&mut [&mut g1, &mut g2], 6.5).unwrap();
+    assert_eq!(downloads_on_this_thread(), before + 1);
+    assert_eq!(norm, 13.0);
+    assert_eq!((g1.to_vec(), g2.to_vec()), (vec![1.5, 2.0], vec![6.0]));
+    let mut cpu = Tensor::zeros([1]);
+    let e = clip_by_global_norm(&mut [&mut g1, &mut cpu], 6.5).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "SquareSums::set: tensor is on cpu, expected cuda-emu"
+    );
+}

@@ -4,7 +4,12 @@
 //! learning rate 5e-4, clipping at norm 100, dropout and DropBlock active) with the `--preset`,
 //! `--widths` and `--hidden` of the command line. One untimed warm-up step of each kind, then
 //! `--steps` timed training steps (forward, loss, backward, clip and update, as `train` does)
-//! and `--steps` timed inference batches (forward in [`Mode::Eval`]).
+//! and `--steps` timed inference batches (forward in [`Mode::Eval`]). With `--profile`, `--steps`
+//! more training steps are profiled layer by layer.
+//!
+//! On a CUDA device launches are asynchronous: each timed step or batch ends by waiting for the
+//! device, and the loss stays on the device until all steps are done, so a step's time is the
+//! device's work.
 //!
 //! Effective GFLOP/s counts the network's arithmetic ([`ResNet::forward_flops_per_image`], a
 //! training step as three forwards), not whatever the code happens to execute.
@@ -13,11 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use kernels::softmax_ce::LossTally;
 use nn_layers::profile::{self, LayerKind, Pass, Profile};
 use nn_layers::{Mode, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tensor_core::{alloc, Tensor};
+use tensor_core::{alloc, Device, Tensor};
 
 use crate::cli::{BenchArgs, Cli, Command};
 use crate::config::{ModelConfig, TrainConfig};
@@ -72,33 +78,54 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         flops / 1e9
     );
 
+    // The loss stays on the device, in a tally as `train` keeps it, and is read once at the
+    // end: a step reads back only the optimizer's gradient sums, and ends by waiting for the
+    // device, so that its time is the device's work and not the time to queue it.
+    let mut tally = LossTally::new(device, 0.0, 0)?;
     let mut step = 0u64;
     let mut train_step = |model: &mut ResNet| -> anyhow::Result<()> {
         let (logits, cache) = model.forward(x.clone(), Mode::Train, cfg.run.seed, step)?;
-        let (loss, ce) = SoftmaxCrossEntropy.forward(&logits, &labels)?;
-        anyhow::ensure!(loss.is_finite(), "step {step}: the loss is {loss}");
+        let ce = SoftmaxCrossEntropy.forward_tallied(&logits, &labels, &mut tally)?;
+        if tally.is_host() {
+            // Free to read on the CPU: a diverged step is named at once.
+            let loss = tally.read()?.last_loss;
+            anyhow::ensure!(loss.is_finite(), "step {step}: the loss is {loss}");
+        }
         let dlogits = SoftmaxCrossEntropy.backward(ce)?;
         model.backward(&dlogits, cache)?;
         let lr = cfg.optimizer.lr as f32;
-        let _timer = profile::timed(LayerKind::Optimizer, Pass::Update);
-        optimizer.step(model, lr, cfg.optimizer.clip_norm as f32)?;
+        {
+            let _timer = profile::timed(LayerKind::Optimizer, Pass::Update);
+            optimizer.step(model, lr, cfg.optimizer.clip_norm as f32)?;
+        }
+        kernels::cuda::synchronize(device)?;
         step += 1;
         Ok(())
     };
     train_step(&mut model).context("warm-up training step")?;
-    if args.profile {
-        profile::start();
-    }
     let before = MemoryCounters::now();
     let train = time(args.steps, || train_step(&mut model))?;
     report("training", "steps", &train, n, 3.0 * flops);
     println!("{}", MemoryCounters::now().since(&before, train.len()));
-    if let Some(p) = profile::finish() {
-        print!("{}", profile_table(&p, &train));
+    if args.profile {
+        // Steps of their own, so that the timing of a profile (waits for a GPU around every
+        // layer) never shows in the median above.
+        start_profile(device);
+        let profiled = time(args.steps, || train_step(&mut model));
+        let p = profile::finish().expect("a profile was started above");
+        print!("{}", profile_table(&p, &profiled?, device));
     }
+    // The one read of the loss on a device.
+    let tallied = tally.read()?;
+    anyhow::ensure!(
+        tallied.loss_sum.is_finite(),
+        "the loss of a training step is not finite (the sum of the {step} steps' is {})",
+        tallied.loss_sum
+    );
 
     let mut infer = || -> anyhow::Result<()> {
         model.forward(x.clone(), Mode::Eval, 0, 0)?;
+        kernels::cuda::synchronize(device)?;
         Ok(())
     };
     infer().context("warm-up inference batch")?;
@@ -149,14 +176,37 @@ fn report(what: &str, units: &str, runs: &[Duration], batch: usize, flops_per_im
     );
 }
 
+/// Starts the profile of the steps on `device`: on a CUDA device every timed layer waits for
+/// the device when it starts and ends, so that it is charged for its own kernels only.
+fn start_profile(device: Device) {
+    if device.is_cuda() {
+        // A failed wait leaves the error with the device: the step's own wait at its end
+        // reports it.
+        profile::start_synchronized(move || {
+            let _ = kernels::cuda::synchronize(device);
+        });
+    } else {
+        profile::start();
+    }
+}
+
 /// The per-step time of each layer kind, forward, backward and update, in milliseconds, with its
 /// share of the step; "other" is what the step spent outside every timed layer (residual sums,
-/// copies, the loop itself).
-fn profile_table(p: &Profile, steps: &[Duration]) -> String {
+/// copies, the loop itself). `steps` are the profiled steps, run on `device`.
+fn profile_table(p: &Profile, steps: &[Duration], device: Device) -> String {
     let per_step = |d: Duration| d.as_secs_f64() * 1e3 / steps.len() as f64;
     let step_ms = per_step(steps.iter().sum());
+    let waits = if device.is_cuda() {
+        format!(
+            "; on {device} each layer waits for the device when it starts and ends, so these \
+             steps are slower than the median above"
+        )
+    } else {
+        String::new()
+    };
     let mut t = format!(
-        "profile: milliseconds per step ({} steps)\n{:<10} {:>10} {:>10} {:>10} {:>10} {:>6}\n",
+        "profile: milliseconds per step ({} more steps{waits})\n\
+         {:<10} {:>10} {:>10} {:>10} {:>10} {:>6}\n",
         steps.len(),
         "layer",
         "forward",
@@ -278,7 +328,7 @@ mod tests {
         p.add(LayerKind::Conv, Pass::Forward, Duration::from_millis(30));
         p.add(LayerKind::Conv, Pass::Backward, Duration::from_millis(50));
         let steps = [Duration::from_millis(100), Duration::from_millis(100)];
-        let t = profile_table(&p, &steps);
+        let t = profile_table(&p, &steps, Device::Cpu);
         assert_eq!(t.lines().count(), 2 + LayerKind::ALL.len() + 2, "{t}");
         assert!(
             t.contains("conv             15.0       25.0        0.0       40.0  40.0%"),
@@ -287,6 +337,25 @@ mod tests {
         assert!(
             t.contains("other             0.0        0.0       60.0       60.0  60.0%"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn on_a_cuda_device_the_profile_says_its_steps_wait_around_every_layer() {
+        let steps = [Duration::from_millis(10)];
+        let cpu = profile_table(&Profile::default(), &steps, Device::Cpu);
+        assert!(
+            cpu.starts_with("profile: milliseconds per step (1 more steps)\n"),
+            "{cpu}"
+        );
+        let gpu = profile_table(&Profile::default(), &steps, Device::Cuda(0));
+        assert!(
+            gpu.starts_with(
+                "profile: milliseconds per step (1 more steps; on cuda:0 each layer waits for \
+                 the device when it starts and ends, so these steps are slower than the median \
+                 above)\n"
+            ),
+            "{gpu}"
         );
     }
 

@@ -228,32 +228,69 @@ pub fn sgd_update<B: Backend>(
 /// sum(x^2), accumulated in f64 on the device (block partials, then one block adds them in
 /// block order), read back to the host. x: (n).
 pub fn sum_of_squares<B: Backend>(dev: &B, x: &B::Buf<f32>) -> Result<f64> {
-    const OP: &str = "cuda sum_of_squares";
+    let mut partial = dev.alloc::<f64>(SUM_OF_SQUARES_BLOCKS as usize)?;
+    let mut sums = dev.alloc::<f64>(1)?;
+    sum_of_squares_into(dev, &mut sums, 0, &mut partial, x)?;
+    Ok(dev.download(&sums)?[0])
+}
+
+/// Most blocks the first pass of [`sum_of_squares_into`] launches: the `partial` scratch buffer
+/// needs this many values.
+pub const SUM_OF_SQUARES_BLOCKS: u32 = super::launch::MAX_ELEMENTWISE_BLOCKS;
+
+/// sum(x^2) into `sums[slot]`, on the device, without a host read: the sums of many tensors
+/// gather in one buffer, read once (see [`crate::grad_norm::SquareSums`]). The same two passes
+/// as [`sum_of_squares`]; `partial` is scratch of at least [`SUM_OF_SQUARES_BLOCKS`] values,
+/// overwritten. x: (n) -> sums: (slots), slot `slot` overwritten.
+pub fn sum_of_squares_into<B: Backend>(
+    dev: &B,
+    sums: &mut B::Buf<f64>,
+    slot: usize,
+    partial: &mut B::Buf<f64>,
+    x: &B::Buf<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda sum_of_squares_into";
     let n = dev.len(x);
     let cfg = LaunchConfig::elementwise(n);
-    let mut partial = dev.alloc::<f64>(cfg.grid.0 as usize)?;
-    let mut total = dev.alloc::<f64>(1)?;
+    let slots = dev.len(sums);
+    if slot >= slots {
+        return Err(Error::Shape {
+            op: OP,
+            msg: format!("slot {slot} of a buffer of {slots} sums"),
+        });
+    }
+    let scratch = dev.len(partial);
+    if scratch < cfg.grid.0 as usize {
+        return Err(Error::Shape {
+            op: OP,
+            msg: format!(
+                "partial holds {scratch} values, {} blocks need one each",
+                cfg.grid.0
+            ),
+        });
+    }
     let p = SumSquaresParams {
-        partial: dev.addr_mut(&mut partial),
+        partial: dev.addr_mut(partial),
         x: dev.addr(x),
         n: count(OP, n)?,
     };
-    // SAFETY: x holds n values; partial holds one value per block of cfg.
+    // SAFETY: x holds n values; partial holds at least one value per block of cfg.
     unsafe { dev.launch(SUM_OF_SQUARES_PARTIAL, cfg, &p) }?;
     let q = SumPartialsParams {
-        total: dev.addr_mut(&mut total),
-        partial: dev.addr(&partial),
+        sums: dev.addr_mut(sums),
+        partial: dev.addr(partial),
         n: cfg.grid.0,
+        slot: count(OP, slot)?,
     };
-    // SAFETY: partial holds q.n values, total one; a single block.
+    // SAFETY: partial holds at least q.n values and sums more than q.slot (checked above); a
+    // single block, whose thread 0 alone writes sums[slot].
     unsafe {
         dev.launch(
             SUM_PARTIALS,
             LaunchConfig::linear(1, ELEMENTWISE_THREADS, 0),
             &q,
         )
-    }?;
-    Ok(dev.download(&total)?[0])
+    }
 }
 
 /// x *= s, as [`crate::grad_norm::scale_in_place`]. x: (n).
