@@ -1,6 +1,7 @@
 //! Batch norm: the CPU functions against the emulated kernels, train and eval, forward and
-//! backward, on (N, C, H, W) maps and (N, F) rows. On the emulator (g++ without FMA) every value
-//! came out bit-identical when this was written; the tolerances are for a GPU.
+//! backward, on (N, C, H, W) maps and (N, F) rows, including channels split into several chunks
+//! by the sums kernels. The tolerances allow for the different summation orders and for a GPU's
+//! FMA contraction.
 
 use super::super::emu::Emu;
 use super::super::gpu::Gpu;
