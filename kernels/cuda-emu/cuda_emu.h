@@ -6,12 +6,12 @@
 // would on a GPU. Only one launch runs at a time in a process (a mutex), because `__shared__`
 // becomes `static`: one copy of each shared array, reused by block after block.
 //
-// Supplied: threadIdx, blockIdx, blockDim, gridDim; float4; __global__, __device__,
-// __forceinline__, __restrict__, __launch_bounds__, __align__; static __shared__ arrays and
-// dynamic shared memory through CUDA_DYNAMIC_SHARED(T, name) (poisoned with 0xFF bytes, a NaN
-// in every float, before each block); __syncthreads, __syncwarp, __shfl_sync, __shfl_down_sync,
-// __shfl_xor_sync; atomicAdd on float, int and unsigned; __umulhi, rsqrtf and the int/float min
-// and max.
+// Supplied: threadIdx, blockIdx, blockDim, gridDim; __global__, __device__, __forceinline__,
+// __restrict__, __launch_bounds__, __align__; static __shared__ arrays and dynamic shared memory
+// through CUDA_DYNAMIC_SHARED(T, name) (poisoned with 0xFF bytes, a NaN in every float, before
+// each block); __syncthreads, __syncwarp, __shfl_sync, __shfl_down_sync, __shfl_xor_sync;
+// atomicAdd on float, int and unsigned; __umulhi, rsqrtf and the int/float min and max;
+// __fadd_rn, __fsub_rn, __fmul_rn; float4 (16-byte aligned, as on the GPU) and make_float4.
 //
 // Differences from a GPU that a kernel must not rely on: warps do not run in lockstep (shuffles
 // synchronise the warp, nothing else does); float arithmetic is the host's (no FMA contraction
@@ -50,6 +50,8 @@ struct alignas(16) float4 {
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
+
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;

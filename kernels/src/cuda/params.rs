@@ -187,24 +187,6 @@ params! {
         pub n: u32,
     }
 
-    /// batchnorm.cu `BatchNormForwardParams`: x: (n, c, inner) -> y: same; mean, inv_std,
-    /// running_mean, running_var, gamma, beta: (c).
-    pub struct BatchNormForwardParams {
-        pub y: u64,
-        pub mean: u64,
-        pub inv_std: u64,
-        pub running_mean: u64,
-        pub running_var: u64,
-        pub x: u64,
-        pub gamma: u64,
-        pub beta: u64,
-        pub eps: f32,
-        pub momentum: f32,
-        pub n: u32,
-        pub c: u32,
-        pub inner: u32,
-    }
-
     /// gemm.cu `SgemmParams`: op(a): (m, k), op(b): (k, n) -> c: (m, n).
     pub struct SgemmParams {
         pub c: u64,
@@ -253,21 +235,84 @@ params! {
         pub splits: u32,
     }
 
-    /// batchnorm.cu `BatchNormBackwardParams`: dy, x: (n, c, inner) -> dx: same; dgamma, dbeta,
-    /// gamma, mean, inv_std: (c).
-    pub struct BatchNormBackwardParams {
-        pub dx: u64,
+    /// batchnorm.cu `BatchNormGeom`: x: (n, c, inner); each channel's M = n * inner values j
+    /// split into `chunks` runs of `chunk_len` (a multiple of 4; the last may be shorter); `vec4`
+    /// is 1 when inner % 4 == 0 and the value arrays are 16-byte aligned.
+    pub struct BatchNormGeom {
+        pub n: u32,
+        pub c: u32,
+        pub inner: u32,
+        pub chunks: u32,
+        pub chunk_len: u32,
+        pub vec4: u32,
+    }
+
+    /// batchnorm.cu `BatchNormMomentsParams`: x: (n, c, inner) -> partial: (c, chunks, 2), f64.
+    pub struct BatchNormMomentsParams {
+        pub partial: u64,
+        pub x: u64,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormStatsParams`: partial: (c, chunks, 2), x: (n, c, inner) -> mean,
+    /// inv_std: (c); running_mean, running_var: (c), updated in training.
+    pub struct BatchNormStatsParams {
+        pub mean: u64,
+        pub inv_std: u64,
+        pub running_mean: u64,
+        pub running_var: u64,
+        pub partial: u64,
+        pub x: u64,
+        pub eps: f32,
+        pub momentum: f32,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormNormalizeParams`: x: (n, c, inner) -> y: same; mean, inv_std,
+    /// gamma, beta: (c).
+    pub struct BatchNormNormalizeParams {
+        pub y: u64,
+        pub x: u64,
+        pub mean: u64,
+        pub inv_std: u64,
+        pub gamma: u64,
+        pub beta: u64,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormGradSumsParams`: dy, x: (n, c, inner), mean: (c) ->
+    /// partial: (c, chunks, 2), f64.
+    pub struct BatchNormGradSumsParams {
+        pub partial: u64,
+        pub dy: u64,
+        pub x: u64,
+        pub mean: u64,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormGradFinishParams`: partial: (c, chunks, 2), inv_std: (c) ->
+    /// dgamma, dbeta: (c), accumulated; coef: (c, 2).
+    pub struct BatchNormGradFinishParams {
         pub dgamma: u64,
         pub dbeta: u64,
+        pub coef: u64,
+        pub partial: u64,
+        pub inv_std: u64,
+        pub batch_stats: u32,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormInputGradParams`: dy, x: (n, c, inner) -> dx: same; gamma, mean,
+    /// inv_std: (c); coef: (c, 2).
+    pub struct BatchNormInputGradParams {
+        pub dx: u64,
         pub dy: u64,
         pub x: u64,
         pub gamma: u64,
         pub mean: u64,
         pub inv_std: u64,
-        pub batch_stats: u32,
-        pub n: u32,
-        pub c: u32,
-        pub inner: u32,
+        pub coef: u64,
+        pub g: BatchNormGeom,
     }
 }
 

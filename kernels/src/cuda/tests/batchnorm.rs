@@ -1,6 +1,7 @@
 //! Batch norm: the CPU functions against the emulated kernels, train and eval, forward and
-//! backward, on (N, C, H, W) maps and (N, F) rows. On the emulator (g++ without FMA) every value
-//! came out bit-identical when this was written; the tolerances are for a GPU.
+//! backward, on (N, C, H, W) maps and (N, F) rows, including channels split into several chunks
+//! by the sums kernels. The tolerances allow for the different summation orders and for a GPU's
+//! FMA contraction.
 
 use super::super::emu::Emu;
 use super::super::gpu::Gpu;
@@ -16,7 +17,7 @@ use crate::batchnorm::{
 use tensor_core::Tensor;
 
 /// Per-channel statistics (mean, inv_std, running averages): both sides sum in f64, in different orders
-/// (serial on the CPU, a thread-and-warp tree here), and round the nearly equal doubles to f32
+/// (serial on the CPU; here per thread, a thread-and-warp tree per chunk, then the chunks), and round the nearly equal doubles to f32
 /// once: at most one f32 ulp apart (2^-23 relative), where a rounding boundary falls between them.
 const BN_CHANNEL_TOL: Tol = Tol {
     atol: 1e-30,
@@ -89,10 +90,29 @@ fn check<B: Backend>(dev: &B, what: &str, gpu: &B::Buf<f32>, cpu: &Tensor, tol: 
 }
 
 fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
-    // Odd maps, odd feature rows, one value per sample (inner 1 with many samples), and the
-    // seed's block-1 map size (16 x 16 after the first pool) at a reduced batch and width: the
-    // emulator runs a block per channel, one after the other, so channels cost the most time.
-    let cases: [&[usize]; 4] = [&[3, 5, 7, 9], &[7, 11], &[300, 3], &[16, 32, 16, 16]];
+    // Odd maps, odd feature rows, one value per sample (inner 1 with many samples), the seed's
+    // block-1 map size (16 x 16 after the first pool) at a reduced batch and width, and a
+    // fully-connected layer's 250 rows. Then channels split into several chunks with a shorter
+    // last one: planes of a multiple of 4 (float4 access, chunks starting mid-plane) and odd
+    // planes (value by value, quads across planes, a partial last quad); the emulator runs one
+    // block at a time, so these stay small.
+    let cases: [&[usize]; 8] = [
+        &[3, 5, 7, 9],
+        &[7, 11],
+        &[300, 3],
+        &[16, 32, 16, 16],
+        &[250, 96],
+        &[13, 3, 30, 30],
+        &[11, 2, 27, 29],
+        &[9, 2, 37, 41],
+    ];
+    for &dims in &cases[5..] {
+        let (chunks, len) = ops::partial_chunks(dims[1], dims[0] * dims[2] * dims[3]);
+        assert!(
+            chunks > 1 && dims[0] * dims[2] * dims[3] % len != 0,
+            "{dims:?}: {chunks} chunks of {len}, expected several with a shorter last one"
+        );
+    }
     for (s, &dims) in cases.iter().enumerate() {
         let seed = 200 + 10 * s as u64;
         let len: usize = dims.iter().product();
