@@ -59,7 +59,7 @@ emu_kernels! {
     sum_of_squares_partial, sum_partials, scale_in_place,
     softmax_ce_forward, softmax_ce_backward, softmax_ce_tally,
     maxpool_forward, maxpool_backward,
-    dropblock_mask, dropblock_apply,
+    dropblock_mask, dropblock_scale, dropblock_apply,
     batchnorm_forward_train, batchnorm_forward_eval, batchnorm_backward,
     sgemm,
     conv2d_forward, conv2d_backward_data, conv2d_backward_weight, conv2d_sum_splits,
