@@ -335,3 +335,16 @@ fn emu_mask_drawn_on_the_device_gives_the_cpu_mask_scale_and_outputs() {
         );
     }
 }
+
+/// The device kernel holds a plane's sampling grid in shared memory: a larger grid is refused by
+/// name, before anything is launched.
+#[test]
+fn emu_a_sampling_grid_too_large_for_shared_memory_is_an_error() {
+    let e =
+        dropblock_mask(&Shape::from([1, 1, 220, 220]), Device::CudaEmu, 1, 0.9, KEY).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cuda dropblock_mask: a 220 x 220 map with block 1 has a sampling grid of 48400 cells, \
+         more than the kernel's 48128"
+    );
+}
