@@ -14,9 +14,9 @@ struct DropBlockMaskParams {
 // -> mask: (planes, h, w), kept: (planes). Needs h >= block and w >= block, and
 // (h - block + 1) * (w - block + 1) bytes of dynamic shared memory.
 //
-// One block per plane (grid-stride over planes), of any multiple of 32 threads up to 1024. First every centre of the plane's
-// (h-block+1) x (w-block+1) sampling grid is drawn once, into shared memory; then each cell of the
-// plane is dropped iff a drawn centre lies in the block x block square above and to its left
+// One block per plane (grid-stride over planes), of any multiple of 32 threads up to 1024. First
+// every centre of the plane's (h-block+1) x (w-block+1) sampling grid is drawn once, into shared
+// memory; then each cell of the plane is dropped iff a drawn centre lies in the block x block square above and to its left
 // (a centre at (i, j) drops rows i..i+block-1 and columns j..j+block-1, as on the CPU), and the
 // plane's mask is written in coalesced rows. Kept cells are counted by the block: an integer
 // sum, exact in any order.
