@@ -133,15 +133,16 @@ fn elementwise(c: &mut Criterion, g: &Gpu) {
     bench(&mut group, "sum_of_squares", g, || {
         ops::sum_of_squares(g, &x).unwrap();
     });
-    // DropBlock (block 5, keep 0.9) on the same map: the mask written (1 byte a value), then applied.
-    let mut mask = g.alloc::<u8>(n).unwrap();
+    // DropBlock (block 5, keep 0.9) on the same map: the mask written (1 byte a value) with its
+    // scale, then applied.
+    let (mut mask, mut scale) = (g.alloc::<u8>(n).unwrap(), g.alloc::<f32>(1).unwrap());
     group.throughput(Throughput::Bytes(n as u64));
     bench(&mut group, "dropblock_mask", g, || {
-        ops::dropblock_mask(g, &mut mask, ACT, 5, 0.9, key).unwrap();
+        ops::dropblock_mask(g, &mut mask, &mut scale, ACT, 5, 0.9, key).unwrap();
     });
     group.throughput(Throughput::Bytes(9 * n as u64));
     bench(&mut group, "dropblock_apply", g, || {
-        ops::dropblock_apply(g, &mut y, &x, &mask, 1.1).unwrap()
+        ops::dropblock_apply(g, &mut y, &x, &mask, &scale).unwrap()
     });
     group.finish();
 }

@@ -31,7 +31,8 @@ pub struct DropBlock {
 /// What [`DropBlock::backward`] needs from its forward.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DropBlockCache {
-    /// The drawn mask ((N, C, H, W) bytes and its scale), or `None` for the identity.
+    /// The drawn mask ((N, C, H, W) bytes and its scale, on x's device), or `None` for the
+    /// identity.
     mask: Option<DropBlockMask>,
     /// x: (N, C, H, W), the forward's input shape.
     shape: Shape,
@@ -89,7 +90,7 @@ impl DropBlock {
                     step,
                     layer: self.stream,
                 };
-                dropblock_mask(&shape, self.block_size, self.keep_prob, key)?
+                dropblock_mask(&shape, x.device(), self.block_size, self.keep_prob, key)?
             }
         };
         let Some(mask) = mask else {
@@ -127,6 +128,7 @@ impl DropBlock {
 mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+    use tensor_core::Device;
 
     use super::*;
     use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
@@ -203,6 +205,28 @@ mod tests {
         };
         let (high, low) = (zeros(0.95), zeros(0.8));
         assert!(0 < high && high < low, "{high} {low}");
+    }
+
+    /// On the emulated device the mask is drawn there and kept there for the backward; y and dx
+    /// are the CPU's, bit for bit.
+    #[test]
+    fn emu_forward_and_backward_match_the_cpu_with_the_mask_on_the_device() {
+        let emu = |t: &Tensor| kernels::cuda::to_device(t, Device::CudaEmu).unwrap();
+        let dims = [2, 3, 9, 7];
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
+        let dy = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
+        let (y, cache) = LAYER.forward(x.clone(), Mode::Train, 7, 11).unwrap();
+        let (ey, ecache) = LAYER.forward(emu(&x), Mode::Train, 7, 11).unwrap();
+        let mask = ecache
+            .mask
+            .as_ref()
+            .expect("a 9 x 7 map with block 3 draws a mask");
+        assert_eq!(mask.device(), Device::CudaEmu);
+        assert_eq!((ey.device(), ey.to_vec()), (Device::CudaEmu, y.to_vec()));
+        let dx = LAYER.backward(&dy, cache).unwrap();
+        let edx = LAYER.backward_owned(emu(&dy), ecache).unwrap();
+        assert_eq!((edx.device(), edx.to_vec()), (Device::CudaEmu, dx.to_vec()));
     }
 
     #[test]

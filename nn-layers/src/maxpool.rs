@@ -1,6 +1,6 @@
 //! Max-pooling with TensorFlow SAME padding.
 
-use kernels::maxpool::{maxpool2d_backward, maxpool2d_forward, Pool2d};
+use kernels::maxpool::{maxpool2d_backward, maxpool2d_forward, Pool2d, PoolIndices};
 use tensor_core::Tensor;
 
 use crate::profile::{self, LayerKind, Pass};
@@ -22,8 +22,8 @@ pub struct MaxPool2d {
 /// What [`MaxPool2d::backward`] needs from its forward.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MaxPoolCache {
-    /// argmax: N*C*OH*OW indices h*W + w into each (H, W) plane of x.
-    argmax: Vec<u32>,
+    /// argmax: (N, C, OH, OW) indices h*W + w into each (H, W) plane of x, on x's device.
+    argmax: PoolIndices,
     /// The forward's input shape, (N, C, H, W).
     x_dims: [usize; 4],
 }
@@ -59,8 +59,7 @@ impl MaxPool2d {
         let _timer = profile::timed(LayerKind::MaxPool, Pass::Forward);
         let out = self.pool.output_dims("MaxPool2d", &x)?;
         let mut y = x.new_zeros(out)?;
-        let mut argmax = vec![0u32; y.len()];
-        maxpool2d_forward(&mut y, &mut argmax, &x, &self.pool)?;
+        let argmax = maxpool2d_forward(&mut y, &x, &self.pool)?;
         let (n, c, h, w) = x.expect_nchw("MaxPool2d", "x")?;
         let x_dims = [n, c, h, w];
         Ok((y, MaxPoolCache { argmax, x_dims }))
@@ -83,6 +82,8 @@ mod tests {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+
+    use tensor_core::Device;
 
     use super::*;
     use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
@@ -156,6 +157,21 @@ mod tests {
         assert_eq!(dx[30 * 32 + 30], 1.0);
         assert_eq!(dx[31 * 32 + 31], 0.0);
         assert_eq!(dx.iter().sum::<f32>(), (2 * 3 * 256) as f32);
+    }
+
+    #[test]
+    fn emu_forward_and_backward_match_the_cpu_with_the_indices_on_the_device() {
+        let emu = |t: &Tensor| kernels::cuda::to_device(t, Device::CudaEmu).unwrap();
+        let pool = MaxPool2d::k3_s2_same();
+        let x = tie_free([2, 3, 9, 7], 4);
+        let (y, cache) = pool.forward(x.clone(), Mode::Train).unwrap();
+        let (ey, ecache) = pool.forward(emu(&x), Mode::Train).unwrap();
+        assert_eq!(ecache.argmax.device(), Device::CudaEmu);
+        assert_eq!((ey.device(), ey.to_vec()), (Device::CudaEmu, y.to_vec()));
+        let dy = Tensor::uniform(y.dims(), -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
+        let dx = pool.backward(&dy, cache).unwrap();
+        let edx = pool.backward(&emu(&dy), ecache).unwrap();
+        assert_eq!((edx.device(), edx.to_vec()), (Device::CudaEmu, dx.to_vec()));
     }
 
     #[test]

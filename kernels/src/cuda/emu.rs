@@ -60,7 +60,7 @@ emu_kernels! {
     sum_of_squares_partial, sum_partials, scale_in_place,
     softmax_ce_forward, softmax_ce_backward, softmax_ce_tally,
     maxpool_forward, maxpool_backward,
-    dropblock_mask, dropblock_apply,
+    dropblock_mask, dropblock_scale, dropblock_apply,
     batchnorm_moments_partial, batchnorm_moments_finish, batchnorm_running_stats,
     batchnorm_normalize, batchnorm_grad_partial, batchnorm_grad_finish, batchnorm_input_grad,
     sgemm_128, sgemm_64,

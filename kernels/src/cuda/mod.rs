@@ -8,6 +8,7 @@
 //! device hold a backend's buffer; [`tensor`] moves them between devices and lets each op's
 //! `mod.rs` run the launch code on whichever backend its tensors live on.
 
+pub mod device_vec;
 pub mod emu;
 pub mod gpu;
 pub mod launch;
@@ -18,5 +19,6 @@ pub mod tensor;
 #[cfg(test)]
 mod tests;
 
+pub use device_vec::{DeviceVec, DeviceVecBackend};
 pub use launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
 pub use tensor::{synchronize, to_device, zeros_on, TensorBackend};

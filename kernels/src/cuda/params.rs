@@ -178,12 +178,20 @@ params! {
         pub block: u32,
     }
 
-    /// dropblock.cu `DropBlockApplyParams`: inp, mask: (n) -> out: (n).
+    /// dropblock.cu `DropBlockScaleParams`: kept: (planes) -> scale: (1).
+    pub struct DropBlockScaleParams {
+        pub scale: u64,
+        pub kept: u64,
+        pub planes: u32,
+        pub n: u32,
+    }
+
+    /// dropblock.cu `DropBlockApplyParams`: inp, mask: (n), scale: (1) -> out: (n).
     pub struct DropBlockApplyParams {
         pub out: u64,
         pub inp: u64,
         pub mask: u64,
-        pub scale: f32,
+        pub scale: u64,
         pub n: u32,
     }
 

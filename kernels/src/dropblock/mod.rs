@@ -26,7 +26,8 @@
 //! last bit.
 //!
 //! # Shapes
-//! mask: (N, C, H, W) bytes; x, y, dy, dx: (N, C, H, W).
+//! mask: (N, C, H, W) bytes, scale: one value, both on the map's device; x, y, dy, dx:
+//! (N, C, H, W).
 
 mod cpu;
 #[cfg(test)]
@@ -35,22 +36,11 @@ mod tests;
 use tensor_core::{Device, Shape, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, TensorBackend};
+use crate::cuda::{ops, Backend, DeviceVec, DeviceVecBackend, TensorBackend};
 
 use crate::dropout::check_keep_prob;
 use crate::philox::MaskKey;
 use crate::{Error, Result};
-
-/// One DropBlock draw: which values are kept, and the factor that rescales them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DropBlockMask {
-    /// The (N, C, H, W) shape of the map it was drawn for.
-    pub shape: Shape,
-    /// keep: (N, C, H, W), 1 where the value is kept, 0 where a block dropped it.
-    pub keep: Vec<u8>,
-    /// mask.len() / mask.sum(), or 0 when the mask is all zeros.
-    pub scale: f32,
-}
 
 /// gamma = (1 - k) * (W*H) / b^2 / ((W - b + 1) * (H - b + 1)), the rate of block centres that
 /// drops about a fraction 1 - k of the map. Only meaningful when H >= b and W >= b.
@@ -59,16 +49,63 @@ pub fn dropblock_gamma(h: usize, w: usize, block: usize, keep: f32) -> f32 {
     ((1.0 - keep as f64) * (wf * hf) / (bf * bf) / ((wf - bf + 1.0) * (hf - bf + 1.0))) as f32
 }
 
-/// Draws the DropBlock mask for a map of `shape` (N, C, H, W).
+/// One DropBlock draw: which values are kept, and the factor that rescales them, on the device
+/// of the map it was drawn for (on a GPU neither ever visits the host).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropBlockMask {
+    /// The (N, C, H, W) shape of the map it was drawn for.
+    shape: Shape,
+    /// keep: (N, C, H, W), 1 where the value is kept, 0 where a block dropped it.
+    keep: DeviceVec<u8>,
+    /// scale: (1), mask.len() / mask.sum(), or 0 when the mask is all zeros.
+    scale: DeviceVec<f32>,
+}
+
+impl DropBlockMask {
+    /// The (N, C, H, W) shape of the map it was drawn for.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The device the mask lives on.
+    pub fn device(&self) -> Device {
+        self.keep.device()
+    }
+
+    /// A host copy of the mask: (N, C, H, W), 1 kept, 0 dropped (from a GPU, a copy that waits
+    /// for the queued work: for tests and inspection).
+    ///
+    /// # Errors
+    /// [`Error::Device`] if a device copy fails.
+    pub fn keep(&self) -> Result<Vec<u8>> {
+        self.keep.to_host()
+    }
+
+    /// The rescale factor mask.len() / mask.sum(), 0 for an all-zero mask (from a GPU, read back
+    /// as [`DropBlockMask::keep`] is).
+    ///
+    /// # Errors
+    /// [`Error::Device`] if a device copy fails.
+    pub fn scale(&self) -> Result<f32> {
+        Ok(self.scale.to_host()?[0])
+    }
+}
+
+/// Draws the DropBlock mask for a map of `shape` (N, C, H, W) on `device`, where it stays.
+///
+/// On a CUDA device the `dropblock_mask` kernel draws it (the same Philox draws, so the CPU's
+/// mask bit for bit) and computes the scale there too.
 ///
 /// Returns `None` when DropBlock is the identity (`keep` = 1, or the map is smaller than the
 /// block on either axis); the caller then passes x through.
 ///
 /// # Errors
 /// [`Error::Shape`] if `shape` is not rank 4; [`Error::Invalid`] if `block` is 0 or `keep` is not
-/// in (0, 1].
+/// in (0, 1]; a device error (on a GPU, also a sampling grid over
+/// [`crate::cuda::ops::DROPBLOCK_MAX_GRID`] cells).
 pub fn dropblock_mask(
     shape: &Shape,
+    device: Device,
     block: usize,
     keep: f32,
     key: MaskKey,
@@ -81,20 +118,33 @@ pub fn dropblock_mask(
             msg: "block size is 0".into(),
         });
     }
-    let (_, _, h, w) = shape.nchw().ok_or_else(|| Error::Shape {
+    let (n, c, h, w) = shape.nchw().ok_or_else(|| Error::Shape {
         op: OP,
         msg: format!("map has shape {shape}, expected rank 4 (N, C, H, W)"),
     })?;
     if keep == 1.0 || h < block || w < block {
         return Ok(None);
     }
-    let gamma = dropblock_gamma(h, w, block, keep);
-    let mut mask = vec![0u8; shape.len()];
-    let kept = cpu::draw_mask(&mut mask, h, w, block, gamma, key);
-    let scale = if kept == 0 {
-        0.0
-    } else {
-        (mask.len() as f64 / kept as f64) as f32
+    let (mask, scale) = match device {
+        Device::Cpu => {
+            let gamma = dropblock_gamma(h, w, block, keep);
+            let mut mask = vec![0u8; shape.len()];
+            let kept = cpu::draw_mask(&mut mask, h, w, block, gamma, key);
+            let scale = if kept == 0 {
+                0.0
+            } else {
+                (mask.len() as f64 / kept as f64) as f32
+            };
+            (DeviceVec::Cpu(mask), DeviceVec::Cpu(vec![scale]))
+        }
+        d => on_cuda!(OP, d, |b| {
+            let mut mask = b.alloc::<u8>(shape.len())?;
+            let mut scale = b.alloc::<f32>(1)?;
+            let drawn =
+                ops::dropblock_mask(b, &mut mask, &mut scale, [n, c, h, w], block, keep, key)?;
+            debug_assert!(drawn, "the identity cases were returned above");
+            Ok::<_, Error>((b.wrap(mask), b.wrap(scale)))
+        })?,
     };
     Ok(Some(DropBlockMask {
         shape: shape.clone(),
@@ -111,21 +161,40 @@ pub fn dropblock_mask(
 /// inp: (N, C, H, W) -> out: (N, C, H, W), overwritten.
 ///
 /// # Errors
-/// A shape error if `inp` or `out` does not have the mask's shape.
+/// A shape error if `inp` or `out` does not have the mask's shape; mixed devices (the mask
+/// included).
 pub fn dropblock_apply(out: &mut Tensor, inp: &Tensor, mask: &DropBlockMask) -> Result<()> {
     const OP: &str = "dropblock_apply";
     inp.expect_shape(OP, "input", mask.shape.dims())?;
     out.expect_shape(OP, "output", mask.shape.dims())?;
     match Tensor::common_device(OP, &[("output", out), ("input", inp)])? {
-        Device::Cpu => cpu::apply(out.as_mut_slice()?, inp.as_slice()?, &mask.keep, mask.scale),
-        // The mask is drawn on the host (the same Philox draws as the dropblock_mask kernel)
-        // and copied up, one byte a value.
-        d => on_cuda!(OP, d, |b| {
-            let keep = b.upload(&mask.keep)?;
-            ops::dropblock_apply(b, b.buf_mut(OP, out)?, b.buf(OP, inp)?, &keep, mask.scale)
-        })?,
+        Device::Cpu => {
+            let (keep, scale) = host_mask(OP, mask)?;
+            cpu::apply(out.as_mut_slice()?, inp.as_slice()?, keep, scale)
+        }
+        d => on_cuda!(OP, d, |b| ops::dropblock_apply(
+            b,
+            b.buf_mut(OP, out)?,
+            b.buf(OP, inp)?,
+            b.vec_buf(OP, "mask", &mask.keep)?,
+            b.vec_buf(OP, "mask", &mask.scale)?,
+        ))?,
     }
     Ok(())
+}
+
+/// The mask and scale of a mask in host memory; an error naming `op` for one on a device.
+fn host_mask<'a>(op: &'static str, mask: &'a DropBlockMask) -> Result<(&'a [u8], f32)> {
+    match (mask.keep.as_host(), mask.scale.as_host()) {
+        (Some(keep), Some(&[scale])) => Ok((keep, scale)),
+        _ => Err(tensor_core::Error::MixedDevices {
+            op,
+            what: "mask",
+            got: mask.device(),
+            expected: Device::Cpu,
+        }
+        .into()),
+    }
 }
 
 /// [`dropblock_apply`] in place: x = x * mask * scale, in one pass on the CPU (on a GPU, through
@@ -134,12 +203,15 @@ pub fn dropblock_apply(out: &mut Tensor, inp: &Tensor, mask: &DropBlockMask) -> 
 /// x: (N, C, H, W), overwritten.
 ///
 /// # Errors
-/// A shape error if `x` does not have the mask's shape.
+/// A shape error if `x` does not have the mask's shape; the mask on another device than x.
 pub fn dropblock_apply_in_place(x: &mut Tensor, mask: &DropBlockMask) -> Result<()> {
     const OP: &str = "dropblock_apply_in_place";
     x.expect_shape(OP, "x", mask.shape.dims())?;
     match x.device() {
-        Device::Cpu => cpu::apply_in_place(x.as_mut_slice()?, &mask.keep, mask.scale),
+        Device::Cpu => {
+            let (keep, scale) = host_mask(OP, mask)?;
+            cpu::apply_in_place(x.as_mut_slice()?, keep, scale)
+        }
         _ => {
             let input = x.clone();
             dropblock_apply(x, &input, mask)?;

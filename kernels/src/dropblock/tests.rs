@@ -1,6 +1,6 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tensor_core::{Shape, Tensor};
+use tensor_core::{Device, Shape, Tensor};
 
 use super::*;
 
@@ -19,7 +19,7 @@ fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
 }
 
 fn draw(dims: [usize; 4], block: usize, keep: f32, key: MaskKey) -> DropBlockMask {
-    dropblock_mask(&Shape::from(dims), block, keep, key)
+    dropblock_mask(&Shape::from(dims), Device::Cpu, block, keep, key)
         .unwrap()
         .expect("a mask, not the identity")
 }
@@ -74,14 +74,14 @@ fn gamma_matches_the_formula() {
 #[test]
 fn identity_on_a_map_smaller_than_the_block_and_at_keep_one() {
     let s = Shape::from([2, 3, 4, 4]);
-    assert_eq!(dropblock_mask(&s, 5, 0.9, KEY).unwrap(), None);
+    assert_eq!(dropblock_mask(&s, Device::Cpu, 5, 0.9, KEY).unwrap(), None);
     // One axis too small is enough: the sampling grid is empty.
     assert_eq!(
-        dropblock_mask(&Shape::from([2, 3, 9, 4]), 5, 0.8, KEY).unwrap(),
+        dropblock_mask(&Shape::from([2, 3, 9, 4]), Device::Cpu, 5, 0.8, KEY).unwrap(),
         None
     );
     assert_eq!(
-        dropblock_mask(&Shape::from([2, 3, 32, 32]), 5, 1.0, KEY).unwrap(),
+        dropblock_mask(&Shape::from([2, 3, 32, 32]), Device::Cpu, 5, 1.0, KEY).unwrap(),
         None
     );
 }
@@ -98,13 +98,20 @@ fn mask_equals_the_literal_pad_and_max_pool() {
     for (dims, b, keep) in cases {
         let m = draw(dims, b, keep, KEY);
         let expected = literal_mask(dims, b, keep, KEY);
-        assert_eq!(m.keep, expected, "{dims:?} block {b} keep {keep}");
+        assert_eq!(
+            m.keep().unwrap(),
+            expected,
+            "{dims:?} block {b} keep {keep}"
+        );
         let kept = expected.iter().filter(|&&k| k == 1).count();
         assert!(
             kept > 0 && kept < expected.len(),
             "{dims:?}: a trivial mask"
         );
-        assert_eq!(m.scale, (expected.len() as f64 / kept as f64) as f32);
+        assert_eq!(
+            m.scale().unwrap(),
+            (expected.len() as f64 / kept as f64) as f32
+        );
     }
 }
 
@@ -133,8 +140,9 @@ fn keep_point_nine_drops_about_ten_percent_over_many_draws() {
     let (mut dropped, mut total) = (0usize, 0usize);
     for step in 0..100 {
         let m = draw([4, 100, 32, 32], b, keep, MaskKey { step, ..KEY });
-        dropped += m.keep.iter().filter(|&&k| k == 0).count();
-        total += m.keep.len();
+        let keep = m.keep().unwrap();
+        dropped += keep.iter().filter(|&&k| k == 0).count();
+        total += keep.len();
     }
     let f = dropped as f64 / total as f64;
     assert!(
@@ -176,6 +184,7 @@ fn apply_multiplies_by_mask_and_scale() {
     let dy = Tensor::uniform(dims, -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
     let mut dx = Tensor::full(dims, f32::NAN);
     dropblock_apply(&mut dx, &dy, &m).unwrap();
+    let (keep, scale) = (m.keep().unwrap(), m.scale().unwrap());
     for (i, (&g, &d)) in dx
         .as_slice()
         .unwrap()
@@ -183,7 +192,7 @@ fn apply_multiplies_by_mask_and_scale() {
         .zip(dy.as_slice().unwrap())
         .enumerate()
     {
-        let expected = if m.keep[i] == 1 { d * m.scale } else { 0.0 };
+        let expected = if keep[i] == 1 { d * scale } else { 0.0 };
         assert_eq!(g, expected, "at {i}");
     }
 }
@@ -194,8 +203,8 @@ fn apply_multiplies_by_mask_and_scale() {
 fn an_all_dropped_mask_gives_zeros_not_nan() {
     let dims = [2, 3, 5, 5];
     let m = draw(dims, 5, 1e-6, KEY);
-    assert!(m.keep.iter().all(|&k| k == 0));
-    assert_eq!(m.scale, 0.0);
+    assert!(m.keep().unwrap().iter().all(|&k| k == 0));
+    assert_eq!(m.scale().unwrap(), 0.0);
     let mut y = Tensor::full(dims, f32::NAN);
     dropblock_apply(&mut y, &Tensor::full(dims, 3.0), &m).unwrap();
     assert!(y.as_slice().unwrap().iter().all(|&v| v == 0.0));
@@ -222,16 +231,16 @@ fn bit_identical_on_one_and_two_threads_and_across_calls() {
 fn bad_arguments_are_errors() {
     let s = Shape::from([1, 2, 8, 8]);
     for keep in [0.0f32, 1.01, f32::NAN] {
-        let e = dropblock_mask(&s, 3, keep, KEY).unwrap_err();
+        let e = dropblock_mask(&s, Device::Cpu, 3, keep, KEY).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("dropblock_mask: keep probability"),
             "{e}"
         );
     }
-    let e = dropblock_mask(&s, 0, 0.9, KEY).unwrap_err();
+    let e = dropblock_mask(&s, Device::Cpu, 0, 0.9, KEY).unwrap_err();
     assert_eq!(e.to_string(), "dropblock_mask: block size is 0");
-    let e = dropblock_mask(&Shape::from([2, 8, 8]), 3, 0.9, KEY).unwrap_err();
+    let e = dropblock_mask(&Shape::from([2, 8, 8]), Device::Cpu, 3, 0.9, KEY).unwrap_err();
     assert_eq!(
         e.to_string(),
         "dropblock_mask: map has shape (2, 8, 8), expected rank 4 (N, C, H, W)"
@@ -248,7 +257,7 @@ fn bad_arguments_are_errors() {
 }
 
 #[test]
-fn apply_in_place_gives_the_bits_of_apply_on_any_thread_count_and_on_the_emulated_device() {
+fn apply_in_place_gives_the_bits_of_apply_on_any_thread_count_and_refuses_another_device() {
     // 2 x 64 planes of 16 x 16: more than one parallel chunk of the CPU apply.
     let dims = [2, 64, 16, 16];
     let mask = draw(dims, 5, 0.8, KEY);
@@ -264,12 +273,78 @@ fn apply_in_place_gives_the_bits_of_apply_on_any_thread_count_and_on_the_emulate
         });
         assert_eq!(got, want, "{threads} threads");
     }
-    let mut on_emu = crate::cuda::to_device(&x, Device::CudaEmu).unwrap();
-    dropblock_apply_in_place(&mut on_emu, &mask).unwrap();
-    assert_eq!(on_emu.to_vec(), want.to_vec(), "emulated device");
+    let e = dropblock_apply_in_place(
+        &mut crate::cuda::to_device(&x, Device::CudaEmu).unwrap(),
+        &mask,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "dropblock_apply: mask is on cpu, the other tensors on cuda-emu"
+    );
     let e = dropblock_apply_in_place(&mut Tensor::zeros([2, 64, 16, 15]), &mask).unwrap_err();
     assert_eq!(
         e.to_string(),
         "dropblock_apply_in_place: x has shape (2, 64, 16, 15), expected (2, 64, 16, 16)"
+    );
+}
+
+/// On the emulated device the mask is drawn there, by the kernel, and stays there: mask, scale,
+/// forward and backward are the CPU's bit for bit, the identity cases and an all-dropped mask
+/// included. A mask is only applied to tensors of its own device.
+#[test]
+fn emu_mask_drawn_on_the_device_gives_the_cpu_mask_scale_and_outputs() {
+    let emu = |t: &Tensor| crate::cuda::to_device(t, Device::CudaEmu).unwrap();
+    let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let cases = [
+        ([2, 3, 9, 11], 5, 0.7),
+        ([3, 1, 6, 6], 3, 0.5),
+        ([1, 2, 5, 5], 1, 0.8),
+        ([2, 3, 5, 5], 5, 1e-6),
+        ([2, 64, 16, 16], 5, 0.8),
+        ([2, 3, 4, 4], 5, 0.9),
+        ([2, 3, 32, 32], 5, 1.0),
+    ];
+    for (s, (dims, b, keep)) in cases.into_iter().enumerate() {
+        let shape = Shape::from(dims);
+        let cpu = dropblock_mask(&shape, Device::Cpu, b, keep, KEY).unwrap();
+        let dev = dropblock_mask(&shape, Device::CudaEmu, b, keep, KEY).unwrap();
+        let (Some(cpu), Some(dev)) = (cpu, dev.clone()) else {
+            assert_eq!(dev, None, "case {s}: the CPU passes x through");
+            continue;
+        };
+        assert_eq!(dev.device(), Device::CudaEmu, "case {s}");
+        assert_eq!(dev.keep().unwrap(), cpu.keep().unwrap(), "case {s}: mask");
+        let (scale, want) = (dev.scale().unwrap(), cpu.scale().unwrap());
+        assert_eq!(scale.to_bits(), want.to_bits(), "case {s}: scale");
+
+        let x = Tensor::uniform(dims, -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(s as u64)).unwrap();
+        let mut y = Tensor::zeros(dims);
+        dropblock_apply(&mut y, &x, &cpu).unwrap();
+        let mut ey = emu(&Tensor::full(dims, f32::NAN));
+        dropblock_apply(&mut ey, &emu(&x), &dev).unwrap();
+        assert_eq!(bits(&ey), bits(&y), "case {s}: apply");
+        let mut ex = emu(&x);
+        dropblock_apply_in_place(&mut ex, &dev).unwrap();
+        assert_eq!(bits(&ex), bits(&y), "case {s}: apply in place");
+
+        let e = dropblock_apply_in_place(&mut x.clone(), &dev).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dropblock_apply_in_place: mask is on cuda-emu, the other tensors on cpu"
+        );
+    }
+}
+
+/// The device kernel holds a plane's sampling grid in shared memory: a larger grid is refused by
+/// name, before anything is launched.
+#[test]
+fn emu_a_sampling_grid_too_large_for_shared_memory_is_an_error() {
+    let e =
+        dropblock_mask(&Shape::from([1, 1, 220, 220]), Device::CudaEmu, 1, 0.9, KEY).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cuda dropblock_mask: a 220 x 220 map with block 1 has a sampling grid of 48400 cells, \
+         more than the kernel's 48128"
     );
 }

@@ -1,5 +1,5 @@
 // Max-pooling with TensorFlow SAME padding, the CUDA twin of cpu.rs. Forward: one thread per
-// output value; backward: one thread per (n, c) plane, adding in output order as the CPU does.
+// output value; backward: one thread per input value, gathering in output order as the CPU adds.
 #include "common.cuh"
 
 struct MaxPoolParams {
@@ -36,15 +36,31 @@ extern "C" __global__ void maxpool_forward(MaxPoolParams p) {
 EMU_KERNEL(maxpool_forward, MaxPoolParams)
 
 // dy (in x), argmax: (planes, oh, ow) -> dx (in y): (planes, h, w), overwritten.
+//
+// A gather, one thread per input cell: the cell sums the dy of the windows that contain it and
+// chose it, in row-major output order, from 0. That is the CPU's scatter (dx = 0, then dx[argmax]
+// += dy in output order) seen from each input: the same additions in the same order, so the same
+// bits, with no atomics and no separate zeroing pass. An index that is not the cell of a window
+// containing it is never read as a match, so no index can send a write out of bounds.
 extern "C" __global__ void maxpool_backward(MaxPoolParams p) {
-    for (uint32_t plane = global_thread(); plane < p.planes; plane += grid_threads()) {
-        float* dx = p.y + (uint64_t)plane * p.h * p.w;
-        const float* dy = p.x + (uint64_t)plane * p.oh * p.ow;
-        const uint32_t* idx = p.argmax + (uint64_t)plane * p.oh * p.ow;
-        for (uint32_t j = 0; j < p.h * p.w; ++j) dx[j] = 0.0f;
-        for (uint32_t j = 0; j < p.oh * p.ow; ++j) {
-            if (idx[j] < p.h * p.w) dx[idx[j]] += dy[j];  // never false for the forward's argmax
+    const uint32_t n = p.planes * p.h * p.w;
+    for (uint32_t i = global_thread(); i < n; i += grid_threads()) {
+        const uint32_t c = i % p.w, r = (i / p.w) % p.h, plane = i / (p.w * p.h);
+        // Window oy covers padded rows oy*sh .. oy*sh + kh - 1; row r is padded row r + pad_top.
+        const int pr = (int)(r + p.pad_top), pc = (int)(c + p.pad_left);
+        const int oy0 = pr < (int)p.kh ? 0 : (pr - (int)p.kh) / (int)p.sh + 1;
+        const int ox0 = pc < (int)p.kw ? 0 : (pc - (int)p.kw) / (int)p.sw + 1;
+        const int oy1 = min(pr / (int)p.sh, (int)p.oh - 1), ox1 = min(pc / (int)p.sw, (int)p.ow - 1);
+        const uint32_t me = r * p.w + c;
+        const uint64_t base = (uint64_t)plane * p.oh * p.ow;
+        float sum = 0.0f;
+        for (int oy = oy0; oy <= oy1; ++oy) {
+            for (int ox = ox0; ox <= ox1; ++ox) {
+                const uint64_t j = base + (uint32_t)oy * p.ow + (uint32_t)ox;
+                if (p.argmax[j] == me) sum += p.x[j];
+            }
         }
+        p.y[i] = sum;
     }
 }
 EMU_KERNEL(maxpool_backward, MaxPoolParams)

@@ -20,7 +20,7 @@ mod cpu;
 use tensor_core::{Device, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, TensorBackend};
+use crate::cuda::{ops, Backend, DeviceVec, DeviceVecBackend, TensorBackend};
 use crate::{Error, Result};
 
 /// TensorFlow SAME padding along one axis.
@@ -143,84 +143,139 @@ fn check_plane(op: &'static str, what: &str, t: &Tensor, h: usize, w: usize) -> 
     Ok(())
 }
 
-/// Max-pool forward.
+/// The forward's winners, kept on the device of its tensors for the backward: per output, the
+/// index h*W + w of the winning input in its (H, W) plane, (N, C, OH, OW) values.
+///
+/// On a GPU the indices never visit the host: [`maxpool2d_forward`] writes them where y lives
+/// and [`maxpool2d_backward`] reads them there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolIndices(DeviceVec<u32>);
+
+impl PoolIndices {
+    /// Indices held in host memory, for the CPU backward (which checks that each lies inside its
+    /// plane). argmax: (N, C, OH, OW) values.
+    pub fn from_host(argmax: Vec<u32>) -> PoolIndices {
+        PoolIndices(DeviceVec::Cpu(argmax))
+    }
+
+    /// The device the indices live on.
+    pub fn device(&self) -> Device {
+        self.0.device()
+    }
+
+    /// How many indices: one per output value.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A host copy (from a GPU, a copy that waits for the queued work: for tests and inspection).
+    ///
+    /// # Errors
+    /// [`Error::Device`] if a device copy fails.
+    pub fn to_host(&self) -> Result<Vec<u32>> {
+        self.0.to_host()
+    }
+}
+
+/// Max-pool forward; returns the winners for [`maxpool2d_backward`], on x's device.
 ///
 /// # Shapes
-/// x: (N, C, H, W) -> y: (N, C, OH, OW), overwritten; argmax: N*C*OH*OW values, overwritten,
-/// each the index h*W + w of the winner in its (H, W) plane.
+/// x: (N, C, H, W) -> y: (N, C, OH, OW), overwritten; the indices: (N, C, OH, OW), each the index
+/// h*W + w of the winner in its (H, W) plane.
 ///
 /// # Errors
-/// x not rank 4 or with an empty plane, y or argmax of the wrong size.
-pub fn maxpool2d_forward(y: &mut Tensor, argmax: &mut [u32], x: &Tensor, p: &Pool2d) -> Result<()> {
+/// x not rank 4 or with an empty plane, y of the wrong shape, mixed devices.
+pub fn maxpool2d_forward(y: &mut Tensor, x: &Tensor, p: &Pool2d) -> Result<PoolIndices> {
     const OP: &str = "maxpool2d_forward";
     let out = p.output_dims(OP, x)?;
     y.expect_shape(OP, "y", &out)?;
-    check_argmax_len(OP, argmax.len(), y)?;
     let (n, c, h, w) = x.expect_nchw(OP, "x")?;
-    match Tensor::common_device(OP, &[("y", y), ("x", x)])? {
-        Device::Cpu => cpu::forward(
-            y.as_mut_slice()?,
-            argmax,
-            x.as_slice()?,
-            p,
-            &p.geometry(h, w),
-        ),
-        // argmax is a host slice: the device's indices are copied back into it.
+    let argmax = match Tensor::common_device(OP, &[("y", y), ("x", x)])? {
+        Device::Cpu => {
+            let mut argmax = vec![0u32; y.len()];
+            cpu::forward(
+                y.as_mut_slice()?,
+                &mut argmax,
+                x.as_slice()?,
+                p,
+                &p.geometry(h, w),
+            );
+            DeviceVec::Cpu(argmax)
+        }
         d => on_cuda!(OP, d, |b| {
-            let mut dev_argmax = b.alloc::<u32>(argmax.len())?;
+            let mut argmax = b.alloc::<u32>(y.len())?;
             ops::maxpool_forward(
                 b,
                 b.buf_mut(OP, y)?,
-                &mut dev_argmax,
+                &mut argmax,
                 b.buf(OP, x)?,
                 [n, c, h, w],
                 p,
             )?;
-            argmax.copy_from_slice(&b.download(&dev_argmax)?);
-            Ok::<(), Error>(())
+            Ok::<_, Error>(b.wrap(argmax))
         })?,
-    }
-    Ok(())
+    };
+    Ok(PoolIndices(argmax))
 }
 
-/// Max-pool backward; `argmax` is what the forward wrote.
+/// Max-pool backward; `argmax` is what the forward returned.
+///
+/// On the CPU every index is checked to lie inside its plane. On a device the indices are not
+/// read back to check (that would wait for all queued work): the kernel adds each dy only to
+/// the cell its index names within the output's own window, so no index can reach outside dx.
 ///
 /// # Shapes
 /// dy: (N, C, OH, OW), argmax: N*C*OH*OW values -> dx: (N, C, H, W), overwritten.
 ///
 /// # Errors
-/// dx not rank 4 or with an empty plane, dy of the wrong shape, argmax of the wrong length or
-/// pointing outside its plane.
-pub fn maxpool2d_backward(dx: &mut Tensor, dy: &Tensor, argmax: &[u32], p: &Pool2d) -> Result<()> {
+/// dx not rank 4 or with an empty plane, dy of the wrong shape, argmax of the wrong length, on
+/// another device than dx and dy, or (on the CPU) pointing outside its plane.
+pub fn maxpool2d_backward(
+    dx: &mut Tensor,
+    dy: &Tensor,
+    argmax: &PoolIndices,
+    p: &Pool2d,
+) -> Result<()> {
     const OP: &str = "maxpool2d_backward";
     let (n, c, h, w) = dx.expect_nchw(OP, "dx")?;
     check_plane(OP, "dx", dx, h, w)?;
     let g = p.geometry(h, w);
     dy.expect_shape(OP, "dy", &[n, c, g.rows.out, g.cols.out])?;
     check_argmax_len(OP, argmax.len(), dy)?;
-    if let Some(i) = argmax.iter().position(|&a| a as usize >= h * w) {
-        return Err(Error::Invalid {
-            op: OP,
-            msg: format!(
-                "argmax[{i}] = {} is outside a {h} x {w} plane of dx {}",
-                argmax[i],
-                dx.shape()
-            ),
-        });
-    }
     match Tensor::common_device(OP, &[("dx", dx), ("dy", dy)])? {
-        Device::Cpu => cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, argmax, &g),
-        d => on_cuda!(OP, d, |b| {
-            let dev_argmax = b.upload(argmax)?;
-            ops::maxpool_backward(
-                b,
-                b.buf_mut(OP, dx)?,
-                b.buf(OP, dy)?,
-                &dev_argmax,
-                [n, c, h, w],
-                p,
-            )
-        })?,
+        Device::Cpu => {
+            let argmax = argmax.0.as_host().ok_or_else(|| {
+                Error::from(tensor_core::Error::MixedDevices {
+                    op: OP,
+                    what: "argmax",
+                    got: argmax.device(),
+                    expected: Device::Cpu,
+                })
+            })?;
+            if let Some(i) = argmax.iter().position(|&a| a as usize >= h * w) {
+                return Err(Error::Invalid {
+                    op: OP,
+                    msg: format!(
+                        "argmax[{i}] = {} is outside a {h} x {w} plane of dx {}",
+                        argmax[i],
+                        dx.shape()
+                    ),
+                });
+            }
+            cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, argmax, &g)
+        }
+        d => on_cuda!(OP, d, |b| ops::maxpool_backward(
+            b,
+            b.buf_mut(OP, dx)?,
+            b.buf(OP, dy)?,
+            b.vec_buf(OP, "argmax", &argmax.0)?,
+            [n, c, h, w],
+            p,
+        ))?,
     }
     Ok(())
 }

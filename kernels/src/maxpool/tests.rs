@@ -1,14 +1,14 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
 
 use super::*;
 
 fn pool(x: &Tensor, p: &Pool2d) -> (Tensor, Vec<u32>) {
     let mut y = Tensor::zeros(p.output_dims("test", x).unwrap());
-    let mut argmax = vec![u32::MAX; y.len()];
-    maxpool2d_forward(&mut y, &mut argmax, x, p).unwrap();
-    (y, argmax)
+    let argmax = maxpool2d_forward(&mut y, x, p).unwrap();
+    assert_eq!(argmax.device(), Device::Cpu);
+    (y, argmax.to_host().unwrap())
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn backward_routes_and_adds_up_overlapping_windows() {
     assert_eq!(argmax, vec![4; 9]);
     let dy = Tensor::from_vec([1, 1, 3, 3], (1..=9).map(|v| v as f32).collect()).unwrap();
     let mut dx = Tensor::full([1, 1, 3, 3], f32::NAN);
-    maxpool2d_backward(&mut dx, &dy, &argmax, &p).unwrap();
+    maxpool2d_backward(&mut dx, &dy, &PoolIndices::from_host(argmax.clone()), &p).unwrap();
     assert_eq!(dx.to_vec(), vec![0., 0., 0., 0., 45., 0., 0., 0., 0.]);
 }
 
@@ -165,7 +165,8 @@ fn bit_identical_on_one_and_two_threads() {
                 let dy = Tensor::uniform(y.dims(), -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(10))
                     .unwrap();
                 let mut dx = Tensor::zeros(x.shape().clone());
-                maxpool2d_backward(&mut dx, &dy, &argmax, &p).unwrap();
+                maxpool2d_backward(&mut dx, &dy, &PoolIndices::from_host(argmax.clone()), &p)
+                    .unwrap();
                 let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 (bits(&y), argmax, bits(&dx))
             })
@@ -177,21 +178,13 @@ fn bit_identical_on_one_and_two_threads() {
 fn bad_arguments_name_the_op_and_the_shapes() {
     let p = Pool2d::square(3, 2).unwrap();
     let x = Tensor::zeros([2, 3, 8, 8]);
-    let mut argmax = vec![0; 2 * 3 * 16];
-    let e = maxpool2d_forward(&mut Tensor::zeros([2, 3, 8, 8]), &mut argmax, &x, &p).unwrap_err();
+    let e = maxpool2d_forward(&mut Tensor::zeros([2, 3, 8, 8]), &x, &p).unwrap_err();
     assert_eq!(
         e.to_string(),
         "maxpool2d_forward: y has shape (2, 3, 8, 8), expected (2, 3, 4, 4)"
     );
-    let e =
-        maxpool2d_forward(&mut Tensor::zeros([2, 3, 4, 4]), &mut argmax[..5], &x, &p).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "maxpool2d_forward: argmax holds 5 indices, output (2, 3, 4, 4) has 96 values"
-    );
     let e = maxpool2d_forward(
         &mut Tensor::zeros([2, 3, 4, 4]),
-        &mut argmax,
         &Tensor::zeros([3, 8, 8]),
         &p,
     )
@@ -200,27 +193,28 @@ fn bad_arguments_name_the_op_and_the_shapes() {
         e.to_string(),
         "maxpool2d_forward: x has shape (3, 8, 8), expected rank 4 (N, C, H, W)"
     );
-    let e = maxpool2d_backward(
-        &mut Tensor::zeros([2, 3, 8, 8]),
-        &Tensor::zeros([2, 3, 4, 5]),
-        &argmax,
-        &p,
-    )
-    .unwrap_err();
+    let mut argmax = vec![0; 2 * 3 * 16];
+    let backward = |dx_dims: [usize; 4], dy_dims: [usize; 4], argmax: &[u32]| {
+        maxpool2d_backward(
+            &mut Tensor::zeros(dx_dims),
+            &Tensor::zeros(dy_dims),
+            &PoolIndices::from_host(argmax.to_vec()),
+            &p,
+        )
+        .unwrap_err()
+        .to_string()
+    };
     assert_eq!(
-        e.to_string(),
+        backward([2, 3, 8, 8], [2, 3, 4, 5], &argmax),
         "maxpool2d_backward: dy has shape (2, 3, 4, 5), expected (2, 3, 4, 4)"
     );
-    argmax[7] = 64;
-    let e = maxpool2d_backward(
-        &mut Tensor::zeros([2, 3, 8, 8]),
-        &Tensor::zeros([2, 3, 4, 4]),
-        &argmax,
-        &p,
-    )
-    .unwrap_err();
     assert_eq!(
-        e.to_string(),
+        backward([2, 3, 8, 8], [2, 3, 4, 4], &argmax[..5]),
+        "maxpool2d_backward: argmax holds 5 indices, output (2, 3, 4, 4) has 96 values"
+    );
+    argmax[7] = 64;
+    assert_eq!(
+        backward([2, 3, 8, 8], [2, 3, 4, 4], &argmax),
         "maxpool2d_backward: argmax[7] = 64 is outside a 8 x 8 plane of dx (2, 3, 8, 8)"
     );
     let e = Pool2d::new((3, 0), (2, 2)).unwrap_err();
@@ -228,4 +222,60 @@ fn bad_arguments_name_the_op_and_the_shapes() {
         e.to_string(),
         "Pool2d::new: kernel (3, 0) and stride (2, 2) must be at least 1"
     );
+}
+
+/// The public entry points on the emulated device: the indices stay there (the backward reads
+/// them where the forward wrote them) and y, argmax and dx are the CPU's, bit for bit. Values
+/// on a coarse grid make ties, and the pools include overlapping windows (up to nine per input),
+/// a window taller than wide, and a stride larger than the window (inputs in no window get 0).
+#[test]
+fn emu_forward_and_backward_keep_the_indices_on_the_device_and_give_the_cpu_bits() {
+    let emu = |t: &Tensor| crate::cuda::to_device(t, Device::CudaEmu).unwrap();
+    let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let cases = [
+        ([2, 3, 9, 7], Pool2d::square(3, 2).unwrap()),
+        ([2, 2, 5, 6], Pool2d::square(3, 1).unwrap()),
+        ([1, 2, 6, 7], Pool2d::new((3, 2), (2, 1)).unwrap()),
+        ([1, 2, 7, 8], Pool2d::new((2, 2), (3, 3)).unwrap()),
+    ];
+    for (s, (dims, p)) in cases.into_iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(20 + s as u64);
+        let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
+        let x = Tensor::from_vec(
+            dims,
+            x.to_vec().iter().map(|v| (v * 4.0).round() / 4.0).collect(),
+        )
+        .unwrap();
+        let out = p.output_dims("test", &x).unwrap();
+        let dy = Tensor::uniform(out, -1.0, 1.0, &mut rng).unwrap();
+
+        let mut y = Tensor::zeros(out);
+        let argmax = maxpool2d_forward(&mut y, &x, &p).unwrap();
+        let mut dx = Tensor::zeros(dims);
+        maxpool2d_backward(&mut dx, &dy, &argmax, &p).unwrap();
+
+        let mut ey = emu(&Tensor::full(out, f32::NAN));
+        let eargmax = maxpool2d_forward(&mut ey, &emu(&x), &p).unwrap();
+        assert_eq!(eargmax.device(), Device::CudaEmu, "case {s}");
+        assert_eq!(
+            eargmax.to_host().unwrap(),
+            argmax.to_host().unwrap(),
+            "case {s}: argmax"
+        );
+        assert_eq!(bits(&ey), bits(&y), "case {s}: y");
+        let mut edx = emu(&Tensor::full(dims, f32::NAN));
+        maxpool2d_backward(&mut edx, &emu(&dy), &eargmax, &p).unwrap();
+        assert_eq!(bits(&edx), bits(&dx), "case {s}: dx");
+
+        let e = maxpool2d_backward(&mut edx, &emu(&dy), &argmax, &p).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "maxpool2d_backward: argmax is on cpu, the other tensors on cuda-emu"
+        );
+        let e = maxpool2d_backward(&mut dx, &dy, &eargmax, &p).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "maxpool2d_backward: argmax is on cuda-emu, the other tensors on cpu"
+        );
+    }
 }

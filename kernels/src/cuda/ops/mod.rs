@@ -161,6 +161,8 @@ pub const SOFTMAX_CE_TALLY: Kernel<SoftmaxCeTallyParams> =
 pub const MAXPOOL_FORWARD: Kernel<MaxPoolParams> = Kernel::new("maxpool", "maxpool_forward");
 pub const MAXPOOL_BACKWARD: Kernel<MaxPoolParams> = Kernel::new("maxpool", "maxpool_backward");
 pub const DROPBLOCK_MASK: Kernel<DropBlockMaskParams> = Kernel::new("dropblock", "dropblock_mask");
+pub const DROPBLOCK_SCALE: Kernel<DropBlockScaleParams> =
+    Kernel::new("dropblock", "dropblock_scale");
 pub const DROPBLOCK_APPLY: Kernel<DropBlockApplyParams> =
     Kernel::new("dropblock", "dropblock_apply");
 
@@ -481,7 +483,9 @@ pub fn maxpool_forward<B: Backend>(
     unsafe { dev.launch(MAXPOOL_FORWARD, LaunchConfig::elementwise(out), &p) }
 }
 
-/// Max-pool backward, as [`crate::maxpool::maxpool2d_backward`].
+/// Max-pool backward, as [`crate::maxpool::maxpool2d_backward`], as a gather: each dx cell sums,
+/// in output order, the dy of the windows containing it whose argmax names it (the CPU's bits).
+/// An argmax that names no cell of its window adds nowhere.
 /// dy, argmax: (N, C, OH, OW) -> dx: (N, C, H, W) given by `dims`, overwritten.
 pub fn maxpool_backward<B: Backend>(
     dev: &B,
@@ -498,22 +502,41 @@ pub fn maxpool_backward<B: Backend>(
     check_len(dev, OP, "dy", dy, out)?;
     check_len(dev, OP, "argmax", argmax, out)?;
     (p.y, p.argmax, p.x) = (dev.addr_mut(dx), dev.addr(argmax), dev.addr(dy));
-    let planes = p.planes as usize;
-    // SAFETY: dx holds planes*h*w values, dy and argmax planes*oh*ow; argmax values >= h*w are skipped.
-    unsafe { dev.launch(MAXPOOL_BACKWARD, LaunchConfig::elementwise(planes), &p) }
+    let cells = dims.iter().product();
+    // SAFETY: dx holds planes*h*w values, dy and argmax planes*oh*ow; each thread writes its own
+    // dx cell and reads only the outputs of the windows containing it, whatever argmax holds.
+    unsafe { dev.launch(MAXPOOL_BACKWARD, LaunchConfig::elementwise(cells), &p) }
 }
 
+/// Threads per block of the DropBlock scale kernel, and the most of the mask kernel (which uses
+/// one warp per 32 cells of a plane up to that).
+const DROPBLOCK_THREADS: u32 = 256;
+
+/// Most blocks of a `dropblock_mask` launch (one plane each; more planes loop).
+const DROPBLOCK_MAX_BLOCKS: usize = 65_535;
+
+/// Most cells of a DropBlock sampling grid, (H - b + 1) x (W - b + 1): the mask kernel holds the
+/// grid's drawn centres in shared memory, one byte each, within the 48 KiB any launch may use
+/// (less 1 KiB for the kernel's static shared memory).
+pub const DROPBLOCK_MAX_GRID: usize = 47 * 1024;
+
 /// Draws a DropBlock mask for a map of `dims` (N, C, H, W), as [`crate::dropblock::dropblock_mask`]:
-/// the same Philox draws, so the same mask. mask: (N, C, H, W), 1 kept, 0 dropped, overwritten.
-/// Returns the rescale factor, or `None` (mask untouched) when DropBlock is the identity.
+/// the same Philox draws, so the same mask, and its rescale factor, computed on the device.
+/// mask: (N, C, H, W), 1 kept, 0 dropped; scale: (1), mask.len() / mask.sum() or 0; both
+/// overwritten. Returns false (both untouched) when DropBlock is the identity.
+///
+/// # Errors
+/// A bad keep probability or block size, buffers of the wrong size, or a sampling grid of more
+/// than [`DROPBLOCK_MAX_GRID`] cells.
 pub fn dropblock_mask<B: Backend>(
     dev: &B,
     mask: &mut B::Buf<u8>,
+    scale: &mut B::Buf<f32>,
     dims: [usize; 4],
     block: usize,
     keep: f32,
     key: MaskKey,
-) -> Result<Option<f32>> {
+) -> Result<bool> {
     const OP: &str = "cuda dropblock_mask";
     crate::dropout::check_keep_prob(OP, keep)?;
     if block == 0 {
@@ -524,8 +547,19 @@ pub fn dropblock_mask<B: Backend>(
     }
     let [n, c, h, w] = dims;
     check_len(dev, OP, "mask", mask, n * c * h * w)?;
+    check_len(dev, OP, "scale", scale, 1)?;
     if keep == 1.0 || h < block || w < block {
-        return Ok(None);
+        return Ok(false);
+    }
+    let grid = (h - block + 1) * (w - block + 1);
+    if grid > DROPBLOCK_MAX_GRID {
+        return Err(Error::Invalid {
+            op: OP,
+            msg: format!(
+                "a {h} x {w} map with block {block} has a sampling grid of {grid} cells, \
+                 more than the kernel's {DROPBLOCK_MAX_GRID}"
+            ),
+        });
     }
     let planes = n * c;
     let mut kept = dev.alloc::<u32>(planes)?;
@@ -539,36 +573,51 @@ pub fn dropblock_mask<B: Backend>(
         w: w as u32,
         block: block as u32,
     };
-    // SAFETY: mask holds planes*h*w values and kept planes; block <= h, w keeps squares inside.
-    unsafe { dev.launch(DROPBLOCK_MASK, LaunchConfig::elementwise(planes), &p) }?;
-    let kept: u64 = dev.download(&kept)?.iter().map(|&k| k as u64).sum();
-    let len = (n * c * h * w) as f64;
-    Ok(Some(if kept == 0 {
-        0.0
-    } else {
-        (len / kept as f64) as f32
-    }))
+    let blocks = planes.clamp(1, DROPBLOCK_MAX_BLOCKS) as u32;
+    let threads = (h * w).next_multiple_of(32).min(DROPBLOCK_THREADS as usize) as u32;
+    let cfg = LaunchConfig::linear(blocks, threads, grid as u32);
+    // SAFETY: mask holds planes*h*w values and kept planes; the shared tile holds the grid's
+    // cells; block <= h, w keeps every square inside its plane.
+    unsafe { dev.launch(DROPBLOCK_MASK, cfg, &p) }?;
+    let s = DropBlockScaleParams {
+        scale: dev.addr_mut(scale),
+        kept: dev.addr(&kept),
+        planes: p.planes,
+        n: count(OP, n * c * h * w)?,
+    };
+    // SAFETY: kept holds `planes` values and scale one; one block reads and writes nothing else.
+    unsafe {
+        dev.launch(
+            DROPBLOCK_SCALE,
+            LaunchConfig::linear(1, DROPBLOCK_THREADS, 0),
+            &s,
+        )
+    }?;
+    Ok(true)
 }
 
-/// out = inp * scale where mask is 1, else 0. inp, mask: (n) -> out: (n), overwritten.
+/// out = inp * scale where mask is 1, else 0, with `scale` the one value [`dropblock_mask`]
+/// wrote. inp, mask: (n), scale: (1) -> out: (n), overwritten.
 pub fn dropblock_apply<B: Backend>(
     dev: &B,
     out: &mut B::Buf<f32>,
     inp: &B::Buf<f32>,
     mask: &B::Buf<u8>,
-    scale: f32,
+    scale: &B::Buf<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda dropblock_apply";
     let n = dev.len(inp);
     check_len(dev, OP, "out", out, n)?;
     check_len(dev, OP, "mask", mask, n)?;
+    check_len(dev, OP, "scale", scale, 1)?;
     let p = DropBlockApplyParams {
         out: dev.addr_mut(out),
         inp: dev.addr(inp),
         mask: dev.addr(mask),
-        scale,
+        scale: dev.addr(scale),
         n: count(OP, n)?,
     };
-    // SAFETY: out, inp and mask are live buffers of n values; the kernel touches indices < n.
+    // SAFETY: out, inp and mask are live buffers of n values and scale of one; the kernel
+    // touches indices < n.
     unsafe { dev.launch(DROPBLOCK_APPLY, LaunchConfig::elementwise(n), &p) }
 }

@@ -8,7 +8,7 @@ use super::{assert_close, uniform, EXACT};
 use crate::dropblock::{dropblock_apply, dropblock_mask};
 use crate::maxpool::{maxpool2d_backward, maxpool2d_forward, Pool2d};
 use crate::philox::MaskKey;
-use tensor_core::{Shape, Tensor};
+use tensor_core::{Device, Shape, Tensor};
 
 #[test]
 fn emu_maxpool_matches_cpu() {
@@ -35,8 +35,7 @@ fn maxpool_matches_cpu<B: Backend>(dev: &B) {
         let out = pool.output_dims("test", &xt).unwrap();
         let m: usize = out.iter().product();
         let mut y = Tensor::zeros(out);
-        let mut argmax = vec![0u32; m];
-        maxpool2d_forward(&mut y, &mut argmax, &xt, &pool).unwrap();
+        let argmax = maxpool2d_forward(&mut y, &xt, &pool).unwrap();
         let dy = uniform(95 + s as u64, m, -1.0, 1.0);
         let mut dx = Tensor::zeros(dims);
         maxpool2d_backward(
@@ -57,7 +56,11 @@ fn maxpool_matches_cpu<B: Backend>(dev: &B) {
             y.as_slice().unwrap(),
             EXACT,
         );
-        assert_eq!(dev.download(&ab).unwrap(), argmax, "maxpool argmax");
+        assert_eq!(
+            dev.download(&ab).unwrap(),
+            argmax.to_host().unwrap(),
+            "maxpool argmax"
+        );
         let mut dxb = dev.upload(&vec![f32::NAN; dx.len()]).unwrap();
         ops::maxpool_backward(dev, &mut dxb, &dev.upload(&dy).unwrap(), &ab, dims, &pool).unwrap();
         assert_close(
@@ -86,32 +89,44 @@ fn dropblock_mask_matches_cpu_exactly<B: Backend>(dev: &B) {
         step: 12,
         layer: 3,
     };
-    // Odd maps, one no larger than the block, and the seed's third block (512 channels, 8 x 8,
-    // block 5) at batch 8.
+    // Odd maps, one no larger than the block, the seed's third block (512 channels, 8 x 8,
+    // block 5) at batch 2, and 32 x 32 maps (the seed's first block: a 28 x 28 grid of centres).
     for (s, dims) in [
         [2usize, 3, 11, 7],
         [1, 2, 5, 5],
-        [8, 512, 8, 8],
+        [2, 512, 8, 8],
         [1, 1, 4, 9],
+        [2, 16, 32, 32],
     ]
     .into_iter()
     .enumerate()
     {
         let n: usize = dims.iter().product();
-        let cpu = dropblock_mask(&Shape::new(&dims), 5, 0.8, key).unwrap();
+        let cpu = dropblock_mask(&Shape::new(&dims), Device::Cpu, 5, 0.8, key).unwrap();
         let mut mb = dev.upload(&vec![7u8; n]).unwrap();
-        let scale = ops::dropblock_mask(dev, &mut mb, dims, 5, 0.8, key).unwrap();
+        let mut sb = dev.upload(&[f32::NAN]).unwrap();
+        let drawn = ops::dropblock_mask(dev, &mut mb, &mut sb, dims, 5, 0.8, key).unwrap();
         let Some(cpu) = cpu else {
-            assert_eq!(scale, None, "case {s}: the CPU passes x through");
+            assert!(!drawn, "case {s}: the CPU passes x through");
             continue;
         };
-        assert_eq!(scale, Some(cpu.scale), "case {s}: scale");
-        assert_eq!(dev.download(&mb).unwrap(), cpu.keep, "case {s}: mask");
+        assert!(drawn, "case {s}: drawn");
+        let scale = dev.download(&sb).unwrap()[0];
+        assert_eq!(
+            scale.to_bits(),
+            cpu.scale().unwrap().to_bits(),
+            "case {s}: scale"
+        );
+        assert_eq!(
+            dev.download(&mb).unwrap(),
+            cpu.keep().unwrap(),
+            "case {s}: mask"
+        );
         let x = uniform(100 + s as u64, n, -1.0, 1.0);
         let mut y = Tensor::zeros(dims);
         dropblock_apply(&mut y, &Tensor::from_vec(dims, x.clone()).unwrap(), &cpu).unwrap();
         let mut yb = dev.upload(&vec![f32::NAN; n]).unwrap();
-        ops::dropblock_apply(dev, &mut yb, &dev.upload(&x).unwrap(), &mb, cpu.scale).unwrap();
+        ops::dropblock_apply(dev, &mut yb, &dev.upload(&x).unwrap(), &mb, &sb).unwrap();
         assert_close(
             "dropblock apply",
             &dev.download(&yb).unwrap(),

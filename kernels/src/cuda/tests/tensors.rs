@@ -122,24 +122,39 @@ fn emu_tensor_adam_loss_pool_dropblock_match_cpu() {
     let pool = Pool2d::square(3, 2).unwrap();
     let out = pool.output_dims("test", &x).unwrap();
     let (mut y, mut ey) = (Tensor::zeros(out), emu(&Tensor::zeros(out)));
-    let len = y.len();
-    let (mut am, mut eam) = (vec![0u32; len], vec![0u32; len]);
-    maxpool2d_forward(&mut y, &mut am, &x, &pool).unwrap();
-    maxpool2d_forward(&mut ey, &mut eam, &emu(&x), &pool).unwrap();
+    let am = maxpool2d_forward(&mut y, &x, &pool).unwrap();
+    let eam = maxpool2d_forward(&mut ey, &emu(&x), &pool).unwrap();
     assert_close("maxpool forward", &ey.to_vec(), &y.to_vec(), EXACT);
-    assert_eq!(eam, am, "maxpool argmax");
+    assert_eq!(
+        eam.device(),
+        Device::CudaEmu,
+        "maxpool argmax stays on the device"
+    );
+    assert_eq!(
+        eam.to_host().unwrap(),
+        am.to_host().unwrap(),
+        "maxpool argmax"
+    );
     let dy = cpu(&out, 7);
     let (mut dx, mut edx) = (Tensor::zeros(x.dims()), emu(&Tensor::zeros(x.dims())));
     maxpool2d_backward(&mut dx, &dy, &am, &pool).unwrap();
     maxpool2d_backward(&mut edx, &emu(&dy), &eam, &pool).unwrap();
     assert_close("maxpool backward", &edx.to_vec(), &dx.to_vec(), EXACT);
 
-    let mask = dropblock_mask(x.shape(), 3, 0.8, MaskKey::default())
-        .unwrap()
-        .expect("a 9 x 7 map with block 3 draws a mask");
+    let draw = |device| {
+        dropblock_mask(x.shape(), device, 3, 0.8, MaskKey::default())
+            .unwrap()
+            .expect("a 9 x 7 map with block 3 draws a mask")
+    };
+    let (mask, emask) = (draw(Device::Cpu), draw(Device::CudaEmu));
+    assert_eq!(
+        emask.device(),
+        Device::CudaEmu,
+        "dropblock mask stays on the device"
+    );
     let (mut o, mut eo) = (Tensor::zeros(x.dims()), emu(&Tensor::zeros(x.dims())));
     dropblock_apply(&mut o, &x, &mask).unwrap();
-    dropblock_apply(&mut eo, &emu(&x), &mask).unwrap();
+    dropblock_apply(&mut eo, &emu(&x), &emask).unwrap();
     assert_close("dropblock_apply", &eo.to_vec(), &o.to_vec(), EXACT);
 }
 
