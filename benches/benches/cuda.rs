@@ -27,6 +27,8 @@ use kernels::cuda::Backend;
 use kernels::gemm::Trans;
 use kernels::maxpool::Pool2d;
 use kernels::philox::MaskKey;
+use kernels::sgd::Sgd;
+use kernels::softmax_ce::TALLY_LEN;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -163,6 +165,17 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     bench(&mut group, "adam_update_77.8M", g, || {
         ops::adam_update(g, &mut w, &mut m, &mut v, &grad, &cfg, 10).unwrap()
     });
+    // SGD with momentum, Nesterov and weight decay: w, buf, g read, w, buf written.
+    let sgd = Sgd {
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 5e-4,
+    };
+    group.throughput(Throughput::Bytes(20 * params as u64));
+    bench(&mut group, "sgd_update_77.8M", g, || {
+        ops::sgd_update(g, &mut w, &mut m, &grad, &sgd).unwrap()
+    });
     drop((w, m, v, grad));
 
     // Softmax cross-entropy on the batch's logits: (250, 100).
@@ -187,6 +200,12 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     group.throughput(Throughput::Bytes((8 * rows * classes + 4 * rows) as u64));
     bench(&mut group, "softmax_ce_backward_250x100", g, || {
         ops::softmax_ce_backward(g, &mut dlogits, &probs, &labels, classes).unwrap()
+    });
+    // The epoch's loss tally (one block): row losses, probabilities and labels read.
+    let mut sums = g.alloc::<f64>(TALLY_LEN).unwrap();
+    group.throughput(Throughput::Bytes((4 * rows * classes + 12 * rows) as u64));
+    bench(&mut group, "softmax_ce_tally_250x100", g, || {
+        ops::softmax_ce_tally(g, &mut sums, &loss, &probs, &labels, classes).unwrap()
     });
 
     // Max-pool 3x3 stride 2 SAME after block 1: (250, 128, 32, 32) -> (250, 128, 16, 16).
