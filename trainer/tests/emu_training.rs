@@ -52,9 +52,19 @@ fn tiny_spec() -> NetSpec {
     }
 }
 
-/// One training step on `device`, from the same seeded model and batch; returns the loss, the
-/// correct count and every parameter value afterwards, read back to the host, by name.
-fn step_on(device: Device) -> (f32, u64, Vec<(String, Vec<f32>)>, Vec<f32>) {
+/// What one step on a device gave, read back to the host.
+struct StepResult {
+    loss: f32,
+    correct: u64,
+    /// Every parameter value after the step, by name.
+    params: Vec<(String, Vec<f32>)>,
+    /// The eval-mode logits of the same batch after the step.
+    eval_logits: Vec<f32>,
+}
+
+/// One training step on `device`, from the same seeded model and batch, then an eval-mode
+/// forward of the batch.
+fn step_on(device: Device) -> StepResult {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut model = ResNet::new(&tiny_spec(), &mut rng).unwrap();
     let mut opt = Optimizer::new(
@@ -100,13 +110,28 @@ fn step_on(device: Device) -> (f32, u64, Vec<(String, Vec<f32>)>, Vec<f32>) {
         assert_eq!(p.value.device(), device, "{name}");
         params.push((name.to_string(), p.value.to_vec()));
     });
-    (loss, tallied.correct, params, eval_logits.to_vec())
+    StepResult {
+        loss,
+        correct: tallied.correct,
+        params,
+        eval_logits: eval_logits.to_vec(),
+    }
 }
 
 #[test]
 fn emu_tiny_training_step() {
-    let (cpu_loss, cpu_correct, cpu_params, cpu_eval) = step_on(Device::Cpu);
-    let (emu_loss, emu_correct, emu_params, emu_eval) = step_on(Device::CudaEmu);
+    let StepResult {
+        loss: cpu_loss,
+        correct: cpu_correct,
+        params: cpu_params,
+        eval_logits: cpu_eval,
+    } = step_on(Device::Cpu);
+    let StepResult {
+        loss: emu_loss,
+        correct: emu_correct,
+        params: emu_params,
+        eval_logits: emu_eval,
+    } = step_on(Device::CudaEmu);
     assert_eq!(cpu_correct, emu_correct, "correct predictions");
     assert!(
         (cpu_loss - emu_loss).abs() <= LOSS_RTOL * cpu_loss.abs(),
