@@ -219,9 +219,20 @@ pub fn batchnorm_forward_train<B: Backend>(
         beta: dev.addr(ch.beta),
         g,
     };
-    // SAFETY: x and y hold n*c*inner values (16-byte aligned when vec4), the per-channel
-    // buffers c; the grid-stride loop stays below n*c*inner.
-    unsafe { dev.launch(BATCHNORM_NORMALIZE, elementwise_launch(&g), &normalize) }
+    // SAFETY: x and y hold n*c*inner values (checked, 16-byte aligned when vec4), the
+    // per-channel buffers c.
+    unsafe { launch_normalize(dev, &normalize) }
+}
+
+/// y = gamma (x - mean) inv_std + beta over every value: the last launch of both forwards.
+///
+/// # Safety
+/// `p`'s arrays hold what `p.g` says: x and y n*c*inner values (16-byte aligned when vec4), mean,
+/// inv_std, gamma and beta c values. The grid-stride loop stays below n*c*inner and reads the
+/// per-channel arrays at channels below c.
+unsafe fn launch_normalize<B: Backend>(dev: &B, p: &BatchNormNormalizeParams) -> Result<()> {
+    // SAFETY: as the caller guarantees.
+    unsafe { dev.launch(BATCHNORM_NORMALIZE, elementwise_launch(&p.g), p) }
 }
 
 /// Evaluation-mode forward, as [`crate::batchnorm::batchnorm_forward_eval`]: normalises with the
@@ -288,9 +299,9 @@ pub fn batchnorm_forward_eval<B: Backend>(
         beta: dev.addr(ch.beta),
         g,
     };
-    // SAFETY: x and y hold n*c*inner values (16-byte aligned when vec4), the per-channel
-    // buffers c; the grid-stride loop stays below n*c*inner.
-    unsafe { dev.launch(BATCHNORM_NORMALIZE, elementwise_launch(&g), &normalize) }
+    // SAFETY: x and y hold n*c*inner values (checked, 16-byte aligned when vec4), the
+    // per-channel buffers c.
+    unsafe { launch_normalize(dev, &normalize) }
 }
 
 /// The statistics a forward wrote, read by backward: mean and inv_std (C,) each, and which
