@@ -104,24 +104,28 @@ struct Im2colByTap {
     __device__ __forceinline__ float load(const Outer& r, const Inner& q) const { return col.value(q, r); }
 };
 
-// Backward-data A: weight viewed as (c, s), s = (k, ky, kx); o = c, k = s.
-struct WeightByChannel {
+// A tensor (blocks, rows, run) viewed as the matrix (rows, blocks * run): row o, column i =
+// (block, j) is p[block * stride + o * run + j], stride = rows * run. Both A operands of the
+// backward passes are such views:
+// - backward-data A, weight (k, c, kh*kw) as (c, s), s = (k, ky, kx): run kh*kw, o = c, k = s;
+// - backward-weight A, dy (n, k, oh*ow) as (k, q), q = (img, oy, ox): run oh*ow, o = k, k = q.
+struct RowsOfBlocks {
     static constexpr bool k_contiguous = true;
-    const float* weight;
-    uint32_t filter;      // c * kh * kw, the values of one filter
-    FastDiv per_channel;  // by kh * kw
+    const float* p;
+    uint32_t stride;  // rows * run, the values of one block
+    FastDiv run;
     struct Outer {
-        uint32_t offset;  // c * kh * kw
+        uint32_t offset;  // o * run
     };
     struct Inner {
-        uint32_t offset;  // k * c * kh * kw + (ky, kx)
+        uint32_t offset;  // block * stride + j
     };
-    __device__ __forceinline__ Outer outer(uint32_t c) const { return {c * per_channel.d}; }
-    __device__ __forceinline__ Inner inner(uint32_t s) const {
-        const uint32_t k = per_channel.div(s);
-        return {k * filter + (s - k * per_channel.d)};
+    __device__ __forceinline__ Outer outer(uint32_t o) const { return {o * run.d}; }
+    __device__ __forceinline__ Inner inner(uint32_t i) const {
+        const uint32_t block = run.div(i);
+        return {block * stride + (i - block * run.d)};
     }
-    __device__ __forceinline__ float load(const Outer& c, const Inner& s) const { return weight[c.offset + s.offset]; }
+    __device__ __forceinline__ float load(const Outer& o, const Inner& i) const { return p[o.offset + i.offset]; }
 };
 
 // Backward-data B: row s = (k, ky, kx), column p = (img, iy, ix): the dy value of the output
@@ -155,26 +159,6 @@ struct DyGather {
     }
 };
 
-// Backward-weight A: dy viewed as (k, q), q = (img, oy, ox); o = k, k = q (summed over).
-struct DyByChannel {
-    static constexpr bool k_contiguous = true;
-    const float* dy;
-    uint32_t image;    // k * oh * ow, the values of one image
-    FastDiv per_image;  // by oh * ow
-    struct Outer {
-        uint32_t offset;  // k * oh * ow
-    };
-    struct Inner {
-        uint32_t offset;  // img * k * oh * ow + (oy, ox)
-    };
-    __device__ __forceinline__ Outer outer(uint32_t k) const { return {k * per_image.d}; }
-    __device__ __forceinline__ Inner inner(uint32_t q) const {
-        const uint32_t img = per_image.div(q);
-        return {img * image + (q - img * per_image.d)};
-    }
-    __device__ __forceinline__ float load(const Outer& k, const Inner& q) const { return dy[k.offset + q.offset]; }
-};
-
 // Grid: (ceil(n*oh*ow / Tile::BN), ceil(k / Tile::BM)). x, weight -> y: (n, k, oh, ow), overwritten.
 template <class Tile>
 __device__ __forceinline__ void conv2d_forward_tiled(const Conv2dParams& p) {
@@ -202,7 +186,7 @@ template <class Tile>
 __device__ __forceinline__ void conv2d_backward_data_tiled(const Conv2dParams& p) {
     const ConvGeom& g = p.g;
     const uint32_t inner = g.k * g.kh * g.kw, hw = g.h * g.w, pixels = g.n * hw;
-    const WeightByChannel a{p.weight, g.c * g.kh * g.kw, FastDiv(g.kh * g.kw)};
+    const RowsOfBlocks a{p.weight, g.c * g.kh * g.kw, FastDiv(g.kh * g.kw)};
     const DyGather b(g, p.dy);
     const uint32_t m0 = blockIdx.y * Tile::BM, n0 = blockIdx.x * Tile::BN;
     float acc[Tile::RM][Tile::RN];
@@ -226,7 +210,7 @@ template <class Tile>
 __device__ __forceinline__ void conv2d_backward_weight_tiled(const Conv2dParams& p) {
     const ConvGeom& g = p.g;
     const uint32_t taps = g.c * g.kh * g.kw, ohw = g.oh * g.ow, pixels = g.n * ohw;
-    const DyByChannel a{p.dy, g.k * ohw, FastDiv(ohw)};
+    const RowsOfBlocks a{p.dy, g.k * ohw, FastDiv(ohw)};
     const Im2colByTap b{Im2col(g, p.x)};
     const uint32_t m0 = blockIdx.y * Tile::BM, n0 = blockIdx.x * Tile::BN;
     const uint32_t begin = blockIdx.z * p.k_per_split, end = min(begin + p.k_per_split, pixels);
