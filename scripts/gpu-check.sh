@@ -73,8 +73,8 @@ build() {
 # ---- the device half -------------------------------------------------------------------------
 
 RESULTS=()
-# Whether part KEY is asked for: GPU_CHECK_PARTS (a comma-separated list of keys: gpu, smoke,
-# parity, bench, torch, epoch, criterion) or, unset, every part.
+# Whether part KEY is asked for: GPU_CHECK_PARTS (a comma-separated list of PARTS' keys, checked
+# by `run`) or, unset, every part.
 want() {
     [ -z "${GPU_CHECK_PARTS:-}" ] || [[ ",$GPU_CHECK_PARTS," == *",$1,"* ]]
 }
@@ -140,7 +140,17 @@ synthetic_epoch() {
     return $rc
 }
 
+PARTS=(gpu smoke parity bench torch epoch criterion)
+
 run() {
+    local key
+    local parts=${GPU_CHECK_PARTS:-}
+    for key in ${parts//,/ }; do
+        if [[ " ${PARTS[*]} " != *" $key "* ]]; then
+            echo "GPU_CHECK_PARTS: unknown part '$key' (the parts: ${PARTS[*]})" >&2
+            return 2
+        fi
+    done
     OUTDIR=${OUT:-$DIR/out}
     mkdir -p "$OUTDIR"
     exec > >(tee -a "$OUTDIR/gpu-check.log") 2>&1
