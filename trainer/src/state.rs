@@ -279,6 +279,109 @@ pub fn load_model(path: &Path) -> Result<(ResNet, Loaded)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::commands::train::rule;
+    use clap::Parser;
+    use rand::Rng;
+    use tensor_core::Device;
+
+    /// The train flags' defaults with the `tiny` preset: a network the test builds in moments.
+    fn tiny_config() -> TrainConfig {
+        match Cli::try_parse_from(["trainer", "train", "--preset", "tiny"])
+            .unwrap()
+            .command
+        {
+            Command::Train(a) => TrainConfig::from_args(&a).unwrap(),
+            _ => unreachable!("parsed a train command"),
+        }
+    }
+
+    /// Every tensor a checkpoint holds, by name, with the device it lives on.
+    fn contents(model: &mut ResNet, opt: &mut Optimizer) -> Vec<(String, Device, Vec<f32>)> {
+        let mut out = Vec::new();
+        let mut push = |n: &str, t: &mut Tensor| out.push((n.to_string(), t.device(), t.to_vec()));
+        model.visit_params("", &mut |n, p| push(n, &mut p.value));
+        model.visit_buffers("", &mut |n, t| push(n, t));
+        opt.visit_state(model, &mut |n, t| push(n, t));
+        out
+    }
+
+    /// A fresh model and optimizer of `cfg`'s network (its own random initialisation, which
+    /// a load must overwrite entirely).
+    fn fresh(cfg: &TrainConfig, seed: u64) -> (ResNet, Optimizer) {
+        let spec = net_spec(cfg, 100, 0);
+        let mut model = ResNet::new(&spec, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
+        let opt = Optimizer::new(rule(cfg), &mut model);
+        (model, opt)
+    }
+
+    fn load_into(path: &Path, model: &mut ResNet, opt: &mut Optimizer) {
+        let loaded = load(path).unwrap();
+        load_weights(path, &loaded.checkpoint, model).unwrap();
+        load_optimizer(path, &loaded.checkpoint, model, opt).unwrap();
+    }
+
+    /// A checkpoint saved from a model on the GPU (here the emulated one, whose tensors are
+    /// device storage as a GPU's are) loads on the CPU, and one saved on the CPU loads and moves
+    /// onto the GPU, every tensor (parameters, batch-norm statistics, Adam's moments) unchanged.
+    #[test]
+    fn emu_checkpoints_saved_on_one_device_load_on_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tiny_config();
+        let names: Vec<String> = (0..100).map(|c| format!("class_{c}")).collect();
+        let (mut model, mut opt) = fresh(&cfg, 1);
+        // State a fresh model and optimizer do not have: running statistics and moments.
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut randomise = |t: &mut Tensor| {
+            let values = (0..t.len()).map(|_| rng.random_range(0.01..2.0)).collect();
+            *t = Tensor::from_vec(t.shape().clone(), values).unwrap();
+        };
+        model.visit_buffers("", &mut |_, t| randomise(t));
+        opt.visit_state(&mut model, &mut |_, t| randomise(t));
+        opt.updates = 7;
+        let on_cpu = contents(&mut model, &mut opt);
+
+        model.to_device(Device::CudaEmu).unwrap();
+        opt.to_device(&mut model, Device::CudaEmu).unwrap();
+        let on_device = contents(&mut model, &mut opt);
+        assert!(on_device.iter().all(|(_, d, _)| *d == Device::CudaEmu));
+        let from_device = dir.path().join("device.safetensors");
+        save(
+            &from_device,
+            &mut model,
+            Some(&mut opt),
+            &cfg,
+            &names,
+            &RunState::new(),
+        )
+        .unwrap();
+
+        let (mut cpu_model, mut cpu_opt) = fresh(&cfg, 3);
+        load_into(&from_device, &mut cpu_model, &mut cpu_opt);
+        assert_eq!(contents(&mut cpu_model, &mut cpu_opt), on_cpu);
+        assert_eq!(cpu_opt.updates, 7);
+
+        let from_cpu = dir.path().join("cpu.safetensors");
+        save(
+            &from_cpu,
+            &mut cpu_model,
+            Some(&mut cpu_opt),
+            &cfg,
+            &names,
+            &RunState::new(),
+        )
+        .unwrap();
+        let (mut dev_model, mut dev_opt) = fresh(&cfg, 4);
+        load_into(&from_cpu, &mut dev_model, &mut dev_opt);
+        dev_model.to_device(Device::CudaEmu).unwrap();
+        dev_opt.to_device(&mut dev_model, Device::CudaEmu).unwrap();
+        assert_eq!(contents(&mut dev_model, &mut dev_opt), on_device);
+        assert_eq!(
+            load(&from_device).unwrap().checkpoint,
+            load(&from_cpu).unwrap().checkpoint,
+            "the same state writes the same checkpoint from either device"
+        );
+    }
 
     #[test]
     fn early_stopping_needs_a_rise_in_each_of_the_last_epochs() {
