@@ -95,13 +95,19 @@ pub fn keep_schedule(cfg: &TrainConfig) -> KeepSchedule {
     }
 }
 
+/// Calls `f` on each tensor of the model a checkpoint holds, with its name: the parameters'
+/// values, then the batch-norm statistics.
+fn visit_model_tensors(model: &mut ResNet, f: &mut dyn FnMut(&str, &mut Tensor)) {
+    model.visit_params("", &mut |n, p| f(n, &mut p.value));
+    model.visit_buffers("", f);
+}
+
 /// The model's tensors (parameters and batch-norm statistics) with their names and shapes.
 pub fn model_layout(model: &mut ResNet) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    model.visit_params("", &mut |n, p| {
-        out.push((n.to_string(), p.value.dims().to_vec()))
+    visit_model_tensors(model, &mut |n, t| {
+        out.push((n.to_string(), t.dims().to_vec()))
     });
-    model.visit_buffers("", &mut |n, t| out.push((n.to_string(), t.dims().to_vec())));
     out
 }
 
@@ -122,10 +128,9 @@ pub fn save(
             data: t.to_vec(),
         })
     };
-    model.visit_params("", &mut |n, p| push(n, &mut p.value));
-    model.visit_buffers("", &mut |n, t| push(n, t));
+    visit_model_tensors(model, &mut push);
     if let Some(opt) = optimizer {
-        opt.visit_state(model, &mut |n, t| push(n, t));
+        opt.visit_state(model, &mut push);
         ckpt.set_meta("optimizer_updates", opt.updates);
     }
     ckpt.set_meta("format", FORMAT);
@@ -227,8 +232,7 @@ pub fn load_weights(path: &Path, ckpt: &Checkpoint, model: &mut ResNet) -> Resul
             failure.get_or_insert(e);
         }
     };
-    model.visit_params("", &mut |n, p| copy(n, &mut p.value));
-    model.visit_buffers("", &mut |n, t| copy(n, t));
+    visit_model_tensors(model, &mut copy);
     failure.map_or(Ok(()), |e| Err(e.into()))
 }
 
@@ -300,9 +304,8 @@ mod tests {
     fn contents(model: &mut ResNet, opt: &mut Optimizer) -> Vec<(String, Device, Vec<f32>)> {
         let mut out = Vec::new();
         let mut push = |n: &str, t: &mut Tensor| out.push((n.to_string(), t.device(), t.to_vec()));
-        model.visit_params("", &mut |n, p| push(n, &mut p.value));
-        model.visit_buffers("", &mut |n, t| push(n, t));
-        opt.visit_state(model, &mut |n, t| push(n, t));
+        visit_model_tensors(model, &mut push);
+        opt.visit_state(model, &mut push);
         out
     }
 
@@ -313,6 +316,17 @@ mod tests {
         let mut model = ResNet::new(&spec, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
         let opt = Optimizer::new(rule(cfg), &mut model);
         (model, opt)
+    }
+
+    /// Moves the model and its optimizer state to `device`, as `trainer train` does.
+    fn move_to(model: &mut ResNet, opt: &mut Optimizer, device: Device) {
+        model.to_device(device).unwrap();
+        opt.to_device(model, device).unwrap();
+    }
+
+    fn save_into(path: &Path, model: &mut ResNet, opt: &mut Optimizer, cfg: &TrainConfig) {
+        let names: Vec<String> = (0..100).map(|c| format!("class_{c}")).collect();
+        save(path, model, Some(opt), cfg, &names, &RunState::new()).unwrap();
     }
 
     fn load_into(path: &Path, model: &mut ResNet, opt: &mut Optimizer) {
@@ -328,7 +342,6 @@ mod tests {
     fn emu_checkpoints_saved_on_one_device_load_on_the_other() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = tiny_config();
-        let names: Vec<String> = (0..100).map(|c| format!("class_{c}")).collect();
         let (mut model, mut opt) = fresh(&cfg, 1);
         // State a fresh model and optimizer do not have: running statistics and moments.
         let mut rng = ChaCha8Rng::seed_from_u64(2);
@@ -341,20 +354,11 @@ mod tests {
         opt.updates = 7;
         let on_cpu = contents(&mut model, &mut opt);
 
-        model.to_device(Device::CudaEmu).unwrap();
-        opt.to_device(&mut model, Device::CudaEmu).unwrap();
+        move_to(&mut model, &mut opt, Device::CudaEmu);
         let on_device = contents(&mut model, &mut opt);
         assert!(on_device.iter().all(|(_, d, _)| *d == Device::CudaEmu));
         let from_device = dir.path().join("device.safetensors");
-        save(
-            &from_device,
-            &mut model,
-            Some(&mut opt),
-            &cfg,
-            &names,
-            &RunState::new(),
-        )
-        .unwrap();
+        save_into(&from_device, &mut model, &mut opt, &cfg);
 
         let (mut cpu_model, mut cpu_opt) = fresh(&cfg, 3);
         load_into(&from_device, &mut cpu_model, &mut cpu_opt);
@@ -362,19 +366,10 @@ mod tests {
         assert_eq!(cpu_opt.updates, 7);
 
         let from_cpu = dir.path().join("cpu.safetensors");
-        save(
-            &from_cpu,
-            &mut cpu_model,
-            Some(&mut cpu_opt),
-            &cfg,
-            &names,
-            &RunState::new(),
-        )
-        .unwrap();
+        save_into(&from_cpu, &mut cpu_model, &mut cpu_opt, &cfg);
         let (mut dev_model, mut dev_opt) = fresh(&cfg, 4);
         load_into(&from_cpu, &mut dev_model, &mut dev_opt);
-        dev_model.to_device(Device::CudaEmu).unwrap();
-        dev_opt.to_device(&mut dev_model, Device::CudaEmu).unwrap();
+        move_to(&mut dev_model, &mut dev_opt, Device::CudaEmu);
         assert_eq!(contents(&mut dev_model, &mut dev_opt), on_device);
         assert_eq!(
             load(&from_device).unwrap().checkpoint,
