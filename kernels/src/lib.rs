@@ -28,6 +28,7 @@ pub mod maxpool;
 pub mod philox;
 pub mod relu;
 pub mod sgd;
+pub mod simd;
 pub mod softmax_ce;
 
 pub use error::{Error, Result};
