@@ -102,6 +102,8 @@ pub enum ConvAlgoArg {
     Auto,
     /// im2col + GEMM everywhere (the reference path).
     Direct,
+    /// The sliding-window direct convolution (no im2col) for every convolution.
+    Sliding,
     /// Winograd F(2x2, 3x3) for every convolution.
     Winograd2,
     /// Winograd F(4x4, 3x3) for every convolution.
@@ -115,6 +117,7 @@ impl ConvAlgoArg {
         match self {
             ConvAlgoArg::Auto => None,
             ConvAlgoArg::Direct => Some(Conv2dAlgo::Direct),
+            ConvAlgoArg::Sliding => Some(Conv2dAlgo::Sliding),
             ConvAlgoArg::Winograd2 => Some(Conv2dAlgo::Winograd2),
             ConvAlgoArg::Winograd4 => Some(Conv2dAlgo::Winograd4),
         }

@@ -19,6 +19,7 @@
 
 mod cpu;
 mod scratch;
+mod sliding;
 #[cfg(test)]
 mod tests;
 mod winograd;
@@ -157,6 +158,10 @@ pub enum Conv2dPass {
 pub enum Conv2dAlgo {
     /// im2col and one GEMM per group of images: any kernel, stride and padding. The reference.
     Direct,
+    /// Direct convolution without im2col, vectors along the output pixels, each kernel tap a
+    /// masked load of the input at a fixed offset (`sliding/`), in the instruction set
+    /// [`crate::simd::isa`] picks: stride 1 and an odd square kernel with "same" padding.
+    Sliding,
     /// Winograd F(2x2, 3x3): 2.25x fewer multiplications than direct; only a 3x3 kernel with
     /// stride 1 and pad 1.
     Winograd2,
@@ -167,16 +172,19 @@ pub enum Conv2dAlgo {
 
 impl Conv2dAlgo {
     /// Every algorithm, the reference first.
-    pub const ALL: [Conv2dAlgo; 3] = [
+    pub const ALL: [Conv2dAlgo; 4] = [
         Conv2dAlgo::Direct,
+        Conv2dAlgo::Sliding,
         Conv2dAlgo::Winograd2,
         Conv2dAlgo::Winograd4,
     ];
 
-    /// A short lower-case name: `direct`, `winograd2`, `winograd4` (benchmark ids, messages).
+    /// A short lower-case name: `direct`, `sliding`, `winograd2`, `winograd4` (benchmark ids,
+    /// messages).
     pub fn name(self) -> &'static str {
         match self {
             Conv2dAlgo::Direct => "direct",
+            Conv2dAlgo::Sliding => "sliding",
             Conv2dAlgo::Winograd2 => "winograd2",
             Conv2dAlgo::Winograd4 => "winograd4",
         }
@@ -224,6 +232,7 @@ impl Conv2dAlgo {
     pub fn computes(self, d: &Conv2dDims) -> bool {
         match self {
             Conv2dAlgo::Direct => true,
+            Conv2dAlgo::Sliding => sliding::applies(d),
             Conv2dAlgo::Winograd2 | Conv2dAlgo::Winograd4 => winograd::applies(d),
         }
     }
@@ -232,6 +241,17 @@ impl Conv2dAlgo {
     fn check(self, op: &'static str, d: &Conv2dDims) -> Result<()> {
         let tile = match self {
             Conv2dAlgo::Direct => return Ok(()),
+            Conv2dAlgo::Sliding if !self.computes(d) => {
+                return Err(Error::Invalid {
+                    op,
+                    msg: format!(
+                        "the sliding convolution needs stride 1 and an odd square kernel padded \
+                         to keep the map's size, not {}x{}, stride {}, pad {}",
+                        d.kh, d.kw, d.stride, d.pad
+                    ),
+                })
+            }
+            Conv2dAlgo::Sliding => return Ok(()),
             Conv2dAlgo::Winograd2 => "2x2",
             Conv2dAlgo::Winograd4 => "4x4",
         };
@@ -291,6 +311,10 @@ pub fn conv2d_forward_using(
     let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
     match algo {
         Conv2dAlgo::Direct => cpu::forward(y, x, w, &d),
+        Conv2dAlgo::Sliding => {
+            sliding::forward(crate::simd::isa(), y, x, w, &d);
+            Ok(())
+        }
         Conv2dAlgo::Winograd2 => winograd::forward(&winograd::F2, y, x, w, &d),
         Conv2dAlgo::Winograd4 => winograd::forward(&winograd::F4, y, x, w, &d),
     }
@@ -343,6 +367,10 @@ pub fn conv2d_backward_data_using(
     let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
     match algo {
         Conv2dAlgo::Direct => cpu::backward_data(dx, dy, w, &d),
+        Conv2dAlgo::Sliding => {
+            sliding::backward_data(crate::simd::isa(), dx, dy, w, &d);
+            Ok(())
+        }
         Conv2dAlgo::Winograd2 => winograd::backward_data(&winograd::F2, dx, dy, w, &d),
         Conv2dAlgo::Winograd4 => winograd::backward_data(&winograd::F4, dx, dy, w, &d),
     }
@@ -398,6 +426,10 @@ pub fn conv2d_backward_weight_using(
     let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
     match algo {
         Conv2dAlgo::Direct => cpu::backward_weight(dw, dy, x, &d),
+        Conv2dAlgo::Sliding => {
+            sliding::backward_weight(crate::simd::isa(), dw, dy, x, &d);
+            Ok(())
+        }
         Conv2dAlgo::Winograd2 => winograd::backward_weight(&winograd::F2, dw, dy, x, &d),
         Conv2dAlgo::Winograd4 => winograd::backward_weight(&winograd::F4, dw, dy, x, &d),
     }

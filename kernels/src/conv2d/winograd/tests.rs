@@ -14,7 +14,7 @@ use crate::conv2d::*;
 /// The tile of a Winograd algorithm.
 fn tile_of(algo: Conv2dAlgo) -> Option<&'static Tile> {
     match algo {
-        Conv2dAlgo::Direct => None,
+        Conv2dAlgo::Direct | Conv2dAlgo::Sliding => None,
         Conv2dAlgo::Winograd2 => Some(&F2),
         Conv2dAlgo::Winograd4 => Some(&F4),
     }
