@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::Conv2dDims;
+use super::{scratch, Conv2dDims};
 use crate::gemm::{sgemm, sgemm_serial, Operand};
 use crate::Result;
 
@@ -204,12 +204,41 @@ pub(super) fn forward(y: &mut [f32], x: &[f32], weight: &[f32], d: &Conv2dDims) 
 }
 
 /// dy: (N, K, OH OW), weight: (K, C KH KW) -> dx: (N, C, H, W), overwritten.
+///
+/// A convolution that keeps the map's size (stride 1, an odd square kernel, pad (KH - 1) / 2)
+/// runs as the forward of dy by the kernels turned by 180 degrees with K and C swapped, which
+/// costs what the forward costs. Any other goes through W^T dy and col2im (the GEMM's
+/// transposed operand and col2im's scattered sums made it up to 2.4x slower than the forward on
+/// 1024 channels at 4x4).
 pub(super) fn backward_data(
     dx: &mut [f32],
     dy: &[f32],
     weight: &[f32],
     d: &Conv2dDims,
 ) -> Result<()> {
+    if d.stride == 1 && d.kh == d.kw && d.kh % 2 == 1 && 2 * d.pad + 1 == d.kh {
+        let taps = d.kh * d.kw;
+        let adjoint = Conv2dDims {
+            c: d.k,
+            k: d.c,
+            ..*d
+        };
+        return scratch::with(weight.len(), |turned| {
+            // turned: (C, K, KH, KW), turned[c, k, t] = weight[k, c, KH KW - 1 - t].
+            turned
+                .par_chunks_mut(d.k * taps)
+                .enumerate()
+                .for_each(|(c, row)| {
+                    for (k, kernel) in row.chunks_exact_mut(taps).enumerate() {
+                        let src = &weight[(k * d.c + c) * taps..][..taps];
+                        for (t, v) in kernel.iter_mut().enumerate() {
+                            *v = src[taps - 1 - t];
+                        }
+                    }
+                });
+            forward(dx, dy, turned, &adjoint)
+        });
+    }
     let (rows, group) = (d.col_rows(), d.group(MIN_PARALLEL_GROUPS));
     let w = Operand::new(weight, d.k, rows);
     dx.par_chunks_mut(group * d.x_image_len())
