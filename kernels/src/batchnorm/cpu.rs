@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::StatsSource;
+use crate::simd::{self, multiversion};
 
 /// x viewed as (n, c, inner): channel `ch` of sample `s` is the run
 /// `x[(s * c + ch) * inner..][..inner]`.
@@ -21,6 +22,7 @@ impl Dims {
     }
 
     /// The runs of channel `ch`, one per sample, in sample order.
+    #[inline(always)]
     fn runs<'a>(&self, v: &'a [f32], ch: usize) -> impl Iterator<Item = &'a [f32]> {
         let (c, inner) = (self.c, self.inner);
         (0..self.n).map(move |s| &v[(s * c + ch) * inner..][..inner])
@@ -39,6 +41,7 @@ struct LaneSums<const K: usize> {
 }
 
 impl<const K: usize> LaneSums<K> {
+    #[inline(always)]
     fn new() -> Self {
         LaneSums {
             acc: [[0.0; LANES]; K],
@@ -66,6 +69,7 @@ impl<const K: usize> LaneSums<K> {
     }
 
     /// The K totals, lanes added in order.
+    #[inline(always)]
     fn totals(&self) -> [f64; K] {
         self.acc.map(|lanes| lanes.iter().sum())
     }
@@ -79,23 +83,33 @@ impl<const K: usize> LaneSums<K> {
 /// |mean| >> std); the error left is about 1e-16 * (1 + (mean - k)^2 / var) relative, where the
 /// two-pass form read x twice.
 pub(super) fn channel_moments(x: &[f32], d: Dims) -> Vec<(f64, f64)> {
-    let m = d.per_channel() as f64;
+    let isa = simd::isa();
     (0..d.c)
         .into_par_iter()
-        .map(|ch| {
-            let k = x[ch * d.inner] as f64;
-            let mut sums = LaneSums::<2>::new();
-            for run in d.runs(x, ch) {
-                sums.add_run(run, run, |v, _| {
-                    let e = v - k;
-                    [e, e * e]
-                });
-            }
-            let [s1, s2] = sums.totals();
-            let shift = s1 / m;
-            (k + shift, (s2 / m - shift * shift).max(0.0))
-        })
+        .map(|ch| channel_moment(isa, x, d, ch))
         .collect()
+}
+
+multiversion! {
+    /// [`channel_moment_impl`] compiled for `isa` (the same sums, in the same order).
+    fn channel_moment = channel_moment_impl(x: &[f32], d: Dims, ch: usize) -> (f64, f64)
+}
+
+/// (mean, biased variance) of channel `ch`, for [`channel_moments`].
+#[inline(always)]
+fn channel_moment_impl(x: &[f32], d: Dims, ch: usize) -> (f64, f64) {
+    let m = d.per_channel() as f64;
+    let k = x[ch * d.inner] as f64;
+    let mut sums = LaneSums::<2>::new();
+    for run in d.runs(x, ch) {
+        sums.add_run(run, run, |v, _| {
+            let e = v - k;
+            [e, e * e]
+        });
+    }
+    let [s1, s2] = sums.totals();
+    let shift = s1 / m;
+    (k + shift, (s2 / m - shift * shift).max(0.0))
 }
 
 /// y = gamma * (x - mean) * inv_std + beta, per channel.
@@ -109,17 +123,37 @@ pub(super) fn normalize(
     beta: &[f32],
 ) {
     let sample = d.c * d.inner;
+    let isa = simd::isa();
+    let coef: Vec<(f32, f32, f32)> = (0..d.c)
+        .map(|ch| (mean[ch], gamma[ch] * inv_std[ch], beta[ch]))
+        .collect();
     y.par_chunks_mut(sample)
         .zip(x.par_chunks(sample))
-        .for_each(|(ys, xs)| {
-            for ch in 0..d.c {
-                let (mu, scale, shift) = (mean[ch], gamma[ch] * inv_std[ch], beta[ch]);
-                let run = ch * d.inner..(ch + 1) * d.inner;
-                for (o, &v) in ys[run.clone()].iter_mut().zip(&xs[run]) {
-                    *o = (v - mu) * scale + shift;
-                }
-            }
-        });
+        .for_each(|(ys, xs)| normalize_sample(isa, ys, xs, d.inner, &coef));
+}
+
+multiversion! {
+    /// [`normalize_sample_impl`] compiled for `isa`.
+    fn normalize_sample = normalize_sample_impl(
+        ys: &mut [f32],
+        xs: &[f32],
+        inner: usize,
+        coef: &[(f32, f32, f32)],
+    )
+}
+
+/// One sample of [`normalize`]: coef[ch] = (mean, gamma inv_std, beta).
+#[inline(always)]
+fn normalize_sample_impl(ys: &mut [f32], xs: &[f32], inner: usize, coef: &[(f32, f32, f32)]) {
+    for ((yr, xr), &(mu, scale, shift)) in ys
+        .chunks_exact_mut(inner)
+        .zip(xs.chunks_exact(inner))
+        .zip(coef)
+    {
+        for (o, &v) in yr.iter_mut().zip(xr) {
+            *o = (v - mu) * scale + shift;
+        }
+    }
 }
 
 /// Per channel (sum dy, sum dy * x_hat), in f64, one pass over dy and x:
@@ -131,19 +165,40 @@ pub(super) fn channel_grad_sums(
     mean: &[f32],
     inv_std: &[f32],
 ) -> Vec<(f64, f64)> {
+    let isa = simd::isa();
     (0..d.c)
         .into_par_iter()
         .map(|ch| {
-            let mu = mean[ch] as f64;
-            let mut sums = LaneSums::<2>::new();
-            for (g, v) in d.runs(dy, ch).zip(d.runs(x, ch)) {
-                sums.add_run(g, v, |g, v| [g, g * (v - mu)]);
-            }
-            let [sum_dy, sum_dy_xc] = sums.totals();
+            let (sum_dy, sum_dy_xc) = channel_grad_sum(isa, dy, x, d, mean[ch] as f64, ch);
             (sum_dy, sum_dy_xc * inv_std[ch] as f64)
         })
         .collect()
 }
+
+multiversion! {
+    /// [`channel_grad_sum_impl`] compiled for `isa` (the same sums, in the same order).
+    fn channel_grad_sum = channel_grad_sum_impl(
+        dy: &[f32],
+        x: &[f32],
+        d: Dims,
+        mu: f64,
+        ch: usize,
+    ) -> (f64, f64)
+}
+
+/// (sum dy, sum dy (x - mu)) of channel `ch`, for [`channel_grad_sums`].
+#[inline(always)]
+fn channel_grad_sum_impl(dy: &[f32], x: &[f32], d: Dims, mu: f64, ch: usize) -> (f64, f64) {
+    let mut sums = LaneSums::<2>::new();
+    for (g, v) in d.runs(dy, ch).zip(d.runs(x, ch)) {
+        sums.add_run(g, v, |g, v| [g, g * (v - mu)]);
+    }
+    let [sum_dy, sum_dy_xc] = sums.totals();
+    (sum_dy, sum_dy_xc)
+}
+
+/// One channel's (gamma inv_std, mean of dy, mean of dy x_hat) in [`input_grad`].
+type GradCoef = (f32, f32, f32);
 
 /// What the input gradient needs besides dy and x, all per channel.
 pub(super) struct Saved<'a> {
@@ -160,7 +215,7 @@ pub(super) struct Saved<'a> {
 pub(super) fn input_grad(dx: &mut [f32], dy: &[f32], x: &[f32], d: Dims, s: Saved<'_>) {
     let m = d.per_channel() as f64;
     // Per channel: scale = gamma * inv_std, and the two subtracted means (0 for running stats).
-    let coef: Vec<(f32, f32, f32)> = (0..d.c)
+    let coef: Vec<GradCoef> = (0..d.c)
         .map(|ch| {
             let scale = s.gamma[ch] * s.inv_std[ch];
             match s.source {
@@ -173,20 +228,85 @@ pub(super) fn input_grad(dx: &mut [f32], dy: &[f32], x: &[f32], d: Dims, s: Save
         })
         .collect();
     let sample = d.c * d.inner;
+    let isa = simd::isa();
+    let stats: Vec<(f32, f32)> = (0..d.c).map(|ch| (s.mean[ch], s.inv_std[ch])).collect();
     dx.par_chunks_mut(sample)
         .zip(dy.par_chunks(sample).zip(x.par_chunks(sample)))
         .for_each(|(dxs, (dys, xs))| {
-            for (ch, &(scale, mean_dy, mean_dy_xhat)) in coef.iter().enumerate() {
-                let (mu, inv) = (s.mean[ch], s.inv_std[ch]);
-                let run = ch * d.inner..(ch + 1) * d.inner;
-                for ((o, &g), &v) in dxs[run.clone()]
-                    .iter_mut()
-                    .zip(&dys[run.clone()])
-                    .zip(&xs[run])
-                {
-                    let x_hat = (v - mu) * inv;
-                    *o = scale * (g - mean_dy - x_hat * mean_dy_xhat);
-                }
-            }
+            input_grad_sample(isa, dxs, (dys, xs), d.inner, (&coef, &stats))
         });
+}
+
+multiversion! {
+    /// [`input_grad_sample_impl`] compiled for `isa`.
+    fn input_grad_sample = input_grad_sample_impl(
+        dxs: &mut [f32],
+        dy_x: (&[f32], &[f32]),
+        inner: usize,
+        per_channel: (&[GradCoef], &[(f32, f32)]),
+    )
+}
+
+/// One sample of [`input_grad`]: per channel (gamma inv_std, mean dy, mean dy x_hat) and
+/// (mean, inv_std).
+#[inline(always)]
+fn input_grad_sample_impl(
+    dxs: &mut [f32],
+    (dys, xs): (&[f32], &[f32]),
+    inner: usize,
+    (coef, stats): (&[GradCoef], &[(f32, f32)]),
+) {
+    for (((o, g), v), (&(scale, mean_dy, mean_dy_xhat), &(mu, inv))) in dxs
+        .chunks_exact_mut(inner)
+        .zip(dys.chunks_exact(inner))
+        .zip(xs.chunks_exact(inner))
+        .zip(coef.iter().zip(stats))
+    {
+        for ((o, &g), &v) in o.iter_mut().zip(g).zip(v) {
+            let x_hat = (v - mu) * inv;
+            *o = scale * (g - mean_dy - x_hat * mean_dy_xhat);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::Isa;
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        // 3 samples of 5 channels of 37 values (runs that are not a multiple of the lanes).
+        let d = Dims {
+            n: 3,
+            c: 5,
+            inner: 37,
+        };
+        let len = d.n * d.c * d.inner;
+        let x: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919) % 1000) as f32 / 300.0 - 1.5)
+            .collect();
+        let dy: Vec<f32> = (0..len)
+            .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
+            .collect();
+        let coef: Vec<(f32, f32, f32)> = (0..d.c).map(|c| (0.1 * c as f32, 1.5, -0.25)).collect();
+        let stats: Vec<(f32, f32)> = (0..d.c).map(|c| (0.2 * c as f32, 0.75)).collect();
+        let run = |isa: Isa| {
+            let moments: Vec<_> = (0..d.c).map(|ch| channel_moment(isa, &x, d, ch)).collect();
+            let grads: Vec<_> = (0..d.c)
+                .map(|ch| channel_grad_sum(isa, &dy, &x, d, 0.3, ch))
+                .collect();
+            let sample = d.c * d.inner;
+            let mut y = vec![0.0; sample];
+            normalize_sample(isa, &mut y, &x[..sample], d.inner, &coef);
+            let mut dx = vec![0.0; sample];
+            let dy_x = (&dy[..sample], &x[..sample]);
+            input_grad_sample(isa, &mut dx, dy_x, d.inner, (&coef, &stats));
+            (moments, grads, y, dx)
+        };
+        let portable = run(Isa::Portable);
+        for isa in Isa::available_all() {
+            assert!(run(isa) == portable, "{isa} differs from the portable code");
+        }
+    }
 }

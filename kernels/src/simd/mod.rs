@@ -34,7 +34,8 @@ pub(crate) use x86::{Avx2, Avx512};
 /// An instruction set the hand-written kernels are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
-    /// AVX-512F: 16 f32 lanes, 32 vector registers, lane masks.
+    /// AVX-512 (F, VL, BW, DQ, with AVX2 and FMA): 16 f32 lanes, 32 vector registers, lane
+    /// masks.
     Avx512,
     /// AVX2 and FMA: 8 f32 lanes, 16 vector registers.
     Avx2,
@@ -71,8 +72,17 @@ impl Isa {
     /// Whether this CPU runs it.
     pub fn available(self) -> bool {
         match self {
+            // F for the kernels; VL, BW and DQ for the compiler's own vectorisation in
+            // `multiversion!` (every AVX-512 CPU but Xeon Phi has them).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Isa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2")
@@ -192,6 +202,9 @@ const LOOP_ITERS: u64 = 50_000;
 /// Timed loops per measurement; the fastest counts (a loop that lost its core to another
 /// process is slower, never faster).
 const LOOP_REPEATS: usize = 7;
+/// Timed rounds of [`fma_peak`]: more, since every thread must have its core to itself in the
+/// same round (about 0.2 ms each, 10 ms in all).
+const PEAK_REPEATS: usize = 50;
 
 /// One thread's FMA rate with `isa`'s vectors, in GFLOP/s: the best of a few short loops.
 /// `isa` must be available.
@@ -215,7 +228,7 @@ pub fn fma_peak(isa: Isa) -> f64 {
     assert!(isa.available(), "fma_peak: this CPU lacks {isa}");
     let threads = rayon::current_num_threads();
     rayon::broadcast(|_| fma_loop(isa, LOOP_ITERS / 10));
-    let best = (0..LOOP_REPEATS)
+    let best = (0..PEAK_REPEATS)
         .map(|_| {
             let t = Instant::now();
             rayon::broadcast(|_| std::hint::black_box(fma_loop(isa, LOOP_ITERS)));
@@ -242,6 +255,42 @@ pub fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".to_string())
 }
+
+/// Defines `fn $name(isa: Isa, args...)`, which runs `$inner(args...)` compiled for `isa`: the
+/// same Rust code, which the compiler vectorises with AVX-512 or AVX2 instructions inside
+/// `#[target_feature]` copies. `$inner` must be `#[inline(always)]` (and what it calls, where it
+/// matters), so that its body is compiled inside each copy; it must be safe to call on any CPU
+/// (plain Rust). Without `mul_add` the compiler never fuses a multiply and an add, so every copy
+/// rounds as the plain one does: the results are bit-identical across instruction sets.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident = $inner:ident($($arg:ident: $ty:ty),* $(,)?)
+        $(-> $ret:ty)?) => {
+        $(#[$meta])*
+        $vis fn $name(isa: $crate::simd::Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                $inner($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                $inner($($arg),*)
+            }
+            match isa {
+                // SAFETY: `isa` is available (`Isa::available` or `simd::isa`); the CPU has
+                // the features the copy was compiled for.
+                #[cfg(target_arch = "x86_64")]
+                $crate::simd::Isa::Avx512 => unsafe { avx512($($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                $crate::simd::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                _ => $inner($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use multiversion;
 
 /// The vector operations the hand-written kernels are written in. Every method is
 /// `#[inline(always)]`: a generic kernel body is inlined, whole, into a function compiled with

@@ -45,9 +45,10 @@ unsafe impl Simd for Avx512 {
     }
     #[inline(always)]
     unsafe fn reduce(v: __m512) -> f32 {
-        // Halves added pairwise down to one lane: the same tree on every call.
-        let h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
-        Avx2::reduce(h)
+        // Halves added pairwise down to one lane: the same tree on every call. (The upper half
+        // through the f64 view: `_mm512_extractf32x8_ps` needs AVX-512DQ.)
+        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        Avx2::reduce(_mm256_add_ps(_mm512_castps512_ps256(v), high))
     }
 }
 

@@ -140,6 +140,7 @@ fn forward_core(
     let group = plan.group();
     let positions = plan.positions();
     let at_rows = at_rows(plan.tile);
+    let isa = crate::simd::isa();
     for (y_g, x_g) in y
         .chunks_mut(group * plan.cout * plan.plane())
         .zip(x.chunks(group * plan.cin * plan.plane()))
@@ -169,7 +170,7 @@ fn forward_core(
             .par_iter_mut()
             .enumerate()
             .for_each_init(Vec::new, |buf, (k, planes)| {
-                output_channel(planes, m, k, plan, &at_rows, buf)
+                output_channel(isa, planes, m, k, plan, &at_rows, buf)
             });
     }
     Ok(())

@@ -12,12 +12,14 @@ use rayon::prelude::*;
 
 use super::matrices::{nonzeros, Tile};
 use super::{Orientation, Plan};
+use crate::simd::{self, multiversion};
 
 /// The largest input tile side, F(4x4)'s 6.
 const MAX_ALPHA: usize = 6;
 
 /// out[x] = sum_t coef_t src_t[x], the terms added in the order given (the same on every
 /// thread). Each src is read over out's length.
+#[inline(always)]
 fn combine<'a>(out: &mut [f32], terms: impl IntoIterator<Item = (f32, &'a [f32])>) {
     let mut first = true;
     for (coef, src) in terms {
@@ -72,6 +74,7 @@ impl PhaseRows {
 
     /// Copies plane: (h, w) in. The border keeps its zeros: every plane of a call has the same
     /// size, so each one overwrites exactly the cells of the one before.
+    #[inline(always)]
     fn fill(&mut self, plane: &[f32], w: usize) {
         let (m, l, offset) = (self.m, self.l, self.offset);
         for (y, row) in plane.chunks_exact(w).enumerate() {
@@ -89,6 +92,7 @@ impl PhaseRows {
     }
 
     /// Padded row y, phase-major: m l values.
+    #[inline(always)]
     fn row(&self, y: usize) -> &[f32] {
         &self.data[y * self.m * self.l..][..self.m * self.l]
     }
@@ -110,7 +114,8 @@ pub(super) fn chunks_by_row(t: &mut [f32], rows: usize, cols: usize) -> Vec<Vec<
 ///
 /// Along a row of tiles: for each row i, t = row i of B^T times the alpha padded rows of the
 /// patches, then V[i][j] = sum_b B^T[j][b] t[m tx + b] for every tx at once.
-fn input_transform_channel(v_c: &mut [&mut [f32]], x_g: &[f32], c: usize, plan: &Plan) {
+#[inline(always)]
+fn input_transform_channel_impl(v_c: &mut [&mut [f32]], x_g: &[f32], c: usize, plan: &Plan) {
     let tile = plan.tile;
     let (m, alpha) = (tile.m, tile.alpha);
     let (th, tw) = plan.tiles_hw();
@@ -139,14 +144,47 @@ fn input_transform_channel(v_c: &mut [&mut [f32]], x_g: &[f32], c: usize, plan: 
     }
 }
 
+multiversion! {
+    /// [`input_transform_channel_impl`] compiled for `isa`.
+    fn input_transform_channel = input_transform_channel_impl(
+        v_c: &mut [&mut [f32]],
+        x_g: &[f32],
+        c: usize,
+        plan: &Plan,
+    )
+}
+
+multiversion! {
+    /// [`grad_transform_channel_impl`] compiled for `isa`.
+    fn grad_transform_channel = grad_transform_channel_impl(
+        z_k: &mut [&mut [f32]],
+        dy_g: &[f32],
+        k: usize,
+        plan: &Plan,
+    )
+}
+
+multiversion! {
+    /// [`output_channel_impl`] compiled for `isa`.
+    pub(super) fn output_channel = output_channel_impl(
+        planes: &mut [&mut [f32]],
+        m: &[f32],
+        k: usize,
+        plan: &Plan,
+        rows: &[Vec<(usize, f32)>],
+        buf: &mut Vec<f32>,
+    )
+}
+
 /// The input transform of a group, x_g: (G, cin, h, w) -> v: (alpha^2, cin, G tiles), its
 /// channels in parallel.
 pub(super) fn input_transform(v: &mut [f32], x_g: &[f32], plan: &Plan) {
+    let isa = simd::isa();
     let cols = v.len() / (plan.positions() * plan.cin);
     chunks_by_row(v, plan.cin, cols)
         .par_iter_mut()
         .enumerate()
-        .for_each(|(c, v_c)| input_transform_channel(v_c, x_g, c, plan));
+        .for_each(|(c, v_c)| input_transform_channel(isa, v_c, x_g, c, plan));
 }
 
 /// Z = A dy_tile A^T for one output channel k of a group: dy_g: (G, K, h, w) -> z_k: the
@@ -154,7 +192,8 @@ pub(super) fn input_transform(v: &mut [f32], x_g: &[f32], plan: &Plan) {
 /// (m ty, m tx); outputs past the map's edge count as 0.
 ///
 /// Along a row of tiles, as [`input_transform_channel`]: row i of A is column i of A^T.
-fn grad_transform_channel(z_k: &mut [&mut [f32]], dy_g: &[f32], k: usize, plan: &Plan) {
+#[inline(always)]
+fn grad_transform_channel_impl(z_k: &mut [&mut [f32]], dy_g: &[f32], k: usize, plan: &Plan) {
     let tile = plan.tile;
     let (m, alpha) = (tile.m, tile.alpha);
     let (th, tw) = plan.tiles_hw();
@@ -184,11 +223,12 @@ fn grad_transform_channel(z_k: &mut [&mut [f32]], dy_g: &[f32], k: usize, plan: 
 /// The gradient transform of a group, dy_g: (G, K, h, w) -> z: (alpha^2, K, G tiles), its
 /// channels in parallel.
 pub(super) fn grad_transform(z: &mut [f32], dy_g: &[f32], plan: &Plan) {
+    let isa = simd::isa();
     let cols = z.len() / (plan.positions() * plan.cout);
     chunks_by_row(z, plan.cout, cols)
         .par_iter_mut()
         .enumerate()
-        .for_each(|(k, z_k)| grad_transform_channel(z_k, dy_g, k, plan));
+        .for_each(|(k, z_k)| grad_transform_channel(isa, z_k, dy_g, k, plan));
 }
 
 /// The weight transform U = G g G^T of every kernel: w: (K, C, 3, 3) -> u: (alpha^2, rows, cols),
@@ -241,7 +281,8 @@ pub(super) fn weight_transform(
 /// contiguous in m, so the reads stream): t[a][j] = sum_i A^T[a][i] M[i][j], then
 /// y[a][b] = sum_j A^T[b][j] t[a][j], each a vector over the tiles, scattered to the planes
 /// (outputs past the map's edge dropped).
-pub(super) fn output_channel(
+#[inline(always)]
+fn output_channel_impl(
     planes: &mut [&mut [f32]],
     m: &[f32],
     k: usize,
