@@ -9,14 +9,18 @@
 //! - backward-weight: dW += sum_n dy_n col(x_n)^T.
 //!
 //! 3x3 convolutions with stride 1 and pad 1 (every convolution of the network) can run through
-//! Winograd F(2x2, 3x3) or F(4x4, 3x3) instead (`winograd/`), 2.25x or 4x fewer multiplications;
-//! the im2col path stays the reference. [`Conv2dAlgo::choose`] picks one by a measured rule, and
-//! the `_using` entry points take one explicitly.
+//! Winograd F(2x2, 3x3) or F(4x4, 3x3) instead (`winograd/`), 2.25x or 4x fewer multiplications,
+//! and convolutions that keep the map's size through the sliding kernels (`sliding/`), a direct
+//! convolution without im2col in the CPU's widest worthwhile vectors ([`crate::simd`]); the
+//! im2col path stays the reference. On the CPU, a call without an algorithm takes the one
+//! [`calibrate`] measured fastest on this machine, or [`Conv2dAlgo::choose`]'s fixed rule with
+//! calibration off; the `_using` entry points take one explicitly.
 //!
 //! # Shapes
 //! x: (N, C, H, W), weight: (K, C, KH, KW) -> y: (N, K, OH, OW), with
 //! OH = (H + 2 pad - KH) / stride + 1 and OW = (W + 2 pad - KW) / stride + 1.
 
+pub mod calibrate;
 mod cpu;
 mod scratch;
 mod sliding;
@@ -44,7 +48,7 @@ impl Conv2dGeom {
 }
 
 /// Every size of one convolution, checked to fit together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Conv2dDims {
     pub n: usize,
     pub c: usize,
@@ -190,40 +194,44 @@ impl Conv2dAlgo {
         }
     }
 
-    /// The fastest algorithm for `pass` of `d`, by a rule measured with
-    /// `cargo bench -p benches --bench conv` on the seed and small presets' layers (batch 64,
-    /// 2-core AMD EPYC, 2026-11-26, a loaded shared machine: figures and their noise in
-    /// BENCHMARKS.md, "Winograd F(4x4, 3x3)"):
-    /// - not a 3x3, stride-1, pad-1 convolution: [`Conv2dAlgo::Direct`], the only one that can;
-    /// - fewer than [`WINOGRAD_MIN_CHANNELS`] channels on either side: direct. The transforms
-    ///   cost in proportion to (C + K) per tile and the products C K per tile, so Winograd only
-    ///   pays with many channels: with C = 3 (the first convolution) it ran 1.4 to 9x slower than
-    ///   direct on every pass, with 32 and 64 channels (the small preset's blocks 1 and 2) 5 to
-    ///   10% slower over the three passes;
-    /// - forward and backward-data on maps of 8x8 or more: [`Conv2dAlgo::Winograd4`], 1.1 to 4.7x
-    ///   direct's rate (mostly 1.4 to 2.2x) on the seed's 128 (32x32), 256 (16x16) and 512 (8x8)
-    ///   channel layers, ahead of F(2x2) in most readings;
-    /// - backward-weight: F(4x4) on maps of 16x16 or more, [`Conv2dAlgo::Winograd2`] on 8x8,
-    ///   direct below. Its products are only N tiles deep (one F(4x4) tile covers a 4x4 map), and
-    ///   it keeps alpha^2 K C partial sums: on 512 channels at 8x8, F(2x2) ran at 85 and 107
-    ///   GFLOP/s against F(4x4)'s 64 and 78 (two readings of three), and on 1024 at 4x4 direct
-    ///   at 74 against 50 (F(2x2)) and 22 (F(4x4)) on one thread;
-    /// - forward and backward-data on maps under 8x8: F(2x2) with 512 channels or more (the
-    ///   seed's 1024 at 4x4: F(2x2) 1.2 to 1.7x direct, F(4x4) 1.1 to 1.4x), direct below (the
-    ///   small preset's 256 at 4x4: no Winograd gain).
+    /// The algorithm for `pass` of `d` when calibration is off ([`calibrate`]): a fixed rule
+    /// from `cargo bench -p benches --bench conv_layers` on the three presets' layers, one
+    /// thread, on an Intel Xeon (Emerald Rapids, two 512-bit FMA units, the AVX-512 kernels;
+    /// BENCHMARKS.md, "CPU, Intel Xeon"). Calibration measures each machine instead; this rule
+    /// is what a machine that has not measured runs, and what tests run everywhere.
+    /// - not 3x3, stride 1, pad 1: [`Conv2dAlgo::Direct`] (or [`Conv2dAlgo::Sliding`] for the
+    ///   other odd "same" kernels under 128 channels);
+    /// - under 128 channels on either side, and forward and backward-data under 256 on maps of
+    ///   8x8 or less: [`Conv2dAlgo::Sliding`], 1.2 to 3x the im2col path's rate (its products
+    ///   are K deep and C KH KW long, thin for 8 to 64 channels, and im2col copies the input
+    ///   9 times); but backward-data and backward-weight of a layer with fewer than 8 input
+    ///   channels (the first, C = 3) run direct, where the sliding tile's 8 rows would be mostly
+    ///   empty;
+    /// - 128 channels or more: Winograd F(4x4) on maps of 32x32 (all passes) and for the
+    ///   forward on 16x16, F(2x2) for the other passes on 16x16 and all on 8x8 (F(4x4)'s 2x2
+    ///   tiles a map leave its transforms a quarter of the work), direct on 4x4 (one F(2x2)
+    ///   tile in four is the map's edge; backward-data runs as a forward there).
     pub fn choose(d: &Conv2dDims, pass: Conv2dPass) -> Conv2dAlgo {
         let channels = d.c.min(d.k);
         let side = d.h.min(d.w);
+        let thin = channels < WINOGRAD_MIN_CHANNELS
+            || (channels < 2 * WINOGRAD_MIN_CHANNELS
+                && side <= 8
+                && pass != Conv2dPass::BackwardWeight);
+        if sliding::applies(d) && thin {
+            return match pass {
+                Conv2dPass::Forward => Conv2dAlgo::Sliding,
+                _ if d.c >= 8 => Conv2dAlgo::Sliding,
+                _ => Conv2dAlgo::Direct,
+            };
+        }
         if !winograd::applies(d) || channels < WINOGRAD_MIN_CHANNELS {
             return Conv2dAlgo::Direct;
         }
         match pass {
-            Conv2dPass::Forward | Conv2dPass::BackwardData if side >= 8 => Conv2dAlgo::Winograd4,
-            Conv2dPass::Forward | Conv2dPass::BackwardData if channels >= 512 => {
-                Conv2dAlgo::Winograd2
-            }
-            Conv2dPass::BackwardWeight if side >= 16 => Conv2dAlgo::Winograd4,
-            Conv2dPass::BackwardWeight if side >= 8 => Conv2dAlgo::Winograd2,
+            _ if side >= 32 => Conv2dAlgo::Winograd4,
+            Conv2dPass::Forward if side >= 16 => Conv2dAlgo::Winograd4,
+            _ if side >= 8 => Conv2dAlgo::Winograd2,
             _ => Conv2dAlgo::Direct,
         }
     }
@@ -269,7 +277,7 @@ impl Conv2dAlgo {
     }
 }
 
-/// Convolution forward, through [`Conv2dAlgo::choose`].
+/// Convolution forward, by the calibrated algorithm or [`Conv2dAlgo::choose`] ([`calibrate`]).
 /// x: (N, C, H, W), weight: (K, C, KH, KW) -> y: (N, K, OH, OW), overwritten.
 ///
 /// # Errors
@@ -279,7 +287,8 @@ pub fn conv2d_forward(y: &mut Tensor, x: &Tensor, weight: &Tensor, geom: Conv2dG
     conv2d_forward_using(None, y, x, weight, geom)
 }
 
-/// As [`conv2d_forward`], with the algorithm `algo` (`None`: [`Conv2dAlgo::choose`]).
+/// As [`conv2d_forward`], with the algorithm `algo` (`None`: calibrated or
+/// [`Conv2dAlgo::choose`]).
 ///
 /// # Errors
 /// As [`conv2d_forward`]; [`Error::Invalid`] if `algo` cannot compute this convolution.
@@ -293,8 +302,9 @@ pub fn conv2d_forward_using(
     const OP: &str = "conv2d_forward";
     let d = Conv2dDims::new(OP, x.dims(), weight.dims(), geom)?;
     y.expect_shape(OP, "y", &d.y_dims())?;
-    let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d, Conv2dPass::Forward));
-    algo.check(OP, &d)?;
+    if let Some(algo) = algo {
+        algo.check(OP, &d)?;
+    }
     // On a CUDA device the implicit-GEMM kernels run whatever `algo` says.
     let device = Tensor::common_device(OP, &[("y", y), ("x", x), ("weight", weight)])?;
     if device.is_cuda() {
@@ -309,18 +319,46 @@ pub fn conv2d_forward_using(
         ));
     }
     let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
-    match algo {
-        Conv2dAlgo::Direct => cpu::forward(y, x, w, &d),
-        Conv2dAlgo::Sliding => {
-            sliding::forward(crate::simd::isa(), y, x, w, &d);
-            Ok(())
+    run_cpu(algo, Conv2dPass::Forward, y, (x, w), &d)
+}
+
+/// `pass` of `d` on the CPU by `algo` (`None`: [`calibrate::run_calibrated`]), into `out` (y, dx
+/// or dweight) from `inputs` ((x, weight), (dy, weight) or (dy, x)).
+fn run_cpu(
+    algo: Option<Conv2dAlgo>,
+    pass: Conv2dPass,
+    out: &mut [f32],
+    (a, b): (&[f32], &[f32]),
+    d: &Conv2dDims,
+) -> Result<()> {
+    let run = |algo: Conv2dAlgo, out: &mut [f32]| {
+        use Conv2dAlgo::{Direct, Sliding, Winograd2, Winograd4};
+        use Conv2dPass::{BackwardData, BackwardWeight, Forward};
+        let isa = crate::simd::isa();
+        let (f2, f4) = (&winograd::F2, &winograd::F4);
+        match (pass, algo) {
+            (Forward, Direct) => cpu::forward(out, a, b, d),
+            (Forward, Sliding) => sliding::forward(isa, out, a, b, d),
+            (Forward, Winograd2) => winograd::forward(f2, out, a, b, d),
+            (Forward, Winograd4) => winograd::forward(f4, out, a, b, d),
+            (BackwardData, Direct) => cpu::backward_data(out, a, b, d),
+            (BackwardData, Sliding) => sliding::backward_data(isa, out, a, b, d),
+            (BackwardData, Winograd2) => winograd::backward_data(f2, out, a, b, d),
+            (BackwardData, Winograd4) => winograd::backward_data(f4, out, a, b, d),
+            (BackwardWeight, Direct) => cpu::backward_weight(out, a, b, d),
+            (BackwardWeight, Sliding) => sliding::backward_weight(isa, out, a, b, d),
+            (BackwardWeight, Winograd2) => winograd::backward_weight(f2, out, a, b, d),
+            (BackwardWeight, Winograd4) => winograd::backward_weight(f4, out, a, b, d),
         }
-        Conv2dAlgo::Winograd2 => winograd::forward(&winograd::F2, y, x, w, &d),
-        Conv2dAlgo::Winograd4 => winograd::forward(&winograd::F4, y, x, w, &d),
+    };
+    match algo {
+        Some(algo) => run(algo, out),
+        None => calibrate::run_calibrated(d, pass, out, run),
     }
 }
 
-/// Convolution backward with respect to the input, through [`Conv2dAlgo::choose`].
+/// Convolution backward with respect to the input, by the calibrated algorithm or
+/// [`Conv2dAlgo::choose`] ([`calibrate`]).
 /// dy: (N, K, OH, OW), weight: (K, C, KH, KW) -> dx: (N, C, H, W), overwritten.
 ///
 /// # Errors
@@ -335,7 +373,8 @@ pub fn conv2d_backward_data(
     conv2d_backward_data_using(None, dx, dy, weight, geom)
 }
 
-/// As [`conv2d_backward_data`], with the algorithm `algo` (`None`: [`Conv2dAlgo::choose`]).
+/// As [`conv2d_backward_data`], with the algorithm `algo` (`None`: calibrated or
+/// [`Conv2dAlgo::choose`]).
 ///
 /// # Errors
 /// As [`conv2d_backward_data`]; [`Error::Invalid`] if `algo` cannot compute this convolution.
@@ -349,8 +388,9 @@ pub fn conv2d_backward_data_using(
     const OP: &str = "conv2d_backward_data";
     let d = Conv2dDims::new(OP, dx.dims(), weight.dims(), geom)?;
     dy.expect_shape(OP, "dy", &d.y_dims())?;
-    let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d, Conv2dPass::BackwardData));
-    algo.check(OP, &d)?;
+    if let Some(algo) = algo {
+        algo.check(OP, &d)?;
+    }
     let device = Tensor::common_device(OP, &[("dx", dx), ("dy", dy), ("weight", weight)])?;
     if device.is_cuda() {
         let x_dims = dx.dims().to_vec();
@@ -365,15 +405,7 @@ pub fn conv2d_backward_data_using(
         ));
     }
     let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
-    match algo {
-        Conv2dAlgo::Direct => cpu::backward_data(dx, dy, w, &d),
-        Conv2dAlgo::Sliding => {
-            sliding::backward_data(crate::simd::isa(), dx, dy, w, &d);
-            Ok(())
-        }
-        Conv2dAlgo::Winograd2 => winograd::backward_data(&winograd::F2, dx, dy, w, &d),
-        Conv2dAlgo::Winograd4 => winograd::backward_data(&winograd::F4, dx, dy, w, &d),
-    }
+    run_cpu(algo, Conv2dPass::BackwardData, dx, (dy, w), &d)
 }
 
 /// Convolution backward with respect to the weight.
@@ -394,7 +426,8 @@ pub fn conv2d_backward_weight(
     conv2d_backward_weight_using(None, dweight, dy, x, geom)
 }
 
-/// As [`conv2d_backward_weight`], with the algorithm `algo` (`None`: [`Conv2dAlgo::choose`]).
+/// As [`conv2d_backward_weight`], with the algorithm `algo` (`None`: calibrated or
+/// [`Conv2dAlgo::choose`]).
 ///
 /// # Errors
 /// As [`conv2d_backward_weight`]; [`Error::Invalid`] if `algo` cannot compute this convolution.
@@ -408,8 +441,9 @@ pub fn conv2d_backward_weight_using(
     const OP: &str = "conv2d_backward_weight";
     let d = Conv2dDims::new(OP, x.dims(), dweight.dims(), geom)?;
     dy.expect_shape(OP, "dy", &d.y_dims())?;
-    let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d, Conv2dPass::BackwardWeight));
-    algo.check(OP, &d)?;
+    if let Some(algo) = algo {
+        algo.check(OP, &d)?;
+    }
     let device = Tensor::common_device(OP, &[("dweight", dweight), ("dy", dy), ("x", x)])?;
     if device.is_cuda() {
         let w_dims = dweight.dims().to_vec();
@@ -424,13 +458,5 @@ pub fn conv2d_backward_weight_using(
         ));
     }
     let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
-    match algo {
-        Conv2dAlgo::Direct => cpu::backward_weight(dw, dy, x, &d),
-        Conv2dAlgo::Sliding => {
-            sliding::backward_weight(crate::simd::isa(), dw, dy, x, &d);
-            Ok(())
-        }
-        Conv2dAlgo::Winograd2 => winograd::backward_weight(&winograd::F2, dw, dy, x, &d),
-        Conv2dAlgo::Winograd4 => winograd::backward_weight(&winograd::F4, dw, dy, x, &d),
-    }
+    run_cpu(algo, Conv2dPass::BackwardWeight, dw, (dy, x), &d)
 }

@@ -10,8 +10,8 @@
 //! input, and the vectors run along pixels, so 3 or 8 channels fill them as well as 512.
 //!
 //! - forward: y[n, k, p] = sum_t sum_c w[k, c, t] x[n, c, p + off_t]. A register tile holds MR
-//!   output channels by NR pixel vectors; for each tap and channel it loads NR input vectors and
-//!   broadcasts MR weights (packed [tap][c][MR] per block of MR output channels).
+//!   output channels by NR pixel vectors; for each channel and tap it loads NR input vectors and
+//!   broadcasts MR weights (packed [c][tap][MR] per block of MR output channels).
 //! - backward-data: dx[n, c, p] = sum_t sum_k w[k, c, T-1-t] dy[n, k, p + off_t] (T taps, the
 //!   kernel turned by 180 degrees: off_{T-1-t} = -off_t): the forward's kernel with the weight
 //!   packed the other way round.
@@ -20,7 +20,7 @@
 //!   sums over pixels; the lanes are added at the end.
 //!
 //! Determinism: forward and backward-data compute each output from one tile in a fixed order
-//! (tap, then channel), whichever thread runs it. Backward-weight splits the batch into image
+//! (channel, then tap), whichever thread runs it. Backward-weight splits the batch into image
 //! ranges fixed by the shapes (not by the thread count), sums each range in a fixed order and
 //! adds the ranges' sums in range order. So no result depends on the number of threads; each
 //! instruction set rounds in its own order (its lane count), which the tests bound.
@@ -34,6 +34,7 @@ use super::{scratch, Conv2dDims};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512};
 use crate::simd::{Isa, Portable, Simd};
+use crate::Result;
 
 /// Whether the sliding kernels compute `d`: stride 1, an odd square kernel, "same" padding.
 pub(super) fn applies(d: &Conv2dDims) -> bool {
@@ -64,7 +65,7 @@ struct Taps {
     /// off_t of each tap.
     offsets: Vec<isize>,
     /// masks[v * count + t]: bit l set when lane l of vector v is a pixel of the plane whose
-    /// input for tap t lies inside the map.
+    /// input for tap t lies inside the map; then one more row of `count` zeros.
     masks: Vec<u32>,
     /// tails[v]: bit l set when lane l of vector v is a pixel of the plane.
     tails: Vec<u32>,
@@ -95,6 +96,7 @@ impl Taps {
         let masks = (0..vectors)
             .flat_map(|v| (0..count).map(move |t| (v, t)))
             .map(|(v, t)| bits(v, &|p| inside(p, t)))
+            .chain(std::iter::repeat_n(0, count))
             .collect();
         let tails = (0..vectors).map(|v| bits(v, &|_| true)).collect();
         Taps {
@@ -119,8 +121,9 @@ enum Orientation {
     Adjoint,
 }
 
-/// Packs weight: (K, C, KH, KW) for the tile's MR rows: block b holds [tap][depth][MR], row
-/// b MR + m of the product in lane m; rows past the last are 0. Returns (rows, depth).
+/// Packs weight: (K, C, KH, KW) for the tile's MR rows: block b holds [depth][tap][MR], row
+/// b MR + m of the product in lane m; rows past the last are 0. Blocks in parallel. Returns
+/// (rows, depth).
 fn pack(
     packed: &mut [f32],
     weight: &[f32],
@@ -133,21 +136,26 @@ fn pack(
         Orientation::Forward => (d.k, d.c),
         Orientation::Adjoint => (d.c, d.k),
     };
-    for (b, block) in packed.chunks_exact_mut(taps * depth * mr).enumerate() {
-        for (i, v) in block.iter_mut().enumerate() {
-            let (t, rest) = (i / (depth * mr), i % (depth * mr));
-            let (e, m) = (rest / mr, rest % mr);
-            let row = b * mr + m;
-            *v = if row >= rows {
-                0.0
-            } else {
-                match orient {
-                    Orientation::Forward => weight[(row * d.c + e) * taps + t],
-                    Orientation::Adjoint => weight[(e * d.c + row) * taps + taps - 1 - t],
+    packed
+        .par_chunks_exact_mut(taps * depth * mr)
+        .enumerate()
+        .for_each(|(b, block)| {
+            block.fill(0.0);
+            for m in 0..mr.min(rows - b * mr) {
+                let row = b * mr + m;
+                for e in 0..depth {
+                    // The taps of weight[k, c] are contiguous; backward-data reads them turned.
+                    let (kernel, turned) = match orient {
+                        Orientation::Forward => (&weight[(row * d.c + e) * taps..][..taps], false),
+                        Orientation::Adjoint => (&weight[(e * d.c + row) * taps..][..taps], true),
+                    };
+                    let dst = &mut block[e * taps * mr..][..taps * mr];
+                    for t in 0..taps {
+                        dst[t * mr + m] = kernel[if turned { taps - 1 - t } else { t }];
+                    }
                 }
-            };
-        }
-    }
+            }
+        });
     (rows, depth)
 }
 
@@ -157,7 +165,7 @@ struct Group<'a> {
     out: &'a mut [f32],
     /// (G, depth, H W).
     input: &'a [f32],
-    /// [block][tap][depth][MR] from [`pack`].
+    /// [block][depth][tap][MR] from [`pack`].
     packed: &'a [f32],
     rows: usize,
     depth: usize,
@@ -201,22 +209,26 @@ unsafe fn forward_group<S: Simd, const MR: usize, const NR: usize>(g: &mut Group
                     vec[i] = v;
                 }
             }
+            // Each column's tap masks (a row of zeros for a column past the last).
+            let mut masks = [g.taps.masks.as_ptr(); NR];
+            for i in 0..NR {
+                let v = if vec[i] == usize::MAX {
+                    vectors
+                } else {
+                    vec[i]
+                };
+                masks[i] = g.taps.masks.as_ptr().add(v * count);
+            }
             let mut acc = [[S::zero(); NR]; MR];
             let mut w = w_block;
-            for t in 0..count {
-                let off = g.taps.offsets[t];
-                let mut mask = [S::mask(0); NR];
-                let mut tap_src = [input; NR];
-                for i in 0..NR {
-                    if vec[i] != usize::MAX {
-                        mask[i] = S::mask(g.taps.masks[vec[i] * count + t]);
-                    }
-                    tap_src[i] = src[i].wrapping_offset(off);
-                }
-                for e in 0..depth {
+            for e in 0..depth {
+                // The channel's taps one after the other: their loads share cache lines.
+                for t in 0..count {
+                    let off = *g.taps.offsets.get_unchecked(t);
                     let mut b = [S::zero(); NR];
                     for i in 0..NR {
-                        b[i] = S::load_masked(tap_src[i].wrapping_add(e * hw), mask[i]);
+                        let at = src[i].wrapping_add(e * hw).wrapping_offset(off);
+                        b[i] = S::load_masked(at, S::mask(*masks[i].add(t)));
                     }
                     for r in 0..MR {
                         let a = S::splat(*w.add(r));
@@ -322,13 +334,27 @@ fn forward_core(
 
 /// x: (N, C, H, W), weight: (K, C, KH, KW) -> y: (N, K, H, W), overwritten; `d` must satisfy
 /// [`applies`].
-pub(super) fn forward(isa: Isa, y: &mut [f32], x: &[f32], weight: &[f32], d: &Conv2dDims) {
-    forward_core(isa, y, x, weight, d, Orientation::Forward)
+pub(super) fn forward(
+    isa: Isa,
+    y: &mut [f32],
+    x: &[f32],
+    weight: &[f32],
+    d: &Conv2dDims,
+) -> Result<()> {
+    forward_core(isa, y, x, weight, d, Orientation::Forward);
+    Ok(())
 }
 
 /// dy: (N, K, H, W), weight: (K, C, KH, KW) -> dx: (N, C, H, W), overwritten.
-pub(super) fn backward_data(isa: Isa, dx: &mut [f32], dy: &[f32], weight: &[f32], d: &Conv2dDims) {
-    forward_core(isa, dx, dy, weight, d, Orientation::Adjoint)
+pub(super) fn backward_data(
+    isa: Isa,
+    dx: &mut [f32],
+    dy: &[f32],
+    weight: &[f32],
+    d: &Conv2dDims,
+) -> Result<()> {
+    forward_core(isa, dx, dy, weight, d, Orientation::Adjoint);
+    Ok(())
 }
 
 /// Where the planes of one tensor lie: plane (image j, channel r) at j `image` + r `row`.
@@ -432,7 +458,15 @@ unsafe fn weight_task<S: Simd, const MR2: usize, const NC2: usize>(task: &mut We
     let rows = (&dy_rows, &x_rows);
     let images = task.j1 - task.j0;
     let (masks, tails, offsets) = (&task.taps.masks, &task.taps.tails, &task.taps.offsets);
-    let mut sums = vec![[[S::zero(); NC2]; MR2]; count];
+    // Each tap's accumulators: on the stack for kernels up to 3x3 (no allocation per task).
+    let mut stack = [[[S::zero(); NC2]; MR2]; 9];
+    let mut heap = Vec::new();
+    let sums: &mut [[[S::V; NC2]; MR2]] = if count <= stack.len() {
+        &mut stack[..count]
+    } else {
+        heap.resize(count, [[S::zero(); NC2]; MR2]);
+        &mut heap
+    };
     // Chunks: (images, vectors) ranges.
     let (chunk_images, chunk_vectors) = if vectors >= CHUNK_VECTORS {
         (1, CHUNK_VECTORS)
@@ -545,7 +579,7 @@ pub(super) fn backward_weight(
     dy: &[f32],
     x: &[f32],
     d: &Conv2dDims,
-) {
+) -> Result<()> {
     let (_, (mr2, nc2)) = tiles(isa);
     let taps = Taps::new(d, isa.lanes());
     let hw = taps.hw;
@@ -638,4 +672,5 @@ pub(super) fn backward_weight(
                 });
         }
     });
+    Ok(())
 }

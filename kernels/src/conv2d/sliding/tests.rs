@@ -36,11 +36,11 @@ fn assert_within(what: &str, got: &[f32], want: &[f32], tol: f64) {
 /// output starts as NaN (or `dw0`), so a value a kernel forgets to write shows.
 fn run(isa: Isa, x: &[f32], w: &[f32], dy: &[f32], dw0: &[f32], d: &Conv2dDims) -> [Vec<f32>; 3] {
     let mut y = vec![f32::NAN; dy.len()];
-    forward(isa, &mut y, x, w, d);
+    forward(isa, &mut y, x, w, d).unwrap();
     let mut dx = vec![f32::NAN; x.len()];
-    backward_data(isa, &mut dx, dy, w, d);
+    backward_data(isa, &mut dx, dy, w, d).unwrap();
     let mut dw = dw0.to_vec();
-    backward_weight(isa, &mut dw, dy, x, d);
+    backward_weight(isa, &mut dw, dy, x, d).unwrap();
     [y, dx, dw]
 }
 

@@ -292,6 +292,13 @@ fn winograd_refuses_other_geometries() {
         Conv2dAlgo::choose(&d, Conv2dPass::Forward),
         Conv2dAlgo::Direct
     );
+    let mut y = Tensor::zeros(d.y_dims());
+    let e = conv2d_forward_using(Some(Conv2dAlgo::Sliding), &mut y, &x, &w, geom).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "conv2d_forward: the sliding convolution needs stride 1 and an odd square kernel padded \
+         to keep the map's size, not 3x3, stride 2, pad 1"
+    );
     for (algo, tile) in [
         (Conv2dAlgo::Winograd2, "2x2"),
         (Conv2dAlgo::Winograd4, "4x4"),
@@ -337,7 +344,7 @@ fn winograd_refuses_other_geometries() {
 
 #[test]
 fn choose_follows_the_measured_rule() {
-    use Conv2dAlgo::{Direct, Winograd2, Winograd4};
+    use Conv2dAlgo::{Direct, Sliding, Winograd2, Winograd4};
     let choose = |c: usize, k: usize, side: usize, geom| {
         let d = Conv2dDims::new("test", &[64, c, side, side], &[k, c, 3, 3], geom).unwrap();
         let picks = [
@@ -352,18 +359,23 @@ fn choose_follows_the_measured_rule() {
     let same = Conv2dGeom::SAME_3X3;
     // (C, K, side) -> [forward, backward-data, backward-weight].
     for (c, k, side, want) in [
-        (3, 128, 32, [Direct; 3]),
-        (64, 64, 16, [Direct; 3]),
-        (64, 128, 8, [Direct; 3]),
-        (128, 128, 32, [Winograd4; 3]),
-        (256, 256, 16, [Winograd4; 3]),
-        (512, 512, 8, [Winograd4, Winograd4, Winograd2]),
-        (128, 128, 8, [Winograd4, Winograd4, Winograd2]),
-        (1024, 1024, 4, [Winograd2, Winograd2, Direct]),
+        (3, 128, 32, [Sliding, Direct, Direct]),
+        (3, 8, 32, [Sliding, Direct, Direct]),
+        (8, 8, 32, [Sliding; 3]),
+        (64, 64, 16, [Sliding; 3]),
+        (64, 128, 8, [Sliding; 3]),
+        (128, 128, 8, [Sliding, Sliding, Winograd2]),
+        (128, 256, 4, [Sliding, Sliding, Direct]),
         (256, 256, 4, [Direct; 3]),
+        (128, 128, 32, [Winograd4; 3]),
+        (128, 256, 16, [Winograd4, Winograd2, Winograd2]),
+        (256, 256, 16, [Winograd4, Winograd2, Winograd2]),
+        (512, 512, 8, [Winograd2; 3]),
+        (1024, 1024, 4, [Direct; 3]),
     ] {
         assert_eq!(choose(c, k, side, same), want, "({c}, {k}, {side})");
     }
     let strided = Conv2dGeom { stride: 2, pad: 1 };
     assert_eq!(choose(256, 256, 16, strided), [Direct; 3]);
+    assert_eq!(choose(32, 32, 16, strided), [Direct; 3]);
 }
