@@ -12,7 +12,12 @@
 //! device's work.
 //!
 //! Effective GFLOP/s counts the network's arithmetic ([`ResNet::forward_flops_per_image`], a
-//! training step as three forwards), not whatever the code happens to execute.
+//! training step as three forwards), not whatever the code happens to execute. On the CPU the
+//! benchmark first prints the CPU's name, the instruction set its hand-written kernels run
+//! ([`kernels::simd`]) and the FMA peak of all threads measured by a short loop, and gives each
+//! GFLOP/s figure as a share of that peak. Unless `--conv-algo` pins one, the convolutions'
+//! algorithms are calibrated on this machine (`kernels::conv2d::calibrate`): measured during
+//! the warm-up step the first time, read from the cache file afterwards.
 
 use std::time::{Duration, Instant};
 
@@ -77,6 +82,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "forward: {:.3} GFLOP per image (a training step counts 3x)",
         flops / 1e9
     );
+    let peak = (!device.is_cuda()).then(|| {
+        let (line, peak) = cpu_line();
+        println!("{line}");
+        peak
+    });
+    if !device.is_cuda() && args.conv_algo.pinned().is_none() {
+        // The warm-up step measures each new convolution's algorithms (see
+        // kernels::conv2d::calibrate); the timed steps run the fastest.
+        kernels::conv2d::calibrate::set_calibration(true);
+        println!(
+            "conv: calibrated on this machine, cache {}",
+            kernels::conv2d::calibrate::cache_file()
+                .map_or("none (no cache directory)".into(), |f| f
+                    .display()
+                    .to_string())
+        );
+    }
 
     // The loss stays on the device, in a tally as `train` keeps it, and is read once at the
     // end: a step reads back only the optimizer's gradient sums, and ends by waiting for the
@@ -105,7 +127,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     train_step(&mut model).context("warm-up training step")?;
     let before = MemoryCounters::now();
     let train = time(args.steps, || train_step(&mut model))?;
-    report("training", "steps", &train, n, 3.0 * flops);
+    report("training", "steps", &train, n, 3.0 * flops, peak);
     println!("{}", MemoryCounters::now().since(&before, train.len()));
     if args.profile {
         // Steps of their own, so that the timing of a profile (waits for a GPU around every
@@ -130,7 +152,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     infer().context("warm-up inference batch")?;
     let inference = time(args.steps, infer)?;
-    report("inference", "batches", &inference, n, flops);
+    report("inference", "batches", &inference, n, flops, peak);
 
     match peak_rss_kib() {
         Some(kib) => println!("peak memory (VmHWM): {:.0} MiB", kib as f64 / 1024.0),
@@ -164,16 +186,46 @@ fn time(times: u64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result
         .collect()
 }
 
-/// Prints images/s over all runs, the median run and effective GFLOP/s.
-fn report(what: &str, units: &str, runs: &[Duration], batch: usize, flops_per_image: f64) {
+/// Prints images/s over all runs, the median run and effective GFLOP/s, with its share of the
+/// CPU's FMA peak (GFLOP/s) when there is one.
+fn report(
+    what: &str,
+    units: &str,
+    runs: &[Duration],
+    batch: usize,
+    flops_per_image: f64,
+    peak: Option<f64>,
+) {
     let total: f64 = runs.iter().map(Duration::as_secs_f64).sum();
     let images_per_s = (runs.len() * batch) as f64 / total;
+    let gflops = images_per_s * flops_per_image / 1e9;
+    let share = peak.map_or(String::new(), |p| {
+        format!(" ({:.0}% of the FMA peak)", 100.0 * gflops / p)
+    });
     println!(
-        "{what}: {} {units}, median {:.3} s each, {images_per_s:.1} images/s, {:.1} GFLOP/s",
+        "{what}: {} {units}, median {:.3} s each, {images_per_s:.1} images/s, {gflops:.1} \
+         GFLOP/s{share}",
         runs.len(),
         median(runs).as_secs_f64(),
-        images_per_s * flops_per_image / 1e9
     );
+}
+
+/// The CPU line: the CPU's name, the instruction set of the hand-written kernels and why, and
+/// the FMA peak every thread reaches together in a short loop with the widest vectors this CPU
+/// has (returned in GFLOP/s, the yardstick of the "% of the FMA peak" figures).
+fn cpu_line() -> (String, f64) {
+    let choice = kernels::simd::choice();
+    let widest = kernels::simd::Isa::available_all()[0];
+    let peak = kernels::simd::fma_peak(widest);
+    let line = format!(
+        "cpu: {}; kernels {} ({}); FMA peak {peak:.0} GFLOP/s ({} threads, {} vectors)",
+        kernels::simd::cpu_model(),
+        choice.isa,
+        choice.reason,
+        rayon::current_num_threads(),
+        widest
+    );
+    (line, peak)
 }
 
 /// Starts the profile of the steps on `device`: on a CUDA device every timed layer waits for
