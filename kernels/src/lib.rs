@@ -26,6 +26,7 @@ pub mod gemm;
 pub mod grad_norm;
 pub mod maxpool;
 pub mod philox;
+pub mod precision;
 pub mod relu;
 pub mod sgd;
 pub mod softmax_ce;
