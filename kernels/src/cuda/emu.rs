@@ -69,6 +69,8 @@ emu_kernels! {
     conv2d_backward_weight_128, conv2d_backward_weight_64,
     conv2d_sum_splits,
     broken_relu_forward, reverse_in_block, reverse_in_block_no_barrier, warp_sums,
+    mma_tf32_fragments, mma_tf32_fragments_transposed, mma_bf16_fragments, ldmatrix_fragments,
+    cp_async_reverse, cp_async_reverse_no_wait, cp_async_groups, cp_async_zero_fill,
 }
 
 /// The emulated device. Launches run one at a time (the emulator holds a lock), each block's

@@ -6,6 +6,7 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("common.cuh", include_str!("common.cuh")),
     ("philox.cuh", include_str!("../philox/philox.cuh")),
     ("tiled_gemm.cuh", include_str!("tiled_gemm.cuh")),
+    ("mma.cuh", include_str!("mma.cuh")),
 ];
 
 /// One kernel source file: a CUDA module, named after its op.

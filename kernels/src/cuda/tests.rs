@@ -8,6 +8,7 @@ mod gemm;
 mod harness;
 mod optim_loss;
 mod pool_masks;
+mod tensor_cores;
 mod tensors;
 
 use rand::{Rng, SeedableRng};
