@@ -7,6 +7,7 @@ pub const HEADERS: &[(&str, &str)] = &[
     ("philox.cuh", include_str!("../philox/philox.cuh")),
     ("tiled_gemm.cuh", include_str!("tiled_gemm.cuh")),
     ("mma.cuh", include_str!("mma.cuh")),
+    ("tc_gemm.cuh", include_str!("tc_gemm.cuh")),
 ];
 
 /// One kernel source file: a CUDA module, named after its op.
@@ -74,6 +75,11 @@ pub const MODULES: &[Module] = &[
         name: "gemm",
         path: "gemm/gemm.cu",
         source: include_str!("../gemm/gemm.cu"),
+    },
+    Module {
+        name: "gemm_tc",
+        path: "gemm/gemm_tc.cu",
+        source: include_str!("../gemm/gemm_tc.cu"),
     },
     Module {
         name: "conv2d",
