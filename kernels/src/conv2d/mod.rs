@@ -19,6 +19,7 @@
 
 mod cpu;
 mod scratch;
+pub mod tc;
 #[cfg(test)]
 mod tests;
 mod winograd;

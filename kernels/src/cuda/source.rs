@@ -87,6 +87,11 @@ pub const MODULES: &[Module] = &[
         source: include_str!("../conv2d/conv2d.cu"),
     },
     Module {
+        name: "conv2d_tc",
+        path: "conv2d/conv2d_tc.cu",
+        source: include_str!("../conv2d/conv2d_tc.cu"),
+    },
+    Module {
         name: "emu_harness",
         path: "cuda/testdata/emu_harness.cu",
         source: include_str!("testdata/emu_harness.cu"),
