@@ -73,6 +73,7 @@ emu_kernels! {
     conv2d_backward_weight_128, conv2d_backward_weight_64,
     conv2d_sum_splits,
     conv2d_forward_tf32_128, conv2d_forward_tf32_64, conv2d_forward_bf16_128, conv2d_forward_bf16_64,
+    f32_to_bf16, bf16_to_f32, round_to_tf32,
     broken_relu_forward, reverse_in_block, reverse_in_block_no_barrier, warp_sums,
     mma_tf32_fragments, mma_tf32_fragments_transposed, mma_bf16_fragments, ldmatrix_fragments,
     cp_async_reverse, cp_async_reverse_no_wait, cp_async_groups, cp_async_zero_fill,

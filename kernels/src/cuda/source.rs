@@ -92,6 +92,11 @@ pub const MODULES: &[Module] = &[
         source: include_str!("../conv2d/conv2d_tc.cu"),
     },
     Module {
+        name: "precision",
+        path: "precision/precision.cu",
+        source: include_str!("../precision/precision.cu"),
+    },
+    Module {
         name: "emu_harness",
         path: "cuda/testdata/emu_harness.cu",
         source: include_str!("testdata/emu_harness.cu"),

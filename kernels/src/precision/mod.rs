@@ -10,6 +10,10 @@
 //!
 //! Unit roundoff (half the spacing of the numbers around 1, the bound on a rounding's relative
 //! error): [`TF32_UNIT_ROUNDOFF`] = 2^-11, [`BF16_UNIT_ROUNDOFF`] = 2^-8, FP32's 2^-24.
+//!
+//! [`cuda`] does the same conversions on the device (`precision.cu`).
+
+pub mod cuda;
 
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
