@@ -199,6 +199,8 @@ impl Backend for Gpu {
         let f = self.function(kernel.module, kernel.name)?;
         if cfg.shared_bytes > DEFAULT_DYNAMIC_SHARED_BYTES {
             let bytes = i32::try_from(cfg.shared_bytes).map_err(device_err)?;
+            // The driver call acts in the current context, as cudarc's launches bind it.
+            self.ctx.bind_to_thread().map_err(device_err)?;
             f.set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 bytes,
