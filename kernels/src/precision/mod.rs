@@ -154,9 +154,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn tf32_round_is_within_half_a_unit_and_idempotent() {
-        let mut state = 0x1234_5678_9abc_def0u64;
+    /// `round` over 100,000 spread bit patterns (finite, under 1e38): results with the bits of
+    /// `dropped` zero, idempotent, and within `unit` (the unit roundoff) of x relative, or
+    /// `half_spacing` absolute among subnormals.
+    fn rounds_within_half_a_unit(
+        round: fn(f32) -> f32,
+        dropped: u32,
+        unit: f32,
+        half_spacing: f64,
+        mut state: u64,
+    ) {
         for _ in 0..100_000 {
             state = state
                 .wrapping_mul(6_364_136_223_846_793_005)
@@ -165,14 +172,29 @@ mod tests {
             if !x.is_finite() || x.abs() > 1e38 {
                 continue;
             }
-            let r = tf32_round(x);
-            assert_eq!(r.to_bits() & 0x1FFF, 0, "{x:e} -> {r:e} keeps low bits");
-            assert_eq!(tf32_round(r), r, "rounding {r:e} again changed it");
-            // Within half a TF32 unit of x's binade (relative 2^-11, absolute for subnormals).
+            let r = round(x);
+            assert_eq!(
+                r.to_bits() & dropped,
+                0,
+                "{x:e} -> {r:e} keeps dropped bits"
+            );
+            assert_eq!(round(r), r, "rounding {r:e} again changed it");
             let err = (f64::from(r) - f64::from(x)).abs();
-            let bound = (f64::from(x).abs() * f64::from(TF32_UNIT_ROUNDOFF)).max(2f64.powi(-136));
+            let bound = (f64::from(x).abs() * f64::from(unit)).max(half_spacing);
             assert!(err <= bound, "{x:e} -> {r:e}: error {err:e} over {bound:e}");
         }
+    }
+
+    #[test]
+    fn tf32_round_is_within_half_a_unit_and_idempotent() {
+        // TF32 subnormals are 2^-136 apart (2^-149 times the 13 dropped bits' 2^13).
+        rounds_within_half_a_unit(
+            tf32_round,
+            0x1FFF,
+            TF32_UNIT_ROUNDOFF,
+            2f64.powi(-137),
+            0x1234_5678_9abc_def0,
+        );
     }
 
     /// (input bits, expected BF16 bits).
@@ -243,20 +265,13 @@ mod tests {
 
     #[test]
     fn bf16_round_is_within_half_a_unit_and_idempotent() {
-        let mut state = 0x0fed_cba9_8765_4321u64;
-        for _ in 0..100_000 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let x = f32::from_bits((state >> 32) as u32);
-            if !x.is_finite() || x.abs() > 1e38 {
-                continue;
-            }
-            let r = bf16_round(x);
-            assert_eq!(bf16_round(r), r, "rounding {r:e} again changed it");
-            let err = (f64::from(r) - f64::from(x)).abs();
-            let bound = (f64::from(x).abs() * f64::from(BF16_UNIT_ROUNDOFF)).max(2f64.powi(-134));
-            assert!(err <= bound, "{x:e} -> {r:e}: error {err:e} over {bound:e}");
-        }
+        // BF16 subnormals are 2^-133 apart.
+        rounds_within_half_a_unit(
+            bf16_round,
+            0xFFFF,
+            BF16_UNIT_ROUNDOFF,
+            2f64.powi(-134),
+            0x0fed_cba9_8765_4321,
+        );
     }
 }
