@@ -111,10 +111,10 @@ class Barrier {
     uint64_t gen_ = 0;
 };
 
-// What the threads of the running block share.
 // Words (8 bytes each) a thread posts to one warp-collective matrix instruction.
 constexpr unsigned COLLECTIVE_WORDS = 8;
 
+// What the threads of the running block share.
 struct Launch {
     unsigned threads = 0;
     Barrier block;
@@ -301,24 +301,13 @@ inline const uint64_t* warp_post(const uint64_t* words, unsigned n, const char* 
 
 inline unsigned lane_id() { return linear_tid() % WARP; }
 
-inline uint32_t float_bits(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, sizeof u);
-    return u;
-}
-inline float bits_float(uint32_t u) {
-    float x;
-    std::memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 // cvt.rna.tf32.f32: to TF32 (FP32's sign and 8-bit exponent, 10 of its 23 mantissa bits) rounding
 // to nearest with ties away from zero, in a 32-bit container whose 13 low bits are zero. Adding
 // half a TF32 unit (0x1000) to the magnitude bits and cutting the low 13 bits is exactly that,
 // subnormals included; a carry out of the largest finite values gives infinity, as IEEE rounding
 // to nearest does. NaN gives the canonical NaN 0x7FFFFFFF.
 inline uint32_t cvt_rna_tf32(float x) {
-    const uint32_t u = float_bits(x);
+    const uint32_t u = __float_as_uint(x);
     if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FFFFFFFu;
     return (u + 0x1000u) & 0xFFFFE000u;
 }
@@ -326,17 +315,17 @@ inline uint32_t cvt_rna_tf32(float x) {
 // __float2bfloat16_rn (cvt.rn.bf16.f32): the upper 16 bits of FP32, rounded to nearest even;
 // overflow gives infinity, NaN the canonical 0x7FFF.
 inline uint16_t cvt_rn_bf16(float x) {
-    const uint32_t u = float_bits(x);
+    const uint32_t u = __float_as_uint(x);
     if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FFF;
     return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
 // BF16 to FP32 is exact: the bits, shifted.
-inline float bf16_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
+inline float bf16_float(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
 
 // A TF32 operand register as the tensor core reads it: only the TF32 bits (the low 13 are
 // ignored, so an FP32 value that was not rounded first is truncated).
-inline float tf32_operand(uint64_t reg) { return bits_float(static_cast<uint32_t>(reg) & 0xFFFFE000u); }
+inline float tf32_operand(uint64_t reg) { return __uint_as_float(static_cast<uint32_t>(reg) & 0xFFFFE000u); }
 
 // The multiply-add of one output: c + sum over k of a[k] * b[k] in increasing k. The model of the
 // tensor core's arithmetic: every product exact (TF32 and BF16 significands have 11 and 8 bits,
