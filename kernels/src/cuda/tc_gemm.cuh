@@ -43,7 +43,9 @@
 //       const Elem* address(const Outer&, const Inner&) const;  // nullptr: the element is 0
 //   };
 //
-// as tiled_gemm.cuh's sources split the index arithmetic (Outer once per thread, Inner per step).
+// as tiled_gemm.cuh's sources split the index arithmetic: per step a thread computes one Inner
+// per k it copies (inner() once, then next()) and one Outer per o (recomputed each step rather
+// than kept: 8 of them would hold 8 registers or more across the main loop).
 // A chunk whose elements are all in range, from a `vectors` view, at a 16-byte aligned address,
 // is one 16-byte cp.async; any other chunk goes element by element: a 4-byte cp.async for TF32,
 // a plain load and store for BF16 (cp.async copies 4 bytes at least), zeros stored directly.
@@ -154,8 +156,7 @@ struct TcLoader {
     uint32_t outers_in;  // how many of its OUTERS o values are inside the matrix
     uint32_t col, row0;  // this thread's chunk column and first row
 
-    // The tile at o0 of a matrix with `bound` rows (A) or columns (B). The Outers are recomputed
-    // at each step rather than kept: 8 of them would hold 8 registers or more across the main loop.
+    // The tile at o0 of a matrix with `bound` rows (A) or columns (B).
     __device__ __forceinline__ TcLoader(uint32_t o0, uint32_t bound) {
         const uint32_t tid = threadIdx.x;
         col = View::k_major ? tid % 8 : tid % Smem::ROW_CHUNKS;
