@@ -19,7 +19,7 @@ use tensor_core::{Device, Tensor};
 use crate::profile::{self, LayerKind, Pass};
 use crate::{
     join, BatchNorm2d, BatchNormCache, Conv2d, Conv2dCache, Conv2dGeom, DropBlock, DropBlockCache,
-    MaxPool2d, MaxPoolCache, Mode, Param, Parameters, ReLU, ReluCache, Result,
+    ForwardCtx, MaxPool2d, MaxPoolCache, Mode, Param, Parameters, ReLU, ReluCache, Result,
 };
 
 /// BN -> ReLU -> conv3x3 (C -> K) -> BN -> ReLU -> conv3x3 (K -> K).
@@ -163,8 +163,9 @@ pub struct ResidualBlockCache {
 }
 
 impl ResidualBlock {
-    /// A block from C to K channels, batch norms configured by `bn`, with DropBlock of `block_size` at `keep_prob`, drawing its
-    /// masks from Philox stream `stream` (unique per random layer of a model).
+    /// A block from C to K channels, batch norms configured by `bn`, with DropBlock of
+    /// `block_size` at `keep_prob`, drawing its masks from Philox stream `stream` (unique per
+    /// random layer of a model).
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -182,15 +183,10 @@ impl ResidualBlock {
         })
     }
 
-    /// x: (N, C, H, W) -> y: (N, K, ceil(H/2), ceil(W/2)). `seed` and `step` key the DropBlock
-    /// mask (only drawn in [`Mode::Train`]).
-    pub fn forward(
-        &mut self,
-        x: Tensor,
-        mode: Mode,
-        seed: u64,
-        step: u64,
-    ) -> Result<(Tensor, ResidualBlockCache)> {
+    /// x: (N, C, H, W) -> y: (N, K, ceil(H/2), ceil(W/2)). The context's seed and step key the
+    /// DropBlock mask (only drawn in [`Mode::Train`]).
+    pub fn forward(&mut self, x: Tensor, ctx: ForwardCtx) -> Result<(Tensor, ResidualBlockCache)> {
+        let mode = ctx.mode;
         let (a, conv_block1) = self.conv_block1.forward(x, mode)?;
         let (h1, relu1) = ReLU.forward(a, mode)?;
         // h1 is both the input of conv_block2 and one side of the sum.
@@ -200,7 +196,7 @@ impl ResidualBlock {
             let _timer = profile::timed(LayerKind::Relu, Pass::Forward);
             ReluCache::from_mask(add_relu_forward_in_place(&mut s, &h1)?)
         };
-        let (s, drop_block) = self.drop_block.forward(s, mode, seed, step)?;
+        let (s, drop_block) = self.drop_block.forward(s, ctx)?;
         let (y, pool) = self.pool.forward(s, mode)?;
         let cache = ResidualBlockCache {
             conv_block1,

@@ -1,11 +1,10 @@
 //! DropBlock, after each residual block.
 
 use kernels::dropblock::{dropblock_apply_in_place, dropblock_mask, DropBlockMask};
-use kernels::philox::MaskKey;
 use tensor_core::{Shape, Tensor};
 
 use crate::profile::{self, LayerKind, Pass};
-use crate::{Error, Mode, Result};
+use crate::{Error, ForwardCtx, Mode, Result};
 
 /// DropBlock with block size b = `block_size` and keep probability k = `keep_prob`, in training
 /// only (the mask itself is documented in [`kernels::dropblock`]).
@@ -65,31 +64,21 @@ impl DropBlock {
         })
     }
 
-    /// x: (N, C, H, W) -> y: (N, C, H, W). `seed` and `step` select the mask together with
-    /// `stream`.
+    /// x: (N, C, H, W) -> y: (N, C, H, W). The context's seed and step select the mask together
+    /// with `stream`.
     ///
     /// # Errors
     /// [`Error::Config`] for a bad block size or keep probability; a shape error if x is not
     /// rank 4.
-    pub fn forward(
-        &self,
-        x: Tensor,
-        mode: Mode,
-        seed: u64,
-        step: u64,
-    ) -> Result<(Tensor, DropBlockCache)> {
+    pub fn forward(&self, x: Tensor, ctx: ForwardCtx) -> Result<(Tensor, DropBlockCache)> {
         let _timer = profile::timed(LayerKind::DropBlock, Pass::Forward);
         self.check()?;
         x.expect_nchw("DropBlock::forward", "x")?;
         let shape = x.shape().clone();
-        let mask = match mode {
+        let mask = match ctx.mode {
             Mode::Eval => None,
             Mode::Train => {
-                let key = MaskKey {
-                    seed,
-                    step,
-                    layer: self.stream,
-                };
+                let key = ctx.mask_key(self.stream);
                 dropblock_mask(&shape, x.device(), self.block_size, self.keep_prob, key)?
             }
         };
@@ -152,7 +141,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
         let r = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
-        let (y, cache) = LAYER.forward(x.clone(), Mode::Train, 7, 11).unwrap();
+        let ctx = ForwardCtx::train(7, 11);
+        let (y, cache) = LAYER.forward(x.clone(), ctx).unwrap();
         let y = y.to_vec();
         assert!(
             y.contains(&0.0) && y.iter().any(|&v| v != 0.0),
@@ -161,7 +151,7 @@ mod tests {
         let dx = LAYER.backward(&r, cache).unwrap();
         let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
             let x = Tensor::from_vec(dims, v.to_vec()).unwrap();
-            let (y, _) = LAYER.forward(x, Mode::Train, 7, 11).unwrap();
+            let (y, _) = LAYER.forward(x, ctx).unwrap();
             probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
         });
         compare("dx", dx.as_slice().unwrap(), &numeric, DROPBLOCK_TOL)
@@ -174,7 +164,7 @@ mod tests {
         let layer = DropBlock::new(5, 0.85, 1).unwrap();
         let x =
             Tensor::uniform([2, 3, 4, 4], -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
-        let (y, cache) = layer.forward(x.clone(), Mode::Train, 1, 1).unwrap();
+        let (y, cache) = layer.forward(x.clone(), ForwardCtx::train(1, 1)).unwrap();
         assert_eq!(y, x);
         assert_eq!(layer.backward(&x, cache).unwrap(), x);
     }
@@ -187,8 +177,12 @@ mod tests {
             keep_prob: 1.0,
             ..LAYER
         };
-        for (layer, mode) in [(LAYER, Mode::Eval), (all, Mode::Train)] {
-            let (y, cache) = layer.forward(x.clone(), mode, 1, 1).unwrap();
+        let eval = ForwardCtx {
+            mode: Mode::Eval,
+            ..ForwardCtx::train(1, 1)
+        };
+        for (layer, ctx) in [(LAYER, eval), (all, ForwardCtx::train(1, 1))] {
+            let (y, cache) = layer.forward(x.clone(), ctx).unwrap();
             assert_eq!(y, x);
             assert_eq!(layer.backward(&x, cache).unwrap(), x);
         }
@@ -200,7 +194,7 @@ mod tests {
         let x = Tensor::full([4, 8, 16, 16], 1.0);
         let zeros = |keep_prob| {
             let layer = DropBlock { keep_prob, ..LAYER };
-            let (y, _) = layer.forward(x.clone(), Mode::Train, 3, 4).unwrap();
+            let (y, _) = layer.forward(x.clone(), ForwardCtx::train(3, 4)).unwrap();
             y.to_vec().iter().filter(|&&v| v == 0.0).count()
         };
         let (high, low) = (zeros(0.95), zeros(0.8));
@@ -216,8 +210,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(6);
         let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
         let dy = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
-        let (y, cache) = LAYER.forward(x.clone(), Mode::Train, 7, 11).unwrap();
-        let (ey, ecache) = LAYER.forward(emu(&x), Mode::Train, 7, 11).unwrap();
+        let (y, cache) = LAYER.forward(x.clone(), ForwardCtx::train(7, 11)).unwrap();
+        let (ey, ecache) = LAYER.forward(emu(&x), ForwardCtx::train(7, 11)).unwrap();
         let mask = ecache
             .mask
             .as_ref()
@@ -240,11 +234,11 @@ mod tests {
                 stream: 0,
             };
             assert!(layer
-                .forward(Tensor::zeros([1, 1, 8, 8]), Mode::Eval, 0, 0)
+                .forward(Tensor::zeros([1, 1, 8, 8]), ForwardCtx::EVAL)
                 .is_err());
         }
         let e = LAYER
-            .forward(Tensor::zeros([2, 8, 8]), Mode::Train, 0, 0)
+            .forward(Tensor::zeros([2, 8, 8]), ForwardCtx::train(0, 0))
             .unwrap_err();
         assert!(
             e.to_string()
@@ -252,7 +246,7 @@ mod tests {
             "{e}"
         );
         let (_, cache) = LAYER
-            .forward(Tensor::zeros([1, 2, 8, 8]), Mode::Train, 0, 0)
+            .forward(Tensor::zeros([1, 2, 8, 8]), ForwardCtx::train(0, 0))
             .unwrap();
         let e = LAYER
             .backward(&Tensor::zeros([1, 2, 8, 9]), cache)

@@ -5,7 +5,7 @@ use kernels::philox::MaskKey;
 use tensor_core::{Shape, Tensor};
 
 use crate::profile::{self, LayerKind, Pass};
-use crate::{Error, Mode, Result};
+use crate::{Error, ForwardCtx, Mode, Result};
 
 /// Inverted dropout with keep probability k = `keep_prob`, in training only.
 ///
@@ -52,29 +52,19 @@ impl Dropout {
         Ok(Dropout { keep_prob, stream })
     }
 
-    /// x: any shape -> y: the same shape. `seed` and `step` select the mask together with
-    /// `stream`.
+    /// x: any shape -> y: the same shape. The context's seed and step select the mask together
+    /// with `stream`.
     ///
     /// # Errors
     /// [`Error::Config`] if `keep_prob` is not in (0, 1].
-    pub fn forward(
-        &self,
-        x: Tensor,
-        mode: Mode,
-        seed: u64,
-        step: u64,
-    ) -> Result<(Tensor, DropoutCache)> {
+    pub fn forward(&self, x: Tensor, ctx: ForwardCtx) -> Result<(Tensor, DropoutCache)> {
         let _timer = profile::timed(LayerKind::Dropout, Pass::Forward);
         check_keep(self.keep_prob)?;
         let shape = x.shape().clone();
-        if mode == Mode::Eval || self.keep_prob == 1.0 {
+        if ctx.mode == Mode::Eval || self.keep_prob == 1.0 {
             return Ok((x, DropoutCache { mask: None, shape }));
         }
-        let key = MaskKey {
-            seed,
-            step,
-            layer: self.stream,
-        };
+        let key = ctx.mask_key(self.stream);
         let mut y = x.new_zeros(shape.clone())?;
         dropout_forward(&mut y, &x, self.keep_prob, key)?;
         let mask = Some((key, self.keep_prob));
@@ -123,7 +113,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
         let r = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
-        let (y, cache) = LAYER.forward(x.clone(), Mode::Train, 42, 9).unwrap();
+        let ctx = ForwardCtx::train(42, 9);
+        let (y, cache) = LAYER.forward(x.clone(), ctx).unwrap();
         let y = y.to_vec();
         assert!(
             y.contains(&0.0) && y.iter().any(|&v| v != 0.0),
@@ -132,7 +123,7 @@ mod tests {
         let dx = LAYER.backward(&r, cache).unwrap();
         let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
             let x = Tensor::from_vec(dims, v.to_vec()).unwrap();
-            let (y, _) = LAYER.forward(x, Mode::Train, 42, 9).unwrap();
+            let (y, _) = LAYER.forward(x, ctx).unwrap();
             probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
         });
         compare("dx", dx.as_slice().unwrap(), &numeric, DROPOUT_TOL)
@@ -146,8 +137,12 @@ mod tests {
             keep_prob: 1.0,
             ..LAYER
         };
-        for (layer, mode) in [(LAYER, Mode::Eval), (all, Mode::Train)] {
-            let (y, cache) = layer.forward(x.clone(), mode, 1, 1).unwrap();
+        let eval = ForwardCtx {
+            mode: Mode::Eval,
+            ..ForwardCtx::train(1, 1)
+        };
+        for (layer, ctx) in [(LAYER, eval), (all, ForwardCtx::train(1, 1))] {
+            let (y, cache) = layer.forward(x.clone(), ctx).unwrap();
             assert_eq!(y, x);
             assert_eq!(layer.backward(&x, cache).unwrap(), x);
         }
@@ -156,7 +151,8 @@ mod tests {
     #[test]
     fn the_mask_depends_on_seed_step_and_stream_only() {
         let x = Tensor::full([64], 1.0);
-        let run = |layer: Dropout, seed, step| layer.forward(x.clone(), Mode::Train, seed, step);
+        let run =
+            |layer: Dropout, seed, step| layer.forward(x.clone(), ForwardCtx::train(seed, step));
         let (a, _) = run(LAYER, 1, 2).unwrap();
         assert_eq!(run(LAYER, 1, 2).unwrap().0, a);
         assert_ne!(run(LAYER, 1, 3).unwrap().0, a);
@@ -177,11 +173,11 @@ mod tests {
                 stream: 0,
             };
             assert!(layer
-                .forward(Tensor::zeros([2]), Mode::Train, 0, 0)
+                .forward(Tensor::zeros([2]), ForwardCtx::train(0, 0))
                 .is_err());
         }
         let (_, cache) = LAYER
-            .forward(Tensor::zeros([2, 3]), Mode::Train, 0, 0)
+            .forward(Tensor::zeros([2, 3]), ForwardCtx::train(0, 0))
             .unwrap();
         let e = LAYER.backward(&Tensor::zeros([3, 2]), cache).unwrap_err();
         assert_eq!(

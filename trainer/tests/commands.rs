@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use clap::Parser;
-use nn_layers::{Mode, SoftmaxCrossEntropy};
+use nn_layers::{ForwardCtx, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor_core::Tensor;
@@ -164,7 +164,7 @@ fn predict_prints_the_top_classes_of_png_and_jpeg_files() {
             trainer::commands::predict::load_image(path).unwrap(),
         )
         .unwrap();
-        let (logits, _) = model.forward(x, Mode::Eval, 0, 0).unwrap();
+        let (logits, _) = model.forward(x, ForwardCtx::EVAL).unwrap();
         let (_, softmax) = SoftmaxCrossEntropy.forward(&logits, &[0]).unwrap();
         let best = top_k(softmax.probs().as_slice().unwrap(), 3);
         let mut previous = f64::INFINITY;

@@ -6,7 +6,7 @@
 
 use kernels::cuda::to_device;
 use kernels::softmax_ce::LossTally;
-use nn_layers::{params_to_device, Mode, Parameters, SoftmaxCrossEntropy};
+use nn_layers::{params_to_device, ForwardCtx, Parameters, SoftmaxCrossEntropy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tensor_core::{Device, Tensor};
@@ -84,7 +84,7 @@ fn step_on(device: Device) -> StepResult {
     let x = Tensor::from_vec([BATCH, 3, 32, 32], images).unwrap();
     let x = to_device(&x, device).unwrap();
 
-    let (logits, cache) = model.forward(x.clone(), Mode::Train, 11, 0).unwrap();
+    let (logits, cache) = model.forward(x.clone(), ForwardCtx::train(11, 0)).unwrap();
     assert_eq!(logits.device(), device);
     let mut tally = LossTally::new(device, 0.0, 0).unwrap();
     let ce = SoftmaxCrossEntropy
@@ -103,7 +103,7 @@ fn step_on(device: Device) -> StepResult {
     model.backward(&dlogits, cache).unwrap();
     opt.step(&mut model, 5e-4, 5.0).unwrap();
     // Evaluation after the step: batch norm from the running statistics the step updated.
-    let (eval_logits, _) = model.forward(x, Mode::Eval, 11, 1).unwrap();
+    let (eval_logits, _) = model.forward(x, ForwardCtx::EVAL).unwrap();
 
     let mut params = Vec::new();
     model.visit_params("", &mut |name, p| {

@@ -41,7 +41,7 @@ fn setup() -> (ResidualBlock, Tensor, Tensor) {
 
 fn loss(block: &ResidualBlock, x: &Tensor, r: &Tensor) -> f64 {
     let mut b = block.clone();
-    let (y, _) = b.forward(x.clone(), Mode::Train, SEED, STEP).unwrap();
+    let (y, _) = b.forward(x.clone(), ForwardCtx::train(SEED, STEP)).unwrap();
     probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
 }
 
@@ -63,7 +63,7 @@ fn residual_block_gradients_match_finite_differences() {
     let (block, x, r) = setup();
     let mut analytic = block.clone();
     let (y, cache) = analytic
-        .forward(x.clone(), Mode::Train, SEED, STEP)
+        .forward(x.clone(), ForwardCtx::train(SEED, STEP))
         .unwrap();
     assert_eq!(y.dims(), r.dims());
     let dx = analytic.backward(&r, cache).unwrap();
@@ -146,7 +146,7 @@ fn same_seed_gives_bit_identical_results_on_one_and_two_threads() {
             let mut block =
                 ResidualBlock::new(3, 8, BatchNormConfig::default(), 5, 0.9, 1, &mut rng).unwrap();
             let x = Tensor::uniform([4, 3, 16, 16], -1.0, 1.0, &mut rng).unwrap();
-            let (y, cache) = block.forward(x, Mode::Train, 7, 2).unwrap();
+            let (y, cache) = block.forward(x, ForwardCtx::train(7, 2)).unwrap();
             let dy = Tensor::uniform(y.shape().clone(), -1.0, 1.0, &mut rng).unwrap();
             let dx = block.backward(&dy, cache).unwrap();
             let mut grads = Vec::new();
@@ -162,8 +162,12 @@ fn same_seed_gives_bit_identical_results_on_one_and_two_threads() {
 #[test]
 fn eval_mode_is_deterministic_and_skips_dropblock() {
     let (mut block, x, _) = setup();
-    let (a, _) = block.forward(x.clone(), Mode::Eval, 1, 1).unwrap();
-    let (b, _) = block.forward(x.clone(), Mode::Eval, 2, 99).unwrap();
+    let eval = |seed, step| ForwardCtx {
+        mode: Mode::Eval,
+        ..ForwardCtx::train(seed, step)
+    };
+    let (a, _) = block.forward(x.clone(), eval(1, 1)).unwrap();
+    let (b, _) = block.forward(x.clone(), eval(2, 99)).unwrap();
     assert_eq!(a, b, "eval output depends on the mask key");
 }
 
@@ -171,7 +175,7 @@ fn eval_mode_is_deterministic_and_skips_dropblock() {
 fn wrong_input_channels_is_an_error() {
     let (mut block, _, _) = setup();
     let err = block
-        .forward(Tensor::zeros([2, 5, 7, 5]), Mode::Train, 0, 0)
+        .forward(Tensor::zeros([2, 5, 7, 5]), ForwardCtx::train(0, 0))
         .unwrap_err();
     assert!(err.to_string().contains("5"), "{err}");
 }

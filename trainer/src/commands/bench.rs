@@ -4,7 +4,7 @@
 //! learning rate 5e-4, clipping at norm 100, dropout and DropBlock active) with the `--preset`,
 //! `--widths` and `--hidden` of the command line. One untimed warm-up step of each kind, then
 //! `--steps` timed training steps (forward, loss, backward, clip and update, as `train` does)
-//! and `--steps` timed inference batches (forward in [`Mode::Eval`]). With `--profile`, `--steps`
+//! and `--steps` timed inference batches (forward in evaluation mode). With `--profile`, `--steps`
 //! more training steps are profiled layer by layer.
 //!
 //! On a CUDA device launches are asynchronous: each timed step or batch ends by waiting for the
@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use kernels::softmax_ce::LossTally;
 use nn_layers::profile::{self, LayerKind, Pass, Profile};
-use nn_layers::{Mode, SoftmaxCrossEntropy};
+use nn_layers::{into_device, ForwardCtx, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor_core::{alloc, Device, Tensor};
@@ -55,7 +55,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let labels: Vec<u32> = (0..n).map(|i| (i % CLASSES) as u32).collect();
     model.to_device(device)?;
     optimizer.to_device(&mut model, device)?;
-    let x = super::train::on(x, device)?;
+    let x = into_device(x, device)?;
 
     let w = spec.widths;
     println!(
@@ -84,7 +84,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut tally = LossTally::new(device, 0.0, 0)?;
     let mut step = 0u64;
     let mut train_step = |model: &mut ResNet| -> anyhow::Result<()> {
-        let (logits, cache) = model.forward(x.clone(), Mode::Train, cfg.run.seed, step)?;
+        let ctx = ForwardCtx::train(cfg.run.seed, step);
+        let (logits, cache) = model.forward(x.clone(), ctx)?;
         let ce = SoftmaxCrossEntropy.forward_tallied(&logits, &labels, &mut tally)?;
         if tally.is_host() {
             // Free to read on the CPU: a diverged step is named at once.
@@ -124,7 +125,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     );
 
     let mut infer = || -> anyhow::Result<()> {
-        model.forward(x.clone(), Mode::Eval, 0, 0)?;
+        model.forward(x.clone(), ForwardCtx::EVAL)?;
         kernels::cuda::synchronize(device)?;
         Ok(())
     };

@@ -1,6 +1,6 @@
 //! `trainer train`: the training loop.
 //!
-//! Each step: forward in [`Mode::Train`] (batch statistics, dropout and DropBlock masks keyed by
+//! Each step: forward in training mode (batch statistics, dropout and DropBlock masks keyed by
 //! the run's seed and the step), softmax cross-entropy, backward by hand through every layer, then
 //! the optimizer (clip by global norm, update, zero gradients). After each epoch: evaluation on the
 //! test set (and the training set with `--eval-train`), `metrics.csv`, plots, the `last` and `best`
@@ -20,10 +20,10 @@ use anyhow::{bail, Context};
 use cifar_data::{batch_at, BatchLoader, Dataset, LastBatch, LoaderConfig, Split};
 use indicatif::{ProgressBar, ProgressStyle};
 use kernels::softmax_ce::{LossTally, TallyReport};
-use nn_layers::{Mode, SoftmaxCrossEntropy};
+use nn_layers::{into_device, ForwardCtx, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tensor_core::{Device, Tensor};
+use tensor_core::Device;
 
 use crate::cli::TrainArgs;
 use crate::config::{TrainConfig, UpdateRule, CONFIG_FILE};
@@ -196,12 +196,8 @@ pub fn train(
             let batch = batch?;
             lr = schedule.lr(st.step);
             let n = batch.fine.len();
-            let (logits, cache) = model.forward(
-                on(batch.images, device)?,
-                Mode::Train,
-                cfg.run.seed,
-                st.step,
-            )?;
+            let ctx = ForwardCtx::train(cfg.run.seed, st.step);
+            let (logits, cache) = model.forward(into_device(batch.images, device)?, ctx)?;
             let ce = SoftmaxCrossEntropy.forward_tallied(&logits, &batch.fine, &mut tally)?;
             // On the CPU the loss costs nothing to read, so a non-finite one stops the run before
             // its backward. On a device a non-finite loss makes non-finite gradients, which the
@@ -433,10 +429,8 @@ fn check_loss(
     }
     let again = batch_at(&dataset.train, train_cfg, st.epoch, st.batch_in_epoch)?;
     let stage = model.first_non_finite_stage(
-        on(again.images, device)?,
-        Mode::Train,
-        cfg.run.seed,
-        st.step,
+        into_device(again.images, device)?,
+        ForwardCtx::train(cfg.run.seed, st.step),
     )?;
     let what = match stage {
         Some(stage) => format!("the training loss (first non-finite output: {stage})"),
@@ -483,12 +477,6 @@ fn log_epoch(r: &EpochRecord, epochs: u64, test: &EvalReport) {
         r.keep_prob,
         r.seconds
     );
-}
-
-/// `t` on `device`: a batch is copied up once, before its forward pass.
-pub(crate) fn on(mut t: Tensor, device: Device) -> nn_layers::Result<Tensor> {
-    nn_layers::move_tensor(&mut t, device)?;
-    Ok(t)
 }
 
 /// End of a run: plots, and a grid of test images titled with predicted and true classes.
