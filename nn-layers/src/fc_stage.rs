@@ -122,9 +122,10 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
+    use crate::gradcheck::{Probe, MIN_SMOOTH, SMOOTH_TOL};
     use crate::Mode;
 
-    /// N=6, F=5 -> O=4, dropout keeping 0.7.
+    /// N=6, F=5 -> O=4, dropout keeping 0.7 (a mask with zeros at this key).
     fn setup(hidden: bool) -> (FcStage, Tensor) {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let bn = BatchNormConfig::default();
@@ -135,6 +136,28 @@ mod tests {
         };
         let x = Tensor::uniform([6, 5], -1.0, 1.0, &mut rng).unwrap();
         (stage, x)
+    }
+
+    #[test]
+    fn hidden_and_output_stage_gradients_match_finite_differences() {
+        let ctx = ForwardCtx::train(9, 2);
+        for hidden in [true, false] {
+            let (stage, x) = setup(hidden);
+            let r = Tensor::uniform([6, 4], -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(4)).unwrap();
+            let mut trained = stage.clone();
+            let (_, cache) = trained.forward(x.clone(), ctx).unwrap();
+            let dx = trained.backward(&r, cache).unwrap();
+            // Batch norm over 6 rows and a ReLU whose kinks the inputs avoid only by chance: the
+            // checks of a composite.
+            let probe = Probe::composite(&r);
+            let forward = |s: &mut FcStage, x: Tensor| s.clone().forward(x, ctx).unwrap().0;
+            let what = format!("FcStage (hidden {hidden})");
+            let mut base = stage.clone();
+            probe.assert_gradient_where_smooth(&what, &x, &dx, SMOOTH_TOL, MIN_SMOOTH, |x| {
+                forward(&mut base, x)
+            });
+            probe.assert_param_gradients(&what, &mut trained, |s| forward(s, x.clone()));
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   explicit seeded RNG.
 //! - The arithmetic itself lives in `kernels`; a layer owns parameters, caches and the order of
 //!   calls.
+//! - [`gradcheck`]: the finite-difference check every layer's tests run through
+//!   ([`gradcheck::Probe`]).
 //!
 //! Shape legend: N batch, C channels in, K channels out, H W spatial size in, OH OW spatial size
 //! out, F features in, O features out.

@@ -64,15 +64,11 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
+    use crate::gradcheck::Probe;
 
-    /// Inputs stay at least MARGIN from the kink, so the step EPS never crosses it and ReLU is
-    /// exactly linear around every input: only f32 rounding of the loss remains.
-    const RELU_TOL: Tolerance = Tolerance {
-        atol: 1e-3,
-        rtol: 1e-3,
-    };
-    const EPS: f32 = 1e-2;
+    /// Inputs stay at least MARGIN from the kink, so a step of
+    /// [`LINEAR_EPS`](crate::gradcheck::LINEAR_EPS) never crosses it and ReLU is linear around
+    /// every input.
     const MARGIN: f32 = 0.1;
 
     #[test]
@@ -91,12 +87,8 @@ mod tests {
         let y = y.to_vec();
         assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0));
         let dx = ReLU.backward(&r, cache).unwrap();
-        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
-            let x = Tensor::from_vec([3, 2, 5, 7], v.to_vec()).unwrap();
-            let (y, _) = ReLU.forward(x, Mode::Train).unwrap();
-            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
-        });
-        compare("dx", dx.as_slice().unwrap(), &numeric, RELU_TOL).unwrap_or_else(|m| panic!("{m}"));
+        Probe::linear(&r)
+            .assert_gradient("dx", &x, &dx, |x| ReLU.forward(x, Mode::Train).unwrap().0);
     }
 
     #[test]
