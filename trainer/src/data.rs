@@ -7,8 +7,7 @@ use std::sync::Arc;
 use cifar_data::synth::{self, SynthConfig, SynthSplit};
 use cifar_data::{Dataset, Format, Split};
 
-use crate::cli::DatasetKind;
-use crate::config::DataConfig;
+use crate::config::{DataConfig, DatasetKind};
 use crate::error::Result;
 
 /// Where the `download` command puts datasets, and where `--dataset cifar100` looks by default.

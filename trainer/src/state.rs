@@ -284,7 +284,6 @@ pub fn load_model(path: &Path) -> Result<(ResNet, Loaded)> {
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::commands::train::rule;
     use clap::Parser;
     use rand::Rng;
     use tensor_core::Device;
@@ -295,7 +294,7 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Train(a) => TrainConfig::from_args(&a).unwrap(),
+            Command::Train(a) => a.config().unwrap(),
             _ => unreachable!("parsed a train command"),
         }
     }
@@ -314,7 +313,7 @@ mod tests {
     fn fresh(cfg: &TrainConfig, seed: u64) -> (ResNet, Optimizer) {
         let spec = net_spec(cfg, 100, 0);
         let mut model = ResNet::new(&spec, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
-        let opt = Optimizer::new(rule(cfg), &mut model);
+        let opt = Optimizer::new(cfg.optimizer.rule, &mut model);
         (model, opt)
     }
 

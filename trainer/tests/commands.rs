@@ -56,7 +56,7 @@ fn config(flags: &str) -> TrainConfig {
         .unwrap()
         .command
     {
-        Sub::Train(a) => TrainConfig::from_args(&a).unwrap(),
+        Sub::Train(a) => a.config().unwrap(),
         other => panic!("parsed as {other:?}"),
     }
 }

@@ -10,9 +10,9 @@ use nn_layers::{params_to_device, ForwardCtx, Parameters, SoftmaxCrossEntropy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tensor_core::{Device, Tensor};
-use trainer::cli::Preset;
+use trainer::config::Preset;
 use trainer::model::{NetSpec, ResNet};
-use trainer::optim::{Optimizer, Rule};
+use trainer::optim::{Optimizer, UpdateRule};
 
 /// Batch of the step: small, so the emulator (one thread per CUDA thread) stays quick.
 const BATCH: usize = 4;
@@ -68,7 +68,7 @@ fn step_on(device: Device) -> StepResult {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut model = ResNet::new(&tiny_spec(), &mut rng).unwrap();
     let mut opt = Optimizer::new(
-        Rule::Adam {
+        UpdateRule::Adam {
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-8,

@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use tensor_core::{alloc, Device, Tensor};
 
 use crate::cli::{BenchArgs, Cli, Command};
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::TrainConfig;
 use crate::model::{ResNet, IMAGE_CHANNELS, IMAGE_SIDE};
 use crate::optim::Optimizer;
 use crate::state;
@@ -44,7 +44,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
     let mut model = ResNet::new(&spec, &mut rng)?;
     model.pin_conv_algo(args.conv_algo.pinned());
-    let mut optimizer = Optimizer::new(super::train::rule(&cfg), &mut model);
+    let mut optimizer = Optimizer::new(cfg.optimizer.rule, &mut model);
     let n = args.batch_size;
     let x = Tensor::uniform(
         [n, IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE],
@@ -146,12 +146,8 @@ fn bench_config(args: &BenchArgs) -> anyhow::Result<TrainConfig> {
         Command::Train(a) => a,
         _ => unreachable!("parsed the train subcommand"),
     };
-    let mut cfg = TrainConfig::from_args(&defaults)?;
-    cfg.model = ModelConfig {
-        preset: args.model.preset,
-        widths: args.model.widths()?,
-        hidden: args.model.hidden()?,
-    };
+    let mut cfg = defaults.config()?;
+    cfg.model = args.model.config()?;
     Ok(cfg)
 }
 

@@ -26,14 +26,14 @@ use rand_chacha::ChaCha8Rng;
 use tensor_core::Device;
 
 use crate::cli::TrainArgs;
-use crate::config::{TrainConfig, UpdateRule, CONFIG_FILE};
+use crate::config::{TrainConfig, CONFIG_FILE};
 use crate::error::Error;
 use crate::evaluate::{evaluate, top_k, EvalReport};
 use crate::grid::{save_grid, GridImage, GridLayout};
 use crate::metrics::{self, EpochRecord, StepRecord, METRICS_FILE, STEPS_FILE};
 use crate::model::ResNet;
-use crate::optim::{Optimizer, Rule};
-use crate::schedule::{LrSchedule, LrShape};
+use crate::optim::Optimizer;
+use crate::schedule::LrSchedule;
 use crate::state::{self, RunState};
 
 use super::setup_runtime;
@@ -62,8 +62,8 @@ pub enum Outcome {
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     setup_runtime(&args.runtime)?;
-    let mut cfg = TrainConfig::from_args(args)?;
-    let resume = match &args.resume {
+    let mut cfg = args.config()?;
+    let resume = match &args.run.resume {
         Some(path) => {
             let loaded = state::load(path).with_context(|| {
                 format!("--resume {}: cannot read the checkpoint", path.display())
@@ -88,8 +88,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         None => None,
     };
     let dataset = crate::data::load(&cfg.data)?;
-    let outcome = train(&cfg, &dataset, &args.out, resume, args.init.as_deref())?;
-    eprintln!("run ended: {outcome:?}; outputs in {}", args.out.display());
+    let out = &args.run.out;
+    let outcome = train(&cfg, &dataset, out, resume, args.run.init.as_deref())?;
+    eprintln!("run ended: {outcome:?}; outputs in {}", out.display());
     Ok(())
 }
 
@@ -118,7 +119,7 @@ pub fn train(
 
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
     let mut model = ResNet::new(&state::net_spec(cfg, classes, 0), &mut rng)?;
-    let mut optimizer = Optimizer::new(rule(cfg), &mut model);
+    let mut optimizer = Optimizer::new(cfg.optimizer.rule, &mut model);
     let mut st = RunState::new();
     if let Some((path, loaded)) = &resume {
         check_classes(path, &loaded.class_names, &dataset.fine_names)?;
@@ -160,11 +161,7 @@ pub fn train(
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
 
     let schedule = LrSchedule {
-        shape: match cfg.optimizer.schedule {
-            crate::cli::ScheduleKind::Seed => LrShape::Seed,
-            crate::cli::ScheduleKind::Step => LrShape::Step,
-            crate::cli::ScheduleKind::Cosine => LrShape::Cosine,
-        },
+        kind: cfg.optimizer.schedule,
         base_lr: cfg.optimizer.lr,
         decay: cfg.optimizer.lr_decay,
         steps_per_epoch,
@@ -347,30 +344,6 @@ pub fn train(
     }
     finish(out, &mut model, dataset)?;
     Ok(Outcome::Finished)
-}
-
-/// The update rule of the configuration, in the optimizer's terms.
-pub(crate) fn rule(cfg: &TrainConfig) -> Rule {
-    match cfg.optimizer.rule {
-        UpdateRule::Adam {
-            beta1,
-            beta2,
-            epsilon,
-        } => Rule::Adam {
-            beta1: beta1 as f32,
-            beta2: beta2 as f32,
-            epsilon: epsilon as f32,
-        },
-        UpdateRule::Sgd {
-            momentum,
-            nesterov,
-            weight_decay,
-        } => Rule::Sgd {
-            momentum: momentum as f32,
-            nesterov,
-            weight_decay: weight_decay as f32,
-        },
-    }
 }
 
 /// A checkpoint trained on other classes cannot continue on this dataset.
