@@ -118,37 +118,7 @@ impl Optimizer {
         clip_norm: f32,
     ) -> Result<StepReport> {
         let step = self.updates + 1;
-        // The gradients' device, and a check that the model is the one the state was made for.
-        let mut params = 0;
-        let mut device = Device::Cpu;
-        model.visit_params("", &mut |_, p| {
-            if params == 0 {
-                device = p.grad.device();
-            }
-            params += 1;
-        });
-        if params != self.slots.len() {
-            return Err(Error::invalid(
-                "Optimizer::step",
-                format!(
-                    "the model has {params} parameters, the optimizer state {}",
-                    self.slots.len()
-                ),
-            ));
-        }
-        // Each gradient's sum of squares into its slot, on the device, then one read of them all:
-        // on a GPU the step waits for the device once, not once per parameter.
-        let mut square_sums = SquareSums::new(device, params)?;
-        let mut slot = 0;
-        let mut result = Ok(());
-        model.visit_params("", &mut |_, p| {
-            if result.is_ok() {
-                result = square_sums.set(slot, &p.grad);
-            }
-            slot += 1;
-        });
-        result?;
-        let sums = square_sums.read()?;
+        let sums = self.square_sums(model)?;
         if let Some(bad) = sums.iter().position(|s| !s.is_finite()) {
             return Err(Error::NonFinite {
                 step,
@@ -174,6 +144,43 @@ impl Optimizer {
             grad_norm,
             clip_scale,
         })
+    }
+
+    /// Each gradient's sum of squares, in parameter order: gathered in one [`SquareSums`] on the
+    /// gradients' device and read once, so that on a GPU the step waits for the device once, not
+    /// once per parameter.
+    ///
+    /// # Errors
+    /// A model with another number of parameters than the state was made for; a kernel error.
+    fn square_sums(&self, model: &mut impl Parameters) -> Result<Vec<f64>> {
+        let mut params = 0;
+        let mut device = Device::Cpu;
+        model.visit_params("", &mut |_, p| {
+            if params == 0 {
+                device = p.grad.device();
+            }
+            params += 1;
+        });
+        if params != self.slots.len() {
+            return Err(Error::invalid(
+                "Optimizer::step",
+                format!(
+                    "the model has {params} parameters, the optimizer state {}",
+                    self.slots.len()
+                ),
+            ));
+        }
+        let mut square_sums = SquareSums::new(device, params)?;
+        let mut slot = 0;
+        let mut result = Ok(());
+        model.visit_params("", &mut |_, p| {
+            if result.is_ok() {
+                result = square_sums.set(slot, &p.grad);
+            }
+            slot += 1;
+        });
+        result?;
+        Ok(square_sums.read()?)
     }
 
     /// Moves the optimizer state (Adam's moments, SGD's momentum) to `device`, where `model`'s

@@ -178,6 +178,8 @@ fn predict_prints_the_top_classes_of_png_and_jpeg_files() {
     }
 }
 
+/// Longer than a screen: one run of `eval`, then its three outputs (the summary, the predictions
+/// and the confusion matrix) checked in turn against the same evaluation in this process.
 #[test]
 fn eval_reports_the_metrics_of_evaluate_and_writes_csvs() {
     let tmp = tempfile::tempdir().unwrap();

@@ -120,18 +120,11 @@ fn step_on(device: Device) -> StepResult {
 
 #[test]
 fn emu_tiny_training_step() {
-    let StepResult {
-        loss: cpu_loss,
-        correct: cpu_correct,
-        params: cpu_params,
-        eval_logits: cpu_eval,
-    } = step_on(Device::Cpu);
-    let StepResult {
-        loss: emu_loss,
-        correct: emu_correct,
-        params: emu_params,
-        eval_logits: emu_eval,
-    } = step_on(Device::CudaEmu);
+    let (cpu, emu) = (step_on(Device::Cpu), step_on(Device::CudaEmu));
+    let (cpu_loss, emu_loss) = (cpu.loss, emu.loss);
+    let (cpu_correct, emu_correct) = (cpu.correct, emu.correct);
+    let (cpu_params, emu_params) = (cpu.params, emu.params);
+    let (cpu_eval, emu_eval) = (cpu.eval_logits, emu.eval_logits);
     assert_eq!(cpu_correct, emu_correct, "correct predictions");
     assert!(
         (cpu_loss - emu_loss).abs() <= LOSS_RTOL * cpu_loss.abs(),
