@@ -9,7 +9,7 @@
 //!
 //! Backward runs the same calls in reverse. The only step that is not a single layer's backward is
 //! the skip connection: h1 feeds both `conv_block2` and the sum, so its gradient is the sum of
-//! both paths, `dh1 = ds + conv_block2.backward(ds)` where `ds` is the gradient of `h1 + h2`.
+//! both paths (`docs/walkthrough.md`, "Residual sum", in its section 3).
 
 use kernels::batchnorm::BatchNormConfig;
 use kernels::relu::{add_relu_forward_in_place, relu_forward_in_place};

@@ -10,20 +10,13 @@ use tensor_core::{Shape, Tensor};
 use crate::profile::{self, LayerKind, Pass};
 use crate::{join, Error, Mode, Param, Parameters, Result};
 
-/// 2-D convolution without bias: x: (N, C, H, W) -> y: (N, K, OH, OW), weight: (K, C, KH, KW),
-/// square kernel, the same stride and zero padding on both axes.
+/// 2-D convolution without bias, a cross-correlation as every framework computes it:
+/// x: (N, C, H, W) -> y: (N, K, OH, OW), weight: (K, C, KH, KW), square kernel, the same stride
+/// and zero padding on both axes.
 ///
-/// Forward, with iy = oy s + ky - p and ix = ox s + kx - p (terms in the padding are 0):
-/// ```text
-/// y[n,k,oy,ox] = sum_{c,ky,kx} weight[k,c,ky,kx] x[n,c,iy,ix]
-/// ```
-/// Backward, over the same index sets:
-/// ```text
-/// dweight[k,c,ky,kx] += sum_{n,oy,ox} dy[n,k,oy,ox] x[n,c,iy,ix]        (accumulated)
-/// dx[n,c,iy,ix]       = sum_{k,ky,kx,oy,ox} dy[n,k,oy,ox] weight[k,c,ky,kx]  (fresh)
-/// ```
-/// In matrix form (per image, col = im2col(x_n): (C KH KW, OH OW)): y_n = W col,
-/// dW += dy_n col^T, dx_n = col2im(W^T dy_n).
+/// The formulas, forward and backward, and their matrix form on the im2col matrix:
+/// `docs/walkthrough.md`, "Convolution", in its sections 2 and 3. `dweight` is
+/// accumulated; `dx` is a fresh tensor.
 ///
 /// Initialisation: Xavier uniform with fan_in = KH KW C and fan_out = KH KW K.
 ///

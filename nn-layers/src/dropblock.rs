@@ -7,16 +7,14 @@ use crate::profile::{self, LayerKind, Pass};
 use crate::{Error, ForwardCtx, Mode, Result};
 
 /// DropBlock with block size b = `block_size` and keep probability k = `keep_prob`, in training
-/// only (the mask itself is documented in [`kernels::dropblock`]).
+/// only (the identity in evaluation, at k = 1, and on a map smaller than the block): squares of
+/// b x b values dropped, the rest rescaled, the mask drawn from the key
+/// [`ForwardCtx::mask_key`]`(stream)` ([`kernels::dropblock`] derives it from the seed's
+/// recipe). No parameters.
 ///
-/// Train: y = x * m * s with m the (N, C, H, W) 0/1 block mask drawn from
-/// `MaskKey { seed, step, layer: stream }` and s = m.len() / m.sum() (0 if m is all zeros).
-/// Eval, k = 1, or a map smaller than the block: y = x.
-///
-/// Backward: the mask does not depend on x, so y is linear in x with the diagonal Jacobian
-/// diag(m * s) and dx = dy * m * s (dx = dy when the forward was the identity). The forward
-/// scales x in its own buffer; [`DropBlock::backward_owned`] turns dy into dx in place,
-/// [`DropBlock::backward`] returns a fresh dx. No parameters.
+/// The formulas, forward and backward: `docs/walkthrough.md`, "DropBlock", in its sections 2
+/// and 3. The forward scales x in its own buffer; [`DropBlock::backward_owned`] turns dy into
+/// dx in place, [`DropBlock::backward`] returns a fresh dx.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DropBlock {
     /// Side of the dropped squares; the seed uses 5.

@@ -7,15 +7,13 @@ use tensor_core::{Shape, Tensor};
 use crate::profile::{self, LayerKind, Pass};
 use crate::{Error, ForwardCtx, Mode, Result};
 
-/// Inverted dropout with keep probability k = `keep_prob`, in training only.
+/// Inverted dropout with keep probability k = `keep_prob`, in training only (the identity in
+/// evaluation and at k = 1): each value kept with probability k and scaled by 1 / k, the mask
+/// drawn from the key [`ForwardCtx::mask_key`]`(stream)`. No parameters. The mask is not stored:
+/// backward redraws it from the same key. dx is a fresh tensor.
 ///
-/// Train: y = x * m / k with `m_i = [u_i < k]`, where u_i is `key.uniform(i)` for the key
-/// `MaskKey { seed, step, layer: stream }` and i the flat index; so `E[y] = x`.
-/// Eval, or k = 1: y = x.
-///
-/// Backward: y is linear in x with the diagonal Jacobian diag(m / k), so dx = dy * m / k
-/// (dx = dy when the forward was the identity); dx is a fresh tensor. No parameters. The mask is
-/// not stored: backward redraws it from the same key.
+/// The formulas, forward and backward: `docs/walkthrough.md`, "Dropout", in its sections 2 and
+/// 3.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
     /// Probability of keeping a value, in (0, 1]; the seed uses 0.5.

@@ -13,6 +13,9 @@
 //!   explicit seeded RNG.
 //! - The arithmetic itself lives in `kernels`; a layer owns parameters, caches and the order of
 //!   calls.
+//! - Each layer's forward and backward formulas are written once, in the guided walk through one
+//!   training step of the seed network (`docs/walkthrough.md` in the repository), in one notation
+//!   (`weight` and `bias` as PyTorch names them); each layer's doc comment names its section.
 //! - [`gradcheck`]: the finite-difference check every layer's tests run through
 //!   ([`gradcheck::Probe`]).
 //!

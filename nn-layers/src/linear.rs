@@ -8,14 +8,11 @@ use crate::profile::{self, LayerKind, Pass};
 use crate::{join, Error, Mode, Param, Parameters, Result};
 
 /// Fully-connected layer without bias: x: (N, F) -> y: (N, O), weight: (O, F) as PyTorch
-/// stores it.
+/// stores it; three products through [`kernels::gemm::matmul`].
 ///
-/// Forward and backward:
-/// ```text
-/// y        = x W^T          y[n,o] = sum_f x[n,f] W[o,f]
-/// dW      += dy^T x         (O, F), accumulated
-/// dx       = dy W           (N, F), fresh
-/// ```
+/// The formulas, forward and backward: `docs/walkthrough.md`, "Linear", in its
+/// sections 2 and 3. `dweight` is
+/// accumulated; `dx` is a fresh tensor.
 ///
 /// Initialisation: Xavier uniform with fan_in = F and fan_out = O.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,10 +10,12 @@ use crate::{Mode, Result};
 /// the padding split with the smaller half before; padded cells never win (see
 /// [`kernels::maxpool`]).
 ///
-/// Forward keeps, per output, the index of the winning input in its plane. Backward routes each
-/// dy to its winner, adding up where overlapping windows share one:
-/// `dx[i] = sum over outputs o with argmax[o] = i of dy[o]`, 0 for inputs that never win; `dx` is
-/// a fresh tensor. No parameters; the same in training and evaluation.
+/// Forward keeps, per output, the index of the winning input in its plane (the first maximum on
+/// ties). Backward routes each dy to its winner, adding up where overlapping windows share one;
+/// `dx` is a fresh tensor. No parameters; the same in training and evaluation.
+///
+/// The formulas and the SAME geometry: `docs/walkthrough.md`, "Max-pooling", in its sections 2
+/// and 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool2d {
     pool: Pool2d,

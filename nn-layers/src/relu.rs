@@ -6,10 +6,11 @@ use tensor_core::Tensor;
 use crate::profile::{self, LayerKind, Pass};
 use crate::{Mode, Result};
 
-/// y = max(x, 0), elementwise, on a tensor of any shape.
+/// The rectifier, elementwise, on a tensor of any shape; a NaN stays NaN. No parameters; the same
+/// in training and evaluation.
 ///
-/// Backward: `dx = dy * [x > 0]` (0 at x = 0, as TensorFlow and PyTorch take it). No parameters;
-/// the same in training and evaluation.
+/// The formulas, forward and backward (the subgradient at 0): `docs/walkthrough.md`, "ReLU", in
+/// its sections 2 and 3.
 ///
 /// Both passes work in place on the tensor they own: the forward turns x into y and keeps only
 /// where x was > 0 (a byte per value on the CPU, see [`ReluMask`]); [`ReLU::backward_owned`]
