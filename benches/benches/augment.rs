@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use cifar_data::augment::{augment_image, Image};
+use cifar_data::augment::{augment_image, Image, ImageKey};
 use cifar_data::format::IMAGE_BYTES;
 use cifar_data::synth::{self, SynthConfig, SynthSplit};
 use cifar_data::{make_batch, Augment, Split};
@@ -49,7 +49,13 @@ fn policies(c: &mut Criterion) {
                 epoch += 1;
                 for (index, (img, orig)) in work.iter_mut().zip(&src).enumerate() {
                     *img = *orig;
-                    augment_image(img, policy, 7, epoch, index as u64);
+                    let key = ImageKey {
+                        seed: 7,
+                        epoch,
+                        batch: index as u64 / BATCH as u64,
+                        index: index as u64,
+                    };
+                    augment_image(img, policy, key);
                 }
             })
         });
@@ -76,7 +82,8 @@ fn policies(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4))
         .throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("make_batch_250_seed_1core", |bench| {
-        bench.iter(|| pool.install(|| make_batch(&split, &indices, Augment::Seed, 7, 1).unwrap()))
+        bench
+            .iter(|| pool.install(|| make_batch(&split, &indices, Augment::Seed, 7, 1, 0).unwrap()))
     });
     group.finish();
 }
