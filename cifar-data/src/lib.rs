@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+pub mod archive;
 pub mod augment;
 mod batch;
 mod dataset;
@@ -40,6 +41,6 @@ pub use batch::{
 pub use dataset::{Dataset, Split};
 pub use preprocess::Preprocess;
 
-pub use download::{download, Source};
+pub use download::{download, install_archive, Source};
 pub use error::{Error, Result};
 pub use format::{Format, Records};

@@ -133,6 +133,11 @@ fn missing_directory_names_path_and_download_command() {
     let msg = message(Dataset::load(&dir, Format::Cifar100).unwrap_err());
     assert!(msg.contains(&dir.display().to_string()), "{msg}");
     assert!(msg.contains("trainer download --dataset cifar100"), "{msg}");
+    assert!(
+        msg.contains("`trainer download --dataset cifar100 --archive FILE`")
+            && msg.contains("cifar-100-binary.tar.gz"),
+        "{msg}"
+    );
     let msg = message(Dataset::load(&dir, Format::Cifar10).unwrap_err());
     assert!(msg.contains("trainer download --dataset cifar10"), "{msg}");
 }
