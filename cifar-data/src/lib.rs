@@ -30,6 +30,8 @@ mod dataset;
 pub mod download;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod preprocess;
 pub mod synth;
 
