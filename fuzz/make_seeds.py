@@ -51,8 +51,8 @@ def label_names():
     write("label_names", "blank_lines", b"\n \n\t\na\n\n")
 
 
-def tar_gz(entries, fmt=tarfile.GNU_FORMAT):
-    """entries: (name, type, data or link target)."""
+def tar_gz(entries, fmt=tarfile.GNU_FORMAT, compress=True):
+    """entries: (name, type, data or link target). Uncompressed, the harness gzips it itself."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
         for name, kind, payload in entries:
@@ -68,7 +68,7 @@ def tar_gz(entries, fmt=tarfile.GNU_FORMAT):
                 tar.addfile(info, io.BytesIO(payload))
             else:
                 tar.addfile(info)
-    return gzip.compress(buf.getvalue(), mtime=0)
+    return gzip.compress(buf.getvalue(), mtime=0) if compress else buf.getvalue()
 
 
 def archives():
@@ -90,6 +90,15 @@ def archives():
     write("archive", "parent", tar_gz([("../escape.txt", tarfile.REGTYPE, b"x")]))
     write("archive", "duplicate", tar_gz([d] + files[:1] + files[:1]))
     write("archive", "fifo", tar_gz([("cifar-100-binary/p", tarfile.FIFOTYPE, None)]))
+    # Plain tars: the harness gzips input that lacks the gzip magic, so mutations hit the headers.
+    small = [("cifar-100-binary/a.txt", tarfile.REGTYPE, b"a\nb\n"),
+             ("cifar-100-binary/b.bin", tarfile.REGTYPE, bytes(range(40)))]
+    write("archive", "plain_tar", tar_gz([d] + small, compress=False))
+    write("archive", "plain_tar_pax", tar_gz([d] + small, tarfile.PAX_FORMAT, compress=False))
+    write("archive", "plain_tar_links", tar_gz(
+        [d] + small[:1] + [("cifar-100-binary/s", tarfile.SYMTYPE, "a.txt"),
+                           ("cifar-100-binary/h", tarfile.LNKTYPE, "cifar-100-binary/a.txt")],
+        compress=False))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@
 //! file. Not part of the crate's API.
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
 
 use crate::archive::{unpack, MAX_ENTRIES};
 use crate::format::{
@@ -83,10 +87,22 @@ pub fn label_names(data: &[u8]) {
     }
 }
 
-/// A tar.gz archive, unpacked into a fresh temporary directory with [`ARCHIVE_BUDGET`]. On
-/// success everything there must be a plain file or directory, at most [`MAX_ENTRIES`] files of
-/// at most the budget in all, and nothing may appear beside the target directory.
+/// A tar.gz archive, unpacked into a fresh temporary directory with [`ARCHIVE_BUDGET`]. Input
+/// that does not start with the gzip magic bytes is a plain tar and is gzipped here first, so
+/// the fuzzer's mutations reach the tar headers and the unpacker's checks instead of failing the
+/// deflate stream's checksum; input that does exercises the gzip decoder and the byte budget.
+/// On success everything unpacked must be a plain file or directory, at most [`MAX_ENTRIES`]
+/// files of at most the budget in all, and nothing may appear beside the target directory.
 pub fn archive(data: &[u8]) {
+    let gzipped;
+    let data = if data.starts_with(&[0x1f, 0x8b]) {
+        data
+    } else {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(data).expect("writing to memory");
+        gzipped = gz.finish().expect("writing to memory");
+        &gzipped
+    };
     let root = tempfile::tempdir().expect("a temporary directory");
     let into = root.path().join("out");
     match unpack(data, NAME, &into, ARCHIVE_BUDGET) {

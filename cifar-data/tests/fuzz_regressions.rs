@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 use cifar_data::format::Format;
 use cifar_data::fuzz_harness;
 
-/// Each cargo-fuzz target by name, with the harness its `fuzz_target!` calls.
-const TARGETS: [(&str, fn(&[u8])); 4] = [
+/// A fuzz target's body: panics on a finding.
+type Harness = fn(&[u8]);
+
+/// Each cargo-fuzz target by name, with the harness its `fuzz_target!` calls. `scripts/fuzz.sh`
+/// reads the names here to know where a target's findings go.
+const TARGETS: [(&str, Harness); 4] = [
     ("cifar100_records", |d| {
         fuzz_harness::records(d, Format::Cifar100)
     }),
