@@ -27,7 +27,7 @@ use flate2::read::GzDecoder;
 use crate::format::Format;
 use crate::{Error, Result};
 
-/// Entries an archive may hold. The official archives have 5 (CIFAR-100) and 10 (CIFAR-10).
+/// Entries an archive may hold. The official archives have 5 (CIFAR-100) and 9 (CIFAR-10).
 pub const MAX_ENTRIES: usize = 100;
 
 /// Slack above the record files' size for the label-name files, CIFAR-10's `readme.html`, and
