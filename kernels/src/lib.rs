@@ -25,6 +25,7 @@ mod error;
 pub mod gemm;
 pub mod grad_norm;
 pub mod maxpool;
+pub mod modules;
 pub mod philox;
 pub mod relu;
 pub mod sgd;

@@ -15,6 +15,7 @@
 //! w, m, v, g: any shape, all the same.
 
 mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

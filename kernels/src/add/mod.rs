@@ -2,6 +2,7 @@
 //! tensor that feeds two branches (dh1 = dy + dh1 through the second branch).
 
 mod cpu;
+pub mod cuda;
 
 use tensor_core::{Device, Tensor};
 

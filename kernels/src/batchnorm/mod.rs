@@ -29,6 +29,7 @@
 //! not depend on the thread count.
 
 mod cpu;
+pub mod cuda;
 
 use tensor_core::Tensor;
 

@@ -18,6 +18,7 @@
 //! OH = (H + 2 pad - KH) / stride + 1 and OW = (W + 2 pad - KW) / stride + 1.
 
 mod cpu;
+pub mod cuda;
 mod scratch;
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,15 @@
 //! What every CUDA backend offers the launch code: buffers, copies and kernel launches.
 //!
-//! The launch code of each op (in [`super::ops`]) is written once against [`Backend`]; the real
+//! The launch code of each op (its `cuda.rs`) is written once against [`Backend`]; the real
 //! GPU ([`super::gpu::Gpu`]) and the emulated test device run it unchanged.
 
 use std::marker::PhantomData;
 
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
-use crate::Result;
+use super::emu::EmuEntry;
+use super::source::Module;
+use crate::{Error, Result};
 
 /// An element type a device buffer can hold.
 pub trait Elem:
@@ -26,19 +28,22 @@ impl Elem for f64 {}
 /// The type must be `#[repr(C)]` with exactly the C struct's fields, in order, of the same sizes.
 pub unsafe trait KernelParams: DeviceRepr + Copy {}
 
-/// A kernel: the module (the `.cu` file, named after its op) and its `extern "C"` name, typed by
-/// its parameter struct so that a launch cannot pass the wrong one.
+/// A kernel: its module (the `.cu` file, named after its op), its `extern "C"` name and its
+/// entry point on the emulated device, typed by its parameter struct so that a launch cannot
+/// pass the wrong one. Built by [`kernel!`].
 pub struct Kernel<P> {
-    pub module: &'static str,
+    pub module: &'static Module,
     pub name: &'static str,
+    pub(crate) emu: EmuEntry,
     params: PhantomData<P>,
 }
 
 impl<P> Kernel<P> {
-    pub const fn new(module: &'static str, name: &'static str) -> Kernel<P> {
+    pub const fn new(module: &'static Module, name: &'static str, emu: EmuEntry) -> Kernel<P> {
         Kernel {
             module,
             name,
+            emu,
             params: PhantomData,
         }
     }
@@ -50,6 +55,36 @@ impl<P> Clone for Kernel<P> {
     }
 }
 impl<P> Copy for Kernel<P> {}
+
+/// The kernel `$name` (its `extern "C"` name) of `$module` (a [`Module`] constant), typed by the
+/// constant it initialises, e.g.
+/// `pub const RELU_FORWARD: Kernel<ReluForwardParams> = kernel!(MODULE, relu_forward);`.
+/// It declares the two functions `EMU_KERNEL($name, Params)` exports from the emulator build
+/// (common.cuh, cuda_emu.h): the launch and the size of the C parameter struct.
+macro_rules! kernel {
+    ($module:expr, $name:ident) => {{
+        extern "C" {
+            #[link_name = concat!("emu_", stringify!($name))]
+            fn launch(
+                grid: $crate::cuda::emu::Dim3,
+                block: $crate::cuda::emu::Dim3,
+                shared: u32,
+                params: *const ::std::ffi::c_void,
+            );
+            #[link_name = concat!("emu_", stringify!($name), "_params_size")]
+            fn params_size() -> usize;
+        }
+        $crate::cuda::Kernel::new(
+            &$module,
+            stringify!($name),
+            $crate::cuda::emu::EmuEntry {
+                launch,
+                params_size,
+            },
+        )
+    }};
+}
+pub(crate) use kernel;
 
 /// Grid and block sizes (x, y, z) and the dynamic shared memory of one launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,4 +153,31 @@ pub trait Backend {
         cfg: LaunchConfig,
         params: &P,
     ) -> Result<()>;
+}
+
+/// Checks that `buf` holds `want` values: an [`Error::Shape`] naming `op` and `name` if not.
+pub fn check_len<B: Backend, T: Elem>(
+    dev: &B,
+    op: &'static str,
+    name: &str,
+    buf: &B::Buf<T>,
+    want: usize,
+) -> Result<()> {
+    let len = dev.len(buf);
+    if len == want {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            op,
+            msg: format!("{name} holds {len} values, expected {want}"),
+        })
+    }
+}
+
+/// `n` as the kernels' `uint32_t` count: an [`Error::Invalid`] naming `op` if it does not fit.
+pub fn count(op: &'static str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Invalid {
+        op,
+        msg: format!("{n} values exceed the kernels' 32-bit counts"),
+    })
 }

@@ -20,5 +20,6 @@ pub mod tensor;
 mod tests;
 
 pub use device_vec::{DeviceVec, DeviceVecBackend};
+pub(crate) use launch::kernel;
 pub use launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
 pub use tensor::{synchronize, to_device, zeros_on, TensorBackend};

@@ -1,12 +1,30 @@
-//! The CUDA C sources, embedded in the binary, and the `#include` expansion NVRTC needs (it
-//! compiles one string; our headers are inlined into it by name).
+//! CUDA C sources as the backend sees them: a [`Module`] (one `.cu` file, embedded in the
+//! binary, named after its op), the headers a module may include, and the `#include` expansion
+//! NVRTC needs (it compiles one string; our headers are inlined into it by name).
+//!
+//! Each op's `cuda.rs` declares its module; `crate::modules` lists them all.
 
-/// Headers a kernel source may `#include "name"`.
-pub const HEADERS: &[(&str, &str)] = &[
-    ("common.cuh", include_str!("common.cuh")),
-    ("philox.cuh", include_str!("../philox/philox.cuh")),
-    ("tiled_gemm.cuh", include_str!("tiled_gemm.cuh")),
-];
+/// A header a kernel source may `#include "name"`.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// The conventions every kernel source includes first (common.cuh).
+pub const COMMON_CUH: Header = Header {
+    name: "common.cuh",
+    source: include_str!("common.cuh"),
+};
+
+/// The shared-memory tiled product of the GEMM and the convolutions (tiled_gemm.cuh).
+pub const TILED_GEMM_CUH: Header = Header {
+    name: "tiled_gemm.cuh",
+    source: include_str!("tiled_gemm.cuh"),
+};
+
+/// The backend's own headers, which any module may include.
+pub const HEADERS: &[Header] = &[COMMON_CUH, TILED_GEMM_CUH];
 
 /// One kernel source file: a CUDA module, named after its op.
 #[derive(Debug, Clone, Copy)]
@@ -15,104 +33,55 @@ pub struct Module {
     /// Path under `kernels/src/`.
     pub path: &'static str,
     pub source: &'static str,
+    /// The headers it includes from op folders (philox.cuh), besides the backend's [`HEADERS`].
+    pub headers: &'static [Header],
 }
 
-/// Every kernel source of the crate (the compile check refuses a `.cu` file missing here).
-pub const MODULES: &[Module] = &[
-    Module {
-        name: "relu",
-        path: "relu/relu.cu",
-        source: include_str!("../relu/relu.cu"),
-    },
-    Module {
-        name: "add",
-        path: "add/add.cu",
-        source: include_str!("../add/add.cu"),
-    },
-    Module {
-        name: "dropout",
-        path: "dropout/dropout.cu",
-        source: include_str!("../dropout/dropout.cu"),
-    },
-    Module {
-        name: "adam",
-        path: "adam/adam.cu",
-        source: include_str!("../adam/adam.cu"),
-    },
-    Module {
-        name: "sgd",
-        path: "sgd/sgd.cu",
-        source: include_str!("../sgd/sgd.cu"),
-    },
-    Module {
-        name: "grad_norm",
-        path: "grad_norm/grad_norm.cu",
-        source: include_str!("../grad_norm/grad_norm.cu"),
-    },
-    Module {
-        name: "softmax_ce",
-        path: "softmax_ce/softmax_ce.cu",
-        source: include_str!("../softmax_ce/softmax_ce.cu"),
-    },
-    Module {
-        name: "maxpool",
-        path: "maxpool/maxpool.cu",
-        source: include_str!("../maxpool/maxpool.cu"),
-    },
-    Module {
-        name: "dropblock",
-        path: "dropblock/dropblock.cu",
-        source: include_str!("../dropblock/dropblock.cu"),
-    },
-    Module {
-        name: "batchnorm",
-        path: "batchnorm/batchnorm.cu",
-        source: include_str!("../batchnorm/batchnorm.cu"),
-    },
-    Module {
-        name: "gemm",
-        path: "gemm/gemm.cu",
-        source: include_str!("../gemm/gemm.cu"),
-    },
-    Module {
-        name: "conv2d",
-        path: "conv2d/conv2d.cu",
-        source: include_str!("../conv2d/conv2d.cu"),
-    },
-    Module {
-        name: "emu_harness",
-        path: "cuda/testdata/emu_harness.cu",
-        source: include_str!("testdata/emu_harness.cu"),
-    },
-];
-
-/// The module named `name`.
-pub fn module(name: &str) -> Option<&'static Module> {
-    MODULES.iter().find(|m| m.name == name)
+impl Module {
+    /// The source NVRTC compiles: [`expand_includes`] with this module's headers.
+    pub fn expanded(&self) -> Result<String, String> {
+        expand_includes(self.source, self.headers)
+    }
 }
 
-/// `source` with every `#include "x"` of a header in [`HEADERS`] replaced by the header's text,
-/// each header once (they all start with `#pragma once`); other lines are left as they are.
-pub fn expand_includes(source: &str) -> Result<String, String> {
+/// The kernels that test the test harness itself (`testdata/emu_harness.cu`): wrong on purpose,
+/// or there to show that the emulator's barrier and shuffles behave as a GPU's.
+pub const HARNESS: Module = Module {
+    name: "emu_harness",
+    path: "cuda/testdata/emu_harness.cu",
+    source: include_str!("testdata/emu_harness.cu"),
+    headers: &[],
+};
+
+/// `source` with every `#include "x"` of a header in [`HEADERS`] or `headers` replaced by the
+/// header's text, each header once (they all start with `#pragma once`); other lines are left as
+/// they are.
+pub fn expand_includes(source: &str, headers: &[Header]) -> Result<String, String> {
     let mut out = String::new();
     let mut seen = Vec::new();
-    expand_into(source, &mut out, &mut seen)?;
+    expand_into(source, headers, &mut out, &mut seen)?;
     Ok(out)
 }
 
-fn expand_into(source: &str, out: &mut String, seen: &mut Vec<&'static str>) -> Result<(), String> {
+fn expand_into(
+    source: &str,
+    headers: &[Header],
+    out: &mut String,
+    seen: &mut Vec<&'static str>,
+) -> Result<(), String> {
     for line in source.lines() {
         let trimmed = line.trim();
         if let Some(rest) = trimmed.strip_prefix("#include") {
             let name = rest.trim().trim_matches('"');
             if rest.trim().starts_with('"') {
-                let (hname, text) = HEADERS
+                let header = HEADERS
                     .iter()
-                    .find(|(h, _)| *h == name)
+                    .chain(headers)
+                    .find(|h| h.name == name)
                     .ok_or_else(|| format!("#include \"{name}\": not one of our headers"))?;
-                if !seen.contains(hname) {
-                    seen.push(hname);
-                    expand_into(text, out, seen)?;
+                if !seen.contains(&header.name) {
+                    seen.push(header.name);
+                    expand_into(header.source, headers, out, seen)?;
                 }
                 continue;
             }
@@ -123,49 +92,4 @@ fn expand_into(source: &str, out: &mut String, seen: &mut Vec<&'static str>) -> 
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_cu_file_of_the_crate_is_registered() {
-        fn walk(dir: &std::path::Path, out: &mut Vec<String>, root: &std::path::Path) {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    walk(&p, out, root);
-                } else if p.extension().is_some_and(|x| x == "cu") {
-                    out.push(
-                        p.strip_prefix(root)
-                            .unwrap()
-                            .to_string_lossy()
-                            .replace('\\', "/"),
-                    );
-                }
-            }
-        }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut on_disk = Vec::new();
-        walk(&root, &mut on_disk, &root);
-        on_disk.sort();
-        let mut registered: Vec<String> = MODULES.iter().map(|m| m.path.to_string()).collect();
-        registered.sort();
-        assert_eq!(on_disk, registered);
-    }
-
-    #[test]
-    fn includes_expand_once_and_unknown_ones_are_refused() {
-        let src = expand_includes(module("dropout").unwrap().source).unwrap();
-        assert_eq!(src.matches("struct MaskKey {").count(), 1);
-        assert_eq!(
-            src.matches("__device__ __forceinline__ T warp_sum(T v)")
-                .count(),
-            1
-        );
-        assert!(!src.contains("#include \""));
-        let e = expand_includes("#include \"nope.cuh\"\n").unwrap_err();
-        assert_eq!(e, "#include \"nope.cuh\": not one of our headers");
-    }
 }

@@ -30,6 +30,7 @@
 //! (N, C, H, W).
 
 mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

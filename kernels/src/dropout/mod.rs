@@ -9,6 +9,7 @@
 //! x: any shape -> y: same shape; dy: any shape -> dx: same shape.
 
 mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

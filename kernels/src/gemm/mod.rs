@@ -9,6 +9,7 @@
 //! [`Trans::Yes`].
 
 mod cpu;
+pub mod cuda;
 
 use tensor_core::Tensor;
 

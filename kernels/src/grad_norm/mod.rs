@@ -31,6 +31,7 @@
 //! Every tensor: any shape.
 
 mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

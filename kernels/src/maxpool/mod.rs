@@ -16,6 +16,7 @@
 //! ```
 
 mod cpu;
+pub mod cuda;
 
 use tensor_core::{Device, Tensor};
 

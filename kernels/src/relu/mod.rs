@@ -2,6 +2,7 @@
 //! and PyTorch take it).
 
 mod cpu;
+pub mod cuda;
 
 use tensor_core::{Device, Shape, Tensor};
 

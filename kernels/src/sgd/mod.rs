@@ -14,6 +14,7 @@
 //! w, buf, g: any shape, all the same.
 
 mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

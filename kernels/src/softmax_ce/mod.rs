@@ -8,6 +8,7 @@
 //! logits, probs, dlogits: (N, classes); labels: N values in 0..classes.
 
 mod cpu;
+pub mod cuda;
 mod tally;
 #[cfg(test)]
 mod tests;

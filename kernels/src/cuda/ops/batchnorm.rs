@@ -2,9 +2,9 @@
 //! sums is a `*_partial` launch over c * chunks blocks (f64 sums per chunk), a `*_finish` launch
 //! of one thread per channel (the chunks added in order), and an elementwise launch.
 
-use super::{check_len, count};
 use crate::batchnorm::{BatchNormConfig, StatsSource};
-use crate::cuda::launch::{Backend, Kernel, LaunchConfig};
+use crate::cuda::kernel;
+use crate::cuda::launch::{check_len, count, Backend, Kernel, LaunchConfig};
 use crate::cuda::params::{
     BatchNormGeom, BatchNormGradFinishParams, BatchNormGradSumsParams, BatchNormInputGradParams,
     BatchNormMomentsParams, BatchNormNormalizeParams, BatchNormStatsParams,
@@ -12,19 +12,19 @@ use crate::cuda::params::{
 use crate::{Error, Result};
 
 pub const BATCHNORM_MOMENTS_PARTIAL: Kernel<BatchNormMomentsParams> =
-    Kernel::new("batchnorm", "batchnorm_moments_partial");
+    kernel!(crate::batchnorm::cuda::MODULE, batchnorm_moments_partial);
 pub const BATCHNORM_MOMENTS_FINISH: Kernel<BatchNormStatsParams> =
-    Kernel::new("batchnorm", "batchnorm_moments_finish");
+    kernel!(crate::batchnorm::cuda::MODULE, batchnorm_moments_finish);
 pub const BATCHNORM_RUNNING_STATS: Kernel<BatchNormStatsParams> =
-    Kernel::new("batchnorm", "batchnorm_running_stats");
+    kernel!(crate::batchnorm::cuda::MODULE, batchnorm_running_stats);
 pub const BATCHNORM_NORMALIZE: Kernel<BatchNormNormalizeParams> =
-    Kernel::new("batchnorm", "batchnorm_normalize");
+    kernel!(crate::batchnorm::cuda::MODULE, batchnorm_normalize);
 pub const BATCHNORM_GRAD_PARTIAL: Kernel<BatchNormGradSumsParams> =
-    Kernel::new("batchnorm", "batchnorm_grad_partial");
+    kernel!(crate::batchnorm::cuda::MODULE, batchnorm_grad_partial);
 pub const BATCHNORM_GRAD_FINISH: Kernel<BatchNormGradFinishParams> =
-    Kernel::new("batchnorm", "batchnorm_grad_finish");
+    kernel!(crate::batchnorm::cuda::MODULE, batchnorm_grad_finish);
 pub const BATCHNORM_INPUT_GRAD: Kernel<BatchNormInputGradParams> =
-    Kernel::new("batchnorm", "batchnorm_input_grad");
+    kernel!(crate::batchnorm::cuda::MODULE, batchnorm_input_grad);
 
 /// Threads per block of the batch-norm kernels; `BATCHNORM_THREADS` in batchnorm.cu.
 pub const BATCHNORM_THREADS: u32 = 256;

@@ -3,26 +3,27 @@
 //! [`GemmTile::for_output`] picks for its output (the `_with` variants take one, for tests).
 
 use super::gemm::{tile_grid, GemmTile, GEMM_THREADS, GEMM_TILE_K};
-use super::{check_len, count};
 use crate::conv2d::{Conv2dDims, Conv2dGeom};
-use crate::cuda::launch::{Backend, Kernel, LaunchConfig};
+use crate::cuda::kernel;
+use crate::cuda::launch::{check_len, count, Backend, Kernel, LaunchConfig};
 use crate::cuda::params::{Conv2dParams, ConvGeomC, SumSplitsParams};
 use crate::Result;
 
 /// Each pass's kernels, by tile: `[large, small]`.
 pub const CONV2D_FORWARD: [Kernel<Conv2dParams>; 2] = [
-    Kernel::new("conv2d", "conv2d_forward_128"),
-    Kernel::new("conv2d", "conv2d_forward_64"),
+    kernel!(crate::conv2d::cuda::MODULE, conv2d_forward_128),
+    kernel!(crate::conv2d::cuda::MODULE, conv2d_forward_64),
 ];
 pub const CONV2D_BACKWARD_DATA: [Kernel<Conv2dParams>; 2] = [
-    Kernel::new("conv2d", "conv2d_backward_data_128"),
-    Kernel::new("conv2d", "conv2d_backward_data_64"),
+    kernel!(crate::conv2d::cuda::MODULE, conv2d_backward_data_128),
+    kernel!(crate::conv2d::cuda::MODULE, conv2d_backward_data_64),
 ];
 pub const CONV2D_BACKWARD_WEIGHT: [Kernel<Conv2dParams>; 2] = [
-    Kernel::new("conv2d", "conv2d_backward_weight_128"),
-    Kernel::new("conv2d", "conv2d_backward_weight_64"),
+    kernel!(crate::conv2d::cuda::MODULE, conv2d_backward_weight_128),
+    kernel!(crate::conv2d::cuda::MODULE, conv2d_backward_weight_64),
 ];
-pub const CONV2D_SUM_SPLITS: Kernel<SumSplitsParams> = Kernel::new("conv2d", "conv2d_sum_splits");
+pub const CONV2D_SUM_SPLITS: Kernel<SumSplitsParams> =
+    kernel!(crate::conv2d::cuda::MODULE, conv2d_sum_splits);
 
 /// Blocks of the large tile that an H100's 132 multiprocessors run at once (two each): one
 /// wave. Backward-weight splits its long sum over the batch's pixels so that its output tiles

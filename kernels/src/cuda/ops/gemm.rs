@@ -1,14 +1,14 @@
 //! SGEMM on the device, as [`crate::gemm::sgemm`]: the tiled kernel of gemm.cu, and the choice
 //! of its tile size that the convolutions share.
 
-use super::{check_len, count};
-use crate::cuda::launch::{Backend, Kernel, LaunchConfig};
+use crate::cuda::kernel;
+use crate::cuda::launch::{check_len, count, Backend, Kernel, LaunchConfig};
 use crate::cuda::params::SgemmParams;
 use crate::gemm::Trans;
 use crate::{Error, Result};
 
-pub const SGEMM_128: Kernel<SgemmParams> = Kernel::new("gemm", "sgemm_128");
-pub const SGEMM_64: Kernel<SgemmParams> = Kernel::new("gemm", "sgemm_64");
+pub const SGEMM_128: Kernel<SgemmParams> = kernel!(crate::gemm::cuda::MODULE, sgemm_128);
+pub const SGEMM_64: Kernel<SgemmParams> = kernel!(crate::gemm::cuda::MODULE, sgemm_64);
 
 /// Threads of a tiled-product block, and the depth of one k step; tiled_gemm.cuh.
 pub const GEMM_THREADS: u32 = 256;

@@ -15,43 +15,20 @@ pub use batchnorm::*;
 pub use conv2d::*;
 pub use gemm::*;
 
-use super::launch::{Backend, Elem, Kernel, LaunchConfig, ELEMENTWISE_THREADS};
+use super::kernel;
+use super::launch::{check_len, count, Backend, Kernel, LaunchConfig, ELEMENTWISE_THREADS};
 use super::params::*;
 use crate::philox::MaskKey;
 use crate::{Error, Result};
 
-/// Checks that `buf` holds `want` values.
-fn check_len<B: Backend, T: Elem>(
-    dev: &B,
-    op: &'static str,
-    name: &str,
-    buf: &B::Buf<T>,
-    want: usize,
-) -> Result<()> {
-    let len = dev.len(buf);
-    if len == want {
-        Ok(())
-    } else {
-        Err(Error::Shape {
-            op,
-            msg: format!("{name} holds {len} values, expected {want}"),
-        })
-    }
-}
-
-/// `n` as the kernels' `uint32_t` count.
-fn count(op: &'static str, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Invalid {
-        op,
-        msg: format!("{n} values exceed the kernels' 32-bit counts"),
-    })
-}
-
-pub const RELU_FORWARD: Kernel<ReluForwardParams> = Kernel::new("relu", "relu_forward");
-pub const RELU_BACKWARD: Kernel<ReluBackwardParams> = Kernel::new("relu", "relu_backward");
-pub const ADD: Kernel<AddParams> = Kernel::new("add", "add");
-pub const ADD_ASSIGN: Kernel<AddAssignParams> = Kernel::new("add", "add_assign");
-pub const DROPOUT_APPLY: Kernel<DropoutParams> = Kernel::new("dropout", "dropout_apply");
+pub const RELU_FORWARD: Kernel<ReluForwardParams> =
+    kernel!(crate::relu::cuda::MODULE, relu_forward);
+pub const RELU_BACKWARD: Kernel<ReluBackwardParams> =
+    kernel!(crate::relu::cuda::MODULE, relu_backward);
+pub const ADD: Kernel<AddParams> = kernel!(crate::add::cuda::MODULE, add);
+pub const ADD_ASSIGN: Kernel<AddAssignParams> = kernel!(crate::add::cuda::MODULE, add_assign);
+pub const DROPOUT_APPLY: Kernel<DropoutParams> =
+    kernel!(crate::dropout::cuda::MODULE, dropout_apply);
 
 /// y = max(x, 0). x: (n) -> y: (n).
 pub fn relu_forward<B: Backend>(dev: &B, y: &mut B::Buf<f32>, x: &B::Buf<f32>) -> Result<()> {
@@ -147,24 +124,29 @@ pub fn dropout_apply<B: Backend>(
     unsafe { dev.launch(DROPOUT_APPLY, LaunchConfig::elementwise(n), &p) }
 }
 
-pub const ADAM_UPDATE: Kernel<AdamParams> = Kernel::new("adam", "adam_update");
+pub const ADAM_UPDATE: Kernel<AdamParams> = kernel!(crate::adam::cuda::MODULE, adam_update);
 pub const SUM_OF_SQUARES_PARTIAL: Kernel<SumSquaresParams> =
-    Kernel::new("grad_norm", "sum_of_squares_partial");
-pub const SUM_PARTIALS: Kernel<SumPartialsParams> = Kernel::new("grad_norm", "sum_partials");
-pub const SCALE_IN_PLACE: Kernel<ScaleParams> = Kernel::new("grad_norm", "scale_in_place");
+    kernel!(crate::grad_norm::cuda::MODULE, sum_of_squares_partial);
+pub const SUM_PARTIALS: Kernel<SumPartialsParams> =
+    kernel!(crate::grad_norm::cuda::MODULE, sum_partials);
+pub const SCALE_IN_PLACE: Kernel<ScaleParams> =
+    kernel!(crate::grad_norm::cuda::MODULE, scale_in_place);
 pub const SOFTMAX_CE_FORWARD: Kernel<SoftmaxCeForwardParams> =
-    Kernel::new("softmax_ce", "softmax_ce_forward");
+    kernel!(crate::softmax_ce::cuda::MODULE, softmax_ce_forward);
 pub const SOFTMAX_CE_BACKWARD: Kernel<SoftmaxCeBackwardParams> =
-    Kernel::new("softmax_ce", "softmax_ce_backward");
+    kernel!(crate::softmax_ce::cuda::MODULE, softmax_ce_backward);
 pub const SOFTMAX_CE_TALLY: Kernel<SoftmaxCeTallyParams> =
-    Kernel::new("softmax_ce", "softmax_ce_tally");
-pub const MAXPOOL_FORWARD: Kernel<MaxPoolParams> = Kernel::new("maxpool", "maxpool_forward");
-pub const MAXPOOL_BACKWARD: Kernel<MaxPoolParams> = Kernel::new("maxpool", "maxpool_backward");
-pub const DROPBLOCK_MASK: Kernel<DropBlockMaskParams> = Kernel::new("dropblock", "dropblock_mask");
+    kernel!(crate::softmax_ce::cuda::MODULE, softmax_ce_tally);
+pub const MAXPOOL_FORWARD: Kernel<MaxPoolParams> =
+    kernel!(crate::maxpool::cuda::MODULE, maxpool_forward);
+pub const MAXPOOL_BACKWARD: Kernel<MaxPoolParams> =
+    kernel!(crate::maxpool::cuda::MODULE, maxpool_backward);
+pub const DROPBLOCK_MASK: Kernel<DropBlockMaskParams> =
+    kernel!(crate::dropblock::cuda::MODULE, dropblock_mask);
 pub const DROPBLOCK_SCALE: Kernel<DropBlockScaleParams> =
-    Kernel::new("dropblock", "dropblock_scale");
+    kernel!(crate::dropblock::cuda::MODULE, dropblock_scale);
 pub const DROPBLOCK_APPLY: Kernel<DropBlockApplyParams> =
-    Kernel::new("dropblock", "dropblock_apply");
+    kernel!(crate::dropblock::cuda::MODULE, dropblock_apply);
 
 /// One Adam step `t` (from 1), as [`crate::adam::adam_update`]. w, m, v, g: (n); w, m, v updated.
 #[allow(clippy::too_many_arguments)]
@@ -198,7 +180,7 @@ pub fn adam_update<B: Backend>(
     unsafe { dev.launch(ADAM_UPDATE, LaunchConfig::elementwise(n), &p) }
 }
 
-pub const SGD_UPDATE: Kernel<SgdParams> = Kernel::new("sgd", "sgd_update");
+pub const SGD_UPDATE: Kernel<SgdParams> = kernel!(crate::sgd::cuda::MODULE, sgd_update);
 
 /// One SGD step, as [`crate::sgd::sgd_update`] (the caller checks `cfg`). w, buf, g: (n); w and
 /// buf updated.

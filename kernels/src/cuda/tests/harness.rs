@@ -2,9 +2,11 @@
 //! shared memory and warp shuffles must behave as on a GPU.
 
 use super::super::emu::{Emu, EmuBuf};
+use super::super::kernel;
 use super::super::launch::{Backend, Kernel, LaunchConfig};
 use super::super::ops;
 use super::super::params::ReluForwardParams;
+use super::super::source::HARNESS;
 use super::{assert_close, compare, uniform, EXACT};
 use crate::relu::relu_forward;
 use tensor_core::Tensor;
@@ -12,7 +14,13 @@ use tensor_core::Tensor;
 /// The harness kernels take `ReluForwardParams`' layout (y, x, n): `HarnessParams` in C.
 type HarnessParams = ReluForwardParams;
 
-fn run(name: &'static str, x: &[f32], out_len: usize, cfg: LaunchConfig) -> Vec<f32> {
+const BROKEN_RELU_FORWARD: Kernel<HarnessParams> = kernel!(HARNESS, broken_relu_forward);
+const REVERSE_IN_BLOCK: Kernel<HarnessParams> = kernel!(HARNESS, reverse_in_block);
+const REVERSE_IN_BLOCK_NO_BARRIER: Kernel<HarnessParams> =
+    kernel!(HARNESS, reverse_in_block_no_barrier);
+const WARP_SUMS: Kernel<HarnessParams> = kernel!(HARNESS, warp_sums);
+
+fn run(kernel: Kernel<HarnessParams>, x: &[f32], out_len: usize, cfg: LaunchConfig) -> Vec<f32> {
     let dev = Emu;
     let xb = dev.upload(x).unwrap();
     let mut y: EmuBuf<f32> = dev.alloc(out_len).unwrap();
@@ -22,7 +30,7 @@ fn run(name: &'static str, x: &[f32], out_len: usize, cfg: LaunchConfig) -> Vec<
         n: x.len() as u32,
     };
     // SAFETY: every harness kernel reads x[0..n) and writes y[0..out_len) under these configs.
-    unsafe { dev.launch(Kernel::new("emu_harness", name), cfg, &p) }.unwrap();
+    unsafe { dev.launch(kernel, cfg, &p) }.unwrap();
     dev.download(&y).unwrap()
 }
 
@@ -32,7 +40,7 @@ fn emu_harness_reports_a_kernel_reading_the_wrong_index() {
     let x = uniform(1, n, -1.0, 1.0);
     let mut cpu = Tensor::zeros([n]);
     relu_forward(&mut cpu, &Tensor::from_vec([n], x.clone()).unwrap()).unwrap();
-    let gpu = run("broken_relu_forward", &x, n, LaunchConfig::elementwise(n));
+    let gpu = run(BROKEN_RELU_FORWARD, &x, n, LaunchConfig::elementwise(n));
     let err = compare(&gpu, cpu.as_slice().unwrap(), EXACT).unwrap_err();
     assert!(err.starts_with("first mismatch at index "), "{err}");
     // The same input through the right kernel passes, so the failure is the bug's.
@@ -60,13 +68,13 @@ fn emu_barrier_is_real_and_a_missing_one_is_caught() {
     let cfg = LaunchConfig::linear(blocks, threads, threads * 4);
     assert_close(
         "reverse with barrier",
-        &run("reverse_in_block", &x, n, cfg),
+        &run(REVERSE_IN_BLOCK, &x, n, cfg),
         &want,
         EXACT,
     );
     // Without it, threads read slots their partners have not written yet: still the NaN poison
     // the emulator fills shared memory with, or nothing sensible.
-    let racy = run("reverse_in_block_no_barrier", &x, n, cfg);
+    let racy = run(REVERSE_IN_BLOCK_NO_BARRIER, &x, n, cfg);
     assert!(
         compare(&racy, &want, EXACT).is_err(),
         "the missing barrier went unnoticed"
@@ -77,7 +85,7 @@ fn emu_barrier_is_real_and_a_missing_one_is_caught() {
 fn emu_warp_shuffles_sum_each_warp() {
     let n = 256 + 64;
     let x = uniform(2, n, -1.0, 1.0);
-    let got = run("warp_sums", &x, n / 32, LaunchConfig::linear(5, 64, 0));
+    let got = run(WARP_SUMS, &x, n / 32, LaunchConfig::linear(5, 64, 0));
     // The shuffle tree's order: offsets 16, 8, 4, 2, 1 (lane i adds lane i + offset).
     let want: Vec<f32> = x
         .chunks(32)
