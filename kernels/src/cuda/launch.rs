@@ -28,6 +28,22 @@ impl Elem for f64 {}
 /// The type must be `#[repr(C)]` with exactly the C struct's fields, in order, of the same sizes.
 pub unsafe trait KernelParams: DeviceRepr + Copy {}
 
+/// Declares kernel parameter structs: `#[repr(C)]`, `Copy`, passable to a CUDA launch, each the
+/// field-by-field twin of the C struct its doc names.
+macro_rules! params {
+    ($($(#[$doc:meta])* pub struct $name:ident { $(pub $field:ident: $ty:ty,)* })*) => {$(
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct $name { $(pub $field: $ty,)* }
+        // SAFETY: a plain-old-data #[repr(C)] struct of integers and floats.
+        unsafe impl ::cudarc::driver::DeviceRepr for $name {}
+        // SAFETY: mirrors the C struct of the same name in the kernel source, field by field.
+        unsafe impl $crate::cuda::KernelParams for $name {}
+    )*};
+}
+pub(crate) use params;
+
 /// A kernel: its module (the `.cu` file, named after its op), its `extern "C"` name and its
 /// entry point on the emulated device, typed by its parameter struct so that a launch cannot
 /// pass the wrong one. Built by [`kernel!`].

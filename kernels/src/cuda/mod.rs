@@ -14,6 +14,8 @@ pub mod gpu;
 pub mod launch;
 pub mod ops;
 pub mod params;
+#[cfg(test)]
+pub(crate) mod parity;
 pub mod source;
 pub mod tensor;
 #[cfg(test)]

@@ -2,24 +2,8 @@
 //! Device addresses are `u64` (a C pointer is 8 bytes on every target we build for). The
 //! emulated device checks each struct's size against the C compiler's at every launch.
 
-use cudarc::driver::DeviceRepr;
-
-use super::launch::KernelParams;
+use super::launch::params;
 use crate::philox;
-
-/// Declares parameter structs as `#[repr(C)]`, `Copy`, passable to a CUDA launch.
-macro_rules! params {
-    ($($(#[$doc:meta])* pub struct $name:ident { $(pub $field:ident: $ty:ty,)* })*) => {$(
-        $(#[$doc])*
-        #[repr(C)]
-        #[derive(Debug, Clone, Copy, PartialEq)]
-        pub struct $name { $(pub $field: $ty,)* }
-        // SAFETY: a plain-old-data #[repr(C)] struct of integers and floats.
-        unsafe impl DeviceRepr for $name {}
-        // SAFETY: mirrors the C struct of the same name in the kernel source, field by field.
-        unsafe impl KernelParams for $name {}
-    )*};
-}
 
 params! {
     /// `MaskKey` in philox.cuh: [`philox::MaskKey`] split into 32-bit words.
@@ -29,21 +13,6 @@ params! {
         pub step_lo: u32,
         pub step_hi: u32,
         pub layer: u32,
-    }
-
-    /// relu.cu `ReluForwardParams`: x: (n) -> y: (n).
-    pub struct ReluForwardParams {
-        pub y: u64,
-        pub x: u64,
-        pub n: u32,
-    }
-
-    /// relu.cu `ReluBackwardParams`: dy, x: (n) -> dx: (n).
-    pub struct ReluBackwardParams {
-        pub dx: u64,
-        pub dy: u64,
-        pub x: u64,
-        pub n: u32,
     }
 
     /// add.cu `AddParams`: a, b: (n) -> y: (n).

@@ -3,11 +3,13 @@
 
 mod cpu;
 pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 
 use tensor_core::{Device, Shape, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::TensorBackend;
 
 use crate::{add::add_assign, Result};
 
@@ -132,7 +134,7 @@ pub fn relu_forward(y: &mut Tensor, x: &Tensor) -> Result<()> {
     y.expect_shape(OP, "y", x.dims())?;
     match Tensor::common_device(OP, &[("y", y), ("x", x)])? {
         Device::Cpu => cpu::forward(y.as_mut_slice()?, x.as_slice()?),
-        d => on_cuda!(OP, d, |b| ops::relu_forward(
+        d => on_cuda!(OP, d, |b| cuda::relu_forward(
             b,
             b.buf_mut(OP, y)?,
             b.buf(OP, x)?
@@ -154,7 +156,7 @@ pub fn relu_backward(dx: &mut Tensor, dy: &Tensor, x: &Tensor) -> Result<()> {
     dx.expect_shape(OP, "dx", x.dims())?;
     match Tensor::common_device(OP, &[("dx", dx), ("dy", dy), ("x", x)])? {
         Device::Cpu => cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, x.as_slice()?),
-        d => on_cuda!(OP, d, |b| ops::relu_backward(
+        d => on_cuda!(OP, d, |b| cuda::relu_backward(
             b,
             b.buf_mut(OP, dx)?,
             b.buf(OP, dy)?,

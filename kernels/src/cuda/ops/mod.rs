@@ -15,55 +15,18 @@ pub use batchnorm::*;
 pub use conv2d::*;
 pub use gemm::*;
 
+pub use crate::relu::cuda::*;
+
 use super::kernel;
 use super::launch::{check_len, count, Backend, Kernel, LaunchConfig, ELEMENTWISE_THREADS};
 use super::params::*;
 use crate::philox::MaskKey;
 use crate::{Error, Result};
 
-pub const RELU_FORWARD: Kernel<ReluForwardParams> =
-    kernel!(crate::relu::cuda::MODULE, relu_forward);
-pub const RELU_BACKWARD: Kernel<ReluBackwardParams> =
-    kernel!(crate::relu::cuda::MODULE, relu_backward);
 pub const ADD: Kernel<AddParams> = kernel!(crate::add::cuda::MODULE, add);
 pub const ADD_ASSIGN: Kernel<AddAssignParams> = kernel!(crate::add::cuda::MODULE, add_assign);
 pub const DROPOUT_APPLY: Kernel<DropoutParams> =
     kernel!(crate::dropout::cuda::MODULE, dropout_apply);
-
-/// y = max(x, 0). x: (n) -> y: (n).
-pub fn relu_forward<B: Backend>(dev: &B, y: &mut B::Buf<f32>, x: &B::Buf<f32>) -> Result<()> {
-    const OP: &str = "cuda relu_forward";
-    let n = dev.len(x);
-    check_len(dev, OP, "y", y, n)?;
-    let p = ReluForwardParams {
-        y: dev.addr_mut(y),
-        x: dev.addr(x),
-        n: count(OP, n)?,
-    };
-    // SAFETY: y and x are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(RELU_FORWARD, LaunchConfig::elementwise(n), &p) }
-}
-
-/// dx = dy * [x > 0]. dy, x: (n) -> dx: (n).
-pub fn relu_backward<B: Backend>(
-    dev: &B,
-    dx: &mut B::Buf<f32>,
-    dy: &B::Buf<f32>,
-    x: &B::Buf<f32>,
-) -> Result<()> {
-    const OP: &str = "cuda relu_backward";
-    let n = dev.len(x);
-    check_len(dev, OP, "dy", dy, n)?;
-    check_len(dev, OP, "dx", dx, n)?;
-    let p = ReluBackwardParams {
-        dx: dev.addr_mut(dx),
-        dy: dev.addr(dy),
-        x: dev.addr(x),
-        n: count(OP, n)?,
-    };
-    // SAFETY: dx, dy and x are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(RELU_BACKWARD, LaunchConfig::elementwise(n), &p) }
-}
 
 /// y = a + b. a, b: (n) -> y: (n).
 pub fn add<B: Backend>(

@@ -5,9 +5,9 @@ use super::super::emu::{Emu, EmuBuf};
 use super::super::kernel;
 use super::super::launch::{Backend, Kernel, LaunchConfig};
 use super::super::ops;
-use super::super::params::ReluForwardParams;
 use super::super::source::HARNESS;
 use super::{assert_close, compare, uniform, EXACT};
+use crate::relu::cuda::ReluForwardParams;
 use crate::relu::relu_forward;
 use tensor_core::Tensor;
 

@@ -1,0 +1,83 @@
+//! ReLU: the CPU functions against the CUDA kernels of relu.cu, on the emulated device (`emu_*`)
+//! and on a GPU (`gpu_*`, ignored here; scripts/gpu-check.sh runs them).
+
+use tensor_core::Tensor;
+
+use super::cuda;
+use crate::cuda::emu::Emu;
+use crate::cuda::gpu::Gpu;
+use crate::cuda::launch::{Backend, LaunchConfig, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS};
+use crate::cuda::parity::{assert_close, uniform, EXACT};
+
+/// Odd lengths: a single value, a partial block, several blocks and a partial one.
+const LENGTHS: [usize; 3] = [1, 1000, 20_011];
+
+fn tensor(v: &[f32]) -> Tensor {
+    Tensor::from_vec([v.len()], v.to_vec()).unwrap()
+}
+
+#[test]
+fn emu_relu_matches_cpu() {
+    relu_matches_cpu(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_relu_matches_cpu() {
+    relu_matches_cpu(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn relu_matches_cpu<B: Backend>(dev: &B) {
+    for (s, &n) in LENGTHS.iter().enumerate() {
+        let x = uniform(10 + s as u64, n, -1.0, 1.0);
+        let dy = uniform(20 + s as u64, n, -1.0, 1.0);
+        let (mut y_cpu, mut dx_cpu) = (Tensor::zeros([n]), Tensor::zeros([n]));
+        crate::relu::relu_forward(&mut y_cpu, &tensor(&x)).unwrap();
+        crate::relu::relu_backward(&mut dx_cpu, &tensor(&dy), &tensor(&x)).unwrap();
+        let (xb, dyb) = (dev.upload(&x).unwrap(), dev.upload(&dy).unwrap());
+        let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
+        let mut dx = dev.upload(&vec![f32::NAN; n]).unwrap();
+        cuda::relu_forward(dev, &mut y, &xb).unwrap();
+        cuda::relu_backward(dev, &mut dx, &dyb, &xb).unwrap();
+        assert_close(
+            "relu_forward",
+            &dev.download(&y).unwrap(),
+            y_cpu.as_slice().unwrap(),
+            EXACT,
+        );
+        assert_close(
+            "relu_backward",
+            &dev.download(&dx).unwrap(),
+            dx_cpu.as_slice().unwrap(),
+            EXACT,
+        );
+    }
+}
+
+#[test]
+fn emu_relu_loops_past_the_grid_cap() {
+    relu_loops_past_the_grid_cap(&Emu);
+}
+
+#[test]
+#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+fn gpu_relu_loops_past_the_grid_cap() {
+    relu_loops_past_the_grid_cap(Gpu::shared(0).expect("GPU 0"));
+}
+
+fn relu_loops_past_the_grid_cap<B: Backend>(dev: &B) {
+    let n = (MAX_ELEMENTWISE_BLOCKS * ELEMENTWISE_THREADS) as usize + 7;
+    assert_eq!(LaunchConfig::elementwise(n).grid.0, MAX_ELEMENTWISE_BLOCKS);
+    let x = uniform(15, n, -1.0, 1.0);
+    let mut y_cpu = Tensor::zeros([n]);
+    crate::relu::relu_forward(&mut y_cpu, &tensor(&x)).unwrap();
+    let xb = dev.upload(&x).unwrap();
+    let mut y = dev.upload(&vec![f32::NAN; n]).unwrap();
+    cuda::relu_forward(dev, &mut y, &xb).unwrap();
+    assert_close(
+        "relu_forward",
+        &dev.download(&y).unwrap(),
+        y_cpu.as_slice().unwrap(),
+        EXACT,
+    );
+}
