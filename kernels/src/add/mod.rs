@@ -3,11 +3,13 @@
 
 mod cpu;
 pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 
 use tensor_core::{Device, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::TensorBackend;
 
 use crate::Result;
 
@@ -24,7 +26,7 @@ pub fn add(y: &mut Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
     y.expect_shape(OP, "y", a.dims())?;
     match Tensor::common_device(OP, &[("y", y), ("a", a), ("b", b)])? {
         Device::Cpu => cpu::add(y.as_mut_slice()?, a.as_slice()?, b.as_slice()?),
-        d => on_cuda!(OP, d, |dev| ops::add(
+        d => on_cuda!(OP, d, |dev| cuda::add(
             dev,
             dev.buf_mut(OP, y)?,
             dev.buf(OP, a)?,
@@ -46,7 +48,7 @@ pub fn add_assign(acc: &mut Tensor, b: &Tensor) -> Result<()> {
     b.expect_shape(OP, "b", acc.dims())?;
     match Tensor::common_device(OP, &[("acc", acc), ("b", b)])? {
         Device::Cpu => cpu::add_assign(acc.as_mut_slice()?, b.as_slice()?),
-        d => on_cuda!(OP, d, |dev| ops::add_assign(
+        d => on_cuda!(OP, d, |dev| cuda::add_assign(
             dev,
             dev.buf_mut(OP, acc)?,
             dev.buf(OP, b)?

@@ -3,42 +3,9 @@
 //! emulated device checks each struct's size against the C compiler's at every launch.
 
 use super::launch::params;
-use crate::philox;
+use crate::philox::cuda::MaskKeyC;
 
 params! {
-    /// `MaskKey` in philox.cuh: [`philox::MaskKey`] split into 32-bit words.
-    pub struct MaskKeyC {
-        pub seed_lo: u32,
-        pub seed_hi: u32,
-        pub step_lo: u32,
-        pub step_hi: u32,
-        pub layer: u32,
-    }
-
-    /// add.cu `AddParams`: a, b: (n) -> y: (n).
-    pub struct AddParams {
-        pub y: u64,
-        pub a: u64,
-        pub b: u64,
-        pub n: u32,
-    }
-
-    /// add.cu `AddAssignParams`: acc += b, both (n).
-    pub struct AddAssignParams {
-        pub acc: u64,
-        pub b: u64,
-        pub n: u32,
-    }
-
-    /// dropout.cu `DropoutParams`: inp: (n) -> out: (n).
-    pub struct DropoutParams {
-        pub out: u64,
-        pub inp: u64,
-        pub key: MaskKeyC,
-        pub keep: f32,
-        pub n: u32,
-    }
-
     /// adam.cu `AdamParams`: w, m, v, g: (n).
     pub struct AdamParams {
         pub w: u64,
@@ -290,17 +257,5 @@ params! {
         pub inv_std: u64,
         pub coef: u64,
         pub g: BatchNormGeom,
-    }
-}
-
-impl From<philox::MaskKey> for MaskKeyC {
-    fn from(k: philox::MaskKey) -> MaskKeyC {
-        MaskKeyC {
-            seed_lo: k.seed as u32,
-            seed_hi: (k.seed >> 32) as u32,
-            step_lo: k.step as u32,
-            step_hi: (k.step >> 32) as u32,
-            layer: k.layer,
-        }
     }
 }

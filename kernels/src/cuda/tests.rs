@@ -3,7 +3,6 @@
 
 mod batchnorm;
 mod conv2d;
-mod elementwise;
 mod gemm;
 mod harness;
 mod optim_loss;

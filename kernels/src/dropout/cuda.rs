@@ -1,6 +1,12 @@
-//! dropout on a CUDA device: the launch code of dropout.cu.
+//! Dropout on a CUDA device: the launch code of dropout.cu, written once against [`Backend`] for
+//! the GPU and the emulated device.
 
+use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::philox::cuda::MaskKeyC;
+use crate::philox::MaskKey;
+use crate::Result;
 
 /// dropout.cu.
 pub const MODULE: Module = Module {
@@ -9,3 +15,40 @@ pub const MODULE: Module = Module {
     source: include_str!("dropout.cu"),
     headers: &[crate::philox::cuda::HEADER],
 };
+
+params! {
+    /// dropout.cu `DropoutParams`: inp: (n) -> out: (n).
+    pub struct DropoutParams {
+        pub out: u64,
+        pub inp: u64,
+        pub key: MaskKeyC,
+        pub keep: f32,
+        pub n: u32,
+    }
+}
+
+pub const DROPOUT_APPLY: Kernel<DropoutParams> = kernel!(MODULE, dropout_apply);
+
+/// out = inp * [uniform(i) < keep] / keep, the mask of `crate::dropout` (forward with inp = x,
+/// backward with inp = dy and the forward's key). inp: (n) -> out: (n).
+pub fn dropout_apply<B: Backend>(
+    dev: &B,
+    out: &mut B::Buf<f32>,
+    inp: &B::Buf<f32>,
+    keep: f32,
+    key: MaskKey,
+) -> Result<()> {
+    const OP: &str = "cuda dropout_apply";
+    crate::dropout::check_keep_prob(OP, keep)?;
+    let n = dev.len(inp);
+    check_len(dev, OP, "out", out, n)?;
+    let p = DropoutParams {
+        out: dev.addr_mut(out),
+        inp: dev.addr(inp),
+        key: key.into(),
+        keep,
+        n: count(OP, n)?,
+    };
+    // SAFETY: out and inp are live buffers of n values; the kernel touches indices < n.
+    unsafe { dev.launch(DROPOUT_APPLY, LaunchConfig::elementwise(n), &p) }
+}

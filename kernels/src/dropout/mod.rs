@@ -11,12 +11,14 @@
 mod cpu;
 pub mod cuda;
 #[cfg(test)]
+mod cuda_tests;
+#[cfg(test)]
 mod tests;
 
 use tensor_core::{Device, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::TensorBackend;
 
 use crate::philox::MaskKey;
 use crate::{Error, Result};
@@ -68,7 +70,7 @@ fn apply_mask(
     out.expect_shape(op, out_name, inp.dims())?;
     match Tensor::common_device(op, &[(out_name, out), (inp_name, inp)])? {
         Device::Cpu => cpu::apply_mask(out.as_mut_slice()?, inp.as_slice()?, keep, key),
-        d => on_cuda!(op, d, |b| ops::dropout_apply(
+        d => on_cuda!(op, d, |b| cuda::dropout_apply(
             b,
             b.buf_mut(op, out)?,
             b.buf(op, inp)?,

@@ -15,77 +15,15 @@ pub use batchnorm::*;
 pub use conv2d::*;
 pub use gemm::*;
 
-pub use crate::relu::cuda::*;
+// Until every op's launch code has moved into its folder (each exports a MODULE).
+#[allow(ambiguous_glob_reexports)]
+pub use crate::{add::cuda::*, dropout::cuda::*, relu::cuda::*};
 
 use super::kernel;
 use super::launch::{check_len, count, Backend, Kernel, LaunchConfig, ELEMENTWISE_THREADS};
 use super::params::*;
 use crate::philox::MaskKey;
 use crate::{Error, Result};
-
-pub const ADD: Kernel<AddParams> = kernel!(crate::add::cuda::MODULE, add);
-pub const ADD_ASSIGN: Kernel<AddAssignParams> = kernel!(crate::add::cuda::MODULE, add_assign);
-pub const DROPOUT_APPLY: Kernel<DropoutParams> =
-    kernel!(crate::dropout::cuda::MODULE, dropout_apply);
-
-/// y = a + b. a, b: (n) -> y: (n).
-pub fn add<B: Backend>(
-    dev: &B,
-    y: &mut B::Buf<f32>,
-    a: &B::Buf<f32>,
-    b: &B::Buf<f32>,
-) -> Result<()> {
-    const OP: &str = "cuda add";
-    let n = dev.len(a);
-    check_len(dev, OP, "b", b, n)?;
-    check_len(dev, OP, "y", y, n)?;
-    let p = AddParams {
-        y: dev.addr_mut(y),
-        a: dev.addr(a),
-        b: dev.addr(b),
-        n: count(OP, n)?,
-    };
-    // SAFETY: y, a and b are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(ADD, LaunchConfig::elementwise(n), &p) }
-}
-
-/// acc += b. acc, b: (n); acc accumulated into.
-pub fn add_assign<B: Backend>(dev: &B, acc: &mut B::Buf<f32>, b: &B::Buf<f32>) -> Result<()> {
-    const OP: &str = "cuda add_assign";
-    let n = dev.len(acc);
-    check_len(dev, OP, "b", b, n)?;
-    let p = AddAssignParams {
-        acc: dev.addr_mut(acc),
-        b: dev.addr(b),
-        n: count(OP, n)?,
-    };
-    // SAFETY: acc and b are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(ADD_ASSIGN, LaunchConfig::elementwise(n), &p) }
-}
-
-/// out = inp * [uniform(i) < keep] / keep, the mask of `crate::dropout` (forward with inp = x,
-/// backward with inp = dy and the forward's key). inp: (n) -> out: (n).
-pub fn dropout_apply<B: Backend>(
-    dev: &B,
-    out: &mut B::Buf<f32>,
-    inp: &B::Buf<f32>,
-    keep: f32,
-    key: MaskKey,
-) -> Result<()> {
-    const OP: &str = "cuda dropout_apply";
-    crate::dropout::check_keep_prob(OP, keep)?;
-    let n = dev.len(inp);
-    check_len(dev, OP, "out", out, n)?;
-    let p = DropoutParams {
-        out: dev.addr_mut(out),
-        inp: dev.addr(inp),
-        key: key.into(),
-        keep,
-        n: count(OP, n)?,
-    };
-    // SAFETY: out and inp are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(DROPOUT_APPLY, LaunchConfig::elementwise(n), &p) }
-}
 
 pub const ADAM_UPDATE: Kernel<AdamParams> = kernel!(crate::adam::cuda::MODULE, adam_update);
 pub const SUM_OF_SQUARES_PARTIAL: Kernel<SumSquaresParams> =
