@@ -1,6 +1,10 @@
-//! adam on a CUDA device: the launch code of adam.cu.
+//! Adam on a CUDA device: the launch code of adam.cu, written once against [`Backend`] for the
+//! GPU and the emulated device.
 
+use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::Result;
 
 /// adam.cu.
 pub const MODULE: Module = Module {
@@ -9,3 +13,52 @@ pub const MODULE: Module = Module {
     source: include_str!("adam.cu"),
     headers: &[],
 };
+
+params! {
+    /// adam.cu `AdamParams`: w, m, v, g: (n).
+    pub struct AdamParams {
+        pub w: u64,
+        pub m: u64,
+        pub v: u64,
+        pub g: u64,
+        pub beta1: f32,
+        pub beta2: f32,
+        pub epsilon: f32,
+        pub lr_t: f32,
+        pub n: u32,
+    }
+}
+
+pub const ADAM_UPDATE: Kernel<AdamParams> = kernel!(MODULE, adam_update);
+
+/// One Adam step `t` (from 1), as [`crate::adam::adam_update`]. w, m, v, g: (n); w, m, v updated.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_update<B: Backend>(
+    dev: &B,
+    w: &mut B::Buf<f32>,
+    m: &mut B::Buf<f32>,
+    v: &mut B::Buf<f32>,
+    g: &B::Buf<f32>,
+    cfg: &crate::adam::Adam,
+    t: u64,
+) -> Result<()> {
+    const OP: &str = "cuda adam_update";
+    let lr_t = cfg.lr_t(t)?;
+    let n = dev.len(w);
+    check_len(dev, OP, "m", m, n)?;
+    check_len(dev, OP, "v", v, n)?;
+    check_len(dev, OP, "g", g, n)?;
+    let p = AdamParams {
+        w: dev.addr_mut(w),
+        m: dev.addr_mut(m),
+        v: dev.addr_mut(v),
+        g: dev.addr(g),
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        epsilon: cfg.epsilon,
+        lr_t,
+        n: count(OP, n)?,
+    };
+    // SAFETY: w, m, v and g are live buffers of n values; the kernel touches indices < n.
+    unsafe { dev.launch(ADAM_UPDATE, LaunchConfig::elementwise(n), &p) }
+}

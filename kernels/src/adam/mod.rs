@@ -17,12 +17,14 @@
 mod cpu;
 pub mod cuda;
 #[cfg(test)]
+mod cuda_tests;
+#[cfg(test)]
 mod tests;
 
 use tensor_core::{Device, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::TensorBackend;
 
 use crate::{Error, Result};
 
@@ -109,7 +111,7 @@ pub fn adam_update(
             cfg,
             lr_t,
         ),
-        d => on_cuda!(OP, d, |b| ops::adam_update(
+        d => on_cuda!(OP, d, |b| cuda::adam_update(
             b,
             b.buf_mut(OP, w)?,
             b.buf_mut(OP, m)?,

@@ -5,7 +5,6 @@ mod batchnorm;
 mod conv2d;
 mod gemm;
 mod harness;
-mod optim_loss;
 mod pool_masks;
 mod tensors;
 

@@ -33,6 +33,8 @@
 mod cpu;
 pub mod cuda;
 #[cfg(test)]
+mod cuda_tests;
+#[cfg(test)]
 mod tests;
 
 use tensor_core::{Device, Tensor};
@@ -40,7 +42,7 @@ use tensor_core::{Device, Tensor};
 use crate::cuda::emu::Emu;
 use crate::cuda::gpu::Gpu;
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, TensorBackend};
+use crate::cuda::{Backend, TensorBackend};
 
 use crate::{Error, Result};
 
@@ -52,7 +54,7 @@ use crate::{Error, Result};
 pub fn sum_of_squares(x: &Tensor) -> Result<f64> {
     match x.device() {
         Device::Cpu => Ok(cpu::sum_of_squares(x.as_slice()?)),
-        d => on_cuda!("sum_of_squares", d, |b| ops::sum_of_squares(
+        d => on_cuda!("sum_of_squares", d, |b| cuda::sum_of_squares(
             b,
             b.buf("sum_of_squares", x)?
         )),
@@ -98,7 +100,7 @@ pub fn clip_factor(global_norm: f64, max_norm: f32) -> Result<f32> {
 pub fn scale_in_place(x: &mut Tensor, s: f32) -> Result<()> {
     match x.device() {
         Device::Cpu => cpu::scale(x.as_mut_slice()?, s),
-        d => on_cuda!("scale_in_place", d, |b| ops::scale_in_place(
+        d => on_cuda!("scale_in_place", d, |b| cuda::scale_in_place(
             b,
             b.buf_mut("scale_in_place", x)?,
             s
@@ -125,7 +127,7 @@ enum Slots {
     Emu(DeviceSums<Emu>),
 }
 
-/// sums: (slots) and partial: the scratch of [`ops::sum_of_squares_into`], reused by each slot
+/// sums: (slots) and partial: the scratch of [`cuda::sum_of_squares_into`], reused by each slot
 /// (launches run in order, so one pass is done with it before the next starts).
 struct DeviceSums<B: Backend> {
     sums: B::Buf<f64>,
@@ -136,12 +138,12 @@ impl<B: Backend> DeviceSums<B> {
     fn new(b: &B, len: usize) -> Result<DeviceSums<B>> {
         Ok(DeviceSums {
             sums: b.alloc(len)?,
-            partial: b.alloc(ops::SUM_OF_SQUARES_BLOCKS as usize)?,
+            partial: b.alloc(cuda::SUM_OF_SQUARES_BLOCKS as usize)?,
         })
     }
 
     fn set(&mut self, b: &B, slot: usize, x: &B::Buf<f32>) -> Result<()> {
-        ops::sum_of_squares_into(b, &mut self.sums, slot, &mut self.partial, x)
+        cuda::sum_of_squares_into(b, &mut self.sums, slot, &mut self.partial, x)
     }
 }
 

@@ -16,12 +16,14 @@
 mod cpu;
 pub mod cuda;
 #[cfg(test)]
+mod cuda_tests;
+#[cfg(test)]
 mod tests;
 
 use tensor_core::{Device, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::TensorBackend;
 use crate::{Error, Result};
 
 /// SGD's hyper-parameters.
@@ -71,7 +73,7 @@ pub fn sgd_update(w: &mut Tensor, buf: &mut Tensor, g: &Tensor, cfg: &Sgd) -> Re
     g.expect_shape(OP, "g", w.dims())?;
     match Tensor::common_device(OP, &[("w", w), ("buf", buf), ("g", g)])? {
         Device::Cpu => cpu::update(w.as_mut_slice()?, buf.as_mut_slice()?, g.as_slice()?, cfg),
-        d => on_cuda!(OP, d, |b| ops::sgd_update(
+        d => on_cuda!(OP, d, |b| cuda::sgd_update(
             b,
             b.buf_mut(OP, w)?,
             b.buf_mut(OP, buf)?,

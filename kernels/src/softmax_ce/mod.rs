@@ -9,6 +9,8 @@
 
 mod cpu;
 pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 mod tally;
 #[cfg(test)]
 mod tests;
@@ -18,7 +20,7 @@ pub use tally::{count_correct, softmax_ce_forward_tallied, LossTally, TallyRepor
 use tensor_core::{Device, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, TensorBackend};
+use crate::cuda::{Backend, TensorBackend};
 use crate::{Error, Result};
 
 /// Checks logits (N, classes) against N labels; returns (N, classes).
@@ -80,7 +82,7 @@ pub fn softmax_ce_forward(probs: &mut Tensor, logits: &Tensor, labels: &[u32]) -
         d => on_cuda!(OP, d, |b| {
             let labels = b.upload(labels)?;
             let mut row_loss = b.alloc::<f64>(n)?;
-            ops::softmax_ce_forward(
+            cuda::softmax_ce_forward(
                 b,
                 b.buf_mut(OP, probs)?,
                 &mut row_loss,
@@ -88,7 +90,7 @@ pub fn softmax_ce_forward(probs: &mut Tensor, logits: &Tensor, labels: &[u32]) -
                 &labels,
                 classes,
             )?;
-            ops::mean_loss(b, &row_loss)
+            cuda::mean_loss(b, &row_loss)
         }),
     }
 }
@@ -107,7 +109,7 @@ pub fn softmax_ce_backward(dlogits: &mut Tensor, probs: &Tensor, labels: &[u32])
         Device::Cpu => cpu::backward(dlogits.as_mut_slice()?, probs.as_slice()?, labels, classes),
         d => on_cuda!(OP, d, |b| {
             let labels = b.upload(labels)?;
-            ops::softmax_ce_backward(
+            cuda::softmax_ce_backward(
                 b,
                 b.buf_mut(OP, dlogits)?,
                 b.buf(OP, probs)?,
