@@ -3,56 +3,8 @@
 //! emulated device checks each struct's size against the C compiler's at every launch.
 
 use super::launch::params;
-use crate::philox::cuda::MaskKeyC;
 
 params! {
-    /// maxpool.cu `MaxPoolParams`: forward x -> y, argmax; backward dy (in `x`) -> dx (in `y`).
-    pub struct MaxPoolParams {
-        pub y: u64,
-        pub argmax: u64,
-        pub x: u64,
-        pub planes: u32,
-        pub h: u32,
-        pub w: u32,
-        pub oh: u32,
-        pub ow: u32,
-        pub kh: u32,
-        pub kw: u32,
-        pub sh: u32,
-        pub sw: u32,
-        pub pad_top: u32,
-        pub pad_left: u32,
-    }
-
-    /// dropblock.cu `DropBlockMaskParams`: -> mask: (planes, h, w) u8, kept: (planes).
-    pub struct DropBlockMaskParams {
-        pub mask: u64,
-        pub kept: u64,
-        pub key: MaskKeyC,
-        pub gamma: f32,
-        pub planes: u32,
-        pub h: u32,
-        pub w: u32,
-        pub block: u32,
-    }
-
-    /// dropblock.cu `DropBlockScaleParams`: kept: (planes) -> scale: (1).
-    pub struct DropBlockScaleParams {
-        pub scale: u64,
-        pub kept: u64,
-        pub planes: u32,
-        pub n: u32,
-    }
-
-    /// dropblock.cu `DropBlockApplyParams`: inp, mask: (n), scale: (1) -> out: (n).
-    pub struct DropBlockApplyParams {
-        pub out: u64,
-        pub inp: u64,
-        pub mask: u64,
-        pub scale: u64,
-        pub n: u32,
-    }
-
     /// gemm.cu `SgemmParams`: op(a): (m, k), op(b): (k, n) -> c: (m, n).
     pub struct SgemmParams {
         pub c: u64,

@@ -5,7 +5,6 @@ mod batchnorm;
 mod conv2d;
 mod gemm;
 mod harness;
-mod pool_masks;
 mod tensors;
 
 use super::parity::{assert_close, compare, uniform, Tol, EXACT};

@@ -32,12 +32,14 @@
 mod cpu;
 pub mod cuda;
 #[cfg(test)]
+mod cuda_tests;
+#[cfg(test)]
 mod tests;
 
 use tensor_core::{Device, Shape, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, DeviceVec, DeviceVecBackend, TensorBackend};
+use crate::cuda::{Backend, DeviceVec, DeviceVecBackend, TensorBackend};
 
 use crate::dropout::check_keep_prob;
 use crate::philox::MaskKey;
@@ -103,7 +105,7 @@ impl DropBlockMask {
 /// # Errors
 /// [`Error::Shape`] if `shape` is not rank 4; [`Error::Invalid`] if `block` is 0 or `keep` is not
 /// in (0, 1]; a device error (on a GPU, also a sampling grid over
-/// [`crate::cuda::ops::DROPBLOCK_MAX_GRID`] cells).
+/// [`cuda::DROPBLOCK_MAX_GRID`] cells).
 pub fn dropblock_mask(
     shape: &Shape,
     device: Device,
@@ -142,7 +144,7 @@ pub fn dropblock_mask(
             let mut mask = b.alloc::<u8>(shape.len())?;
             let mut scale = b.alloc::<f32>(1)?;
             let drawn =
-                ops::dropblock_mask(b, &mut mask, &mut scale, [n, c, h, w], block, keep, key)?;
+                cuda::dropblock_mask(b, &mut mask, &mut scale, [n, c, h, w], block, keep, key)?;
             debug_assert!(drawn, "the identity cases were returned above");
             Ok::<_, Error>((b.wrap(mask), b.wrap(scale)))
         })?,
@@ -173,7 +175,7 @@ pub fn dropblock_apply(out: &mut Tensor, inp: &Tensor, mask: &DropBlockMask) -> 
             let (keep, scale) = host_mask(OP, mask)?;
             cpu::apply(out.as_mut_slice()?, inp.as_slice()?, keep, scale)
         }
-        d => on_cuda!(OP, d, |b| ops::dropblock_apply(
+        d => on_cuda!(OP, d, |b| cuda::dropblock_apply(
             b,
             b.buf_mut(OP, out)?,
             b.buf(OP, inp)?,

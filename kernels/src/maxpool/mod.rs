@@ -17,11 +17,13 @@
 
 mod cpu;
 pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 
 use tensor_core::{Device, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, DeviceVec, DeviceVecBackend, TensorBackend};
+use crate::cuda::{Backend, DeviceVec, DeviceVecBackend, TensorBackend};
 use crate::{Error, Result};
 
 /// TensorFlow SAME padding along one axis.
@@ -209,7 +211,7 @@ pub fn maxpool2d_forward(y: &mut Tensor, x: &Tensor, p: &Pool2d) -> Result<PoolI
         }
         d => on_cuda!(OP, d, |b| {
             let mut argmax = b.alloc::<u32>(y.len())?;
-            ops::maxpool_forward(
+            cuda::maxpool_forward(
                 b,
                 b.buf_mut(OP, y)?,
                 &mut argmax,
@@ -269,7 +271,7 @@ pub fn maxpool2d_backward(
             }
             cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, argmax, &g)
         }
-        d => on_cuda!(OP, d, |b| ops::maxpool_backward(
+        d => on_cuda!(OP, d, |b| cuda::maxpool_backward(
             b,
             b.buf_mut(OP, dx)?,
             b.buf(OP, dy)?,
