@@ -30,5 +30,7 @@ pub mod philox;
 pub mod relu;
 pub mod sgd;
 pub mod softmax_ce;
+#[cfg(test)]
+mod tests;
 
 pub use error::{Error, Result};

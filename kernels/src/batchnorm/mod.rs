@@ -30,14 +30,14 @@
 
 mod cpu;
 pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 
 use tensor_core::Tensor;
 
-use crate::cuda::ops::{
-    BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs,
-};
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::TensorBackend;
+use cuda::{BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs};
 
 use crate::{Error, Result};
 use cpu::Dims;
@@ -200,7 +200,7 @@ pub fn batchnorm_forward_train(
     if device.is_cuda() {
         return on_cuda!(OP, device, |b| {
             let (mut mean, mut inv_std) = (b.zeros([d.c])?, b.zeros([d.c])?);
-            ops::batchnorm_forward_train(
+            cuda::batchnorm_forward_train(
                 b,
                 b.buf_mut(OP, y)?,
                 BatchNormStatsBufs {
@@ -340,7 +340,7 @@ pub fn batchnorm_forward_eval(
     if device.is_cuda() {
         return on_cuda!(OP, device, |b| {
             let (mut mean, mut inv_std) = (b.zeros([d.c])?, b.zeros([d.c])?);
-            ops::batchnorm_forward_eval(
+            cuda::batchnorm_forward_eval(
                 b,
                 b.buf_mut(OP, y)?,
                 BatchNormStatsBufs {
@@ -439,7 +439,7 @@ pub fn batchnorm_backward(
         ],
     )?;
     if device.is_cuda() {
-        return on_cuda!(OP, device, |b| ops::batchnorm_backward(
+        return on_cuda!(OP, device, |b| cuda::batchnorm_backward(
             b,
             b.buf_mut(OP, dx)?,
             b.buf_mut(OP, dgamma)?,

@@ -19,6 +19,8 @@
 
 mod cpu;
 pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 mod scratch;
 #[cfg(test)]
 mod tests;
@@ -27,7 +29,7 @@ mod winograd;
 use tensor_core::{Shape, Tensor};
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::TensorBackend;
 use crate::{Error, Result};
 
 /// Stride and zero padding of a convolution, the same on both axes.
@@ -279,7 +281,7 @@ pub fn conv2d_forward_using(
     // On a CUDA device the implicit-GEMM kernels run whatever `algo` says.
     let device = Tensor::common_device(OP, &[("y", y), ("x", x), ("weight", weight)])?;
     if device.is_cuda() {
-        return on_cuda!(OP, device, |b| ops::conv2d_forward(
+        return on_cuda!(OP, device, |b| cuda::conv2d_forward(
             b,
             b.buf_mut(OP, y)?,
             b.buf(OP, x)?,
@@ -331,7 +333,7 @@ pub fn conv2d_backward_data_using(
     let device = Tensor::common_device(OP, &[("dx", dx), ("dy", dy), ("weight", weight)])?;
     if device.is_cuda() {
         let x_dims = dx.dims().to_vec();
-        return on_cuda!(OP, device, |b| ops::conv2d_backward_data(
+        return on_cuda!(OP, device, |b| cuda::conv2d_backward_data(
             b,
             b.buf_mut(OP, dx)?,
             b.buf(OP, dy)?,
@@ -386,7 +388,7 @@ pub fn conv2d_backward_weight_using(
     let device = Tensor::common_device(OP, &[("dweight", dweight), ("dy", dy), ("x", x)])?;
     if device.is_cuda() {
         let w_dims = dweight.dims().to_vec();
-        return on_cuda!(OP, device, |b| ops::conv2d_backward_weight(
+        return on_cuda!(OP, device, |b| cuda::conv2d_backward_weight(
             b,
             b.buf_mut(OP, dweight)?,
             b.buf(OP, dy)?,

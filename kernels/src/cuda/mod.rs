@@ -12,8 +12,6 @@ pub mod device_vec;
 pub mod emu;
 pub mod gpu;
 pub mod launch;
-pub mod ops;
-pub mod params;
 #[cfg(test)]
 pub(crate) mod parity;
 pub mod source;

@@ -1,9 +1,15 @@
-//! The parity suite's comparison: the same seeded input through the CPU and a CUDA version of an
-//! op, compared elementwise with named tolerances; a failure names the first bad index and both
-//! values. Every op's `cuda_tests.rs` uses it.
+//! The parity suite's harness: the same seeded input through the CPU and a CUDA version of an
+//! op, compared elementwise with named tolerances (a failure names the first bad index and both
+//! values), which every op's `cuda_tests.rs` uses; and the kernels that test the harness itself
+//! (`testdata/emu_harness.cu`, tested in `cuda/tests.rs` and `relu/cuda_tests.rs`).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use super::emu::{Emu, EmuBuf};
+use super::kernel;
+use super::launch::{params, Backend, Kernel, LaunchConfig};
+use super::source::HARNESS;
 
 /// Bit-identical: the kernel does the CPU's arithmetic in the CPU's order, one rounding per op.
 pub(crate) const EXACT: Tol = Tol {
@@ -47,4 +53,42 @@ pub(crate) fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: Tol) {
 pub(crate) fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+params! {
+    /// emu_harness.cu `HarnessParams`: x: (n) -> y.
+    pub struct HarnessParams {
+        pub y: u64,
+        pub x: u64,
+        pub n: u32,
+    }
+}
+
+/// A ReLU that reads x[i + 1]: the comparison must catch it.
+pub(crate) const BROKEN_RELU_FORWARD: Kernel<HarnessParams> = kernel!(HARNESS, broken_relu_forward);
+/// Reverses each block's slice through dynamic shared memory, with and without the barrier.
+pub(crate) const REVERSE_IN_BLOCK: Kernel<HarnessParams> = kernel!(HARNESS, reverse_in_block);
+pub(crate) const REVERSE_IN_BLOCK_NO_BARRIER: Kernel<HarnessParams> =
+    kernel!(HARNESS, reverse_in_block_no_barrier);
+/// Each warp's sum by shuffles.
+pub(crate) const WARP_SUMS: Kernel<HarnessParams> = kernel!(HARNESS, warp_sums);
+
+/// Runs harness kernel `kernel` on the emulated device over x: (n) under `cfg`; returns y: (out_len).
+pub(crate) fn run_harness(
+    kernel: Kernel<HarnessParams>,
+    x: &[f32],
+    out_len: usize,
+    cfg: LaunchConfig,
+) -> Vec<f32> {
+    let dev = Emu;
+    let xb = dev.upload(x).unwrap();
+    let mut y: EmuBuf<f32> = dev.alloc(out_len).unwrap();
+    let p = HarnessParams {
+        y: dev.addr_mut(&mut y),
+        x: dev.addr(&xb),
+        n: x.len() as u32,
+    };
+    // SAFETY: every harness kernel reads x[0..n) and writes y[0..out_len) under these configs.
+    unsafe { dev.launch(kernel, cfg, &p) }.unwrap();
+    dev.download(&y).unwrap()
 }

@@ -10,11 +10,13 @@
 
 mod cpu;
 pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 
 use tensor_core::Tensor;
 
 use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::TensorBackend;
 use crate::{Error, Result};
 
 /// Whether a product uses an operand as stored or transposed.
@@ -197,20 +199,20 @@ pub fn matmul(
     if device.is_cuda() {
         return on_cuda!(OP, device, |dev| {
             let (oa, ob) = (
-                ops::DevOperand {
+                cuda::DevOperand {
                     data: dev.buf(OP, a)?,
                     rows: a.dims()[0],
                     cols: a.dims()[1],
                     trans: ta,
                 },
-                ops::DevOperand {
+                cuda::DevOperand {
                     data: dev.buf(OP, b)?,
                     rows: b.dims()[0],
                     cols: b.dims()[1],
                     trans: tb,
                 },
             );
-            ops::sgemm(dev, alpha, oa, ob, beta, dev.buf_mut(OP, c)?)
+            cuda::sgemm(dev, alpha, oa, ob, beta, dev.buf_mut(OP, c)?)
         });
     }
     let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);

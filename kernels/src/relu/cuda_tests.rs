@@ -7,7 +7,9 @@ use super::cuda;
 use crate::cuda::emu::Emu;
 use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::{Backend, LaunchConfig, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS};
-use crate::cuda::parity::{assert_close, uniform, EXACT};
+use crate::cuda::parity::{
+    assert_close, compare, run_harness, uniform, BROKEN_RELU_FORWARD, EXACT,
+};
 
 /// Odd lengths: a single value, a partial block, several blocks and a partial one.
 const LENGTHS: [usize; 3] = [1, 1000, 20_011];
@@ -78,6 +80,30 @@ fn relu_loops_past_the_grid_cap<B: Backend>(dev: &B) {
         "relu_forward",
         &dev.download(&y).unwrap(),
         y_cpu.as_slice().unwrap(),
+        EXACT,
+    );
+}
+
+/// The harness tested on ReLU: a kernel reading the wrong index (`broken_relu_forward`, in
+/// `cuda/testdata/emu_harness.cu`) must fail the comparison that relu.cu passes.
+#[test]
+fn emu_harness_reports_a_kernel_reading_the_wrong_index() {
+    let n = 1000;
+    let x = uniform(1, n, -1.0, 1.0);
+    let mut cpu = Tensor::zeros([n]);
+    super::relu_forward(&mut cpu, &Tensor::from_vec([n], x.clone()).unwrap()).unwrap();
+    let gpu = run_harness(BROKEN_RELU_FORWARD, &x, n, LaunchConfig::elementwise(n));
+    let err = compare(&gpu, cpu.as_slice().unwrap(), EXACT).unwrap_err();
+    assert!(err.starts_with("first mismatch at index "), "{err}");
+    // The same input through the right kernel passes, so the failure is the bug's.
+    let dev = Emu;
+    let xb = dev.upload(&x).unwrap();
+    let mut y = dev.alloc(n).unwrap();
+    cuda::relu_forward(&dev, &mut y, &xb).unwrap();
+    assert_close(
+        "relu_forward",
+        &dev.download(&y).unwrap(),
+        cpu.as_slice().unwrap(),
         EXACT,
     );
 }
