@@ -28,7 +28,7 @@ pub const MODULES: &[Module] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cuda::source::expand_includes;
+    use crate::cuda::source::{compare_with_c, expand_includes};
 
     #[test]
     fn every_cu_file_of_the_crate_is_registered() {
@@ -68,5 +68,33 @@ mod tests {
         assert!(!src.contains("#include \""));
         let e = expand_includes("#include \"nope.cuh\"\n", &[]).unwrap_err();
         assert_eq!(e, "#include \"nope.cuh\": not one of our headers");
+    }
+
+    /// Each module's Rust parameter structs against the C structs of its source, field by field;
+    /// and every struct a kernel of the source takes (`EMU_KERNEL(name, Params)`) has its twin.
+    #[test]
+    fn every_parameter_struct_mirrors_its_c_struct() {
+        for m in MODULES {
+            let src = m.expanded().unwrap();
+            for layout in m.params {
+                if let Err(e) = compare_with_c(&src, layout) {
+                    panic!("{}: {e}", m.path);
+                }
+            }
+            let kernels: Vec<&str> = src
+                .lines()
+                .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\\'))
+                .filter(|l| l.starts_with("EMU_KERNEL("))
+                .collect();
+            assert!(!kernels.is_empty(), "{}: no EMU_KERNEL line", m.path);
+            for line in kernels {
+                let taken = line.trim_end_matches(')').rsplit(", ").next().unwrap();
+                assert!(
+                    m.params.iter().any(|p| p.c_name == taken),
+                    "{}: {line}: no Rust twin of {taken} in the module's params",
+                    m.path
+                );
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::Result;
 
 /// adam.cu.
@@ -12,6 +12,7 @@ pub const MODULE: Module = Module {
     path: "adam/adam.cu",
     source: include_str!("adam.cu"),
     headers: &[],
+    params: &[AdamParams::LAYOUT],
 };
 
 params! {

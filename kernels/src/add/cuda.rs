@@ -3,7 +3,7 @@
 
 use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::Result;
 
 /// add.cu.
@@ -12,6 +12,7 @@ pub const MODULE: Module = Module {
     path: "add/add.cu",
     source: include_str!("add.cu"),
     headers: &[],
+    params: &[AddParams::LAYOUT, AddAssignParams::LAYOUT],
 };
 
 params! {

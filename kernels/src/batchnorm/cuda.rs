@@ -4,8 +4,8 @@
 
 use super::{BatchNormConfig, StatsSource};
 use crate::cuda::launch::{check_len, count, params};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::source::{define, Module};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::{Error, Result};
 
 /// batchnorm.cu.
@@ -14,6 +14,15 @@ pub const MODULE: Module = Module {
     path: "batchnorm/batchnorm.cu",
     source: include_str!("batchnorm.cu"),
     headers: &[],
+    params: &[
+        BatchNormGeom::LAYOUT,
+        BatchNormMomentsParams::LAYOUT,
+        BatchNormStatsParams::LAYOUT,
+        BatchNormNormalizeParams::LAYOUT,
+        BatchNormGradSumsParams::LAYOUT,
+        BatchNormGradFinishParams::LAYOUT,
+        BatchNormInputGradParams::LAYOUT,
+    ],
 };
 
 params! {
@@ -113,8 +122,8 @@ pub const BATCHNORM_GRAD_FINISH: Kernel<BatchNormGradFinishParams> =
 pub const BATCHNORM_INPUT_GRAD: Kernel<BatchNormInputGradParams> =
     kernel!(MODULE, batchnorm_input_grad);
 
-/// Threads per block of the batch-norm kernels; `BATCHNORM_THREADS` in batchnorm.cu.
-pub const BATCHNORM_THREADS: u32 = 256;
+/// Threads per block of the batch-norm kernels: `BATCHNORM_THREADS` of batchnorm.cu.
+pub const BATCHNORM_THREADS: u32 = define(MODULE.source, "BATCHNORM_THREADS");
 
 /// Blocks the `*_partial` launches aim at: about four waves of an H100 (132 multiprocessors,
 /// 8 blocks of 256 threads each), so that the last wave's tail costs little.

@@ -5,7 +5,7 @@
 use super::{Conv2dDims, Conv2dGeom};
 use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::gemm::cuda::{tile_grid, GemmTile, GEMM_THREADS, GEMM_TILE_K};
 use crate::Result;
 
@@ -15,11 +15,16 @@ pub const MODULE: Module = Module {
     path: "conv2d/conv2d.cu",
     source: include_str!("conv2d.cu"),
     headers: &[],
+    params: &[
+        ConvGeomC::LAYOUT,
+        Conv2dParams::LAYOUT,
+        SumSplitsParams::LAYOUT,
+    ],
 };
 
 params! {
     /// conv2d.cu `ConvGeom`: every size of one convolution ([`crate::conv2d::Conv2dDims`]).
-    pub struct ConvGeomC {
+    pub struct ConvGeomC as ConvGeom {
         pub n: u32,
         pub c: u32,
         pub h: u32,

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
 use super::emu::EmuEntry;
-use super::source::Module;
+use super::source::{define, Module, COMMON_CUH};
 use crate::{Error, Result};
 
 /// An element type a device buffer can hold.
@@ -22,24 +22,86 @@ impl Elem for u8 {}
 impl Elem for f64 {}
 
 /// A kernel's parameter struct: `#[repr(C)]`, the field-by-field twin of the C struct the
-/// kernel takes by value, with device addresses as `u64`.
+/// kernel takes by value, with device addresses as `u64`. Declared with [`params!`], which
+/// writes its [`StructLayout`]; a test (`crate::modules`) compares that with the C struct.
 ///
 /// # Safety
 /// The type must be `#[repr(C)]` with exactly the C struct's fields, in order, of the same sizes.
-pub unsafe trait KernelParams: DeviceRepr + Copy {}
+pub unsafe trait KernelParams: DeviceRepr + Copy + CType {
+    /// The struct as Rust lays it out, field by field.
+    const LAYOUT: StructLayout;
+}
+
+/// The C type a Rust field type stands for in a parameter struct.
+pub trait CType {
+    /// `pointer` (a device address), `uint32_t`, `float`, `double`, or a struct's C name.
+    const C_TYPE: &'static str;
+}
+impl CType for u64 {
+    const C_TYPE: &'static str = "pointer";
+}
+impl CType for u32 {
+    const C_TYPE: &'static str = "uint32_t";
+}
+impl CType for f32 {
+    const C_TYPE: &'static str = "float";
+}
+impl CType for f64 {
+    const C_TYPE: &'static str = "double";
+}
+
+/// How a parameter struct is laid out in Rust, to be compared with its C twin.
+#[derive(Debug, Clone, Copy)]
+pub struct StructLayout {
+    /// The C struct's name.
+    pub c_name: &'static str,
+    pub size: usize,
+    pub fields: &'static [FieldLayout],
+}
+
+/// One field of a [`StructLayout`]: its name, the C type it stands for ([`CType`]), its offset
+/// and size in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldLayout {
+    pub name: &'static str,
+    pub c_type: &'static str,
+    pub offset: usize,
+    pub size: usize,
+}
 
 /// Declares kernel parameter structs: `#[repr(C)]`, `Copy`, passable to a CUDA launch, each the
-/// field-by-field twin of the C struct its doc names.
+/// field-by-field twin of the C struct of the same name (`pub struct MaskKeyC as MaskKey`: of
+/// another name), with its [`StructLayout`].
 macro_rules! params {
-    ($($(#[$doc:meta])* pub struct $name:ident { $(pub $field:ident: $ty:ty,)* })*) => {$(
+    (@c_name $name:ident) => { stringify!($name) };
+    (@c_name $name:ident $c_name:ident) => { stringify!($c_name) };
+    ($(
+        $(#[$doc:meta])*
+        pub struct $name:ident $(as $c_name:ident)? { $(pub $field:ident: $ty:ty,)* }
+    )*) => {$(
         $(#[$doc])*
         #[repr(C)]
         #[derive(Debug, Clone, Copy, PartialEq)]
         pub struct $name { $(pub $field: $ty,)* }
         // SAFETY: a plain-old-data #[repr(C)] struct of integers and floats.
         unsafe impl ::cudarc::driver::DeviceRepr for $name {}
-        // SAFETY: mirrors the C struct of the same name in the kernel source, field by field.
-        unsafe impl $crate::cuda::KernelParams for $name {}
+        impl $crate::cuda::launch::CType for $name {
+            const C_TYPE: &'static str = $crate::cuda::launch::params!(@c_name $name $($c_name)?);
+        }
+        // SAFETY: mirrors the C struct of the same name in the kernel source, field by field
+        // (checked against the source by the test of `crate::modules`).
+        unsafe impl $crate::cuda::KernelParams for $name {
+            const LAYOUT: $crate::cuda::launch::StructLayout = $crate::cuda::launch::StructLayout {
+                c_name: $crate::cuda::launch::params!(@c_name $name $($c_name)?),
+                size: ::std::mem::size_of::<$name>(),
+                fields: &[$($crate::cuda::launch::FieldLayout {
+                    name: stringify!($field),
+                    c_type: <$ty as $crate::cuda::launch::CType>::C_TYPE,
+                    offset: ::std::mem::offset_of!($name, $field),
+                    size: ::std::mem::size_of::<$ty>(),
+                }),*],
+            };
+        }
     )*};
 }
 pub(crate) use params;
@@ -110,8 +172,8 @@ pub struct LaunchConfig {
     pub shared_bytes: u32,
 }
 
-/// Threads per block of the elementwise kernels; `ELEMENTWISE_THREADS` in common.cuh.
-pub const ELEMENTWISE_THREADS: u32 = 256;
+/// Threads per block of the elementwise kernels: `ELEMENTWISE_THREADS` of common.cuh.
+pub const ELEMENTWISE_THREADS: u32 = define(COMMON_CUH.source, "ELEMENTWISE_THREADS");
 
 /// Most blocks an elementwise (grid-stride) launch uses, about one full wave of an H100's 132
 /// multiprocessors at 2048 threads each; more values loop.

@@ -3,7 +3,7 @@
 
 use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::philox::cuda::MaskKeyC;
 use crate::philox::MaskKey;
 use crate::{Error, Result};
@@ -14,6 +14,12 @@ pub const MODULE: Module = Module {
     path: "dropblock/dropblock.cu",
     source: include_str!("dropblock.cu"),
     headers: &[crate::philox::cuda::HEADER],
+    params: &[
+        MaskKeyC::LAYOUT,
+        DropBlockMaskParams::LAYOUT,
+        DropBlockScaleParams::LAYOUT,
+        DropBlockApplyParams::LAYOUT,
+    ],
 };
 
 params! {
@@ -52,15 +58,17 @@ pub const DROPBLOCK_SCALE: Kernel<DropBlockScaleParams> = kernel!(MODULE, dropbl
 pub const DROPBLOCK_APPLY: Kernel<DropBlockApplyParams> = kernel!(MODULE, dropblock_apply);
 
 /// Threads per block of the DropBlock scale kernel, and the most of the mask kernel (which uses
-/// one warp per 32 cells of a plane up to that).
+/// one warp per 32 cells of a plane up to that). dropblock.cu takes any multiple of 32 up to 1024
+/// (its `block_sum`).
 const DROPBLOCK_THREADS: u32 = 256;
+const _: () = assert!(DROPBLOCK_THREADS % 32 == 0 && DROPBLOCK_THREADS <= 1024);
 
 /// Most blocks of a `dropblock_mask` launch (one plane each; more planes loop).
 const DROPBLOCK_MAX_BLOCKS: usize = 65_535;
 
 /// Most cells of a DropBlock sampling grid, (H - b + 1) x (W - b + 1): the mask kernel holds the
 /// grid's drawn centres in shared memory, one byte each, within the 48 KiB any launch may use
-/// (less 1 KiB for the kernel's static shared memory).
+/// (less 1 KiB for the kernel's static shared memory: a test checks it against ptxas's report).
 pub const DROPBLOCK_MAX_GRID: usize = 47 * 1024;
 
 /// Draws a DropBlock mask for a map of `dims` (N, C, H, W), as [`crate::dropblock::dropblock_mask`]:
@@ -163,4 +171,30 @@ pub fn dropblock_apply<B: Backend>(
     // SAFETY: out, inp and mask are live buffers of n values and scale of one; the kernel
     // touches indices < n.
     unsafe { dev.launch(DROPBLOCK_APPLY, LaunchConfig::elementwise(n), &p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DROPBLOCK_MAX_GRID;
+
+    /// The largest grid's centres (dynamic shared memory, a byte each) and the mask kernel's static
+    /// shared memory, as ptxas reports it in kernels/cuda-resources.txt for each architecture,
+    /// fit in the 48 KiB any launch may use.
+    #[test]
+    fn the_largest_sampling_grid_fits_in_shared_memory() {
+        let report = include_str!("../../cuda-resources.txt");
+        let static_bytes: Vec<usize> = report
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|cols| cols.get(1) == Some(&"dropblock_mask"))
+            .map(|cols| cols[3].parse().unwrap())
+            .collect();
+        assert_eq!(static_bytes.len(), 2, "sm_80 and sm_90 rows");
+        for smem in static_bytes {
+            assert!(
+                DROPBLOCK_MAX_GRID + smem <= 48 * 1024,
+                "{smem} bytes of static memory"
+            );
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::philox::cuda::MaskKeyC;
 use crate::philox::MaskKey;
 use crate::Result;
@@ -14,6 +14,7 @@ pub const MODULE: Module = Module {
     path: "dropout/dropout.cu",
     source: include_str!("dropout.cu"),
     headers: &[crate::philox::cuda::HEADER],
+    params: &[MaskKeyC::LAYOUT, DropoutParams::LAYOUT],
 };
 
 params! {

@@ -3,8 +3,8 @@
 
 use super::Trans;
 use crate::cuda::launch::{check_len, count, params};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::source::{define, Module, TILED_GEMM_CUH};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::{Error, Result};
 
 /// gemm.cu.
@@ -13,6 +13,7 @@ pub const MODULE: Module = Module {
     path: "gemm/gemm.cu",
     source: include_str!("gemm.cu"),
     headers: &[],
+    params: &[SgemmParams::LAYOUT],
 };
 
 params! {
@@ -34,9 +35,10 @@ params! {
 pub const SGEMM_128: Kernel<SgemmParams> = kernel!(MODULE, sgemm_128);
 pub const SGEMM_64: Kernel<SgemmParams> = kernel!(MODULE, sgemm_64);
 
-/// Threads of a tiled-product block, and the depth of one k step; tiled_gemm.cuh.
-pub const GEMM_THREADS: u32 = 256;
-pub const GEMM_TILE_K: usize = 8;
+/// Threads of a tiled-product block, and the depth of one k step: `GEMM_THREADS` and
+/// `GEMM_TILE_K` of tiled_gemm.cuh.
+pub const GEMM_THREADS: u32 = define(TILED_GEMM_CUH.source, "GEMM_THREADS");
+pub const GEMM_TILE_K: usize = define(TILED_GEMM_CUH.source, "GEMM_TILE_K") as usize;
 
 /// Multiprocessors of an H100 SXM: a grid of fewer blocks of the large tile leaves some idle.
 const WAVE_BLOCKS: usize = 132;
@@ -184,4 +186,25 @@ pub(crate) fn sgemm_tiled<B: Backend>(
     // SAFETY: a holds m*k values, b k*n and c m*n (checked, each below 2^32); blocks read and
     // write only in-range rows and columns; both kernels take SgemmParams.
     unsafe { dev.launch(kernel, cfg, &p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiles' sizes are tiled_gemm.cuh's `GemmLarge` and `GemmSmall`.
+    #[test]
+    fn tile_sizes_are_those_of_tiled_gemm_cuh() {
+        for (tile, name) in [
+            (GemmTile::Large, "GemmLarge"),
+            (GemmTile::Small, "GemmSmall"),
+        ] {
+            let (bm, bn) = tile.dims();
+            let decl = format!("using {name} = GemmTile<{bm}, {bn}>;");
+            assert!(
+                TILED_GEMM_CUH.source.contains(&decl),
+                "no `{decl}` in tiled_gemm.cuh"
+            );
+        }
+    }
 }

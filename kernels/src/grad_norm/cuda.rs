@@ -3,7 +3,7 @@
 
 use crate::cuda::launch::{count, params, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::{Error, Result};
 
 /// grad_norm.cu.
@@ -12,6 +12,11 @@ pub const MODULE: Module = Module {
     path: "grad_norm/grad_norm.cu",
     source: include_str!("grad_norm.cu"),
     headers: &[],
+    params: &[
+        SumSquaresParams::LAYOUT,
+        SumPartialsParams::LAYOUT,
+        ScaleParams::LAYOUT,
+    ],
 };
 
 params! {

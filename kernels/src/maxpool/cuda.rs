@@ -4,7 +4,7 @@
 use super::Pool2d;
 use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::{Error, Result};
 
 /// maxpool.cu.
@@ -13,6 +13,7 @@ pub const MODULE: Module = Module {
     path: "maxpool/maxpool.cu",
     source: include_str!("maxpool.cu"),
     headers: &[],
+    params: &[MaxPoolParams::LAYOUT],
 };
 
 params! {

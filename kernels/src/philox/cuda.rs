@@ -12,7 +12,7 @@ pub const HEADER: Header = Header {
 
 params! {
     /// `MaskKey` in philox.cuh: [`MaskKey`] split into 32-bit words.
-    pub struct MaskKeyC {
+    pub struct MaskKeyC as MaskKey {
         pub seed_lo: u32,
         pub seed_hi: u32,
         pub step_lo: u32,

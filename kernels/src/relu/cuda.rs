@@ -4,7 +4,7 @@
 
 use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::Result;
 
 /// relu.cu.
@@ -13,6 +13,7 @@ pub const MODULE: Module = Module {
     path: "relu/relu.cu",
     source: include_str!("relu.cu"),
     headers: &[],
+    params: &[ReluForwardParams::LAYOUT, ReluBackwardParams::LAYOUT],
 };
 
 params! {

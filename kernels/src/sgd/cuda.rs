@@ -3,7 +3,7 @@
 
 use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::Result;
 
 /// sgd.cu.
@@ -12,6 +12,7 @@ pub const MODULE: Module = Module {
     path: "sgd/sgd.cu",
     source: include_str!("sgd.cu"),
     headers: &[],
+    params: &[SgdParams::LAYOUT],
 };
 
 params! {

@@ -3,7 +3,7 @@
 
 use crate::cuda::launch::{check_len, count, params, ELEMENTWISE_THREADS};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::{Error, Result};
 
 /// softmax_ce.cu.
@@ -12,6 +12,11 @@ pub const MODULE: Module = Module {
     path: "softmax_ce/softmax_ce.cu",
     source: include_str!("softmax_ce.cu"),
     headers: &[],
+    params: &[
+        SoftmaxCeForwardParams::LAYOUT,
+        SoftmaxCeBackwardParams::LAYOUT,
+        SoftmaxCeTallyParams::LAYOUT,
+    ],
 };
 
 params! {
