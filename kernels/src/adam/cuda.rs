@@ -1,9 +1,9 @@
 //! Adam on a CUDA device: the launch code of adam.cu, written once against [`Backend`] for the
 //! GPU and the emulated device.
 
-use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::launch::{params, Elementwise};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams};
 use crate::Result;
 
 /// adam.cu.
@@ -45,21 +45,18 @@ pub fn adam_update<B: Backend>(
 ) -> Result<()> {
     const OP: &str = "cuda adam_update";
     let lr_t = cfg.lr_t(t)?;
-    let n = dev.len(w);
-    check_len(dev, OP, "m", m, n)?;
-    check_len(dev, OP, "v", v, n)?;
-    check_len(dev, OP, "g", g, n)?;
+    let e = Elementwise::new(dev, OP, dev.len(w));
     let p = AdamParams {
-        w: dev.addr_mut(w),
-        m: dev.addr_mut(m),
-        v: dev.addr_mut(v),
-        g: dev.addr(g),
+        w: e.output("w", w)?,
+        m: e.output("m", m)?,
+        v: e.output("v", v)?,
+        g: e.input("g", g)?,
         beta1: cfg.beta1,
         beta2: cfg.beta2,
         epsilon: cfg.epsilon,
         lr_t,
-        n: count(OP, n)?,
+        n: e.count()?,
     };
-    // SAFETY: w, m, v and g are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(ADAM_UPDATE, LaunchConfig::elementwise(n), &p) }
+    // SAFETY: w, m, v and g hold n values (checked by `e`); the kernel touches indices < n.
+    unsafe { e.launch(ADAM_UPDATE, &p) }
 }

@@ -1,9 +1,9 @@
 //! Elementwise sums on a CUDA device: the launch code of add.cu, written once against
 //! [`Backend`] for the GPU and the emulated device.
 
-use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::launch::{params, Elementwise};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams};
 use crate::Result;
 
 /// add.cu.
@@ -43,29 +43,26 @@ pub fn add<B: Backend>(
     b: &B::Buf<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda add";
-    let n = dev.len(a);
-    check_len(dev, OP, "b", b, n)?;
-    check_len(dev, OP, "y", y, n)?;
+    let e = Elementwise::new(dev, OP, dev.len(a));
     let p = AddParams {
-        y: dev.addr_mut(y),
-        a: dev.addr(a),
-        b: dev.addr(b),
-        n: count(OP, n)?,
+        b: e.input("b", b)?,
+        y: e.output("y", y)?,
+        a: e.input("a", a)?,
+        n: e.count()?,
     };
-    // SAFETY: y, a and b are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(ADD, LaunchConfig::elementwise(n), &p) }
+    // SAFETY: y, a and b hold n values (checked by `e`); the kernel touches indices < n.
+    unsafe { e.launch(ADD, &p) }
 }
 
 /// acc += b. acc, b: (n); acc accumulated into.
 pub fn add_assign<B: Backend>(dev: &B, acc: &mut B::Buf<f32>, b: &B::Buf<f32>) -> Result<()> {
     const OP: &str = "cuda add_assign";
-    let n = dev.len(acc);
-    check_len(dev, OP, "b", b, n)?;
+    let e = Elementwise::new(dev, OP, dev.len(acc));
     let p = AddAssignParams {
-        acc: dev.addr_mut(acc),
-        b: dev.addr(b),
-        n: count(OP, n)?,
+        b: e.input("b", b)?,
+        acc: e.output("acc", acc)?,
+        n: e.count()?,
     };
-    // SAFETY: acc and b are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(ADD_ASSIGN, LaunchConfig::elementwise(n), &p) }
+    // SAFETY: acc and b hold n values (checked by `e`); the kernel touches indices < n.
+    unsafe { e.launch(ADD_ASSIGN, &p) }
 }

@@ -202,6 +202,53 @@ impl LaunchConfig {
     }
 }
 
+/// The one shape of the elementwise kernels: a grid-stride launch over `n` values
+/// ([`LaunchConfig::elementwise`]) whose buffers each hold n values, checked as their addresses
+/// are taken, with n passed as the kernel's `uint32_t` count.
+pub struct Elementwise<'a, B: Backend> {
+    dev: &'a B,
+    op: &'static str,
+    n: usize,
+}
+
+impl<'a, B: Backend> Elementwise<'a, B> {
+    /// A launch of `op` over `n` values on `dev`.
+    pub fn new(dev: &'a B, op: &'static str, n: usize) -> Self {
+        Elementwise { dev, op, n }
+    }
+
+    /// The address the kernel reads `buf` at, once `buf` is checked to hold n values.
+    pub fn input<T: Elem>(&self, name: &str, buf: &B::Buf<T>) -> Result<u64> {
+        check_len(self.dev, self.op, name, buf, self.n)?;
+        Ok(self.dev.addr(buf))
+    }
+
+    /// The address the kernel writes `buf` at, once `buf` is checked to hold n values.
+    pub fn output<T: Elem>(&self, name: &str, buf: &mut B::Buf<T>) -> Result<u64> {
+        check_len(self.dev, self.op, name, buf, self.n)?;
+        Ok(self.dev.addr_mut(buf))
+    }
+
+    /// n as the kernel's count (an error if it exceeds 32 bits).
+    pub fn count(&self) -> Result<u32> {
+        count(self.op, self.n)
+    }
+
+    /// Launches `kernel` with `params` over the n values.
+    ///
+    /// # Safety
+    /// As [`Backend::launch`]: the addresses in `params` come from [`Elementwise::input`] and
+    /// [`Elementwise::output`] (or from buffers that the kernel reads only within their length),
+    /// its count is [`Elementwise::count`], and the kernel touches only indices below it.
+    pub unsafe fn launch<P: KernelParams>(&self, kernel: Kernel<P>, params: &P) -> Result<()> {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            self.dev
+                .launch(kernel, LaunchConfig::elementwise(self.n), params)
+        }
+    }
+}
+
 /// A CUDA device as the launch code sees it.
 pub trait Backend {
     /// A buffer of `len` values of `T` in this device's memory.

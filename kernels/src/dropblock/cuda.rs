@@ -1,7 +1,7 @@
 //! DropBlock on a CUDA device: the launch code of dropblock.cu, written once against [`Backend`]
 //! for the GPU and the emulated device.
 
-use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::launch::{check_len, count, params, Elementwise};
 use crate::cuda::source::Module;
 use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::philox::cuda::MaskKeyC;
@@ -157,20 +157,19 @@ pub fn dropblock_apply<B: Backend>(
     scale: &B::Buf<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda dropblock_apply";
-    let n = dev.len(inp);
-    check_len(dev, OP, "out", out, n)?;
-    check_len(dev, OP, "mask", mask, n)?;
+    let e = Elementwise::new(dev, OP, dev.len(inp));
+    let (out, mask) = (e.output("out", out)?, e.input("mask", mask)?);
     check_len(dev, OP, "scale", scale, 1)?;
     let p = DropBlockApplyParams {
-        out: dev.addr_mut(out),
-        inp: dev.addr(inp),
-        mask: dev.addr(mask),
+        out,
+        inp: e.input("inp", inp)?,
+        mask,
         scale: dev.addr(scale),
-        n: count(OP, n)?,
+        n: e.count()?,
     };
-    // SAFETY: out, inp and mask are live buffers of n values and scale of one; the kernel
-    // touches indices < n.
-    unsafe { dev.launch(DROPBLOCK_APPLY, LaunchConfig::elementwise(n), &p) }
+    // SAFETY: out, inp and mask hold n values (checked by `e`) and scale one (checked); the
+    // kernel touches indices < n and scale[0].
+    unsafe { e.launch(DROPBLOCK_APPLY, &p) }
 }
 
 #[cfg(test)]

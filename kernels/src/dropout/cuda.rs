@@ -1,9 +1,9 @@
 //! Dropout on a CUDA device: the launch code of dropout.cu, written once against [`Backend`] for
 //! the GPU and the emulated device.
 
-use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::launch::{params, Elementwise};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams};
 use crate::philox::cuda::MaskKeyC;
 use crate::philox::MaskKey;
 use crate::Result;
@@ -41,15 +41,14 @@ pub fn dropout_apply<B: Backend>(
 ) -> Result<()> {
     const OP: &str = "cuda dropout_apply";
     crate::dropout::check_keep_prob(OP, keep)?;
-    let n = dev.len(inp);
-    check_len(dev, OP, "out", out, n)?;
+    let e = Elementwise::new(dev, OP, dev.len(inp));
     let p = DropoutParams {
-        out: dev.addr_mut(out),
-        inp: dev.addr(inp),
+        out: e.output("out", out)?,
+        inp: e.input("inp", inp)?,
         key: key.into(),
         keep,
-        n: count(OP, n)?,
+        n: e.count()?,
     };
-    // SAFETY: out and inp are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(DROPOUT_APPLY, LaunchConfig::elementwise(n), &p) }
+    // SAFETY: out and inp hold n values (checked by `e`); the kernel touches indices < n.
+    unsafe { e.launch(DROPOUT_APPLY, &p) }
 }

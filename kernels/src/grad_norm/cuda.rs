@@ -1,7 +1,9 @@
 //! The global-norm reduction and scaling on a CUDA device: the launch code of grad_norm.cu,
 //! written once against [`Backend`] for the GPU and the emulated device.
 
-use crate::cuda::launch::{count, params, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS};
+use crate::cuda::launch::{
+    count, params, Elementwise, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS,
+};
 use crate::cuda::source::Module;
 use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
 use crate::{Error, Result};
@@ -119,12 +121,12 @@ pub fn sum_of_squares_into<B: Backend>(
 /// x *= s, as [`crate::grad_norm::scale_in_place`]. x: (n).
 pub fn scale_in_place<B: Backend>(dev: &B, x: &mut B::Buf<f32>, s: f32) -> Result<()> {
     const OP: &str = "cuda scale_in_place";
-    let n = dev.len(x);
+    let e = Elementwise::new(dev, OP, dev.len(x));
     let p = ScaleParams {
-        x: dev.addr_mut(x),
+        x: e.output("x", x)?,
         s,
-        n: count(OP, n)?,
+        n: e.count()?,
     };
-    // SAFETY: x is a live buffer of n values; the kernel touches indices < n.
-    unsafe { dev.launch(SCALE_IN_PLACE, LaunchConfig::elementwise(n), &p) }
+    // SAFETY: x holds n values (checked by `e`); the kernel touches indices < n.
+    unsafe { e.launch(SCALE_IN_PLACE, &p) }
 }

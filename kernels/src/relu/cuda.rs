@@ -2,9 +2,9 @@
 //! GPU and the emulated device. Each function mirrors the CPU function of the same name on device
 //! buffers.
 
-use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::launch::{params, Elementwise};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams};
 use crate::Result;
 
 /// relu.cu.
@@ -39,15 +39,14 @@ pub const RELU_BACKWARD: Kernel<ReluBackwardParams> = kernel!(MODULE, relu_backw
 /// y = max(x, 0). x: (n) -> y: (n).
 pub fn relu_forward<B: Backend>(dev: &B, y: &mut B::Buf<f32>, x: &B::Buf<f32>) -> Result<()> {
     const OP: &str = "cuda relu_forward";
-    let n = dev.len(x);
-    check_len(dev, OP, "y", y, n)?;
+    let e = Elementwise::new(dev, OP, dev.len(x));
     let p = ReluForwardParams {
-        y: dev.addr_mut(y),
-        x: dev.addr(x),
-        n: count(OP, n)?,
+        y: e.output("y", y)?,
+        x: e.input("x", x)?,
+        n: e.count()?,
     };
-    // SAFETY: y and x are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(RELU_FORWARD, LaunchConfig::elementwise(n), &p) }
+    // SAFETY: y and x hold n values (checked by `e`); the kernel touches indices < n.
+    unsafe { e.launch(RELU_FORWARD, &p) }
 }
 
 /// dx = dy * [x > 0]. dy, x: (n) -> dx: (n).
@@ -58,15 +57,13 @@ pub fn relu_backward<B: Backend>(
     x: &B::Buf<f32>,
 ) -> Result<()> {
     const OP: &str = "cuda relu_backward";
-    let n = dev.len(x);
-    check_len(dev, OP, "dy", dy, n)?;
-    check_len(dev, OP, "dx", dx, n)?;
+    let e = Elementwise::new(dev, OP, dev.len(x));
     let p = ReluBackwardParams {
-        dx: dev.addr_mut(dx),
-        dy: dev.addr(dy),
-        x: dev.addr(x),
-        n: count(OP, n)?,
+        dy: e.input("dy", dy)?,
+        dx: e.output("dx", dx)?,
+        x: e.input("x", x)?,
+        n: e.count()?,
     };
-    // SAFETY: dx, dy and x are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(RELU_BACKWARD, LaunchConfig::elementwise(n), &p) }
+    // SAFETY: dx, dy and x hold n values (checked by `e`); the kernel touches indices < n.
+    unsafe { e.launch(RELU_BACKWARD, &p) }
 }

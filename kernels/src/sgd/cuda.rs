@@ -1,9 +1,9 @@
 //! SGD on a CUDA device: the launch code of sgd.cu, written once against [`Backend`] for the GPU
 //! and the emulated device.
 
-use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::launch::{params, Elementwise};
 use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::{kernel, Backend, Kernel, KernelParams};
 use crate::Result;
 
 /// sgd.cu.
@@ -41,19 +41,17 @@ pub fn sgd_update<B: Backend>(
     cfg: &crate::sgd::Sgd,
 ) -> Result<()> {
     const OP: &str = "cuda sgd_update";
-    let n = dev.len(w);
-    check_len(dev, OP, "buf", buf, n)?;
-    check_len(dev, OP, "g", g, n)?;
+    let e = Elementwise::new(dev, OP, dev.len(w));
     let p = SgdParams {
-        w: dev.addr_mut(w),
-        buf: dev.addr_mut(buf),
-        g: dev.addr(g),
+        w: e.output("w", w)?,
+        buf: e.output("buf", buf)?,
+        g: e.input("g", g)?,
         lr: cfg.lr,
         momentum: cfg.momentum,
         weight_decay: cfg.weight_decay,
         nesterov: cfg.nesterov as u32,
-        n: count(OP, n)?,
+        n: e.count()?,
     };
-    // SAFETY: w, buf and g are live buffers of n values; the kernel touches indices < n.
-    unsafe { dev.launch(SGD_UPDATE, LaunchConfig::elementwise(n), &p) }
+    // SAFETY: w, buf and g hold n values (checked by `e`); the kernel touches indices < n.
+    unsafe { e.launch(SGD_UPDATE, &p) }
 }
