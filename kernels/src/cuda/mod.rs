@@ -22,4 +22,5 @@ mod tests;
 pub use device_vec::{DeviceVec, DeviceVecBackend};
 pub(crate) use launch::kernel;
 pub use launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
+pub(crate) use tensor::dispatch;
 pub use tensor::{synchronize, to_device, zeros_on, TensorBackend};

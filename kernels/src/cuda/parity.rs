@@ -73,7 +73,8 @@ pub(crate) const REVERSE_IN_BLOCK_NO_BARRIER: Kernel<HarnessParams> =
 /// Each warp's sum by shuffles.
 pub(crate) const WARP_SUMS: Kernel<HarnessParams> = kernel!(HARNESS, warp_sums);
 
-/// Runs harness kernel `kernel` on the emulated device over x: (n) under `cfg`; returns y: (out_len).
+/// Runs harness kernel `kernel` on the emulated device over x: (n) under `cfg`; returns
+/// y: (out_len).
 pub(crate) fn run_harness(
     kernel: Kernel<HarnessParams>,
     x: &[f32],

@@ -280,7 +280,8 @@ mod tests {
 
     #[test]
     fn c_layouts_are_compared_field_by_field() {
-        let src = "struct HarnessParams {\n    float* y;  // out\n    const float* x;\n    uint32_t n;\n};\n";
+        let src = "struct HarnessParams {\n    float* y;  // out\n    const float* x;\n    \
+                   uint32_t n;\n};\n";
         compare_with_c(src, &HarnessParams::LAYOUT).unwrap();
         let swapped = src.replace(
             "float* y;  // out\n    const float* x;",

@@ -15,8 +15,7 @@ mod cuda_tests;
 
 use tensor_core::Tensor;
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::TensorBackend;
+use crate::cuda::{dispatch, TensorBackend};
 use crate::{Error, Result};
 
 /// Whether a product uses an operand as stored or transposed.
@@ -195,9 +194,12 @@ pub fn matmul(
             ),
         });
     }
-    let device = Tensor::common_device(OP, &[("a", a), ("b", b), ("c", c)])?;
-    if device.is_cuda() {
-        return on_cuda!(OP, device, |dev| {
+    dispatch!(OP, [("a", a), ("b", b), ("c", c)],
+        cpu => {
+            let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
+            sgemm(alpha, oa, ob, beta, c.as_mut_slice()?)
+        },
+        cuda |dev| => {
             let (oa, ob) = (
                 cuda::DevOperand {
                     data: dev.buf(OP, a)?,
@@ -213,10 +215,8 @@ pub fn matmul(
                 },
             );
             cuda::sgemm(dev, alpha, oa, ob, beta, dev.buf_mut(OP, c)?)
-        });
-    }
-    let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
-    sgemm(alpha, oa, ob, beta, c.as_mut_slice()?)
+        },
+    )
 }
 
 #[cfg(test)]

@@ -41,8 +41,7 @@ use tensor_core::{Device, Tensor};
 
 use crate::cuda::emu::Emu;
 use crate::cuda::gpu::Gpu;
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{Backend, TensorBackend};
+use crate::cuda::{dispatch, Backend, TensorBackend};
 
 use crate::{Error, Result};
 
@@ -52,13 +51,11 @@ use crate::{Error, Result};
 /// # Errors
 /// A device error if `x` is not readable on the CPU.
 pub fn sum_of_squares(x: &Tensor) -> Result<f64> {
-    match x.device() {
-        Device::Cpu => Ok(cpu::sum_of_squares(x.as_slice()?)),
-        d => on_cuda!("sum_of_squares", d, |b| cuda::sum_of_squares(
-            b,
-            b.buf("sum_of_squares", x)?
-        )),
-    }
+    const OP: &str = "sum_of_squares";
+    dispatch!(OP, device = x.device(),
+        cpu => Ok(cpu::sum_of_squares(x.as_slice()?)),
+        cuda |b| => cuda::sum_of_squares(b, b.buf(OP, x)?),
+    )
 }
 
 /// sqrt of the sum of per-tensor sums of squares, added in the order given.
@@ -98,15 +95,14 @@ pub fn clip_factor(global_norm: f64, max_norm: f32) -> Result<f32> {
 /// # Errors
 /// A device error if `x` is not writable on the CPU.
 pub fn scale_in_place(x: &mut Tensor, s: f32) -> Result<()> {
-    match x.device() {
-        Device::Cpu => cpu::scale(x.as_mut_slice()?, s),
-        d => on_cuda!("scale_in_place", d, |b| cuda::scale_in_place(
-            b,
-            b.buf_mut("scale_in_place", x)?,
-            s
-        ))?,
-    }
-    Ok(())
+    const OP: &str = "scale_in_place";
+    dispatch!(OP, device = x.device(),
+        cpu => {
+            cpu::scale(x.as_mut_slice()?, s);
+            Ok(())
+        },
+        cuda |b| => cuda::scale_in_place(b, b.buf_mut(OP, x)?, s),
+    )
 }
 
 /// Sums of squares of several tensors, one slot each, kept on the tensors' device until

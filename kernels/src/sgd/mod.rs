@@ -20,10 +20,9 @@ mod cuda_tests;
 #[cfg(test)]
 mod tests;
 
-use tensor_core::{Device, Tensor};
+use tensor_core::Tensor;
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::TensorBackend;
+use crate::cuda::{dispatch, TensorBackend};
 use crate::{Error, Result};
 
 /// SGD's hyper-parameters.
@@ -71,15 +70,14 @@ pub fn sgd_update(w: &mut Tensor, buf: &mut Tensor, g: &Tensor, cfg: &Sgd) -> Re
     cfg.check()?;
     buf.expect_shape(OP, "buf", w.dims())?;
     g.expect_shape(OP, "g", w.dims())?;
-    match Tensor::common_device(OP, &[("w", w), ("buf", buf), ("g", g)])? {
-        Device::Cpu => cpu::update(w.as_mut_slice()?, buf.as_mut_slice()?, g.as_slice()?, cfg),
-        d => on_cuda!(OP, d, |b| cuda::sgd_update(
-            b,
-            b.buf_mut(OP, w)?,
-            b.buf_mut(OP, buf)?,
-            b.buf(OP, g)?,
-            cfg
-        ))?,
-    }
-    Ok(())
+    dispatch!(OP, [("w", w), ("buf", buf), ("g", g)],
+        cpu => {
+            cpu::update(w.as_mut_slice()?, buf.as_mut_slice()?, g.as_slice()?, cfg);
+            Ok(())
+        },
+        cuda |b| => {
+            let (w, buf) = (b.buf_mut(OP, w)?, b.buf_mut(OP, buf)?);
+            cuda::sgd_update(b, w, buf, b.buf(OP, g)?, cfg)
+        },
+    )
 }
