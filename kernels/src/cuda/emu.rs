@@ -25,7 +25,7 @@ impl From<(u32, u32, u32)> for Dim3 {
 }
 
 /// A kernel's two functions in the emulator build, which `EMU_KERNEL(name, Params)` exports
-/// (cuda_emu.h) and [`crate::cuda::kernel!`] declares: `emu_<name>` runs a launch,
+/// (cuda_emu.h) and `kernel!` declares: `emu_<name>` runs a launch,
 /// `emu_<name>_params_size` returns `sizeof(Params)`.
 #[derive(Debug, Clone, Copy)]
 pub struct EmuEntry {

@@ -22,7 +22,7 @@ impl Elem for u8 {}
 impl Elem for f64 {}
 
 /// A kernel's parameter struct: `#[repr(C)]`, the field-by-field twin of the C struct the
-/// kernel takes by value, with device addresses as `u64`. Declared with [`params!`], which
+/// kernel takes by value, with device addresses as `u64`. Declared with `params!`, which
 /// writes its [`StructLayout`]; a test (`crate::modules`) compares that with the C struct.
 ///
 /// # Safety
@@ -108,7 +108,7 @@ pub(crate) use params;
 
 /// A kernel: its module (the `.cu` file, named after its op), its `extern "C"` name and its
 /// entry point on the emulated device, typed by its parameter struct so that a launch cannot
-/// pass the wrong one. Built by [`kernel!`].
+/// pass the wrong one. Built by `kernel!`.
 pub struct Kernel<P> {
     pub module: &'static Module,
     pub name: &'static str,

@@ -1,7 +1,7 @@
 //! Tensors on a CUDA device: moving them between devices, allocating them, and reaching the
-//! backend buffer inside a tensor so that each op's `mod.rs` can call the launch code of
-//! [`super::ops`] on the real GPU ([`Gpu`], `Storage::Cuda`) or the emulated one ([`Emu`],
-//! `Storage::Emu`) alike.
+//! backend buffer inside a tensor so that each op's `mod.rs` can call its launch code (its
+//! `cuda.rs`) on the real GPU ([`Gpu`], `Storage::Cuda`) or the emulated one ([`Emu`],
+//! `Storage::Emu`) alike, through `dispatch!`.
 
 use tensor_core::{Device, Shape, Storage, Tensor};
 
