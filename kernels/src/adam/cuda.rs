@@ -2,18 +2,12 @@
 //! GPU and the emulated device.
 
 use crate::cuda::launch::{params, Elementwise};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel};
 use crate::Result;
 
-/// adam.cu.
-pub const MODULE: Module = Module {
-    name: "adam",
-    path: "adam/adam.cu",
-    source: include_str!("adam.cu"),
-    headers: &[],
-    params: &[AdamParams::LAYOUT],
-};
+/// adam.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(adam, headers: [], params: [AdamParams]);
 
 params! {
     /// adam.cu `AdamParams`: w, m, v, g: (n).

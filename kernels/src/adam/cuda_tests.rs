@@ -4,10 +4,8 @@
 use tensor_core::Tensor;
 
 use super::{adam_update, cuda, Adam};
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, Tol};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, Tol};
 
 /// The same float operations as the CPU, but a GPU may contract a * b + c into one rounding
 /// (NVRTC's default --fmad=true): a few ulps.
@@ -16,16 +14,7 @@ const FMA_TOL: Tol = Tol {
     rtol: 1e-6,
 };
 
-#[test]
-fn emu_adam_matches_cpu() {
-    adam_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_adam_matches_cpu() {
-    adam_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(emu_adam_matches_cpu, gpu_adam_matches_cpu, adam_matches_cpu);
 
 fn adam_matches_cpu<B: Backend>(dev: &B) {
     // An odd length and a real one: the seed's conv weight 128 x 128 x 3 x 3.

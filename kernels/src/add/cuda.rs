@@ -2,18 +2,12 @@
 //! [`Backend`] for the GPU and the emulated device.
 
 use crate::cuda::launch::{params, Elementwise};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel};
 use crate::Result;
 
-/// add.cu.
-pub const MODULE: Module = Module {
-    name: "add",
-    path: "add/add.cu",
-    source: include_str!("add.cu"),
-    headers: &[],
-    params: &[AddParams::LAYOUT, AddAssignParams::LAYOUT],
-};
+/// add.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(add, headers: [], params: [AddParams, AddAssignParams]);
 
 params! {
     /// add.cu `AddParams`: a, b: (n) -> y: (n).

@@ -4,26 +4,24 @@
 
 use super::{BatchNormConfig, StatsSource};
 use crate::cuda::launch::{check_len, count, params};
-use crate::cuda::source::{define, Module};
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::source::{define, module, Module};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
 use crate::{Error, Result};
 
-/// batchnorm.cu.
-pub const MODULE: Module = Module {
-    name: "batchnorm",
-    path: "batchnorm/batchnorm.cu",
-    source: include_str!("batchnorm.cu"),
-    headers: &[],
-    params: &[
-        BatchNormGeom::LAYOUT,
-        BatchNormMomentsParams::LAYOUT,
-        BatchNormStatsParams::LAYOUT,
-        BatchNormNormalizeParams::LAYOUT,
-        BatchNormGradSumsParams::LAYOUT,
-        BatchNormGradFinishParams::LAYOUT,
-        BatchNormInputGradParams::LAYOUT,
+/// batchnorm.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(
+    batchnorm,
+    headers: [],
+    params: [
+        BatchNormGeom,
+        BatchNormMomentsParams,
+        BatchNormStatsParams,
+        BatchNormNormalizeParams,
+        BatchNormGradSumsParams,
+        BatchNormGradFinishParams,
+        BatchNormInputGradParams,
     ],
-};
+);
 
 params! {
     /// batchnorm.cu `BatchNormGeom`: x: (n, c, inner); each channel's M = n * inner values j

@@ -10,10 +10,8 @@ use crate::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormConfig,
     BatchNormStats, StatsSource,
 };
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, Tol, EXACT};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, Tol, EXACT};
 use tensor_core::Tensor;
 
 /// Per-channel statistics (mean, inv_std, running averages): both sides sum in f64, in different orders
@@ -40,16 +38,11 @@ const BN_ELEMENT_TOL: Tol = Tol {
     rtol: 1e-5,
 };
 
-#[test]
-fn emu_batchnorm_matches_cpu() {
-    batchnorm_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_batchnorm_matches_cpu() {
-    batchnorm_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_batchnorm_matches_cpu,
+    gpu_batchnorm_matches_cpu,
+    batchnorm_matches_cpu
+);
 
 /// The tensor `t` on the device.
 fn up<B: Backend>(dev: &B, t: &Tensor) -> B::Buf<f32> {

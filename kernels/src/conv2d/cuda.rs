@@ -4,23 +4,17 @@
 
 use super::{Conv2dDims, Conv2dGeom};
 use crate::cuda::launch::{check_len, count, params};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
 use crate::gemm::cuda::{tile_grid, GemmTile, GEMM_THREADS, GEMM_TILE_K};
 use crate::Result;
 
-/// conv2d.cu.
-pub const MODULE: Module = Module {
-    name: "conv2d",
-    path: "conv2d/conv2d.cu",
-    source: include_str!("conv2d.cu"),
-    headers: &[],
-    params: &[
-        ConvGeomC::LAYOUT,
-        Conv2dParams::LAYOUT,
-        SumSplitsParams::LAYOUT,
-    ],
-};
+/// conv2d.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(
+    conv2d,
+    headers: [],
+    params: [ConvGeomC, Conv2dParams, SumSplitsParams],
+);
 
 params! {
     /// conv2d.cu `ConvGeom`: every size of one convolution ([`crate::conv2d::Conv2dDims`]).

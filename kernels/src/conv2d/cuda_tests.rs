@@ -7,10 +7,8 @@ use super::cuda;
 use crate::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dDims, Conv2dGeom,
 };
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, Tol, EXACT};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, Tol, EXACT};
 use crate::gemm::cuda::GemmTile;
 use tensor_core::Tensor;
 
@@ -24,16 +22,11 @@ fn conv_tol(terms: usize) -> Tol {
     }
 }
 
-#[test]
-fn emu_conv2d_matches_cpu() {
-    conv2d_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_conv2d_matches_cpu() {
-    conv2d_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_conv2d_matches_cpu,
+    gpu_conv2d_matches_cpu,
+    conv2d_matches_cpu
+);
 
 fn conv2d_matches_cpu<B: Backend>(dev: &B) {
     // (x dims, filters, kernel size, geometry): every kernel/stride/pad pair on an odd map; 19

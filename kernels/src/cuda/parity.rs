@@ -5,6 +5,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tensor_core::Tensor;
 
 use super::emu::{Emu, EmuBuf};
 use super::kernel;
@@ -47,6 +48,34 @@ pub(crate) fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: Tol) {
     if let Err(msg) = compare(gpu, cpu, tol) {
         panic!("{what}: {msg}");
     }
+}
+
+/// The two tests of parity check `$check` (a function of the backend): `$emu` on the emulated
+/// device, and `$gpu` on GPU 0, ignored here (scripts/gpu-check.sh runs the `gpu_*` tests on a
+/// lent GPU).
+macro_rules! on_emu_and_gpu {
+    ($emu:ident, $gpu:ident, $check:ident) => {
+        #[test]
+        fn $emu() {
+            $check(&$crate::cuda::emu::Emu);
+        }
+
+        #[test]
+        #[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
+        fn $gpu() {
+            $check($crate::cuda::gpu::Gpu::shared(0).expect("GPU 0"));
+        }
+    };
+}
+pub(crate) use on_emu_and_gpu;
+
+/// Odd lengths for the elementwise kernels: a single value, a partial block, several blocks and
+/// a partial one.
+pub(crate) const LENGTHS: [usize; 3] = [1, 1000, 20_011];
+
+/// `v` as a tensor of shape (len,).
+pub(crate) fn tensor(v: &[f32]) -> Tensor {
+    Tensor::from_vec([v.len()], v.to_vec()).unwrap()
 }
 
 /// `n` values uniform in [lo, hi) from `seed`.

@@ -42,6 +42,22 @@ pub struct Module {
     pub params: &'static [StructLayout],
 }
 
+/// The [`Module`] of op `$op`, in an op's `cuda.rs`: its source `src/$op/$op.cu` (embedded), the
+/// headers it includes from op folders, and the Rust twins of its parameter structs (those
+/// nested in others too), e.g. `module!(relu, headers: [], params: [ReluForwardParams])`.
+macro_rules! module {
+    ($op:ident, headers: [$($header:expr),* $(,)?], params: [$($params:ty),* $(,)?] $(,)?) => {
+        $crate::cuda::source::Module {
+            name: stringify!($op),
+            path: concat!(stringify!($op), "/", stringify!($op), ".cu"),
+            source: include_str!(concat!(stringify!($op), ".cu")),
+            headers: &[$($header),*],
+            params: &[$(<$params as $crate::cuda::KernelParams>::LAYOUT),*],
+        }
+    };
+}
+pub(crate) use module;
+
 impl Module {
     /// The source NVRTC compiles: [`expand_includes`] with this module's headers.
     pub fn expanded(&self) -> Result<String, String> {

@@ -2,25 +2,18 @@
 //! for the GPU and the emulated device.
 
 use crate::cuda::launch::{check_len, count, params, Elementwise};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
 use crate::philox::cuda::MaskKeyC;
 use crate::philox::MaskKey;
 use crate::{Error, Result};
 
-/// dropblock.cu.
-pub const MODULE: Module = Module {
-    name: "dropblock",
-    path: "dropblock/dropblock.cu",
-    source: include_str!("dropblock.cu"),
-    headers: &[crate::philox::cuda::HEADER],
-    params: &[
-        MaskKeyC::LAYOUT,
-        DropBlockMaskParams::LAYOUT,
-        DropBlockScaleParams::LAYOUT,
-        DropBlockApplyParams::LAYOUT,
-    ],
-};
+/// dropblock.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(
+    dropblock,
+    headers: [crate::philox::cuda::HEADER],
+    params: [MaskKeyC, DropBlockMaskParams, DropBlockScaleParams, DropBlockApplyParams],
+);
 
 params! {
     /// dropblock.cu `DropBlockMaskParams`: -> mask: (planes, h, w) u8, kept: (planes).

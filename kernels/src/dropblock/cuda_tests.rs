@@ -5,22 +5,15 @@
 use tensor_core::{Device, Shape, Tensor};
 
 use super::{cuda, dropblock_apply, dropblock_mask};
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, EXACT};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, EXACT};
 use crate::philox::MaskKey;
 
-#[test]
-fn emu_dropblock_mask_matches_cpu_exactly() {
-    dropblock_mask_matches_cpu_exactly(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_dropblock_mask_matches_cpu_exactly() {
-    dropblock_mask_matches_cpu_exactly(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_dropblock_mask_matches_cpu_exactly,
+    gpu_dropblock_mask_matches_cpu_exactly,
+    dropblock_mask_matches_cpu_exactly
+);
 
 fn dropblock_mask_matches_cpu_exactly<B: Backend>(dev: &B) {
     let key = MaskKey {

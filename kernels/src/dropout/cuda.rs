@@ -2,20 +2,18 @@
 //! the GPU and the emulated device.
 
 use crate::cuda::launch::{params, Elementwise};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel};
 use crate::philox::cuda::MaskKeyC;
 use crate::philox::MaskKey;
 use crate::Result;
 
-/// dropout.cu.
-pub const MODULE: Module = Module {
-    name: "dropout",
-    path: "dropout/dropout.cu",
-    source: include_str!("dropout.cu"),
-    headers: &[crate::philox::cuda::HEADER],
-    params: &[MaskKeyC::LAYOUT, DropoutParams::LAYOUT],
-};
+/// dropout.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(
+    dropout,
+    headers: [crate::philox::cuda::HEADER],
+    params: [MaskKeyC, DropoutParams],
+);
 
 params! {
     /// dropout.cu `DropoutParams`: inp: (n) -> out: (n).

@@ -4,29 +4,15 @@
 use tensor_core::Tensor;
 
 use super::cuda;
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, EXACT};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, tensor, uniform, EXACT, LENGTHS};
 use crate::philox::MaskKey;
 
-/// Odd lengths: a single value, a partial block, several blocks and a partial one.
-const LENGTHS: [usize; 3] = [1, 1000, 20_011];
-
-fn tensor(v: &[f32]) -> Tensor {
-    Tensor::from_vec([v.len()], v.to_vec()).unwrap()
-}
-
-#[test]
-fn emu_dropout_mask_matches_cpu_exactly() {
-    dropout_mask_matches_cpu_exactly(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_dropout_mask_matches_cpu_exactly() {
-    dropout_mask_matches_cpu_exactly(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_dropout_mask_matches_cpu_exactly,
+    gpu_dropout_mask_matches_cpu_exactly,
+    dropout_mask_matches_cpu_exactly
+);
 
 fn dropout_mask_matches_cpu_exactly<B: Backend>(dev: &B) {
     let key = MaskKey {

@@ -3,18 +3,12 @@
 
 use super::Trans;
 use crate::cuda::launch::{check_len, count, params};
-use crate::cuda::source::{define, Module, TILED_GEMM_CUH};
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::source::{define, module, Module, TILED_GEMM_CUH};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
 use crate::{Error, Result};
 
-/// gemm.cu.
-pub const MODULE: Module = Module {
-    name: "gemm",
-    path: "gemm/gemm.cu",
-    source: include_str!("gemm.cu"),
-    headers: &[],
-    params: &[SgemmParams::LAYOUT],
-};
+/// gemm.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(gemm, headers: [], params: [SgemmParams]);
 
 params! {
     /// gemm.cu `SgemmParams`: op(a): (m, k), op(b): (k, n) -> c: (m, n).

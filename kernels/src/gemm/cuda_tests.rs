@@ -4,10 +4,8 @@
 
 use super::cuda::{self, DevOperand, GemmTile};
 use super::{sgemm, Operand, Trans};
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, Tol, EXACT};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, Tol, EXACT};
 
 /// The tolerance of a product with inner dimension `k` and operands in [-1, 1]: both sides add
 /// the same k products in f32 but in different orders (the CPU in cache blocks, the kernel in
@@ -21,16 +19,11 @@ fn gemm_tol(k: usize) -> Tol {
     }
 }
 
-#[test]
-fn emu_sgemm_matches_cpu() {
-    sgemm_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_sgemm_matches_cpu() {
-    sgemm_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_sgemm_matches_cpu,
+    gpu_sgemm_matches_cpu,
+    sgemm_matches_cpu
+);
 
 /// The large tile where its blocks fill an H100 (132 multiprocessors) once, else the small one.
 #[test]

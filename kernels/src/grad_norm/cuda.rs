@@ -4,22 +4,16 @@
 use crate::cuda::launch::{
     count, params, Elementwise, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS,
 };
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
 use crate::{Error, Result};
 
-/// grad_norm.cu.
-pub const MODULE: Module = Module {
-    name: "grad_norm",
-    path: "grad_norm/grad_norm.cu",
-    source: include_str!("grad_norm.cu"),
-    headers: &[],
-    params: &[
-        SumSquaresParams::LAYOUT,
-        SumPartialsParams::LAYOUT,
-        ScaleParams::LAYOUT,
-    ],
-};
+/// grad_norm.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(
+    grad_norm,
+    headers: [],
+    params: [SumSquaresParams, SumPartialsParams, ScaleParams],
+);
 
 params! {
     /// grad_norm.cu `SumSquaresParams`: x: (n) -> partial: (blocks), f64.

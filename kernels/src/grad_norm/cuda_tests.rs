@@ -5,24 +5,17 @@
 use tensor_core::Tensor;
 
 use super::{cuda, scale_in_place, sum_of_squares};
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, EXACT};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, EXACT};
 
 /// Sums in f64 in a different order than the CPU's (blocks and warps, not chunks).
 const F64_SUM_RTOL: f64 = 1e-12;
 
-#[test]
-fn emu_sum_of_squares_and_clip_match_cpu() {
-    sum_of_squares_and_clip_match_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_sum_of_squares_and_clip_match_cpu() {
-    sum_of_squares_and_clip_match_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_sum_of_squares_and_clip_match_cpu,
+    gpu_sum_of_squares_and_clip_match_cpu,
+    sum_of_squares_and_clip_match_cpu
+);
 
 fn sum_of_squares_and_clip_match_cpu<B: Backend>(dev: &B) {
     for (s, n) in [1usize, 777, 300_001].into_iter().enumerate() {

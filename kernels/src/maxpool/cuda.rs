@@ -3,18 +3,12 @@
 
 use super::Pool2d;
 use crate::cuda::launch::{check_len, count, params};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
 use crate::{Error, Result};
 
-/// maxpool.cu.
-pub const MODULE: Module = Module {
-    name: "maxpool",
-    path: "maxpool/maxpool.cu",
-    source: include_str!("maxpool.cu"),
-    headers: &[],
-    params: &[MaxPoolParams::LAYOUT],
-};
+/// maxpool.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(maxpool, headers: [], params: [MaxPoolParams]);
 
 params! {
     /// maxpool.cu `MaxPoolParams`: forward x -> y, argmax; backward dy (in `x`) -> dx (in `y`).

@@ -4,21 +4,14 @@
 use tensor_core::Tensor;
 
 use super::{cuda, maxpool2d_backward, maxpool2d_forward, Pool2d};
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, EXACT};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, EXACT};
 
-#[test]
-fn emu_maxpool_matches_cpu() {
-    maxpool_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_maxpool_matches_cpu() {
-    maxpool_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_maxpool_matches_cpu,
+    gpu_maxpool_matches_cpu,
+    maxpool_matches_cpu
+);
 
 fn maxpool_matches_cpu<B: Backend>(dev: &B) {
     // Odd planes, a window larger than the stride, and the seed's last pool (batch 250, 1024

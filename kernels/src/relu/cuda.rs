@@ -3,18 +3,16 @@
 //! buffers.
 
 use crate::cuda::launch::{params, Elementwise};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel};
 use crate::Result;
 
-/// relu.cu.
-pub const MODULE: Module = Module {
-    name: "relu",
-    path: "relu/relu.cu",
-    source: include_str!("relu.cu"),
-    headers: &[],
-    params: &[ReluForwardParams::LAYOUT, ReluBackwardParams::LAYOUT],
-};
+/// relu.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(
+    relu,
+    headers: [],
+    params: [ReluForwardParams, ReluBackwardParams],
+);
 
 params! {
     /// relu.cu `ReluForwardParams`: x: (n) -> y: (n).

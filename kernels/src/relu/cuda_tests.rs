@@ -5,29 +5,13 @@ use tensor_core::Tensor;
 
 use super::cuda;
 use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::{Backend, LaunchConfig, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS};
 use crate::cuda::parity::{
-    assert_close, compare, run_harness, uniform, BROKEN_RELU_FORWARD, EXACT,
+    assert_close, compare, on_emu_and_gpu, run_harness, tensor, uniform, BROKEN_RELU_FORWARD,
+    EXACT, LENGTHS,
 };
 
-/// Odd lengths: a single value, a partial block, several blocks and a partial one.
-const LENGTHS: [usize; 3] = [1, 1000, 20_011];
-
-fn tensor(v: &[f32]) -> Tensor {
-    Tensor::from_vec([v.len()], v.to_vec()).unwrap()
-}
-
-#[test]
-fn emu_relu_matches_cpu() {
-    relu_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_relu_matches_cpu() {
-    relu_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(emu_relu_matches_cpu, gpu_relu_matches_cpu, relu_matches_cpu);
 
 fn relu_matches_cpu<B: Backend>(dev: &B) {
     for (s, &n) in LENGTHS.iter().enumerate() {
@@ -56,16 +40,11 @@ fn relu_matches_cpu<B: Backend>(dev: &B) {
     }
 }
 
-#[test]
-fn emu_relu_loops_past_the_grid_cap() {
-    relu_loops_past_the_grid_cap(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_relu_loops_past_the_grid_cap() {
-    relu_loops_past_the_grid_cap(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_relu_loops_past_the_grid_cap,
+    gpu_relu_loops_past_the_grid_cap,
+    relu_loops_past_the_grid_cap
+);
 
 fn relu_loops_past_the_grid_cap<B: Backend>(dev: &B) {
     let n = (MAX_ELEMENTWISE_BLOCKS * ELEMENTWISE_THREADS) as usize + 7;

@@ -2,18 +2,12 @@
 //! and the emulated device.
 
 use crate::cuda::launch::{params, Elementwise};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel};
 use crate::Result;
 
-/// sgd.cu.
-pub const MODULE: Module = Module {
-    name: "sgd",
-    path: "sgd/sgd.cu",
-    source: include_str!("sgd.cu"),
-    headers: &[],
-    params: &[SgdParams::LAYOUT],
-};
+/// sgd.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(sgd, headers: [], params: [SgdParams]);
 
 params! {
     /// sgd.cu `SgdParams`: w, buf, g: (n); nesterov is 0 or 1.

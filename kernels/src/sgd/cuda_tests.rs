@@ -4,21 +4,10 @@
 use tensor_core::Tensor;
 
 use super::{cuda, sgd_update, Sgd};
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, EXACT};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, EXACT};
 
-#[test]
-fn emu_sgd_matches_cpu() {
-    sgd_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_sgd_matches_cpu() {
-    sgd_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(emu_sgd_matches_cpu, gpu_sgd_matches_cpu, sgd_matches_cpu);
 
 fn sgd_matches_cpu<B: Backend>(dev: &B) {
     let classical = Sgd {

@@ -2,22 +2,16 @@
 //! [`Backend`] for the GPU and the emulated device.
 
 use crate::cuda::launch::{check_len, count, params, ELEMENTWISE_THREADS};
-use crate::cuda::source::Module;
-use crate::cuda::{kernel, Backend, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
 use crate::{Error, Result};
 
-/// softmax_ce.cu.
-pub const MODULE: Module = Module {
-    name: "softmax_ce",
-    path: "softmax_ce/softmax_ce.cu",
-    source: include_str!("softmax_ce.cu"),
-    headers: &[],
-    params: &[
-        SoftmaxCeForwardParams::LAYOUT,
-        SoftmaxCeBackwardParams::LAYOUT,
-        SoftmaxCeTallyParams::LAYOUT,
-    ],
-};
+/// softmax_ce.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(
+    softmax_ce,
+    headers: [],
+    params: [SoftmaxCeForwardParams, SoftmaxCeBackwardParams, SoftmaxCeTallyParams],
+);
 
 params! {
     /// softmax_ce.cu `SoftmaxCeForwardParams`: logits: (rows, classes), labels: (rows) ->
@@ -57,6 +51,23 @@ pub const SOFTMAX_CE_BACKWARD: Kernel<SoftmaxCeBackwardParams> =
     kernel!(MODULE, softmax_ce_backward);
 pub const SOFTMAX_CE_TALLY: Kernel<SoftmaxCeTallyParams> = kernel!(MODULE, softmax_ce_tally);
 
+/// The rows of a batch: one per label, an error naming `op` unless there are rows and classes.
+fn rows<B: Backend>(
+    dev: &B,
+    op: &'static str,
+    labels: &B::Buf<u32>,
+    classes: usize,
+) -> Result<usize> {
+    let rows = dev.len(labels);
+    if rows == 0 || classes == 0 {
+        return Err(Error::Shape {
+            op,
+            msg: format!("{rows} rows of {classes} classes: both must be > 0"),
+        });
+    }
+    Ok(rows)
+}
+
 /// Softmax and per-row cross-entropy. logits: (rows, classes), labels: (rows) ->
 /// probs: (rows, classes), row_loss: (rows) in f64, overwritten; [`mean_loss`] reads the loss.
 pub fn softmax_ce_forward<B: Backend>(
@@ -68,13 +79,7 @@ pub fn softmax_ce_forward<B: Backend>(
     classes: usize,
 ) -> Result<()> {
     const OP: &str = "cuda softmax_ce_forward";
-    let rows = dev.len(labels);
-    if rows == 0 || classes == 0 {
-        return Err(Error::Shape {
-            op: OP,
-            msg: format!("{rows} rows of {classes} classes: both must be > 0"),
-        });
-    }
+    let rows = rows(dev, OP, labels, classes)?;
     check_len(dev, OP, "logits", logits, rows * classes)?;
     check_len(dev, OP, "probs", probs, rows * classes)?;
     check_len(dev, OP, "row_loss", row_loss, rows)?;
@@ -146,13 +151,7 @@ pub fn softmax_ce_tally<B: Backend>(
     classes: usize,
 ) -> Result<()> {
     const OP: &str = "cuda softmax_ce_tally";
-    let rows = dev.len(labels);
-    if rows == 0 || classes == 0 {
-        return Err(Error::Shape {
-            op: OP,
-            msg: format!("{rows} rows of {classes} classes: both must be > 0"),
-        });
-    }
+    let rows = rows(dev, OP, labels, classes)?;
     check_len(dev, OP, "sums", sums, crate::softmax_ce::TALLY_LEN)?;
     check_len(dev, OP, "row_loss", row_loss, rows)?;
     check_len(dev, OP, "probs", probs, rows * classes)?;

@@ -5,10 +5,9 @@
 use tensor_core::Tensor;
 
 use super::{cuda, softmax_ce_backward, softmax_ce_forward};
-use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
 use crate::cuda::launch::Backend;
-use crate::cuda::parity::{assert_close, uniform, Tol, EXACT};
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, Tol, EXACT};
+use crate::cuda::TensorBackend;
 
 /// exp and log in double round differently from Rust's libm in the last place; probs are
 /// rounded to f32 once afterwards, so they agree to about one f32 ulp.
@@ -17,16 +16,11 @@ const SOFTMAX_TOL: Tol = Tol {
     rtol: 2e-7,
 };
 
-#[test]
-fn emu_softmax_ce_matches_cpu() {
-    softmax_ce_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_softmax_ce_matches_cpu() {
-    softmax_ce_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_softmax_ce_matches_cpu,
+    gpu_softmax_ce_matches_cpu,
+    softmax_ce_matches_cpu
+);
 
 fn softmax_ce_matches_cpu<B: Backend>(dev: &B) {
     // Odd shapes and the seed's classifier: 250 rows of 100 classes.
@@ -84,20 +78,16 @@ fn softmax_ce_matches_cpu<B: Backend>(dev: &B) {
     );
 }
 
-#[test]
-fn emu_softmax_ce_tally_matches_cpu() {
-    softmax_ce_tally_matches_cpu(tensor_core::Device::CudaEmu);
-}
+on_emu_and_gpu!(
+    emu_softmax_ce_tally_matches_cpu,
+    gpu_softmax_ce_tally_matches_cpu,
+    softmax_ce_tally_matches_cpu
+);
 
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_softmax_ce_tally_matches_cpu() {
-    softmax_ce_tally_matches_cpu(tensor_core::Device::Cuda(0));
-}
-
-/// Three minibatches through `softmax_ce_forward_tallied` on the CPU and on `device`: the same
-/// last loss and running loss sum (to softmax rounding), the same correct counts exactly.
-fn softmax_ce_tally_matches_cpu(device: tensor_core::Device) {
+/// Three minibatches through `softmax_ce_forward_tallied` on the CPU and on `dev`'s device: the
+/// same last loss and running loss sum (to softmax rounding), the same correct counts exactly.
+fn softmax_ce_tally_matches_cpu<B: TensorBackend>(backend: &B) {
+    let device = backend.device();
     use crate::softmax_ce::{softmax_ce_forward_tallied, LossTally};
     for (rows, classes) in [(7usize, 13usize), (250, 100)] {
         // Sums carried in from a resumed run's checkpoint.
