@@ -3,13 +3,13 @@
 
 use tensor_core::{Device, Tensor};
 
-use super::super::tensor::to_device;
-use super::{assert_close, uniform, Tol, EXACT};
 use crate::adam::{adam_update, Adam};
 use crate::add::{add, add_assign};
 use crate::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormConfig,
 };
+use crate::cuda::parity::{assert_close, uniform, Tol, EXACT};
+use crate::cuda::to_device;
 use crate::dropblock::{dropblock_apply, dropblock_mask};
 use crate::dropout::{dropout_backward, dropout_forward};
 use crate::grad_norm::{scale_in_place, sum_of_squares};
@@ -43,7 +43,7 @@ fn emu(t: &Tensor) -> Tensor {
 }
 
 fn zeros_like_on(t: &Tensor, device: Device) -> Tensor {
-    super::super::zeros_on(t.shape().clone(), device).unwrap()
+    crate::cuda::zeros_on(t.shape().clone(), device).unwrap()
 }
 
 #[test]

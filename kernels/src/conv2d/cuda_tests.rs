@@ -3,14 +3,13 @@
 //! seed layer (128 -> 128 channels, 3x3) at a small batch; each pass in both block tiles, which
 //! must agree bit for bit (same sums in the same order).
 
-use super::super::emu::Emu;
-use super::super::gpu::Gpu;
-use super::super::launch::Backend;
-use super::super::ops::{self, GemmTile};
-use super::{assert_close, uniform, Tol, EXACT};
+use super::cuda;
 use crate::conv2d::{
     conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Conv2dDims, Conv2dGeom,
 };
+use crate::cuda::launch::Backend;
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, Tol, EXACT};
+use crate::gemm::cuda::GemmTile;
 use tensor_core::Tensor;
 
 /// A sum of `terms` products of values in [-1, 1], computed in f32 in different orders on the
@@ -23,16 +22,11 @@ fn conv_tol(terms: usize) -> Tol {
     }
 }
 
-#[test]
-fn emu_conv2d_matches_cpu() {
-    conv2d_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_conv2d_matches_cpu() {
-    conv2d_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_conv2d_matches_cpu,
+    gpu_conv2d_matches_cpu,
+    conv2d_matches_cpu
+);
 
 fn conv2d_matches_cpu<B: Backend>(dev: &B) {
     // (x dims, filters, kernel size, geometry): every kernel/stride/pad pair on an odd map; 19
@@ -69,7 +63,7 @@ fn conv2d_matches_cpu<B: Backend>(dev: &B) {
         let mut per_tile = Vec::new();
         for tile in [Some(GemmTile::Large), Some(GemmTile::Small)] {
             let mut yb = dev.upload(&vec![f32::NAN; y.len()]).unwrap();
-            ops::conv2d_forward_with(dev, tile, &mut yb, &xb, &wb, &xd, &wd, geom).unwrap();
+            cuda::conv2d_forward_with(dev, tile, &mut yb, &xb, &wb, &xd, &wd, geom).unwrap();
             let yg = dev.download(&yb).unwrap();
             let what = format!("{what}: forward, tile {tile:?}");
             assert_close(&what, &yg, y.as_slice().unwrap(), conv_tol(fwd_terms));
@@ -89,7 +83,8 @@ fn conv2d_matches_cpu<B: Backend>(dev: &B) {
         let mut per_tile = Vec::new();
         for tile in [Some(GemmTile::Large), Some(GemmTile::Small)] {
             let mut dxb = dev.upload(&vec![f32::NAN; dx.len()]).unwrap();
-            ops::conv2d_backward_data_with(dev, tile, &mut dxb, &dyb, &wb, &xd, &wd, geom).unwrap();
+            cuda::conv2d_backward_data_with(dev, tile, &mut dxb, &dyb, &wb, &xd, &wd, geom)
+                .unwrap();
             let dxg = dev.download(&dxb).unwrap();
             let what = format!("{what}: backward-data, tile {tile:?}");
             assert_close(
@@ -120,8 +115,8 @@ fn conv2d_matches_cpu<B: Backend>(dev: &B) {
         for run in runs {
             let mut dwb = dev.upload(&dw0).unwrap();
             match run {
-                None => ops::conv2d_backward_weight(dev, &mut dwb, &dyb, &xb, &xd, &wd, geom),
-                Some((tile, splits)) => ops::conv2d_backward_weight_with(
+                None => cuda::conv2d_backward_weight(dev, &mut dwb, &dyb, &xb, &xd, &wd, geom),
+                Some((tile, splits)) => cuda::conv2d_backward_weight_with(
                     dev, tile, splits, &mut dwb, &dyb, &xb, &xd, &wd, geom,
                 ),
             }
@@ -146,12 +141,12 @@ fn refusals<B: Backend>(dev: &B) {
         dev.alloc(7).unwrap(),
     );
     let geom = Conv2dGeom::SAME_3X3;
-    let e = ops::conv2d_forward(dev, &mut y, &x, &w, &[2, 3, 5, 5], &[4, 3, 3, 3], geom);
+    let e = cuda::conv2d_forward(dev, &mut y, &x, &w, &[2, 3, 5, 5], &[4, 3, 3, 3], geom);
     assert_eq!(
         e.unwrap_err().to_string(),
         "cuda conv2d_forward: y holds 7 values, expected 200"
     );
-    let e = ops::conv2d_forward(dev, &mut y, &x, &w, &[2, 3, 5, 5], &[4, 2, 3, 3], geom);
+    let e = cuda::conv2d_forward(dev, &mut y, &x, &w, &[2, 3, 5, 5], &[4, 2, 3, 3], geom);
     assert_eq!(
         e.unwrap_err().to_string(),
         "cuda conv2d_forward: x (2, 3, 5, 5) has 3 channels, weight (4, 2, 3, 3) expects 2"

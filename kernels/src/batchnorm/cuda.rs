@@ -2,32 +2,126 @@
 //! sums is a `*_partial` launch over c * chunks blocks (f64 sums per chunk), a `*_finish` launch
 //! of one thread per channel (the chunks added in order), and an elementwise launch.
 
-use super::{check_len, count};
-use crate::batchnorm::{BatchNormConfig, StatsSource};
-use crate::cuda::launch::{Backend, Kernel, LaunchConfig};
-use crate::cuda::params::{
-    BatchNormGeom, BatchNormGradFinishParams, BatchNormGradSumsParams, BatchNormInputGradParams,
-    BatchNormMomentsParams, BatchNormNormalizeParams, BatchNormStatsParams,
-};
+use super::{BatchNormConfig, StatsSource};
+use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::source::{define, module, Module};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
 use crate::{Error, Result};
 
-pub const BATCHNORM_MOMENTS_PARTIAL: Kernel<BatchNormMomentsParams> =
-    Kernel::new("batchnorm", "batchnorm_moments_partial");
-pub const BATCHNORM_MOMENTS_FINISH: Kernel<BatchNormStatsParams> =
-    Kernel::new("batchnorm", "batchnorm_moments_finish");
-pub const BATCHNORM_RUNNING_STATS: Kernel<BatchNormStatsParams> =
-    Kernel::new("batchnorm", "batchnorm_running_stats");
-pub const BATCHNORM_NORMALIZE: Kernel<BatchNormNormalizeParams> =
-    Kernel::new("batchnorm", "batchnorm_normalize");
-pub const BATCHNORM_GRAD_PARTIAL: Kernel<BatchNormGradSumsParams> =
-    Kernel::new("batchnorm", "batchnorm_grad_partial");
-pub const BATCHNORM_GRAD_FINISH: Kernel<BatchNormGradFinishParams> =
-    Kernel::new("batchnorm", "batchnorm_grad_finish");
-pub const BATCHNORM_INPUT_GRAD: Kernel<BatchNormInputGradParams> =
-    Kernel::new("batchnorm", "batchnorm_input_grad");
+/// batchnorm.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(
+    batchnorm,
+    headers: [],
+    params: [
+        BatchNormGeom,
+        BatchNormMomentsParams,
+        BatchNormStatsParams,
+        BatchNormNormalizeParams,
+        BatchNormGradSumsParams,
+        BatchNormGradFinishParams,
+        BatchNormInputGradParams,
+    ],
+);
 
-/// Threads per block of the batch-norm kernels; `BATCHNORM_THREADS` in batchnorm.cu.
-pub const BATCHNORM_THREADS: u32 = 256;
+params! {
+    /// batchnorm.cu `BatchNormGeom`: x: (n, c, inner); each channel's M = n * inner values j
+    /// split into `chunks` runs of `chunk_len` (a multiple of 4; the last may be shorter); `vec4`
+    /// is 1 when inner % 4 == 0 and the value arrays are 16-byte aligned.
+    pub struct BatchNormGeom {
+        pub n: u32,
+        pub c: u32,
+        pub inner: u32,
+        pub chunks: u32,
+        pub chunk_len: u32,
+        pub vec4: u32,
+    }
+
+    /// batchnorm.cu `BatchNormMomentsParams`: x: (n, c, inner) -> partial: (c, chunks, 2), f64.
+    pub struct BatchNormMomentsParams {
+        pub partial: u64,
+        pub x: u64,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormStatsParams`: partial: (c, chunks, 2), x: (n, c, inner) -> mean,
+    /// inv_std: (c); running_mean, running_var: (c), updated in training.
+    pub struct BatchNormStatsParams {
+        pub mean: u64,
+        pub inv_std: u64,
+        pub running_mean: u64,
+        pub running_var: u64,
+        pub partial: u64,
+        pub x: u64,
+        pub eps: f32,
+        pub momentum: f32,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormNormalizeParams`: x: (n, c, inner) -> y: same; mean, inv_std,
+    /// gamma, beta: (c).
+    pub struct BatchNormNormalizeParams {
+        pub y: u64,
+        pub x: u64,
+        pub mean: u64,
+        pub inv_std: u64,
+        pub gamma: u64,
+        pub beta: u64,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormGradSumsParams`: dy, x: (n, c, inner), mean: (c) ->
+    /// partial: (c, chunks, 2), f64.
+    pub struct BatchNormGradSumsParams {
+        pub partial: u64,
+        pub dy: u64,
+        pub x: u64,
+        pub mean: u64,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormGradFinishParams`: partial: (c, chunks, 2), inv_std: (c) ->
+    /// dgamma, dbeta: (c), accumulated; coef: (c, 2).
+    pub struct BatchNormGradFinishParams {
+        pub dgamma: u64,
+        pub dbeta: u64,
+        pub coef: u64,
+        pub partial: u64,
+        pub inv_std: u64,
+        pub batch_stats: u32,
+        pub g: BatchNormGeom,
+    }
+
+    /// batchnorm.cu `BatchNormInputGradParams`: dy, x: (n, c, inner) -> dx: same; gamma, mean,
+    /// inv_std: (c); coef: (c, 2).
+    pub struct BatchNormInputGradParams {
+        pub dx: u64,
+        pub dy: u64,
+        pub x: u64,
+        pub gamma: u64,
+        pub mean: u64,
+        pub inv_std: u64,
+        pub coef: u64,
+        pub g: BatchNormGeom,
+    }
+}
+
+pub const BATCHNORM_MOMENTS_PARTIAL: Kernel<BatchNormMomentsParams> =
+    kernel!(MODULE, batchnorm_moments_partial);
+pub const BATCHNORM_MOMENTS_FINISH: Kernel<BatchNormStatsParams> =
+    kernel!(MODULE, batchnorm_moments_finish);
+pub const BATCHNORM_RUNNING_STATS: Kernel<BatchNormStatsParams> =
+    kernel!(MODULE, batchnorm_running_stats);
+pub const BATCHNORM_NORMALIZE: Kernel<BatchNormNormalizeParams> =
+    kernel!(MODULE, batchnorm_normalize);
+pub const BATCHNORM_GRAD_PARTIAL: Kernel<BatchNormGradSumsParams> =
+    kernel!(MODULE, batchnorm_grad_partial);
+pub const BATCHNORM_GRAD_FINISH: Kernel<BatchNormGradFinishParams> =
+    kernel!(MODULE, batchnorm_grad_finish);
+pub const BATCHNORM_INPUT_GRAD: Kernel<BatchNormInputGradParams> =
+    kernel!(MODULE, batchnorm_input_grad);
+
+/// Threads per block of the batch-norm kernels: `BATCHNORM_THREADS` of batchnorm.cu.
+pub const BATCHNORM_THREADS: u32 = define(MODULE.source, "BATCHNORM_THREADS");
 
 /// Blocks the `*_partial` launches aim at: about four waves of an H100 (132 multiprocessors,
 /// 8 blocks of 256 threads each), so that the last wave's tail costs little.

@@ -2,12 +2,10 @@
 //! agree bit for bit), every transpose pair, shapes that are not multiples of the 128 x 128 x 8
 //! and 64 x 64 x 8 tiles, and a convolution-sized product; and the choice of tile by shape.
 
-use super::super::emu::Emu;
-use super::super::gpu::Gpu;
-use super::super::launch::Backend;
-use super::super::ops::{self, DevOperand, GemmTile};
-use super::{assert_close, uniform, Tol, EXACT};
-use crate::gemm::{sgemm, Operand, Trans};
+use super::cuda::{self, DevOperand, GemmTile};
+use super::{sgemm, Operand, Trans};
+use crate::cuda::launch::Backend;
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, Tol, EXACT};
 
 /// The tolerance of a product with inner dimension `k` and operands in [-1, 1]: both sides add
 /// the same k products in f32 but in different orders (the CPU in cache blocks, the kernel in
@@ -21,16 +19,11 @@ fn gemm_tol(k: usize) -> Tol {
     }
 }
 
-#[test]
-fn emu_sgemm_matches_cpu() {
-    sgemm_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_sgemm_matches_cpu() {
-    sgemm_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_sgemm_matches_cpu,
+    gpu_sgemm_matches_cpu,
+    sgemm_matches_cpu
+);
 
 /// The large tile where its blocks fill an H100 (132 multiprocessors) once, else the small one.
 #[test]
@@ -112,12 +105,12 @@ fn sgemm_matches_cpu<B: Backend>(dev: &B) {
                     trans: tb,
                 };
                 let mut cb = dev.upload(&start).unwrap();
-                ops::sgemm(dev, alpha, dev_a(), dev_b(), beta, &mut cb).unwrap();
+                cuda::sgemm(dev, alpha, dev_a(), dev_b(), beta, &mut cb).unwrap();
                 assert_close(&what, &dev.download(&cb).unwrap(), &c, gemm_tol(k));
                 let mut per_tile = Vec::new();
                 for tile in GemmTile::ALL {
                     let mut cb = dev.upload(&start).unwrap();
-                    ops::sgemm_tiled(dev, tile, alpha, dev_a(), dev_b(), beta, &mut cb).unwrap();
+                    cuda::sgemm_tiled(dev, tile, alpha, dev_a(), dev_b(), beta, &mut cb).unwrap();
                     let cg = dev.download(&cb).unwrap();
                     assert_close(&format!("{what}, {tile:?}"), &cg, &c, gemm_tol(k));
                     per_tile.push(cg);
@@ -134,7 +127,7 @@ fn sgemm_matches_cpu<B: Backend>(dev: &B) {
         cols,
         trans,
     };
-    let e = ops::sgemm(
+    let e = cuda::sgemm(
         dev,
         1.0,
         operand(2, 3, Trans::No),
@@ -146,7 +139,7 @@ fn sgemm_matches_cpu<B: Backend>(dev: &B) {
         e.unwrap_err().to_string(),
         "cuda sgemm: op(a) is (2, 3) but op(b) is (2, 3)"
     );
-    let e = ops::sgemm(
+    let e = cuda::sgemm(
         dev,
         1.0,
         operand(2, 3, Trans::No),

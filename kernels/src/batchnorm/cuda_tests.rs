@@ -3,17 +3,15 @@
 //! by the sums kernels. The tolerances allow for the different summation orders and for a GPU's
 //! FMA contraction.
 
-use super::super::emu::Emu;
-use super::super::gpu::Gpu;
-use super::super::launch::Backend;
-use super::super::ops::{
+use super::cuda::{
     self, BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs,
 };
-use super::{assert_close, uniform, Tol, EXACT};
 use crate::batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormConfig,
     BatchNormStats, StatsSource,
 };
+use crate::cuda::launch::Backend;
+use crate::cuda::parity::{assert_close, on_emu_and_gpu, uniform, Tol, EXACT};
 use tensor_core::Tensor;
 
 /// Per-channel statistics (mean, inv_std, running averages): both sides sum in f64, in different orders
@@ -40,16 +38,11 @@ const BN_ELEMENT_TOL: Tol = Tol {
     rtol: 1e-5,
 };
 
-#[test]
-fn emu_batchnorm_matches_cpu() {
-    batchnorm_matches_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_batchnorm_matches_cpu() {
-    batchnorm_matches_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_batchnorm_matches_cpu,
+    gpu_batchnorm_matches_cpu,
+    batchnorm_matches_cpu
+);
 
 /// The tensor `t` on the device.
 fn up<B: Backend>(dev: &B, t: &Tensor) -> B::Buf<f32> {
@@ -107,7 +100,7 @@ fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
         &[9, 2, 37, 41],
     ];
     for &dims in &cases[5..] {
-        let (chunks, len) = ops::partial_chunks(dims[1], dims[0] * dims[2] * dims[3]);
+        let (chunks, len) = cuda::partial_chunks(dims[1], dims[0] * dims[2] * dims[3]);
         assert!(
             chunks > 1 && dims[0] * dims[2] * dims[3] % len != 0,
             "{dims:?}: {chunks} chunks of {len}, expected several with a shorter last one"
@@ -155,7 +148,7 @@ fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
         let (mut rmb, mut rvb) = (up(dev, &rm0), up(dev, &rv0));
         let (mut meanb, mut invb) = (poisoned(dev, c), poisoned(dev, c));
         let mut yb = poisoned(dev, len);
-        ops::batchnorm_forward_train(
+        cuda::batchnorm_forward_train(
             dev,
             &mut yb,
             BatchNormStatsBufs {
@@ -176,7 +169,7 @@ fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
 
         let mut dxb = poisoned(dev, len);
         let (mut dgb, mut dbb) = (up(dev, &dg0), up(dev, &db0));
-        ops::batchnorm_backward(
+        cuda::batchnorm_backward(
             dev,
             &mut dxb,
             &mut dgb,
@@ -200,7 +193,7 @@ fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
         let (rmb, rvb) = (up(dev, &rm), up(dev, &rv));
         let (mut meanb, mut invb) = (poisoned(dev, c), poisoned(dev, c));
         let mut yb = poisoned(dev, len);
-        ops::batchnorm_forward_eval(
+        cuda::batchnorm_forward_eval(
             dev,
             &mut yb,
             BatchNormStatsBufs {
@@ -224,7 +217,7 @@ fn batchnorm_matches_cpu<B: Backend>(dev: &B) {
         check(dev, &what("eval running_mean"), &rmb, &rm, EXACT);
         check(dev, &what("eval running_var"), &rvb, &rv, EXACT);
         let (mut dgb, mut dbb) = (up(dev, &dg), up(dev, &db));
-        ops::batchnorm_backward(
+        cuda::batchnorm_backward(
             dev,
             &mut dxb,
             &mut dgb,
@@ -280,7 +273,7 @@ fn refusals<B: Backend>(dev: &B) {
             poisoned(dev, len),
             poisoned(dev, inv_len),
         );
-        ops::batchnorm_forward_train(
+        cuda::batchnorm_forward_train(
             dev,
             &mut y,
             BatchNormStatsBufs {

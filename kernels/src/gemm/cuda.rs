@@ -1,18 +1,38 @@
 //! SGEMM on the device, as [`crate::gemm::sgemm`]: the tiled kernel of gemm.cu, and the choice
 //! of its tile size that the convolutions share.
 
-use super::{check_len, count};
-use crate::cuda::launch::{Backend, Kernel, LaunchConfig};
-use crate::cuda::params::SgemmParams;
-use crate::gemm::Trans;
+use super::Trans;
+use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::source::{define, module, Module, TILED_GEMM_CUH};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
 use crate::{Error, Result};
 
-pub const SGEMM_128: Kernel<SgemmParams> = Kernel::new("gemm", "sgemm_128");
-pub const SGEMM_64: Kernel<SgemmParams> = Kernel::new("gemm", "sgemm_64");
+/// gemm.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(gemm, headers: [], params: [SgemmParams]);
 
-/// Threads of a tiled-product block, and the depth of one k step; tiled_gemm.cuh.
-pub const GEMM_THREADS: u32 = 256;
-pub const GEMM_TILE_K: usize = 8;
+params! {
+    /// gemm.cu `SgemmParams`: op(a): (m, k), op(b): (k, n) -> c: (m, n).
+    pub struct SgemmParams {
+        pub c: u64,
+        pub a: u64,
+        pub b: u64,
+        pub alpha: f32,
+        pub beta: f32,
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        pub trans_a: u32,
+        pub trans_b: u32,
+    }
+}
+
+pub const SGEMM_128: Kernel<SgemmParams> = kernel!(MODULE, sgemm_128);
+pub const SGEMM_64: Kernel<SgemmParams> = kernel!(MODULE, sgemm_64);
+
+/// Threads of a tiled-product block, and the depth of one k step: `GEMM_THREADS` and
+/// `GEMM_TILE_K` of tiled_gemm.cuh.
+pub const GEMM_THREADS: u32 = define(TILED_GEMM_CUH.source, "GEMM_THREADS");
+pub const GEMM_TILE_K: usize = define(TILED_GEMM_CUH.source, "GEMM_TILE_K") as usize;
 
 /// Multiprocessors of an H100 SXM: a grid of fewer blocks of the large tile leaves some idle.
 const WAVE_BLOCKS: usize = 132;
@@ -72,7 +92,7 @@ impl<B: Backend> DevOperand<'_, B> {
 }
 
 /// The grid of a tiled product with an (m, n) output: one block per tile.
-pub(super) fn tile_grid(
+pub(crate) fn tile_grid(
     op: &'static str,
     tile: GemmTile,
     m: usize,
@@ -160,4 +180,25 @@ pub(crate) fn sgemm_tiled<B: Backend>(
     // SAFETY: a holds m*k values, b k*n and c m*n (checked, each below 2^32); blocks read and
     // write only in-range rows and columns; both kernels take SgemmParams.
     unsafe { dev.launch(kernel, cfg, &p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiles' sizes are tiled_gemm.cuh's `GemmLarge` and `GemmSmall`.
+    #[test]
+    fn tile_sizes_are_those_of_tiled_gemm_cuh() {
+        for (tile, name) in [
+            (GemmTile::Large, "GemmLarge"),
+            (GemmTile::Small, "GemmSmall"),
+        ] {
+            let (bm, bn) = tile.dims();
+            let decl = format!("using {name} = GemmTile<{bm}, {bn}>;");
+            assert!(
+                TILED_GEMM_CUH.source.contains(&decl),
+                "no `{decl}` in tiled_gemm.cuh"
+            );
+        }
+    }
 }

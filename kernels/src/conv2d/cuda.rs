@@ -2,27 +2,70 @@
 //! no im2col buffer. Any kernel size, stride and padding. Each pass runs in the block tile
 //! [`GemmTile::for_output`] picks for its output (the `_with` variants take one, for tests).
 
-use super::gemm::{tile_grid, GemmTile, GEMM_THREADS, GEMM_TILE_K};
-use super::{check_len, count};
-use crate::conv2d::{Conv2dDims, Conv2dGeom};
-use crate::cuda::launch::{Backend, Kernel, LaunchConfig};
-use crate::cuda::params::{Conv2dParams, ConvGeomC, SumSplitsParams};
+use super::{Conv2dDims, Conv2dGeom};
+use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::gemm::cuda::{tile_grid, GemmTile, GEMM_THREADS, GEMM_TILE_K};
 use crate::Result;
+
+/// conv2d.cu, embedded, and the Rust twins of its parameter structs.
+pub const MODULE: Module = module!(
+    conv2d,
+    headers: [],
+    params: [ConvGeomC, Conv2dParams, SumSplitsParams],
+);
+
+params! {
+    /// conv2d.cu `ConvGeom`: every size of one convolution ([`crate::conv2d::Conv2dDims`]).
+    pub struct ConvGeomC as ConvGeom {
+        pub n: u32,
+        pub c: u32,
+        pub h: u32,
+        pub w: u32,
+        pub k: u32,
+        pub kh: u32,
+        pub kw: u32,
+        pub oh: u32,
+        pub ow: u32,
+        pub stride: u32,
+        pub pad: u32,
+    }
+
+    /// conv2d.cu `Conv2dParams`: x: (n, c, h, w), weight: (k, c, kh, kw), dy: (n, k, oh, ow);
+    /// out is y, dx or dweight (or the split partials) by kernel.
+    pub struct Conv2dParams {
+        pub out: u64,
+        pub x: u64,
+        pub weight: u64,
+        pub dy: u64,
+        pub g: ConvGeomC,
+        pub k_per_split: u32,
+    }
+
+    /// conv2d.cu `SumSplitsParams`: partial: (splits, n) -> out: (n), accumulated.
+    pub struct SumSplitsParams {
+        pub out: u64,
+        pub partial: u64,
+        pub n: u32,
+        pub splits: u32,
+    }
+}
 
 /// Each pass's kernels, by tile: `[large, small]`.
 pub const CONV2D_FORWARD: [Kernel<Conv2dParams>; 2] = [
-    Kernel::new("conv2d", "conv2d_forward_128"),
-    Kernel::new("conv2d", "conv2d_forward_64"),
+    kernel!(MODULE, conv2d_forward_128),
+    kernel!(MODULE, conv2d_forward_64),
 ];
 pub const CONV2D_BACKWARD_DATA: [Kernel<Conv2dParams>; 2] = [
-    Kernel::new("conv2d", "conv2d_backward_data_128"),
-    Kernel::new("conv2d", "conv2d_backward_data_64"),
+    kernel!(MODULE, conv2d_backward_data_128),
+    kernel!(MODULE, conv2d_backward_data_64),
 ];
 pub const CONV2D_BACKWARD_WEIGHT: [Kernel<Conv2dParams>; 2] = [
-    Kernel::new("conv2d", "conv2d_backward_weight_128"),
-    Kernel::new("conv2d", "conv2d_backward_weight_64"),
+    kernel!(MODULE, conv2d_backward_weight_128),
+    kernel!(MODULE, conv2d_backward_weight_64),
 ];
-pub const CONV2D_SUM_SPLITS: Kernel<SumSplitsParams> = Kernel::new("conv2d", "conv2d_sum_splits");
+pub const CONV2D_SUM_SPLITS: Kernel<SumSplitsParams> = kernel!(MODULE, conv2d_sum_splits);
 
 /// Blocks of the large tile that an H100's 132 multiprocessors run at once (two each): one
 /// wave. Backward-weight splits its long sum over the batch's pixels so that its output tiles
