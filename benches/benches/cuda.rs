@@ -19,23 +19,25 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::CudaSlice;
-use kernels::adam::Adam;
-use kernels::batchnorm::{BatchNormConfig, StatsSource};
-use kernels::conv2d::tc::conv2d_forward_tc;
-use kernels::conv2d::{Conv2dDims, Conv2dGeom};
-use kernels::cuda::gpu::{self, Gpu};
-use kernels::cuda::ops::{
-    self, BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs, DevOperand,
+use kernels::adam::{self, Adam};
+use kernels::batchnorm::cuda::{
+    BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs,
 };
+use kernels::batchnorm::{self, BatchNormConfig, StatsSource};
+use kernels::conv2d::tc::conv2d_forward_tc;
+use kernels::conv2d::{self, Conv2dDims, Conv2dGeom};
+use kernels::cuda::gpu::{self, Gpu};
 use kernels::cuda::Backend;
+use kernels::gemm::cuda::DevOperand;
 use kernels::gemm::tc::{gemm_bf16, gemm_tf32, TcOperand};
-use kernels::gemm::Trans;
-use kernels::maxpool::Pool2d;
+use kernels::gemm::{self, Trans};
+use kernels::maxpool::{self, Pool2d};
 use kernels::philox::MaskKey;
 use kernels::precision::cuda::f32_to_bf16;
 use kernels::precision::Bf16;
-use kernels::sgd::Sgd;
-use kernels::softmax_ce::TALLY_LEN;
+use kernels::sgd::{self, Sgd};
+use kernels::softmax_ce::{self, TALLY_LEN};
+use kernels::{add, dropblock, dropout, grad_norm, relu};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -170,38 +172,38 @@ fn elementwise(c: &mut Criterion, g: &Gpu) {
     // Bytes per value: inputs read plus outputs written, 4 bytes each (1 for a u8 mask).
     group.throughput(Throughput::Bytes(8 * n as u64));
     bench(&mut group, "relu_forward", g, || {
-        ops::relu_forward(g, &mut y, &x).unwrap()
+        relu::cuda::relu_forward(g, &mut y, &x).unwrap()
     });
     bench(&mut group, "dropout_apply", g, || {
-        ops::dropout_apply(g, &mut y, &x, 0.5, key).unwrap()
+        dropout::cuda::dropout_apply(g, &mut y, &x, 0.5, key).unwrap()
     });
     bench(&mut group, "scale_in_place", g, || {
-        ops::scale_in_place(g, &mut y, 0.999).unwrap()
+        grad_norm::cuda::scale_in_place(g, &mut y, 0.999).unwrap()
     });
     group.throughput(Throughput::Bytes(12 * n as u64));
     bench(&mut group, "relu_backward", g, || {
-        ops::relu_backward(g, &mut y, &b, &x).unwrap()
+        relu::cuda::relu_backward(g, &mut y, &b, &x).unwrap()
     });
     bench(&mut group, "add", g, || {
-        ops::add(g, &mut y, &x, &b).unwrap()
+        add::cuda::add(g, &mut y, &x, &b).unwrap()
     });
     bench(&mut group, "add_assign", g, || {
-        ops::add_assign(g, &mut y, &b).unwrap()
+        add::cuda::add_assign(g, &mut y, &b).unwrap()
     });
     group.throughput(Throughput::Bytes(4 * n as u64));
     bench(&mut group, "sum_of_squares", g, || {
-        ops::sum_of_squares(g, &x).unwrap();
+        grad_norm::cuda::sum_of_squares(g, &x).unwrap();
     });
     // DropBlock (block 5, keep 0.9) on the same map: the mask written (1 byte a value) with its
     // scale, then applied.
     let (mut mask, mut scale) = (g.alloc::<u8>(n).unwrap(), g.alloc::<f32>(1).unwrap());
     group.throughput(Throughput::Bytes(n as u64));
     bench(&mut group, "dropblock_mask", g, || {
-        ops::dropblock_mask(g, &mut mask, &mut scale, ACT, 5, 0.9, key).unwrap();
+        dropblock::cuda::dropblock_mask(g, &mut mask, &mut scale, ACT, 5, 0.9, key).unwrap();
     });
     group.throughput(Throughput::Bytes(9 * n as u64));
     bench(&mut group, "dropblock_apply", g, || {
-        ops::dropblock_apply(g, &mut y, &x, &mask, &scale).unwrap()
+        dropblock::cuda::dropblock_apply(g, &mut y, &x, &mask, &scale).unwrap()
     });
     group.finish();
 }
@@ -220,7 +222,7 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     let cfg = Adam::default();
     group.throughput(Throughput::Bytes(28 * params as u64));
     bench(&mut group, "adam_update_77.8M", g, || {
-        ops::adam_update(g, &mut w, &mut m, &mut v, &grad, &cfg, 10).unwrap()
+        adam::cuda::adam_update(g, &mut w, &mut m, &mut v, &grad, &cfg, 10).unwrap()
     });
     // SGD with momentum, Nesterov and weight decay: w, buf, g read, w, buf written.
     let sgd = Sgd {
@@ -231,7 +233,7 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     };
     group.throughput(Throughput::Bytes(20 * params as u64));
     bench(&mut group, "sgd_update_77.8M", g, || {
-        ops::sgd_update(g, &mut w, &mut m, &grad, &sgd).unwrap()
+        sgd::cuda::sgd_update(g, &mut w, &mut m, &grad, &sgd).unwrap()
     });
     drop((w, m, v, grad));
 
@@ -252,17 +254,18 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     let mut dlogits = g.alloc::<f32>(rows * classes).unwrap();
     group.throughput(Throughput::Bytes((8 * rows * classes + 12 * rows) as u64));
     bench(&mut group, "softmax_ce_forward_250x100", g, || {
-        ops::softmax_ce_forward(g, &mut probs, &mut loss, &logits, &labels, classes).unwrap()
+        softmax_ce::cuda::softmax_ce_forward(g, &mut probs, &mut loss, &logits, &labels, classes)
+            .unwrap()
     });
     group.throughput(Throughput::Bytes((8 * rows * classes + 4 * rows) as u64));
     bench(&mut group, "softmax_ce_backward_250x100", g, || {
-        ops::softmax_ce_backward(g, &mut dlogits, &probs, &labels, classes).unwrap()
+        softmax_ce::cuda::softmax_ce_backward(g, &mut dlogits, &probs, &labels, classes).unwrap()
     });
     // The epoch's loss tally (one block): row losses, probabilities and labels read.
     let mut sums = g.alloc::<f64>(TALLY_LEN).unwrap();
     group.throughput(Throughput::Bytes((4 * rows * classes + 12 * rows) as u64));
     bench(&mut group, "softmax_ce_tally_250x100", g, || {
-        ops::softmax_ce_tally(g, &mut sums, &loss, &probs, &labels, classes).unwrap()
+        softmax_ce::cuda::softmax_ce_tally(g, &mut sums, &loss, &probs, &labels, classes).unwrap()
     });
 
     // Max-pool 3x3 stride 2 SAME after block 1: (250, 128, 32, 32) -> (250, 128, 16, 16).
@@ -274,10 +277,10 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     let mut dx = g.alloc::<f32>(n).unwrap();
     group.throughput(Throughput::Bytes((4 * n + 8 * out) as u64));
     bench(&mut group, "maxpool_forward_block1", g, || {
-        ops::maxpool_forward(g, &mut y, &mut argmax, &x, ACT, &pool).unwrap()
+        maxpool::cuda::maxpool_forward(g, &mut y, &mut argmax, &x, ACT, &pool).unwrap()
     });
     bench(&mut group, "maxpool_backward_block1", g, || {
-        ops::maxpool_backward(g, &mut dx, &y, &argmax, ACT, &pool).unwrap()
+        maxpool::cuda::maxpool_backward(g, &mut dx, &y, &argmax, ACT, &pool).unwrap()
     });
     group.finish();
 }
@@ -298,7 +301,7 @@ fn batchnorm(c: &mut Criterion, g: &Gpu) {
     // The floor: x read once and y written once (the kernel reads x three times).
     group.throughput(Throughput::Bytes(8 * n as u64));
     bench(&mut group, "forward_train", g, || {
-        ops::batchnorm_forward_train(
+        batchnorm::cuda::batchnorm_forward_train(
             g,
             &mut y,
             BatchNormStatsBufs {
@@ -318,7 +321,7 @@ fn batchnorm(c: &mut Criterion, g: &Gpu) {
         .unwrap()
     });
     bench(&mut group, "forward_eval", g, || {
-        ops::batchnorm_forward_eval(
+        batchnorm::cuda::batchnorm_forward_eval(
             g,
             &mut y,
             BatchNormStatsBufs {
@@ -340,7 +343,7 @@ fn batchnorm(c: &mut Criterion, g: &Gpu) {
     // dy and x read once, dx written once.
     group.throughput(Throughput::Bytes(12 * n as u64));
     bench(&mut group, "backward", g, || {
-        ops::batchnorm_backward(
+        batchnorm::cuda::batchnorm_backward(
             g,
             &mut dx,
             &mut dgamma,
@@ -379,7 +382,7 @@ fn gemm(c: &mut Criterion, g: &Gpu, blas: Option<&CudaBlas>) {
                 cols,
                 trans: Trans::No,
             };
-            ops::sgemm(g, 1.0, op(&a, m, k), op(&b, k, n), 0.0, &mut out).unwrap()
+            gemm::cuda::sgemm(g, 1.0, op(&a, m, k), op(&b, k, n), 0.0, &mut out).unwrap()
         });
         if let Some(blas) = blas {
             bench(&mut group, &format!("cublas_{name}"), g, || {
@@ -406,13 +409,13 @@ fn conv(c: &mut Criterion, g: &Gpu, blas: Option<&CudaBlas>, name: &str, ch: usi
     configure(&mut group);
     group.throughput(Throughput::Elements(d.flops()));
     bench(&mut group, "forward", g, || {
-        ops::conv2d_forward(g, &mut y, &x, &w, &xd, &wd, geom).unwrap()
+        conv2d::cuda::conv2d_forward(g, &mut y, &x, &w, &xd, &wd, geom).unwrap()
     });
     bench(&mut group, "backward_data", g, || {
-        ops::conv2d_backward_data(g, &mut dx, &dy, &w, &xd, &wd, geom).unwrap()
+        conv2d::cuda::conv2d_backward_data(g, &mut dx, &dy, &w, &xd, &wd, geom).unwrap()
     });
     bench(&mut group, "backward_weight", g, || {
-        ops::conv2d_backward_weight(g, &mut dw, &dy, &x, &xd, &wd, geom).unwrap()
+        conv2d::cuda::conv2d_backward_weight(g, &mut dw, &dy, &x, &xd, &wd, geom).unwrap()
     });
     drop((dx, dw));
     if let Some(blas) = blas {

@@ -16,8 +16,9 @@
 #include "tiled_gemm.cuh"
 #include "tc_gemm.cuh"
 
-// conv2d.cu's ConvGeom: x: (n, c, h, w), weight: (k, c, kh, kw), y: (n, k, oh, ow).
-struct TcConvGeom {
+// conv2d.cu's ConvGeom (the same Rust twin, conv2d::cuda::ConvGeomC): x: (n, c, h, w),
+// weight: (k, c, kh, kw), y: (n, k, oh, ow).
+struct ConvGeom {
     uint32_t n, c, h, w, k, kh, kw, oh, ow, stride, pad;
 };
 
@@ -25,7 +26,7 @@ struct TcConvParams {
     float* y;            // (n, k, oh, ow), overwritten
     const void* x;       // (n, c, h, w): float (TF32 kernels) or bf16_t
     const void* weight;  // (k, c, kh, kw), the same type
-    TcConvGeom g;
+    ConvGeom g;
 };
 
 // col(r, q) as the tile core's o-major view: o = q = (img, oy, ox), k = r = (c, ky, kx).
@@ -34,7 +35,7 @@ struct TcIm2colView {
     using Elem = T;
     static constexpr bool k_major = false, vectors = false;
     const T* x;
-    TcConvGeom g;
+    ConvGeom g;
     FastDiv per_image, per_row, per_channel, per_tap_row;  // by oh*ow, ow, kh*kw, kw
     struct Outer {
         uint32_t image;  // img * c * h * w
@@ -43,7 +44,7 @@ struct TcIm2colView {
     struct Inner {
         uint32_t plane, ky, kx;  // c * h * w's plane offset, and the tap's (ky, kx)
     };
-    __device__ __forceinline__ TcIm2colView(const T* x_, const TcConvGeom& geom)
+    __device__ __forceinline__ TcIm2colView(const T* x_, const ConvGeom& geom)
         : x(x_), g(geom), per_image(geom.oh * geom.ow), per_row(geom.ow), per_channel(geom.kh * geom.kw),
           per_tap_row(geom.kw) {}
     __device__ __forceinline__ Outer outer(uint32_t q) const {
@@ -77,7 +78,7 @@ template <class Tile>
 __device__ __forceinline__ void conv2d_forward_tc(const TcConvParams& p) {
     using T = typename Tile::Elem;
     CUDA_DYNAMIC_SHARED(float4, conv_smem);  // 16-byte aligned, as cp.async and ldmatrix need
-    const TcConvGeom& g = p.g;
+    const ConvGeom& g = p.g;
     const uint32_t taps = g.c * g.kh * g.kw, ohw = g.oh * g.ow, pixels = g.n * ohw;
     const TcStridedView<T, true> a{static_cast<const T*>(p.weight), taps, 1};
     const TcIm2colView<T> b(static_cast<const T*>(p.x), g);

@@ -18,6 +18,9 @@
 //! OH = (H + 2 pad - KH) / stride + 1 and OW = (W + 2 pad - KW) / stride + 1.
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 mod scratch;
 pub mod tc;
 #[cfg(test)]
@@ -26,8 +29,7 @@ mod winograd;
 
 use tensor_core::{Shape, Tensor};
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::{dispatch, TensorBackend};
 use crate::{Error, Result};
 
 /// Stride and zero padding of a convolution, the same on both axes.
@@ -277,24 +279,20 @@ pub fn conv2d_forward_using(
     let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d, Conv2dPass::Forward));
     algo.check(OP, &d)?;
     // On a CUDA device the implicit-GEMM kernels run whatever `algo` says.
-    let device = Tensor::common_device(OP, &[("y", y), ("x", x), ("weight", weight)])?;
-    if device.is_cuda() {
-        return on_cuda!(OP, device, |b| ops::conv2d_forward(
-            b,
-            b.buf_mut(OP, y)?,
-            b.buf(OP, x)?,
-            b.buf(OP, weight)?,
-            x.dims(),
-            weight.dims(),
-            geom
-        ));
-    }
-    let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
-    match algo {
-        Conv2dAlgo::Direct => cpu::forward(y, x, w, &d),
-        Conv2dAlgo::Winograd2 => winograd::forward(&winograd::F2, y, x, w, &d),
-        Conv2dAlgo::Winograd4 => winograd::forward(&winograd::F4, y, x, w, &d),
-    }
+    dispatch!(OP, [("y", y), ("x", x), ("weight", weight)],
+        cpu => {
+            let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
+            match algo {
+                Conv2dAlgo::Direct => cpu::forward(y, x, w, &d),
+                Conv2dAlgo::Winograd2 => winograd::forward(&winograd::F2, y, x, w, &d),
+                Conv2dAlgo::Winograd4 => winograd::forward(&winograd::F4, y, x, w, &d),
+            }
+        },
+        cuda |b| => {
+            let (yb, xb, wb) = (b.buf_mut(OP, y)?, b.buf(OP, x)?, b.buf(OP, weight)?);
+            cuda::conv2d_forward(b, yb, xb, wb, x.dims(), weight.dims(), geom)
+        },
+    )
 }
 
 /// Convolution backward with respect to the input, through [`Conv2dAlgo::choose`].
@@ -328,25 +326,20 @@ pub fn conv2d_backward_data_using(
     dy.expect_shape(OP, "dy", &d.y_dims())?;
     let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d, Conv2dPass::BackwardData));
     algo.check(OP, &d)?;
-    let device = Tensor::common_device(OP, &[("dx", dx), ("dy", dy), ("weight", weight)])?;
-    if device.is_cuda() {
-        let x_dims = dx.dims().to_vec();
-        return on_cuda!(OP, device, |b| ops::conv2d_backward_data(
-            b,
-            b.buf_mut(OP, dx)?,
-            b.buf(OP, dy)?,
-            b.buf(OP, weight)?,
-            &x_dims,
-            weight.dims(),
-            geom
-        ));
-    }
-    let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
-    match algo {
-        Conv2dAlgo::Direct => cpu::backward_data(dx, dy, w, &d),
-        Conv2dAlgo::Winograd2 => winograd::backward_data(&winograd::F2, dx, dy, w, &d),
-        Conv2dAlgo::Winograd4 => winograd::backward_data(&winograd::F4, dx, dy, w, &d),
-    }
+    dispatch!(OP, [("dx", dx), ("dy", dy), ("weight", weight)],
+        cpu => {
+            let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
+            match algo {
+                Conv2dAlgo::Direct => cpu::backward_data(dx, dy, w, &d),
+                Conv2dAlgo::Winograd2 => winograd::backward_data(&winograd::F2, dx, dy, w, &d),
+                Conv2dAlgo::Winograd4 => winograd::backward_data(&winograd::F4, dx, dy, w, &d),
+            }
+        },
+        cuda |b| => {
+            let (dxb, dyb, wb) = (b.buf_mut(OP, dx)?, b.buf(OP, dy)?, b.buf(OP, weight)?);
+            cuda::conv2d_backward_data(b, dxb, dyb, wb, &d.x_dims(), weight.dims(), geom)
+        },
+    )
 }
 
 /// Convolution backward with respect to the weight.
@@ -383,23 +376,18 @@ pub fn conv2d_backward_weight_using(
     dy.expect_shape(OP, "dy", &d.y_dims())?;
     let algo = algo.unwrap_or_else(|| Conv2dAlgo::choose(&d, Conv2dPass::BackwardWeight));
     algo.check(OP, &d)?;
-    let device = Tensor::common_device(OP, &[("dweight", dweight), ("dy", dy), ("x", x)])?;
-    if device.is_cuda() {
-        let w_dims = dweight.dims().to_vec();
-        return on_cuda!(OP, device, |b| ops::conv2d_backward_weight(
-            b,
-            b.buf_mut(OP, dweight)?,
-            b.buf(OP, dy)?,
-            b.buf(OP, x)?,
-            x.dims(),
-            &w_dims,
-            geom
-        ));
-    }
-    let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
-    match algo {
-        Conv2dAlgo::Direct => cpu::backward_weight(dw, dy, x, &d),
-        Conv2dAlgo::Winograd2 => winograd::backward_weight(&winograd::F2, dw, dy, x, &d),
-        Conv2dAlgo::Winograd4 => winograd::backward_weight(&winograd::F4, dw, dy, x, &d),
-    }
+    dispatch!(OP, [("dweight", dweight), ("dy", dy), ("x", x)],
+        cpu => {
+            let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
+            match algo {
+                Conv2dAlgo::Direct => cpu::backward_weight(dw, dy, x, &d),
+                Conv2dAlgo::Winograd2 => winograd::backward_weight(&winograd::F2, dw, dy, x, &d),
+                Conv2dAlgo::Winograd4 => winograd::backward_weight(&winograd::F4, dw, dy, x, &d),
+            }
+        },
+        cuda |b| => {
+            let (dwb, dyb, xb) = (b.buf_mut(OP, dweight)?, b.buf(OP, dy)?, b.buf(OP, x)?);
+            cuda::conv2d_backward_weight(b, dwb, dyb, xb, x.dims(), &d.weight_dims(), geom)
+        },
+    )
 }

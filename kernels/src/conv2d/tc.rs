@@ -5,39 +5,48 @@
 //! Not wired into [`crate::conv2d`]'s dispatch: a precision mode chooses these kernels, and that
 //! choice (and the device check: they need sm_80 or newer) belongs to the caller.
 
-use cudarc::driver::DeviceRepr;
-
+use super::cuda::{geom, ConvGeomC};
 use super::{Conv2dDims, Conv2dGeom};
-use crate::cuda::launch::{Backend, Kernel, KernelParams, LaunchConfig};
-use crate::cuda::ops::GemmTile;
-use crate::cuda::params::ConvGeomC;
+use crate::cuda::launch::{check_len, params};
+use crate::cuda::source::Module;
+use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
+use crate::gemm::cuda::{tile_grid, GemmTile};
 use crate::gemm::tc::{tc_shared_bytes, TcElem, TcPrecision, TC_THREADS};
-use crate::{Error, Result};
+use crate::Result;
 
-/// conv2d_tc.cu `TcConvParams`: x: (n, c, h, w), weight: (k, c, kh, kw) (FP32 or BF16, by kernel)
-/// -> y: (n, k, oh, ow) in FP32.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TcConvParams {
-    pub y: u64,
-    pub x: u64,
-    pub weight: u64,
-    pub g: ConvGeomC,
+/// conv2d_tc.cu, embedded (a module of its own beside conv2d.cu), and the Rust twins of its
+/// parameter structs.
+pub const MODULE: Module = Module {
+    name: "conv2d_tc",
+    path: "conv2d/conv2d_tc.cu",
+    source: include_str!("conv2d_tc.cu"),
+    headers: &[],
+    params: &[
+        <ConvGeomC as crate::cuda::KernelParams>::LAYOUT,
+        <TcConvParams as crate::cuda::KernelParams>::LAYOUT,
+    ],
+};
+
+params! {
+    /// conv2d_tc.cu `TcConvParams`: x: (n, c, h, w), weight: (k, c, kh, kw) (FP32 or BF16, by
+    /// kernel) -> y: (n, k, oh, ow) in FP32.
+    pub struct TcConvParams {
+        pub y: u64,
+        pub x: u64,
+        pub weight: u64,
+        pub g: ConvGeomC,
+    }
 }
-// SAFETY: a plain-old-data #[repr(C)] struct of integers.
-unsafe impl DeviceRepr for TcConvParams {}
-// SAFETY: mirrors `TcConvParams` in conv2d_tc.cu, field by field (`TcConvGeom` is `ConvGeomC`).
-unsafe impl KernelParams for TcConvParams {}
 
 /// The forward kernels: [TF32, BF16][128 x 128, 64 x 64].
 const CONV2D_FORWARD_TC: [[Kernel<TcConvParams>; 2]; 2] = [
     [
-        Kernel::new("conv2d_tc", "conv2d_forward_tf32_128"),
-        Kernel::new("conv2d_tc", "conv2d_forward_tf32_64"),
+        kernel!(MODULE, conv2d_forward_tf32_128),
+        kernel!(MODULE, conv2d_forward_tf32_64),
     ],
     [
-        Kernel::new("conv2d_tc", "conv2d_forward_bf16_128"),
-        Kernel::new("conv2d_tc", "conv2d_forward_bf16_64"),
+        kernel!(MODULE, conv2d_forward_bf16_128),
+        kernel!(MODULE, conv2d_forward_bf16_64),
     ],
 ];
 
@@ -47,8 +56,9 @@ const CONV2D_FORWARD_TC: [[Kernel<TcConvParams>; 2]; 2] = [
 /// N*OH*OW) output.
 ///
 /// # Errors
-/// As [`crate::conv2d::conv2d_forward`] for the shapes; [`Error::Shape`] for buffers that do not
-/// hold them; [`Error::Invalid`] for sizes past the kernels' 32-bit indices or the grid.
+/// As [`crate::conv2d::conv2d_forward`] for the shapes; [`crate::Error::Shape`] for buffers that
+/// do not hold them; [`crate::Error::Invalid`] for sizes past the kernels' 32-bit indices or the
+/// grid.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_tc<B: Backend, T: TcElem>(
     dev: &B,
@@ -62,54 +72,20 @@ pub fn conv2d_forward_tc<B: Backend, T: TcElem>(
 ) -> Result<()> {
     const OP: &str = "cuda conv2d_forward_tc";
     let d = Conv2dDims::new(OP, x_dims, weight_dims, geometry)?;
-    for (what, len, dims) in [
-        ("x", dev.len(x), d.x_dims()),
-        ("weight", dev.len(weight), d.weight_dims()),
-        ("y", dev.len(y), d.y_dims()),
-    ] {
-        let want: usize = dims.iter().product();
-        if len != want {
-            return Err(Error::Shape {
-                op: OP,
-                msg: format!("{what} holds {len} values, expected {want}"),
-            });
-        }
-        u32::try_from(want).map_err(|_| Error::Invalid {
-            op: OP,
-            msg: format!("{what}: {want} values exceed the kernels' 32-bit counts"),
-        })?;
-    }
+    check_len(dev, OP, "x", x, d.x_dims().iter().product())?;
+    check_len(dev, OP, "weight", weight, d.weight_dims().iter().product())?;
+    check_len(dev, OP, "y", y, d.y_dims().iter().product())?;
     let (m, n) = (d.k, d.n * d.oh * d.ow);
     let tile = tile.unwrap_or(GemmTile::for_output(m, n, 1));
-    let (bm, bn) = tile.dims();
-    let (gx, gy) = (n.div_ceil(bn), m.div_ceil(bm));
-    if gy > 65535 {
-        return Err(Error::Invalid {
-            op: OP,
-            msg: format!("{m} output channels exceed the grid's 65535 x {bm}"),
-        });
-    }
-    let c = |v: usize| v as u32; // every size is below one of the counts checked above
+    let (gx, gy) = tile_grid(OP, tile, m, n)?;
     let p = TcConvParams {
         y: dev.addr_mut(y),
         x: dev.addr(x),
         weight: dev.addr(weight),
-        g: ConvGeomC {
-            n: c(d.n),
-            c: c(d.c),
-            h: c(d.h),
-            w: c(d.w),
-            k: c(d.k),
-            kh: c(d.kh),
-            kw: c(d.kw),
-            oh: c(d.oh),
-            ow: c(d.ow),
-            stride: c(d.stride),
-            pad: c(d.pad),
-        },
+        g: geom(OP, &d)?,
     };
     let cfg = LaunchConfig {
-        grid: (c(gx), c(gy), 1),
+        grid: (gx, gy, 1),
         block: (TC_THREADS, 1, 1),
         shared_bytes: tc_shared_bytes(tile),
     };

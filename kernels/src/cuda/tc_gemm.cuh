@@ -60,6 +60,7 @@
 #include "mma.cuh"
 
 #define TC_THREADS 128
+#define TC_STAGES 3  // shared-memory stages of every tile below
 
 // TF32 operands: FP32 in memory, rounded to TF32 in registers; mma.sync m16n8k8.
 struct Tf32 {
@@ -92,11 +93,11 @@ struct TcTile {
 };
 // 128 x 128 (a 64 x 64 tile per warp: 8 ldmatrix.x4 feed 32 mma per k step) in 3 stages of 32 KiB:
 // 96 KiB, two blocks per H100 multiprocessor (228 KiB), one per A100 one (164 KiB).
-using TcTf32Large = TcTile<Tf32, 128, 128, 3>;
-using TcBf16Large = TcTile<Bf16, 128, 128, 3>;
+using TcTf32Large = TcTile<Tf32, 128, 128, TC_STAGES>;
+using TcBf16Large = TcTile<Bf16, 128, 128, TC_STAGES>;
 // 64 x 64 for outputs with too few large tiles to fill the GPU: 3 stages of 16 KiB.
-using TcTf32Small = TcTile<Tf32, 64, 64, 3>;
-using TcBf16Small = TcTile<Bf16, 64, 64, 3>;
+using TcTf32Small = TcTile<Tf32, 64, 64, TC_STAGES>;
+using TcBf16Small = TcTile<Bf16, 64, 64, TC_STAGES>;
 
 // One operand's tile in one stage: ROWS rows of ROW_BYTES (see the layout above).
 template <class Prec, bool KMajor, uint32_t BO>

@@ -12,38 +12,45 @@
 //! ([`crate::precision`]) they agree within K times FP32's unit roundoff (the tests say how).
 //! These kernels need sm_80 or newer: a caller checks the device before choosing them.
 
-use cudarc::driver::DeviceRepr;
-
+use super::cuda::{tile_grid, DevOperand, GemmTile};
 use super::Trans;
-use crate::cuda::launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
-use crate::cuda::ops::{DevOperand, GemmTile};
+use crate::cuda::launch::{check_len, count, params};
+use crate::cuda::source::{define, Module, TC_GEMM_CUH};
+use crate::cuda::{kernel, Backend, Elem, Kernel, LaunchConfig};
 use crate::precision::Bf16;
 use crate::{Error, Result};
 
-/// gemm_tc.cu `TcGemmParams`: op(a): (m, k), op(b): (k, n) -> c: (m, n); a and b hold FP32 (the
-/// `gemm_tf32_*` kernels) or BF16 (`gemm_bf16_*`), transposed or not as the kernel's suffix says.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TcGemmParams {
-    pub c: u64,
-    pub a: u64,
-    pub b: u64,
-    pub alpha: f32,
-    pub beta: f32,
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
+/// gemm_tc.cu, embedded (a module of its own beside gemm.cu), and the Rust twin of its
+/// parameter struct.
+pub const MODULE: Module = Module {
+    name: "gemm_tc",
+    path: "gemm/gemm_tc.cu",
+    source: include_str!("gemm_tc.cu"),
+    headers: &[],
+    params: &[<TcGemmParams as crate::cuda::KernelParams>::LAYOUT],
+};
+
+params! {
+    /// gemm_tc.cu `TcGemmParams`: op(a): (m, k), op(b): (k, n) -> c: (m, n); a and b hold FP32
+    /// (the `gemm_tf32_*` kernels) or BF16 (`gemm_bf16_*`), transposed or not as the kernel's
+    /// suffix says.
+    pub struct TcGemmParams {
+        pub c: u64,
+        pub a: u64,
+        pub b: u64,
+        pub alpha: f32,
+        pub beta: f32,
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+    }
 }
-// SAFETY: a plain-old-data #[repr(C)] struct of integers and floats.
-unsafe impl DeviceRepr for TcGemmParams {}
-// SAFETY: mirrors `TcGemmParams` in gemm_tc.cu, field by field.
-unsafe impl KernelParams for TcGemmParams {}
 
-/// Threads of a tensor-core block (4 warps); `TC_THREADS` in tc_gemm.cuh.
-pub const TC_THREADS: u32 = 128;
+/// Threads of a tensor-core block (4 warps): `TC_THREADS` of tc_gemm.cuh.
+pub const TC_THREADS: u32 = define(TC_GEMM_CUH.source, "TC_THREADS");
 
-/// Shared-memory stages of the tensor-core tiles; `TcTile`'s STAGES in tc_gemm.cuh.
-pub const TC_STAGES: u32 = 3;
+/// Shared-memory stages of the tensor-core tiles: `TC_STAGES` of tc_gemm.cuh.
+pub const TC_STAGES: u32 = define(TC_GEMM_CUH.source, "TC_STAGES");
 
 /// Dynamic shared memory of a tensor-core block in tile `tile`: [`TC_STAGES`] stages, each an A
 /// and a B tile of 128 bytes of k per row or column (32 TF32 or 64 BF16 values): 96 KiB for
@@ -78,30 +85,30 @@ impl TcElem for Bf16 {
 const TC_GEMM_KERNELS: [[[Kernel<TcGemmParams>; 4]; 2]; 2] = [
     [
         [
-            Kernel::new("gemm_tc", "gemm_tf32_128_nn"),
-            Kernel::new("gemm_tc", "gemm_tf32_128_nt"),
-            Kernel::new("gemm_tc", "gemm_tf32_128_tn"),
-            Kernel::new("gemm_tc", "gemm_tf32_128_tt"),
+            kernel!(MODULE, gemm_tf32_128_nn),
+            kernel!(MODULE, gemm_tf32_128_nt),
+            kernel!(MODULE, gemm_tf32_128_tn),
+            kernel!(MODULE, gemm_tf32_128_tt),
         ],
         [
-            Kernel::new("gemm_tc", "gemm_tf32_64_nn"),
-            Kernel::new("gemm_tc", "gemm_tf32_64_nt"),
-            Kernel::new("gemm_tc", "gemm_tf32_64_tn"),
-            Kernel::new("gemm_tc", "gemm_tf32_64_tt"),
+            kernel!(MODULE, gemm_tf32_64_nn),
+            kernel!(MODULE, gemm_tf32_64_nt),
+            kernel!(MODULE, gemm_tf32_64_tn),
+            kernel!(MODULE, gemm_tf32_64_tt),
         ],
     ],
     [
         [
-            Kernel::new("gemm_tc", "gemm_bf16_128_nn"),
-            Kernel::new("gemm_tc", "gemm_bf16_128_nt"),
-            Kernel::new("gemm_tc", "gemm_bf16_128_tn"),
-            Kernel::new("gemm_tc", "gemm_bf16_128_tt"),
+            kernel!(MODULE, gemm_bf16_128_nn),
+            kernel!(MODULE, gemm_bf16_128_nt),
+            kernel!(MODULE, gemm_bf16_128_tn),
+            kernel!(MODULE, gemm_bf16_128_tt),
         ],
         [
-            Kernel::new("gemm_tc", "gemm_bf16_64_nn"),
-            Kernel::new("gemm_tc", "gemm_bf16_64_nt"),
-            Kernel::new("gemm_tc", "gemm_bf16_64_tn"),
-            Kernel::new("gemm_tc", "gemm_bf16_64_tt"),
+            kernel!(MODULE, gemm_bf16_64_nn),
+            kernel!(MODULE, gemm_bf16_64_nt),
+            kernel!(MODULE, gemm_bf16_64_tn),
+            kernel!(MODULE, gemm_bf16_64_tt),
         ],
     ],
 ];
@@ -157,7 +164,7 @@ impl<'a, B: Backend> From<DevOperand<'a, B>> for TcOperand<'a, B, f32> {
 
 /// c = alpha * op(a) op(b) + beta * c on tensor cores, a and b rounded to TF32. op(a): (M, K),
 /// op(b): (K, N) -> c: (M, N); with `beta == 0`, `c` is only written. The block tile is
-/// [`GemmTile::for_output`]'s for (M, N), as [`crate::cuda::ops::sgemm`] picks it.
+/// [`GemmTile::for_output`]'s for (M, N), as [`super::cuda::sgemm`] picks it.
 ///
 /// # Errors
 /// As [`gemm_tc_tiled`].
@@ -207,7 +214,7 @@ pub fn gemm_tc_tiled<B: Backend, T: TcElem>(
 ) -> Result<()> {
     const OP: &str = "cuda gemm_tc";
     for (what, x) in [("a", &a), ("b", &b)] {
-        check_len(dev.len(x.data), OP, what, x.rows * x.cols)?;
+        check_len(dev, OP, what, x.data, x.rows * x.cols)?;
         count(OP, x.rows * x.cols)?;
     }
     let ((m, k), (kb, n)) = (a.op_dims(), b.op_dims());
@@ -217,19 +224,12 @@ pub fn gemm_tc_tiled<B: Backend, T: TcElem>(
             msg: format!("op(a) is ({m}, {k}) but op(b) is ({kb}, {n})"),
         });
     }
-    check_len(dev.len(c), OP, "c", m * n)?;
+    check_len(dev, OP, "c", c, m * n)?;
     count(OP, m * n)?;
     if m * n == 0 {
         return Ok(());
     }
-    let (bm, bn) = tile.dims();
-    let (gx, gy) = (n.div_ceil(bn), m.div_ceil(bm));
-    if gy > 65535 {
-        return Err(Error::Invalid {
-            op: OP,
-            msg: format!("{m} output rows exceed the grid's 65535 x {bm}"),
-        });
-    }
+    let (gx, gy) = tile_grid(OP, tile, m, n)?;
     let p = TcGemmParams {
         c: dev.addr_mut(c),
         a: dev.addr(a.data),
@@ -242,7 +242,7 @@ pub fn gemm_tc_tiled<B: Backend, T: TcElem>(
     };
     let kernel = tc_gemm_kernel(T::PRECISION, tile, a.trans, b.trans);
     let cfg = LaunchConfig {
-        grid: (count(OP, gx)?, gy as u32, 1),
+        grid: (gx, gy, 1),
         block: (TC_THREADS, 1, 1),
         shared_bytes: tc_shared_bytes(tile),
     };
@@ -251,26 +251,6 @@ pub fn gemm_tc_tiled<B: Backend, T: TcElem>(
     // in-range rows and columns; every kernel of gemm_tc.cu takes TcGemmParams, and the one of the
     // transpose pair reads a and b with the strides the pair gives.
     unsafe { dev.launch(kernel, cfg, &p) }
-}
-
-/// Checks that a buffer of `len` values holds `want`.
-fn check_len(len: usize, op: &'static str, what: &str, want: usize) -> Result<()> {
-    if len == want {
-        Ok(())
-    } else {
-        Err(Error::Shape {
-            op,
-            msg: format!("{what} holds {len} values, expected {want}"),
-        })
-    }
-}
-
-/// `n` as the kernels' `uint32_t` count.
-fn count(op: &'static str, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Invalid {
-        op,
-        msg: format!("{n} values exceed the kernels' 32-bit counts"),
-    })
 }
 
 #[cfg(test)]

@@ -2,28 +2,27 @@
 //! [`super`]: f32 to [`Bf16`] and back, and f32 rounded to TF32. Launch code over [`Backend`],
 //! for the mixed-precision copies of weights and activations.
 
-use cudarc::driver::DeviceRepr;
-
 use super::Bf16;
-use crate::cuda::launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
+use crate::cuda::launch::{count, params};
+use crate::cuda::source::{module, Module};
+use crate::cuda::{kernel, Backend, Elem, Kernel, LaunchConfig};
 use crate::{Error, Result};
 
-/// precision.cu `ConvertParams`: x: (n) -> out: (n).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ConvertParams {
-    pub out: u64,
-    pub x: u64,
-    pub n: u32,
-}
-// SAFETY: a plain-old-data #[repr(C)] struct of integers.
-unsafe impl DeviceRepr for ConvertParams {}
-// SAFETY: mirrors `ConvertParams` in precision.cu, field by field.
-unsafe impl KernelParams for ConvertParams {}
+/// precision.cu, embedded, and the Rust twin of its parameter struct.
+pub const MODULE: Module = module!(precision, headers: [], params: [ConvertParams]);
 
-pub const F32_TO_BF16: Kernel<ConvertParams> = Kernel::new("precision", "f32_to_bf16");
-pub const BF16_TO_F32: Kernel<ConvertParams> = Kernel::new("precision", "bf16_to_f32");
-pub const ROUND_TO_TF32: Kernel<ConvertParams> = Kernel::new("precision", "round_to_tf32");
+params! {
+    /// precision.cu `ConvertParams`: x: (n) -> out: (n).
+    pub struct ConvertParams {
+        pub out: u64,
+        pub x: u64,
+        pub n: u32,
+    }
+}
+
+pub const F32_TO_BF16: Kernel<ConvertParams> = kernel!(MODULE, f32_to_bf16);
+pub const BF16_TO_F32: Kernel<ConvertParams> = kernel!(MODULE, bf16_to_f32);
+pub const ROUND_TO_TF32: Kernel<ConvertParams> = kernel!(MODULE, round_to_tf32);
 
 /// Launches `kernel` over x's n values into `out` (n values of its own type).
 fn convert<B: Backend, I: Elem, O: Elem>(
@@ -43,10 +42,7 @@ fn convert<B: Backend, I: Elem, O: Elem>(
     let p = ConvertParams {
         out: dev.addr_mut(out),
         x: dev.addr(x),
-        n: u32::try_from(n).map_err(|_| Error::Invalid {
-            op,
-            msg: format!("{n} values exceed the kernels' 32-bit counts"),
-        })?,
+        n: count(op, n)?,
     };
     // SAFETY: out and x hold n values of the kernel's output and input types; the kernel
     // touches indices < n.
@@ -80,8 +76,7 @@ pub fn round_to_tf32<B: Backend>(dev: &B, out: &mut B::Buf<f32>, x: &B::Buf<f32>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cuda::emu::Emu;
-    use crate::cuda::gpu::Gpu;
+    use crate::cuda::parity::on_emu_and_gpu;
     use crate::precision::tf32_round;
 
     /// Every rounding case of the CPU's known-answer tests (ties both ways, subnormals, overflow,
@@ -156,14 +151,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn emu_precision_conversions_match_the_cpu() {
-        conversions_match_the_cpu(&Emu);
-    }
-
-    #[test]
-    #[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-    fn gpu_precision_conversions_match_the_cpu() {
-        conversions_match_the_cpu(Gpu::shared(0).expect("GPU 0"));
-    }
+    on_emu_and_gpu!(
+        emu_precision_conversions_match_the_cpu,
+        gpu_precision_conversions_match_the_cpu,
+        conversions_match_the_cpu
+    );
 }

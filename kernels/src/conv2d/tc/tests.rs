@@ -2,18 +2,10 @@
 //! rounds them, on the emulated device and a real one: padding, strides, a 1x1 kernel, channel
 //! counts that leave the weight's rows unaligned, both tiles (which must agree bit for bit).
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
 use super::*;
 use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
+use crate::cuda::parity::{on_emu_and_gpu, uniform};
 use crate::precision::{bf16_round, tf32_round, to_bf16, Bf16};
-
-fn uniform(seed: u64, n: usize) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
 
 /// y in f64 of rounded x and weight, and per output the sum of |x w| over its taps.
 fn reference(x: &[f32], w: &[f32], d: &Conv2dDims) -> (Vec<f64>, Vec<f64>) {
@@ -67,8 +59,8 @@ fn matches_reference<B: Backend, T: TcElem>(
     for (i, &(xd, wd, stride, pad)) in CASES.iter().enumerate() {
         let geom = Conv2dGeom { stride, pad };
         let d = Conv2dDims::new("test", &xd, &wd, geom).unwrap();
-        let x = uniform(50 + i as u64, xd.iter().product());
-        let w = uniform(60 + i as u64, wd.iter().product());
+        let x = uniform(50 + i as u64, xd.iter().product(), -1.0, 1.0);
+        let w = uniform(60 + i as u64, wd.iter().product(), -1.0, 1.0);
         let xr: Vec<f32> = x.iter().map(|&v| round(v)).collect();
         let wr: Vec<f32> = w.iter().map(|&v| round(v)).collect();
         let (want, magnitude) = reference(&xr, &wr, &d);
@@ -112,27 +104,24 @@ fn matches_reference<B: Backend, T: TcElem>(
     }
 }
 
-#[test]
-fn emu_conv2d_forward_tf32_matches_reference() {
-    matches_reference::<_, f32>(&Emu, |x| x.to_vec(), tf32_round);
+fn tf32_matches_reference<B: Backend>(dev: &B) {
+    matches_reference::<_, f32>(dev, |x| x.to_vec(), tf32_round);
 }
 
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_conv2d_forward_tf32_matches_reference() {
-    matches_reference::<_, f32>(Gpu::shared(0).expect("GPU 0"), |x| x.to_vec(), tf32_round);
+fn bf16_matches_reference<B: Backend>(dev: &B) {
+    matches_reference::<_, Bf16>(dev, to_bf16, bf16_round);
 }
 
-#[test]
-fn emu_conv2d_forward_bf16_matches_reference() {
-    matches_reference::<_, Bf16>(&Emu, to_bf16, bf16_round);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_conv2d_forward_bf16_matches_reference() {
-    matches_reference::<_, Bf16>(Gpu::shared(0).expect("GPU 0"), to_bf16, bf16_round);
-}
+on_emu_and_gpu!(
+    emu_conv2d_forward_tf32_matches_reference,
+    gpu_conv2d_forward_tf32_matches_reference,
+    tf32_matches_reference
+);
+on_emu_and_gpu!(
+    emu_conv2d_forward_bf16_matches_reference,
+    gpu_conv2d_forward_bf16_matches_reference,
+    bf16_matches_reference
+);
 
 #[test]
 fn emu_conv2d_forward_tc_refuses_bad_buffers() {

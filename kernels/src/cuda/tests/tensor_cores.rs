@@ -4,44 +4,34 @@
 //! transposes a fragment and one that forgets its `cp.async` wait must fail the comparison. The
 //! `gpu_` twins hold the same expectations against a real card.
 
-use cudarc::driver::DeviceRepr;
-
-use super::super::emu::Emu;
-use super::super::gpu::Gpu;
-use super::super::launch::{Backend, Kernel, KernelParams, LaunchConfig};
-use super::super::params::ReluForwardParams;
-use super::{assert_close, compare, uniform, EXACT};
+use crate::cuda::emu::Emu;
+use crate::cuda::kernel;
+use crate::cuda::launch::{Backend, Kernel, LaunchConfig};
+use crate::cuda::parity::{assert_close, compare, on_emu_and_gpu, uniform, HarnessParams, EXACT};
+use crate::cuda::source::{LdmatrixHarnessParams, MmaHarnessParams, HARNESS};
 use crate::precision::{bf16_round, tf32_round, Bf16};
 
-/// emu_harness.cu `MmaHarnessParams`: a (16, K), b (K, 8), c (16, 8) -> d (16, 8), row-major.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct MmaHarnessParams {
-    d: u64,
-    a: u64,
-    b: u64,
-    c: u64,
-}
-// SAFETY: a plain-old-data #[repr(C)] struct of addresses.
-unsafe impl DeviceRepr for MmaHarnessParams {}
-// SAFETY: mirrors `MmaHarnessParams` in emu_harness.cu, field by field.
-unsafe impl KernelParams for MmaHarnessParams {}
+/// The harness kernels of emu_harness.cu that exercise the tensor-core instructions.
+const MMA_TF32_FRAGMENTS: Kernel<MmaHarnessParams> = kernel!(HARNESS, mma_tf32_fragments);
+/// The same with b's fragment transposed: it must fail.
+const MMA_TF32_FRAGMENTS_TRANSPOSED: Kernel<MmaHarnessParams> =
+    kernel!(HARNESS, mma_tf32_fragments_transposed);
+const MMA_BF16_FRAGMENTS: Kernel<MmaHarnessParams> = kernel!(HARNESS, mma_bf16_fragments);
+const LDMATRIX_FRAGMENTS: Kernel<LdmatrixHarnessParams> = kernel!(HARNESS, ldmatrix_fragments);
+const CP_ASYNC_REVERSE: Kernel<HarnessParams> = kernel!(HARNESS, cp_async_reverse);
+/// The same without the wait: it must fail.
+const CP_ASYNC_REVERSE_NO_WAIT: Kernel<HarnessParams> = kernel!(HARNESS, cp_async_reverse_no_wait);
+const CP_ASYNC_GROUPS: Kernel<HarnessParams> = kernel!(HARNESS, cp_async_groups);
+const CP_ASYNC_ZERO_FILL: Kernel<HarnessParams> = kernel!(HARNESS, cp_async_zero_fill);
 
-/// emu_harness.cu `LdmatrixHarnessParams`: x (4 matrices of 8 x 8 16-bit values) -> out (32
-/// lanes x 14 registers).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct LdmatrixHarnessParams {
-    out: u64,
-    x: u64,
-}
-// SAFETY: a plain-old-data #[repr(C)] struct of addresses.
-unsafe impl DeviceRepr for LdmatrixHarnessParams {}
-// SAFETY: mirrors `LdmatrixHarnessParams` in emu_harness.cu, field by field.
-unsafe impl KernelParams for LdmatrixHarnessParams {}
-
-/// One warp's `mma` through kernel `name`: d = a b + c with a (16, k), b (k, 8), c (16, 8).
-fn run_mma<B: Backend>(dev: &B, name: &'static str, a: &[f32], b: &[f32], c: &[f32]) -> Vec<f32> {
+/// One warp's `mma` through `kernel`: d = a b + c with a (16, k), b (k, 8), c (16, 8).
+fn run_mma<B: Backend>(
+    dev: &B,
+    kernel: Kernel<MmaHarnessParams>,
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+) -> Vec<f32> {
     let (ab, bb, cb) = (
         dev.upload(a).unwrap(),
         dev.upload(b).unwrap(),
@@ -55,14 +45,7 @@ fn run_mma<B: Backend>(dev: &B, name: &'static str, a: &[f32], b: &[f32], c: &[f
         c: dev.addr(&cb),
     };
     // SAFETY: the kernel reads a[16 k], b[8 k] and c[128] and writes d[128], one warp.
-    unsafe {
-        dev.launch(
-            Kernel::new("emu_harness", name),
-            LaunchConfig::linear(1, 32, 0),
-            &p,
-        )
-    }
-    .unwrap();
+    unsafe { dev.launch(kernel, LaunchConfig::linear(1, 32, 0), &p) }.unwrap();
     dev.download(&d).unwrap()
 }
 
@@ -98,14 +81,15 @@ fn integers(seed: u64, n: usize) -> Vec<f32> {
 }
 
 fn mma_fragments<B: Backend>(dev: &B) {
-    for (name, k, round) in [
-        ("mma_tf32_fragments", 8, tf32_round as fn(f32) -> f32),
-        ("mma_bf16_fragments", 16, bf16_round),
+    for (kernel, k, round) in [
+        (MMA_TF32_FRAGMENTS, 8, tf32_round as fn(f32) -> f32),
+        (MMA_BF16_FRAGMENTS, 16, bf16_round),
     ] {
+        let name = kernel.name;
         // Known answers: integer matrices, the exact product.
         let (a, b, c) = (integers(1, 16 * k), integers(2, k * 8), integers(3, 128));
         let (want, _) = mma_reference(&a, &b, &c, k);
-        assert_close(name, &run_mma(dev, name, &a, &b, &c), &want, EXACT);
+        assert_close(name, &run_mma(dev, kernel, &a, &b, &c), &want, EXACT);
         // Random values, rounded by the kernel (tf32_bits / bf16_pair) as the reference rounds
         // them: the products are exact and only the FP32 additions differ in order. Each of the
         // k additions (and c's) rounds with relative error at most u = 2^-24 (2u if the adder
@@ -120,7 +104,7 @@ fn mma_fragments<B: Backend>(dev: &B) {
             b.iter().map(|&v| round(v)).collect(),
         );
         let (want, magnitude) = mma_reference(&ar, &br, &c, k);
-        let got = run_mma(dev, name, &a, &b, &c);
+        let got = run_mma(dev, kernel, &a, &b, &c);
         let u = f64::from(f32::EPSILON) / 2.0;
         for i in 0..128 {
             let bound = 2.0 * (k as f64 + 1.0) * u * magnitude[i];
@@ -143,22 +127,17 @@ fn mma_fragments<B: Backend>(dev: &B) {
     }
 }
 
-#[test]
-fn emu_mma_fragments_match_the_ptx_layouts() {
-    mma_fragments(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_mma_fragments_match_the_ptx_layouts() {
-    mma_fragments(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_mma_fragments_match_the_ptx_layouts,
+    gpu_mma_fragments_match_the_ptx_layouts,
+    mma_fragments
+);
 
 #[test]
 fn emu_harness_reports_a_transposed_fragment() {
     let (a, b, c) = (integers(1, 128), integers(2, 64), integers(3, 128));
     let (want, _) = mma_reference(&a, &b, &c, 8);
-    let got = run_mma(&Emu, "mma_tf32_fragments_transposed", &a, &b, &c);
+    let got = run_mma(&Emu, MMA_TF32_FRAGMENTS_TRANSPOSED, &a, &b, &c);
     let err = compare(&got, &want, EXACT).unwrap_err();
     assert!(err.starts_with("first mismatch at index "), "{err}");
 }
@@ -206,9 +185,8 @@ fn ldmatrix_layouts<B: Backend>(dev: &B) {
         out: dev.addr_mut(&mut out),
         x: dev.addr(&xb),
     };
-    let kernel = Kernel::new("emu_harness", "ldmatrix_fragments");
     // SAFETY: one warp reads x[256] and writes out[32 * 14].
-    unsafe { dev.launch(kernel, LaunchConfig::linear(1, 32, 0), &p) }.unwrap();
+    unsafe { dev.launch(LDMATRIX_FRAGMENTS, LaunchConfig::linear(1, 32, 0), &p) }.unwrap();
     let got = dev.download(&out).unwrap();
     let want = ldmatrix_expected(&x);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -222,35 +200,30 @@ fn ldmatrix_layouts<B: Backend>(dev: &B) {
     }
 }
 
-#[test]
-fn emu_ldmatrix_matches_the_ptx_layout() {
-    ldmatrix_layouts(&Emu);
-}
+on_emu_and_gpu!(
+    emu_ldmatrix_matches_the_ptx_layout,
+    gpu_ldmatrix_matches_the_ptx_layout,
+    ldmatrix_layouts
+);
 
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_ldmatrix_matches_the_ptx_layout() {
-    ldmatrix_layouts(Gpu::shared(0).expect("GPU 0"));
-}
-
-/// The harness kernels of `(y, x, n)`: `ReluForwardParams`' layout.
+/// A harness kernel of `HarnessParams` (y, x, n) on `dev`: x in, y (out_len values, NaN before) out.
 fn run_harness<B: Backend>(
     dev: &B,
-    name: &'static str,
+    kernel: Kernel<HarnessParams>,
     x: &[f32],
     out_len: usize,
     cfg: LaunchConfig,
 ) -> Vec<f32> {
     let xb = dev.upload(x).unwrap();
     let mut y = dev.upload(&vec![f32::NAN; out_len]).unwrap();
-    let p = ReluForwardParams {
+    let p = HarnessParams {
         y: dev.addr_mut(&mut y),
         x: dev.addr(&xb),
         n: x.len() as u32,
     };
     // SAFETY: each cp.async harness kernel reads x and writes y within the lengths its comment
     // gives for this configuration.
-    unsafe { dev.launch(Kernel::new("emu_harness", name), cfg, &p) }.unwrap();
+    unsafe { dev.launch(kernel, cfg, &p) }.unwrap();
     dev.download(&y).unwrap()
 }
 
@@ -265,7 +238,7 @@ fn cp_async_copies<B: Backend>(dev: &B) {
     let cfg = LaunchConfig::linear(blocks, threads, threads * 4);
     assert_close(
         "cp.async reverse",
-        &run_harness(dev, "cp_async_reverse", &x, n, cfg),
+        &run_harness(dev, CP_ASYNC_REVERSE, &x, n, cfg),
         &want,
         EXACT,
     );
@@ -273,7 +246,7 @@ fn cp_async_copies<B: Backend>(dev: &B) {
     let x = uniform(7, 4 * 64, 1.0, 2.0);
     let got = run_harness(
         dev,
-        "cp_async_zero_fill",
+        CP_ASYNC_ZERO_FILL,
         &x,
         4 * 64,
         LaunchConfig::linear(1, 64, 64 * 16),
@@ -284,16 +257,11 @@ fn cp_async_copies<B: Backend>(dev: &B) {
     assert_close("cp.async zero fill", &got, &want, EXACT);
 }
 
-#[test]
-fn emu_cp_async_copies_and_zero_fills() {
-    cp_async_copies(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_cp_async_copies_and_zero_fills() {
-    cp_async_copies(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_cp_async_copies_and_zero_fills,
+    gpu_cp_async_copies_and_zero_fills,
+    cp_async_copies
+);
 
 /// The emulator lands a copy only at its thread's wait: a kernel that reads without waiting reads
 /// the poison (every time, not by chance), and wait_group 1 leaves the newest group in flight.
@@ -306,7 +274,7 @@ fn emu_a_missing_cp_async_wait_is_caught() {
         .chunks(threads as usize)
         .flat_map(|c| c.iter().rev().copied())
         .collect();
-    let got = run_harness(&Emu, "cp_async_reverse_no_wait", &x, x.len(), cfg);
+    let got = run_harness(&Emu, CP_ASYNC_REVERSE_NO_WAIT, &x, x.len(), cfg);
     assert!(
         got.iter().all(|v| v.is_nan()),
         "read before the wait: {got:?}"
@@ -315,7 +283,7 @@ fn emu_a_missing_cp_async_wait_is_caught() {
 
     let got = run_harness(
         &Emu,
-        "cp_async_groups",
+        CP_ASYNC_GROUPS,
         &x,
         x.len(),
         LaunchConfig::linear(1, threads, 2 * threads * 4),
@@ -340,13 +308,13 @@ fn rounding_matches_the_cpu<B: Backend>(dev: &B) {
     // TF32 ties away from zero: 1 + 2^-11 up, -(1 + 3 2^-11) down.
     let ties = [1.0 + 2f32.powi(-11), -(1.0 + 3.0 * 2f32.powi(-11))];
     let a: Vec<f32> = ties.into_iter().chain(uniform(8, 126, -3.0, 3.0)).collect();
-    let got = run_mma(dev, "mma_tf32_fragments", &a, &identity[..64], &[0.0; 128]);
+    let got = run_mma(dev, MMA_TF32_FRAGMENTS, &a, &identity[..64], &[0.0; 128]);
     let want: Vec<f32> = a.iter().map(|&v| tf32_round(v)).collect();
     assert_close("tf32 rounding", &got, &want, EXACT);
     // BF16 ties to even: 1 + 2^-8 down to 1, 1 + 3 2^-8 up to 1 + 2^-6.
     let ties = [1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8)];
     let a: Vec<f32> = ties.into_iter().chain(uniform(9, 254, -3.0, 3.0)).collect();
-    let got = run_mma(dev, "mma_bf16_fragments", &a, &identity, &[0.0; 128]);
+    let got = run_mma(dev, MMA_BF16_FRAGMENTS, &a, &identity, &[0.0; 128]);
     let want: Vec<f32> = (0..128)
         .map(|i| bf16_round(a[(i / 8) * 16 + i % 8]))
         .collect();
@@ -354,13 +322,8 @@ fn rounding_matches_the_cpu<B: Backend>(dev: &B) {
     assert_eq!((want[0], want[1]), (1.0, 1.0 + 2f32.powi(-6)));
 }
 
-#[test]
-fn emu_tf32_and_bf16_rounding_match_the_cpu() {
-    rounding_matches_the_cpu(&Emu);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_tf32_and_bf16_rounding_match_the_cpu() {
-    rounding_matches_the_cpu(Gpu::shared(0).expect("GPU 0"));
-}
+on_emu_and_gpu!(
+    emu_tf32_and_bf16_rounding_match_the_cpu,
+    gpu_tf32_and_bf16_rounding_match_the_cpu,
+    rounding_matches_the_cpu
+);

@@ -4,13 +4,10 @@
 //! block tiles (which must agree bit for bit), every transpose pair, shapes that are no multiple of
 //! the tiles and operands whose rows are not 16-byte aligned.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
 use super::*;
 use crate::cuda::emu::Emu;
-use crate::cuda::gpu::Gpu;
-use crate::precision::{tf32_round, to_bf16, Bf16};
+use crate::cuda::parity::{on_emu_and_gpu, uniform};
+use crate::precision::{bf16_round, tf32_round, to_bf16, Bf16};
 
 /// Every transpose pair of (a, b); the first two hold each operand in both shared layouts.
 const PAIRS: [(Trans, Trans); 4] = [
@@ -22,11 +19,6 @@ const PAIRS: [(Trans, Trans); 4] = [
 
 /// FP32's unit roundoff, 2^-24.
 const U: f64 = f32::EPSILON as f64 / 2.0;
-
-fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
-}
 
 /// A stored (rows, cols) row-major matrix as op(x) element (i, j).
 fn op_at(x: &[f32], cols: usize, trans: Trans, i: usize, j: usize) -> f32 {
@@ -207,31 +199,24 @@ fn matches_reference<B: Backend, T: TcElem>(
     }
 }
 
-#[test]
-fn emu_gemm_tf32_matches_reference() {
-    matches_reference::<_, f32>(&Emu, |x| x.to_vec(), tf32_round);
+fn tf32_matches_reference<B: Backend>(dev: &B) {
+    matches_reference::<_, f32>(dev, |x| x.to_vec(), tf32_round);
 }
 
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_gemm_tf32_matches_reference() {
-    matches_reference::<_, f32>(Gpu::shared(0).expect("GPU 0"), |x| x.to_vec(), tf32_round);
+fn bf16_matches_reference<B: Backend>(dev: &B) {
+    matches_reference::<_, Bf16>(dev, to_bf16, bf16_round);
 }
 
-#[test]
-fn emu_gemm_bf16_matches_reference() {
-    matches_reference::<_, Bf16>(&Emu, to_bf16, crate::precision::bf16_round);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_gemm_bf16_matches_reference() {
-    matches_reference::<_, Bf16>(
-        Gpu::shared(0).expect("GPU 0"),
-        to_bf16,
-        crate::precision::bf16_round,
-    );
-}
+on_emu_and_gpu!(
+    emu_gemm_tf32_matches_reference,
+    gpu_gemm_tf32_matches_reference,
+    tf32_matches_reference
+);
+on_emu_and_gpu!(
+    emu_gemm_bf16_matches_reference,
+    gpu_gemm_bf16_matches_reference,
+    bf16_matches_reference
+);
 
 /// A permutation matrix times small integers (exact in TF32, BF16 and every FP32 sum of their
 /// products), on either side: the output is the other operand's rows (or columns) moved, exactly,
@@ -302,19 +287,16 @@ fn permutations_are_exact<B: Backend, T: TcElem>(dev: &B, to_t: fn(&[f32]) -> Ve
     }
 }
 
-#[test]
-fn emu_gemm_tc_permutations_are_exact() {
-    permutations_are_exact::<_, f32>(&Emu, |x| x.to_vec());
-    permutations_are_exact::<_, Bf16>(&Emu, to_bf16);
-}
-
-#[test]
-#[ignore = "needs a GPU; scripts/gpu-check.sh runs it"]
-fn gpu_gemm_tc_permutations_are_exact() {
-    let dev = Gpu::shared(0).expect("GPU 0");
+fn both_permutations_are_exact<B: Backend>(dev: &B) {
     permutations_are_exact::<_, f32>(dev, |x| x.to_vec());
     permutations_are_exact::<_, Bf16>(dev, to_bf16);
 }
+
+on_emu_and_gpu!(
+    emu_gemm_tc_permutations_are_exact,
+    gpu_gemm_tc_permutations_are_exact,
+    both_permutations_are_exact
+);
 
 #[test]
 fn emu_gemm_tc_refuses_mismatched_shapes() {
