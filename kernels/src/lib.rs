@@ -17,7 +17,8 @@
 //! [`cuda`] is the backend those build on and imports no op: the GPU driver and the emulator,
 //! the launch machinery, device buffers inside tensors, the shared headers. [`modules`] lists
 //! every op's `MODULE` for the NVRTC compile check. `philox` is the mask generator the dropout
-//! and DropBlock kernels share (`philox.cuh`).
+//! and DropBlock kernels share (`philox.cuh`); `precision` the TF32 and BF16 formats of the
+//! tensor-core kernels (`gemm::tc`, `conv2d::tc`), rounded on the CPU as the GPU rounds them.
 //!
 //! Conventions:
 //! - Public functions take [`Tensor`](tensor_core::Tensor)s, check every shape, and return
@@ -42,6 +43,7 @@ pub mod grad_norm;
 pub mod maxpool;
 pub mod modules;
 pub mod philox;
+pub mod precision;
 pub mod relu;
 pub mod sgd;
 pub mod softmax_ce;

@@ -4,8 +4,8 @@
 
 use crate::cuda::source::{self, Module};
 use crate::{
-    adam, add, batchnorm, conv2d, dropblock, dropout, gemm, grad_norm, maxpool, relu, sgd,
-    softmax_ce,
+    adam, add, batchnorm, conv2d, dropblock, dropout, gemm, grad_norm, maxpool, precision, relu,
+    sgd, softmax_ce,
 };
 
 /// Every kernel source of the crate (a test refuses a `.cu` file missing here).
@@ -21,7 +21,10 @@ pub const MODULES: &[Module] = &[
     dropblock::cuda::MODULE,
     batchnorm::cuda::MODULE,
     gemm::cuda::MODULE,
+    gemm::tc::MODULE,
     conv2d::cuda::MODULE,
+    conv2d::tc::MODULE,
+    precision::cuda::MODULE,
     source::HARNESS,
 ];
 

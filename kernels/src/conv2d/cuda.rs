@@ -97,7 +97,7 @@ fn split_count(tiles: usize, max_splits: usize) -> usize {
 }
 
 /// The sizes of `d` as the kernels' 32-bit geometry, every tensor checked to fit.
-fn geom(op: &'static str, d: &Conv2dDims) -> Result<ConvGeomC> {
+pub(super) fn geom(op: &'static str, d: &Conv2dDims) -> Result<ConvGeomC> {
     for dims in [d.x_dims(), d.weight_dims(), d.y_dims()] {
         count(op, dims.iter().product())?;
     }

@@ -22,6 +22,7 @@ pub mod cuda;
 #[cfg(test)]
 mod cuda_tests;
 mod scratch;
+pub mod tc;
 #[cfg(test)]
 mod tests;
 mod winograd;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg,
 };
@@ -15,6 +16,10 @@ use super::source::Module;
 use crate::{Error, Result};
 
 const OP: &str = "cuda";
+
+/// Dynamic shared memory a kernel may take without asking: a launch with more raises the
+/// function's limit first (the tensor-core GEMM's 128 x 128 tile takes 96 KiB).
+const DEFAULT_DYNAMIC_SHARED_BYTES: u32 = 48 * 1024;
 
 fn device_err(msg: impl std::fmt::Display) -> Error {
     Error::Device {
@@ -192,6 +197,21 @@ impl Backend for Gpu {
         params: &P,
     ) -> Result<()> {
         let f = self.function(&kernel)?;
+        if cfg.shared_bytes > DEFAULT_DYNAMIC_SHARED_BYTES {
+            let bytes = i32::try_from(cfg.shared_bytes).map_err(device_err)?;
+            // The driver call acts in the current context, as cudarc's launches bind it.
+            self.ctx.bind_to_thread().map_err(device_err)?;
+            f.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes,
+            )
+            .map_err(|e| {
+                device_err(format!(
+                    "{}: {bytes} bytes of shared memory: {e}",
+                    kernel.name
+                ))
+            })?;
+        }
         let lc = cudarc::driver::LaunchConfig {
             grid_dim: cfg.grid,
             block_dim: cfg.block,

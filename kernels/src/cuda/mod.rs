@@ -6,8 +6,10 @@
 //! Each op's kernels and their launch code live in the op's folder (`src/<op>/<op>.cu` and
 //! `cuda.rs`), built from what is here:
 //! - [`source`]: a [`source::Module`] (one `.cu` file) and its `#include` expansion, the shared
-//!   headers `common.cuh` and `tiled_gemm.cuh`, and [`source::define`], which reads a constant
-//!   the C defines so that Rust does not write it again;
+//!   headers `common.cuh`, `tiled_gemm.cuh` (the FP32 tiled product), `mma.cuh` (the tensor-core
+//!   instructions: mma.sync, ldmatrix, cp.async, TF32 and BF16 rounding) and `tc_gemm.cuh` (the
+//!   tensor-core tiled product), and [`source::define`], which reads a constant the C defines so
+//!   that Rust does not write it again;
 //! - [`launch`]: [`Kernel`] (made by `kernel!`: its module, name and emulated entry point),
 //!   parameter structs (`params!`, with their layout, checked against the C), [`LaunchConfig`],
 //!   [`launch::Elementwise`] (the one shape of the elementwise launches) and the buffer checks;

@@ -25,8 +25,21 @@ pub const TILED_GEMM_CUH: Header = Header {
     source: include_str!("tiled_gemm.cuh"),
 };
 
+/// The tensor-core instructions of sm_80 (mma.sync, ldmatrix, cp.async, the TF32 and BF16
+/// conversions) as device functions: inline PTX, or the emulator's model (mma.cuh).
+pub const MMA_CUH: Header = Header {
+    name: "mma.cuh",
+    source: include_str!("mma.cuh"),
+};
+
+/// The tensor-core tiled product of the tensor-core GEMMs and convolutions (tc_gemm.cuh).
+pub const TC_GEMM_CUH: Header = Header {
+    name: "tc_gemm.cuh",
+    source: include_str!("tc_gemm.cuh"),
+};
+
 /// The backend's own headers, which any module may include.
-pub const HEADERS: &[Header] = &[COMMON_CUH, TILED_GEMM_CUH];
+pub const HEADERS: &[Header] = &[COMMON_CUH, TILED_GEMM_CUH, MMA_CUH, TC_GEMM_CUH];
 
 /// One kernel source file: a CUDA module, named after its op.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +85,11 @@ pub const HARNESS: Module = Module {
     path: "cuda/testdata/emu_harness.cu",
     source: include_str!("testdata/emu_harness.cu"),
     headers: &[],
-    params: &[HarnessParams::LAYOUT],
+    params: &[
+        HarnessParams::LAYOUT,
+        MmaHarnessParams::LAYOUT,
+        LdmatrixHarnessParams::LAYOUT,
+    ],
 };
 
 params! {
@@ -81,6 +98,21 @@ params! {
         pub y: u64,
         pub x: u64,
         pub n: u32,
+    }
+
+    /// emu_harness.cu `MmaHarnessParams`: a (16, K), b (K, 8), c (16, 8) -> d (16, 8), row-major.
+    pub struct MmaHarnessParams {
+        pub d: u64,
+        pub a: u64,
+        pub b: u64,
+        pub c: u64,
+    }
+
+    /// emu_harness.cu `LdmatrixHarnessParams`: x (4 matrices of 8 x 8 16-bit values) -> out (32
+    /// lanes x 14 registers).
+    pub struct LdmatrixHarnessParams {
+        pub out: u64,
+        pub x: u64,
     }
 }
 

@@ -2,6 +2,8 @@
 //! behave as on a GPU (the harness catching a wrong kernel is `relu/cuda_tests.rs`'s
 //! `emu_harness_reports_a_kernel_reading_the_wrong_index`).
 
+mod tensor_cores;
+
 use super::launch::LaunchConfig;
 use super::parity::{
     assert_close, compare, run_harness as run, uniform, EXACT, REVERSE_IN_BLOCK,

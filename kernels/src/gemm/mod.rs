@@ -12,6 +12,7 @@ mod cpu;
 pub mod cuda;
 #[cfg(test)]
 mod cuda_tests;
+pub mod tc;
 
 use tensor_core::Tensor;
 
