@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compile check of every CUDA kernel, without a GPU: NVRTC 13.0 (from PyPI, into the git-ignored
-# .venv-cuda/) compiles each module in kernels/src/cuda/source.rs (a unit test keeps that list
+# .venv-cuda/) compiles each module in kernels/src/modules.rs (a unit test keeps that list
 # equal to the .cu files on disk) for sm_80 and sm_90 exactly as the GPU backend does at run time,
 # then `ptxas -v` assembles each PTX and the register / shared-memory / spill report is written to
 # kernels/cuda-resources.txt (committed: refresh it when kernels change). Any error fails.

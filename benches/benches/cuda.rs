@@ -2,7 +2,10 @@
 //! the memory-bound kernels (the fewest bytes each must move: every input read once, every output
 //! written once), FLOP/s for the GEMM and the three convolution passes. cuBLAS SGEMM (fp32, its
 //! default math mode, no TF32) runs in the same groups as a yardstick: on 1024^3, and on the
-//! GEMM shape each convolution pass is equivalent to (`cublas_equivalent`).
+//! GEMM shape each convolution pass is equivalent to (`cublas_equivalent`). The tensor-core
+//! kernels (TF32 and BF16 operands, FP32 accumulation) run in a group of their own beside cuBLAS
+//! `cublasGemmEx` in the same precision (`CUBLAS_COMPUTE_32F_FAST_TF32`; BF16 a and b), on
+//! devices of compute capability 8.0 or more.
 //!
 //! Without a GPU (no driver, no device, or no NVRTC) every group is skipped with a message.
 //! Each measurement launches `iters` times and synchronises once, so launch latency overlaps
@@ -16,19 +19,25 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::CudaSlice;
-use kernels::adam::Adam;
-use kernels::batchnorm::{BatchNormConfig, StatsSource};
-use kernels::conv2d::{Conv2dDims, Conv2dGeom};
-use kernels::cuda::gpu::{self, Gpu};
-use kernels::cuda::ops::{
-    self, BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs, DevOperand,
+use kernels::adam::{self, Adam};
+use kernels::batchnorm::cuda::{
+    BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs,
 };
+use kernels::batchnorm::{self, BatchNormConfig, StatsSource};
+use kernels::conv2d::tc::conv2d_forward_tc;
+use kernels::conv2d::{self, Conv2dDims, Conv2dGeom};
+use kernels::cuda::gpu::{self, Gpu};
 use kernels::cuda::Backend;
-use kernels::gemm::Trans;
-use kernels::maxpool::Pool2d;
+use kernels::gemm::cuda::DevOperand;
+use kernels::gemm::tc::{gemm_bf16, gemm_tf32, TcOperand};
+use kernels::gemm::{self, Trans};
+use kernels::maxpool::{self, Pool2d};
 use kernels::philox::MaskKey;
-use kernels::sgd::Sgd;
-use kernels::softmax_ce::TALLY_LEN;
+use kernels::precision::cuda::f32_to_bf16;
+use kernels::precision::Bf16;
+use kernels::sgd::{self, Sgd};
+use kernels::softmax_ce::{self, TALLY_LEN};
+use kernels::{add, dropblock, dropout, grad_norm, relu};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -96,6 +105,56 @@ fn cublas_sgemm(
     unsafe { blas.gemm(cfg, b, a, c) }.unwrap();
 }
 
+/// Row-major c (m, n) = a (m, k) b (k, n) through cublasGemmEx with FP32 accumulation and c:
+/// TF32 from FP32 a and b (`bf16 == false`), or BF16 a and b (device addresses `a`, `b`, `c`).
+fn cublas_gemm_ex(
+    blas: &CudaBlas,
+    (m, n, k): (usize, usize, usize),
+    [a, b, c]: [u64; 3],
+    bf16: bool,
+) {
+    use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
+    let (ab_type, compute) = if bf16 {
+        (
+            cudaDataType::CUDA_R_16BF,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        )
+    } else {
+        (
+            cudaDataType::CUDA_R_32F,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+        )
+    };
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let ptr = |addr: u64| addr as *const std::ffi::c_void;
+    // SAFETY: a holds m*k values, b k*n and c m*n of the types given, the sizes the call reads and
+    // writes (c^T = b^T a^T in cuBLAS's column-major terms); alpha and beta outlive the call.
+    unsafe {
+        cudarc::cublas::result::gemm_ex(
+            *blas.handle(),
+            cublasOperation_t::CUBLAS_OP_N,
+            cublasOperation_t::CUBLAS_OP_N,
+            n as i32,
+            m as i32,
+            k as i32,
+            (&alpha as *const f32).cast(),
+            ptr(b),
+            ab_type,
+            n as i32,
+            ptr(a),
+            ab_type,
+            k as i32,
+            (&beta as *const f32).cast(),
+            c as *mut std::ffi::c_void,
+            cudaDataType::CUDA_R_32F,
+            n as i32,
+            compute,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .unwrap();
+}
+
 /// The largest activation of the network: batch 250, 128 channels, 32 x 32.
 const ACT: [usize; 4] = [250, 128, 32, 32];
 
@@ -113,38 +172,38 @@ fn elementwise(c: &mut Criterion, g: &Gpu) {
     // Bytes per value: inputs read plus outputs written, 4 bytes each (1 for a u8 mask).
     group.throughput(Throughput::Bytes(8 * n as u64));
     bench(&mut group, "relu_forward", g, || {
-        ops::relu_forward(g, &mut y, &x).unwrap()
+        relu::cuda::relu_forward(g, &mut y, &x).unwrap()
     });
     bench(&mut group, "dropout_apply", g, || {
-        ops::dropout_apply(g, &mut y, &x, 0.5, key).unwrap()
+        dropout::cuda::dropout_apply(g, &mut y, &x, 0.5, key).unwrap()
     });
     bench(&mut group, "scale_in_place", g, || {
-        ops::scale_in_place(g, &mut y, 0.999).unwrap()
+        grad_norm::cuda::scale_in_place(g, &mut y, 0.999).unwrap()
     });
     group.throughput(Throughput::Bytes(12 * n as u64));
     bench(&mut group, "relu_backward", g, || {
-        ops::relu_backward(g, &mut y, &b, &x).unwrap()
+        relu::cuda::relu_backward(g, &mut y, &b, &x).unwrap()
     });
     bench(&mut group, "add", g, || {
-        ops::add(g, &mut y, &x, &b).unwrap()
+        add::cuda::add(g, &mut y, &x, &b).unwrap()
     });
     bench(&mut group, "add_assign", g, || {
-        ops::add_assign(g, &mut y, &b).unwrap()
+        add::cuda::add_assign(g, &mut y, &b).unwrap()
     });
     group.throughput(Throughput::Bytes(4 * n as u64));
     bench(&mut group, "sum_of_squares", g, || {
-        ops::sum_of_squares(g, &x).unwrap();
+        grad_norm::cuda::sum_of_squares(g, &x).unwrap();
     });
     // DropBlock (block 5, keep 0.9) on the same map: the mask written (1 byte a value) with its
     // scale, then applied.
     let (mut mask, mut scale) = (g.alloc::<u8>(n).unwrap(), g.alloc::<f32>(1).unwrap());
     group.throughput(Throughput::Bytes(n as u64));
     bench(&mut group, "dropblock_mask", g, || {
-        ops::dropblock_mask(g, &mut mask, &mut scale, ACT, 5, 0.9, key).unwrap();
+        dropblock::cuda::dropblock_mask(g, &mut mask, &mut scale, ACT, 5, 0.9, key).unwrap();
     });
     group.throughput(Throughput::Bytes(9 * n as u64));
     bench(&mut group, "dropblock_apply", g, || {
-        ops::dropblock_apply(g, &mut y, &x, &mask, &scale).unwrap()
+        dropblock::cuda::dropblock_apply(g, &mut y, &x, &mask, &scale).unwrap()
     });
     group.finish();
 }
@@ -163,7 +222,7 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     let cfg = Adam::default();
     group.throughput(Throughput::Bytes(28 * params as u64));
     bench(&mut group, "adam_update_77.8M", g, || {
-        ops::adam_update(g, &mut w, &mut m, &mut v, &grad, &cfg, 10).unwrap()
+        adam::cuda::adam_update(g, &mut w, &mut m, &mut v, &grad, &cfg, 10).unwrap()
     });
     // SGD with momentum, Nesterov and weight decay: w, buf, g read, w, buf written.
     let sgd = Sgd {
@@ -174,7 +233,7 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     };
     group.throughput(Throughput::Bytes(20 * params as u64));
     bench(&mut group, "sgd_update_77.8M", g, || {
-        ops::sgd_update(g, &mut w, &mut m, &grad, &sgd).unwrap()
+        sgd::cuda::sgd_update(g, &mut w, &mut m, &grad, &sgd).unwrap()
     });
     drop((w, m, v, grad));
 
@@ -195,17 +254,18 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     let mut dlogits = g.alloc::<f32>(rows * classes).unwrap();
     group.throughput(Throughput::Bytes((8 * rows * classes + 12 * rows) as u64));
     bench(&mut group, "softmax_ce_forward_250x100", g, || {
-        ops::softmax_ce_forward(g, &mut probs, &mut loss, &logits, &labels, classes).unwrap()
+        softmax_ce::cuda::softmax_ce_forward(g, &mut probs, &mut loss, &logits, &labels, classes)
+            .unwrap()
     });
     group.throughput(Throughput::Bytes((8 * rows * classes + 4 * rows) as u64));
     bench(&mut group, "softmax_ce_backward_250x100", g, || {
-        ops::softmax_ce_backward(g, &mut dlogits, &probs, &labels, classes).unwrap()
+        softmax_ce::cuda::softmax_ce_backward(g, &mut dlogits, &probs, &labels, classes).unwrap()
     });
     // The epoch's loss tally (one block): row losses, probabilities and labels read.
     let mut sums = g.alloc::<f64>(TALLY_LEN).unwrap();
     group.throughput(Throughput::Bytes((4 * rows * classes + 12 * rows) as u64));
     bench(&mut group, "softmax_ce_tally_250x100", g, || {
-        ops::softmax_ce_tally(g, &mut sums, &loss, &probs, &labels, classes).unwrap()
+        softmax_ce::cuda::softmax_ce_tally(g, &mut sums, &loss, &probs, &labels, classes).unwrap()
     });
 
     // Max-pool 3x3 stride 2 SAME after block 1: (250, 128, 32, 32) -> (250, 128, 16, 16).
@@ -217,10 +277,10 @@ fn optimiser_loss_pool(c: &mut Criterion, g: &Gpu) {
     let mut dx = g.alloc::<f32>(n).unwrap();
     group.throughput(Throughput::Bytes((4 * n + 8 * out) as u64));
     bench(&mut group, "maxpool_forward_block1", g, || {
-        ops::maxpool_forward(g, &mut y, &mut argmax, &x, ACT, &pool).unwrap()
+        maxpool::cuda::maxpool_forward(g, &mut y, &mut argmax, &x, ACT, &pool).unwrap()
     });
     bench(&mut group, "maxpool_backward_block1", g, || {
-        ops::maxpool_backward(g, &mut dx, &y, &argmax, ACT, &pool).unwrap()
+        maxpool::cuda::maxpool_backward(g, &mut dx, &y, &argmax, ACT, &pool).unwrap()
     });
     group.finish();
 }
@@ -241,7 +301,7 @@ fn batchnorm(c: &mut Criterion, g: &Gpu) {
     // The floor: x read once and y written once (the kernel reads x three times).
     group.throughput(Throughput::Bytes(8 * n as u64));
     bench(&mut group, "forward_train", g, || {
-        ops::batchnorm_forward_train(
+        batchnorm::cuda::batchnorm_forward_train(
             g,
             &mut y,
             BatchNormStatsBufs {
@@ -261,7 +321,7 @@ fn batchnorm(c: &mut Criterion, g: &Gpu) {
         .unwrap()
     });
     bench(&mut group, "forward_eval", g, || {
-        ops::batchnorm_forward_eval(
+        batchnorm::cuda::batchnorm_forward_eval(
             g,
             &mut y,
             BatchNormStatsBufs {
@@ -283,7 +343,7 @@ fn batchnorm(c: &mut Criterion, g: &Gpu) {
     // dy and x read once, dx written once.
     group.throughput(Throughput::Bytes(12 * n as u64));
     bench(&mut group, "backward", g, || {
-        ops::batchnorm_backward(
+        batchnorm::cuda::batchnorm_backward(
             g,
             &mut dx,
             &mut dgamma,
@@ -322,7 +382,7 @@ fn gemm(c: &mut Criterion, g: &Gpu, blas: Option<&CudaBlas>) {
                 cols,
                 trans: Trans::No,
             };
-            ops::sgemm(g, 1.0, op(&a, m, k), op(&b, k, n), 0.0, &mut out).unwrap()
+            gemm::cuda::sgemm(g, 1.0, op(&a, m, k), op(&b, k, n), 0.0, &mut out).unwrap()
         });
         if let Some(blas) = blas {
             bench(&mut group, &format!("cublas_{name}"), g, || {
@@ -349,13 +409,13 @@ fn conv(c: &mut Criterion, g: &Gpu, blas: Option<&CudaBlas>, name: &str, ch: usi
     configure(&mut group);
     group.throughput(Throughput::Elements(d.flops()));
     bench(&mut group, "forward", g, || {
-        ops::conv2d_forward(g, &mut y, &x, &w, &xd, &wd, geom).unwrap()
+        conv2d::cuda::conv2d_forward(g, &mut y, &x, &w, &xd, &wd, geom).unwrap()
     });
     bench(&mut group, "backward_data", g, || {
-        ops::conv2d_backward_data(g, &mut dx, &dy, &w, &xd, &wd, geom).unwrap()
+        conv2d::cuda::conv2d_backward_data(g, &mut dx, &dy, &w, &xd, &wd, geom).unwrap()
     });
     bench(&mut group, "backward_weight", g, || {
-        ops::conv2d_backward_weight(g, &mut dw, &dy, &x, &xd, &wd, geom).unwrap()
+        conv2d::cuda::conv2d_backward_weight(g, &mut dw, &dy, &x, &xd, &wd, geom).unwrap()
     });
     drop((dx, dw));
     if let Some(blas) = blas {
@@ -366,6 +426,91 @@ fn conv(c: &mut Criterion, g: &Gpu, blas: Option<&CudaBlas>, name: &str, ch: usi
         bench(&mut group, "cublas_equivalent", g, || {
             cublas_sgemm(blas, (m, n, k), &w, &col, &mut out)
         });
+    }
+    group.finish();
+}
+
+/// The tensor-core GEMMs (TF32 from FP32 operands, BF16 operands) on the FP32 group's shapes and
+/// the convolution forward's equivalent GEMM at block 1, the tensor-core convolution forward at
+/// blocks 1 and 3, and cublasGemmEx in the same precision beside each GEMM.
+fn tensor_cores(c: &mut Criterion, g: &Gpu, blas: Option<&CudaBlas>) {
+    let sm: u32 = g.arch().trim_start_matches("sm_").parse().unwrap_or(0);
+    if sm < 80 {
+        eprintln!(
+            "tensor-core benches skipped: {} has no sm_80 mma.sync",
+            g.arch()
+        );
+        return;
+    }
+    let to_bf16 = |x: &CudaSlice<f32>| {
+        let mut h = g.alloc::<Bf16>(g.len(x)).unwrap();
+        f32_to_bf16(g, &mut h, x).unwrap();
+        h
+    };
+    let mut group = c.benchmark_group("cuda_tensor_cores");
+    configure(&mut group);
+    for (name, (m, n, k)) in [
+        ("1024x1024x1024", (1024usize, 1024usize, 1024usize)),
+        ("fc1_250x4096x4096", (250, 4096, 4096)),
+        ("conv_block1_gemm_128x256000x1152", (128, 256_000, 1152)),
+    ] {
+        let a = random(g, m * k, -1.0, 1.0, 19);
+        let b = random(g, k * n, -1.0, 1.0, 20);
+        let (a16, b16) = (to_bf16(&a), to_bf16(&b));
+        let mut out = g.alloc::<f32>(m * n).unwrap();
+        group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        bench(&mut group, &format!("tf32_{name}"), g, || {
+            let op = |data, rows, cols| DevOperand::<Gpu> {
+                data,
+                rows,
+                cols,
+                trans: Trans::No,
+            };
+            gemm_tf32(g, 1.0, op(&a, m, k), op(&b, k, n), 0.0, &mut out).unwrap()
+        });
+        bench(&mut group, &format!("bf16_{name}"), g, || {
+            let op = |data, rows, cols| TcOperand::<Gpu, Bf16> {
+                data,
+                rows,
+                cols,
+                trans: Trans::No,
+            };
+            gemm_bf16(g, 1.0, op(&a16, m, k), op(&b16, k, n), 0.0, &mut out).unwrap()
+        });
+        if let Some(blas) = blas {
+            let c_addr = g.addr(&out);
+            bench(&mut group, &format!("cublas_tf32_{name}"), g, || {
+                cublas_gemm_ex(blas, (m, n, k), [g.addr(&a), g.addr(&b), c_addr], false)
+            });
+            bench(&mut group, &format!("cublas_bf16_{name}"), g, || {
+                cublas_gemm_ex(blas, (m, n, k), [g.addr(&a16), g.addr(&b16), c_addr], true)
+            });
+        }
+    }
+    for (name, ch, side) in [
+        ("block1_n250_c128_32x32", 128, 32),
+        ("block3_n250_c512_8x8", 512, 8),
+    ] {
+        let geom = Conv2dGeom::SAME_3X3;
+        let (xd, wd) = ([250, ch, side, side], [ch, ch, 3, 3]);
+        let d = Conv2dDims::new("bench", &xd, &wd, geom).unwrap();
+        let x = random(g, xd.iter().product(), -1.0, 1.0, 21);
+        let w = random(g, wd.iter().product(), -1.0, 1.0, 22);
+        let (x16, w16) = (to_bf16(&x), to_bf16(&w));
+        let mut y = g.alloc::<f32>(d.y_dims().iter().product()).unwrap();
+        group.throughput(Throughput::Elements(d.flops()));
+        bench(
+            &mut group,
+            &format!("conv2d_forward_tf32_{name}"),
+            g,
+            || conv2d_forward_tc(g, None, &mut y, &x, &w, &xd, &wd, geom).unwrap(),
+        );
+        bench(
+            &mut group,
+            &format!("conv2d_forward_bf16_{name}"),
+            g,
+            || conv2d_forward_tc(g, None, &mut y, &x16, &w16, &xd, &wd, geom).unwrap(),
+        );
     }
     group.finish();
 }
@@ -396,6 +541,7 @@ fn cuda(c: &mut Criterion) {
     gemm(c, g, blas.as_ref());
     conv(c, g, blas.as_ref(), "block1_n250_c128_32x32", 128, 32);
     conv(c, g, blas.as_ref(), "block3_n250_c512_8x8", 512, 8);
+    tensor_cores(c, g, blas.as_ref());
 }
 
 criterion_group!(benches, cuda);

@@ -2,9 +2,10 @@
 //! builds batches on a background thread a few steps ahead of training.
 //!
 //! Everything is a pure function of (seed, epoch, batch position): the order of epoch e is a
-//! seeded shuffle keyed by (seed, e), and each image is augmented with the RNG of
-//! (seed, e, dataset index). A loader started at batch b of epoch e therefore yields exactly the
-//! batches an uninterrupted run would have, which is what resuming from a checkpoint needs.
+//! seeded shuffle keyed by (seed, e) ([`Order::Shuffle`]) or by (seed, 0) for every epoch
+//! ([`Order::Fixed`]), and the augmentation is keyed by (seed, e, batch position, dataset index)
+//! ([`crate::augment::ImageKey`]). A loader started at batch b of epoch e therefore yields exactly
+//! the batches an uninterrupted run would have, which is what resuming from a checkpoint needs.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +23,13 @@ use crate::format::{IMAGE_BYTES, SIDE};
 use crate::{Error, Result};
 
 /// The order images are visited in within an epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Order {
-    /// A seeded shuffle, different every epoch (training).
-    Shuffled,
+    /// The seed's recipe (SPEC "Order"): one seeded shuffle, then the same order every epoch.
+    /// It is the order [`Order::Shuffle`] gives epoch 0.
+    Fixed,
+    /// A new seeded shuffle every epoch.
+    Shuffle,
     /// Dataset order (evaluation).
     Sequential,
 }
@@ -51,11 +55,13 @@ pub struct LoaderConfig {
 }
 
 impl LoaderConfig {
-    /// Training: shuffled, augmented with `augment`, the last partial batch kept, 3 batches ahead.
+    /// Training as the seed's recipe: [`Order::Fixed`], augmented with `augment`, the last
+    /// partial batch kept, 3 batches ahead. Set `order` to [`Order::Shuffle`] for a new order
+    /// every epoch.
     pub fn train(batch_size: usize, augment: Augment, seed: u64) -> LoaderConfig {
         LoaderConfig {
             batch_size,
-            order: Order::Shuffled,
+            order: Order::Fixed,
             last: LastBatch::Keep,
             augment,
             seed,
@@ -113,13 +119,17 @@ pub struct Batch {
     pub position: usize,
 }
 
-/// The dataset indices of epoch `epoch` in visiting order: 0..n, shuffled with the RNG keyed by
-/// (seed, epoch) when `order` is [`Order::Shuffled`].
+/// The dataset indices of epoch `epoch` in visiting order: 0..n shuffled with the RNG keyed by
+/// (seed, epoch) for [`Order::Shuffle`], by (seed, 0) for [`Order::Fixed`]; 0..n for
+/// [`Order::Sequential`].
 pub fn epoch_order(n: usize, order: Order, seed: u64, epoch: u64) -> Vec<usize> {
     let mut indices: Vec<usize> = (0..n).collect();
-    if order == Order::Shuffled {
-        indices.shuffle(&mut keyed_rng(*b"shuffle\0", seed, epoch, 0));
-    }
+    let key_epoch = match order {
+        Order::Sequential => return indices,
+        Order::Fixed => 0,
+        Order::Shuffle => epoch,
+    };
+    indices.shuffle(&mut keyed_rng(*b"shuffle\0", seed, key_epoch, 0));
     indices
 }
 
@@ -128,8 +138,8 @@ pub fn normalize(x: u8) -> f32 {
     (f32::from(x) - 127.5) / 127.5
 }
 
-/// Gathers the images `indices` of `split`, augments them and normalises them.
-/// indices: (N,) -> Batch with images (N, 3, 32, 32).
+/// Gathers the images `indices` of `split` as batch `position` of `epoch`, augments them
+/// ([`augment_batch`]) and normalises them. indices: (N,) -> Batch with images (N, 3, 32, 32).
 ///
 /// # Errors
 /// [`Error::Invalid`] if `indices` is empty or an index is out of range.
@@ -139,6 +149,7 @@ pub fn make_batch(
     augment: Augment,
     seed: u64,
     epoch: u64,
+    position: usize,
 ) -> Result<Batch> {
     if indices.is_empty() {
         return Err(Error::Invalid {
@@ -161,7 +172,7 @@ pub fn make_batch(
         .par_chunks_exact_mut(IMAGE_BYTES)
         .zip(indices)
         .for_each(|(dst, &i)| dst.copy_from_slice(split.image(i)));
-    augment_batch(&mut bytes, indices, augment, seed, epoch)?;
+    augment_batch(&mut bytes, indices, augment, seed, epoch, position as u64)?;
     let lut: [f32; 256] = std::array::from_fn(|x| normalize(x as u8));
     let mut values = vec![0f32; bytes.len()];
     values
@@ -181,7 +192,7 @@ pub fn make_batch(
             .map(|c| indices.iter().map(|&i| c[i]).collect()),
         indices: indices.to_vec(),
         epoch,
-        position: 0,
+        position,
     })
 }
 
@@ -212,9 +223,14 @@ fn batch_from_order(
     }
     let start = position * cfg.batch_size;
     let end = (start + cfg.batch_size).min(order.len());
-    let mut batch = make_batch(split, &order[start..end], cfg.augment, cfg.seed, epoch)?;
-    batch.position = position;
-    Ok(batch)
+    make_batch(
+        split,
+        &order[start..end],
+        cfg.augment,
+        cfg.seed,
+        epoch,
+        position,
+    )
 }
 
 /// Yields the batches of one epoch, from a start position to the end, built on a background

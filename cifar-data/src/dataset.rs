@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::format::{
     read_label_names, read_records_into, Format, Records, CIFAR100_COARSE, IMAGE_BYTES,
 };
+use crate::preprocess::Preprocess;
 use crate::{Error, Result};
 
 /// The images and labels of one split, images kept as bytes.
@@ -86,6 +87,13 @@ impl Split {
     pub fn coarse(&self) -> Option<&[u32]> {
         self.coarse.as_deref()
     }
+
+    /// Applies `preprocess` to every image, in place (see [`Preprocess::apply_to_images`]).
+    pub fn preprocess(&mut self, preprocess: Preprocess) {
+        preprocess
+            .apply_to_images(&mut self.images)
+            .expect("a split holds whole images");
+    }
 }
 
 /// A dataset loaded from a directory: both splits, shared cheaply with batch loaders, and the
@@ -161,6 +169,14 @@ impl Dataset {
     pub fn is_complete(dir: &Path, format: Format) -> bool {
         let dir = Dataset::resolve_dir(dir, format);
         format.all_files().iter().all(|f| dir.join(f).is_file())
+    }
+
+    /// Applies `preprocess` to the training and the test images: once, right after loading,
+    /// before any batch is built (the seed sharpened both splits; SPEC "Preprocessing").
+    pub fn preprocess(&mut self, preprocess: Preprocess) {
+        for split in [&mut self.train, &mut self.test] {
+            Arc::make_mut(split).preprocess(preprocess);
+        }
     }
 
     /// Number of fine classes.

@@ -1,19 +1,22 @@
-//! Download of the official archives: HTTPS fetch with a progress bar, MD5 check, safe unpacking.
+//! The official archives, downloaded ([`download`]: HTTPS fetch with a progress bar) or already on
+//! disk ([`install_archive`]): MD5 check, safe unpacking ([`crate::archive::unpack`]), then the
+//! dataset directory moved into place.
 //!
 //! Nothing is written outside a temporary directory beside the target until the archive has the
 //! expected checksum, unpacked without error and holds every file of the format; only then is the
-//! result renamed into place. A failed download therefore removes its own files and leaves an
-//! existing dataset as it was.
+//! result renamed into place. A failure therefore removes its own files and leaves an existing
+//! dataset as it was.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flate2::read::GzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
+use tempfile::TempDir;
 
+use crate::archive::{max_unpacked_bytes, unpack};
 use crate::format::{Format, BASE_URL};
 use crate::{Dataset, Error, Result};
 
@@ -55,20 +58,16 @@ impl Source {
 /// [`Error::Archive`] for a corrupt, truncated or incomplete archive, [`Error::UnsafeEntry`],
 /// [`Error::Io`].
 pub fn download(format: Format, root: &Path, source: &Source) -> Result<PathBuf> {
-    fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    let work = work_dir(root)?;
     let target = root.join(format.dir_name());
-    // Everything lands in here first; dropping it (on any error) removes it.
-    let work = tempfile::Builder::new()
-        .prefix(".cifar-download-")
-        .tempdir_in(root)
-        .map_err(|e| Error::io(root, e))?;
     let url = source.url(format);
     let archive = work.path().join(format.archive_name());
     let md5 = fetch(&url, &archive).map_err(|e| match e {
         Fetch::Unreachable(reason) => Error::Offline {
             url: url.clone(),
             reason,
-            archive: format.archive_name(),
+            format,
+            root: root.to_path_buf(),
             expected: target.join(format.train_files()[0]),
         },
         Fetch::Failed(reason) => Error::Http {
@@ -84,12 +83,76 @@ pub fn download(format: Format, root: &Path, source: &Source) -> Result<PathBuf>
             expected: source.md5.clone(),
         });
     }
+    unpack_into_place(format, &archive, &url, root, &work)
+}
+
+/// Installs `format`'s archive from the local file `archive` (the official
+/// `cifar-100-binary.tar.gz` or `cifar-10-binary.tar.gz`, for machines without internet access):
+/// checks that its MD5 is `md5` (the trainer passes [`Format::md5`]), then unpacks it exactly as
+/// [`download`] does, so that `root/<format.dir_name()>` holds the dataset; returns that directory.
+/// An existing directory there is replaced only by a complete, verified archive; `archive` itself
+/// is left as it is.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read, [`Error::ArchiveChecksum`] (saying so when the file
+/// is the other dataset's archive), [`Error::Archive`], [`Error::UnsafeEntry`].
+pub fn install_archive(format: Format, archive: &Path, root: &Path, md5: &str) -> Result<PathBuf> {
+    let got = file_md5(archive)?;
+    if !got.eq_ignore_ascii_case(md5.trim()) {
+        return Err(Error::ArchiveChecksum {
+            path: archive.to_path_buf(),
+            hint: other_dataset_hint(format, &got),
+            got,
+            expected: md5.trim().to_lowercase(),
+            archive: format.archive_name(),
+        });
+    }
+    let work = work_dir(root)?;
+    unpack_into_place(format, archive, &archive.display().to_string(), root, &work)
+}
+
+/// If `md5` is the published MD5 of the dataset other than `format`, says so and names the flag
+/// that installs it; otherwise empty.
+fn other_dataset_hint(format: Format, md5: &str) -> String {
+    [Format::Cifar100, Format::Cifar10]
+        .into_iter()
+        .find(|&other| other != format && other.md5() == md5)
+        .map(|other| {
+            format!(
+                "; it is the {} archive: pass --dataset {}",
+                other.name(),
+                other.cli_name()
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// A temporary directory inside `root` (created if missing) that everything lands in first;
+/// dropping it, on any error, removes it.
+fn work_dir(root: &Path) -> Result<TempDir> {
+    fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    tempfile::Builder::new()
+        .prefix(".cifar-download-")
+        .tempdir_in(root)
+        .map_err(|e| Error::io(root, e))
+}
+
+/// Unpacks the verified `archive` (named `name` in errors) inside `work`, checks that it holds
+/// every file of `format`, and moves the dataset directory to `root/<format.dir_name()>`.
+fn unpack_into_place(
+    format: Format,
+    archive: &Path,
+    name: &str,
+    root: &Path,
+    work: &TempDir,
+) -> Result<PathBuf> {
     let unpacked = work.path().join("unpacked");
-    unpack(&archive, &unpacked)?;
+    let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
+    unpack(file, name, &unpacked, max_unpacked_bytes(format))?;
     let fresh = unpacked.join(format.dir_name());
     if !Dataset::is_complete(&fresh, format) {
         return Err(Error::Archive {
-            archive: url,
+            archive: name.into(),
             reason: format!(
                 "it does not hold {}/ with {}",
                 format.dir_name(),
@@ -97,8 +160,21 @@ pub fn download(format: Format, root: &Path, source: &Source) -> Result<PathBuf>
             ),
         });
     }
+    let target = root.join(format.dir_name());
     replace_dir(&fresh, &target, &work.path().join("previous"))?;
     Ok(target)
+}
+
+/// The MD5 of a file's bytes, lowercase hex.
+fn file_md5(path: &Path) -> Result<String> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Md5::new();
+    io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a fetch failed: the server was never reached, it was reached but the transfer failed, or a
@@ -157,11 +233,7 @@ fn fetch(url: &str, path: &Path) -> std::result::Result<String, Fetch> {
     }
     out.flush().map_err(|e| Fetch::Io(Error::io(path, e)))?;
     bar.finish();
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 fn progress_bar(total: Option<u64>, url: &str) -> ProgressBar {
@@ -181,46 +253,6 @@ fn progress_bar(total: Option<u64>, url: &str) -> ProgressBar {
     bar.with_message(format!("downloading {url}"))
 }
 
-/// Unpacks the tar.gz `archive` into `into`, refusing any entry that is not a plain file or
-/// directory with a relative path free of `..`, and reading the gzip stream to its end so a
-/// truncated archive is caught by its checksum trailer.
-fn unpack(archive: &Path, into: &Path) -> Result<()> {
-    let name = archive.display().to_string();
-    let corrupt = |e: io::Error| Error::Archive {
-        archive: name.clone(),
-        reason: format!("corrupt or truncated: {e}"),
-    };
-    fs::create_dir_all(into).map_err(|e| Error::io(into, e))?;
-    let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
-    let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
-    for entry in tar.entries().map_err(corrupt)? {
-        let mut entry = entry.map_err(corrupt)?;
-        let path = entry.path().map_err(corrupt)?.into_owned();
-        let kind = entry.header().entry_type();
-        if kind == tar::EntryType::XGlobalHeader {
-            continue;
-        }
-        let safe = (kind.is_file() || kind.is_dir()) && is_relative_inside(&path);
-        if !safe || !entry.unpack_in(into).map_err(corrupt)? {
-            return Err(Error::UnsafeEntry {
-                archive: name.clone(),
-                entry: path.display().to_string(),
-            });
-        }
-    }
-    let mut gz = tar.into_inner();
-    io::copy(&mut gz, &mut io::sink()).map_err(corrupt)?;
-    Ok(())
-}
-
-/// A non-empty relative path made only of normal components (and `.`).
-fn is_relative_inside(path: &Path) -> bool {
-    path.components().any(|c| matches!(c, Component::Normal(_)))
-        && path
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-}
-
 /// Renames `fresh` to `target`, moving an existing `target` aside to `aside` first and back again
 /// if the second rename fails.
 fn replace_dir(fresh: &Path, target: &Path, aside: &Path) -> Result<()> {
@@ -236,4 +268,22 @@ fn replace_dir(fresh: &Path, target: &Path, aside: &Path) -> Result<()> {
         return Err(Error::io(target, e));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_datasets_archive_is_recognised() {
+        let hint = other_dataset_hint(Format::Cifar100, Format::Cifar10.md5());
+        assert_eq!(hint, "; it is the CIFAR-10 archive: pass --dataset cifar10");
+        let hint = other_dataset_hint(Format::Cifar10, Format::Cifar100.md5());
+        assert!(hint.contains("--dataset cifar100"), "{hint}");
+        assert_eq!(
+            other_dataset_hint(Format::Cifar10, Format::Cifar10.md5()),
+            ""
+        );
+        assert_eq!(other_dataset_hint(Format::Cifar10, "00"), "");
+    }
 }

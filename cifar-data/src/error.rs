@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::format::HOME_PAGE;
+use crate::format::{Format, HOME_PAGE};
 
 /// Everything that can go wrong when reading, downloading, augmenting or batching a dataset.
 ///
@@ -10,8 +10,9 @@ use crate::format::HOME_PAGE;
 pub enum Error {
     /// A directory or file of the dataset is not there.
     #[error(
-        "{path}: not found. Download the dataset with `trainer download --dataset {dataset}` \
-         (or unpack {archive} so that this path exists)"
+        "{path}: not found. Download the dataset with `trainer download --dataset {dataset}`, or \
+         on a machine without internet access install the official {archive} you have with \
+         `trainer download --dataset {dataset} --archive FILE`"
     )]
     Missing {
         path: PathBuf,
@@ -55,13 +56,19 @@ pub enum Error {
     /// The server could not be reached: no network, DNS failure, refused connection, timeout.
     #[error(
         "could not reach {url} ({reason}); this machine looks offline. On a machine with internet \
-         access, download {archive} from {HOME_PAGE}, copy it here and unpack it (tar xzf) so that \
-         {expected} exists"
+         access, download {archive} from {HOME_PAGE}, copy it here and install it with \
+         `trainer download --dataset {dataset} --dir {root} --archive FILE` (it checks the MD5 \
+         and unpacks it so that {expected} exists)",
+        dataset = .format.cli_name(),
+        archive = .format.archive_name(),
+        root = .root.display()
     )]
     Offline {
         url: String,
         reason: String,
-        archive: &'static str,
+        format: Format,
+        /// The directory the dataset was to be unpacked into (the trainer's `--dir`).
+        root: PathBuf,
         /// A file of the unpacked dataset, at the place the loader will look for it.
         expected: PathBuf,
     },
@@ -78,12 +85,27 @@ pub enum Error {
         got: String,
         expected: String,
     },
-    /// A corrupt or truncated archive, or one without the expected files.
+    /// A local archive without the published MD5 of the dataset asked for.
+    #[error("{path}: MD5 is {got}, expected {expected} (the published MD5 of {archive}){hint}; nothing was unpacked")]
+    ArchiveChecksum {
+        path: PathBuf,
+        got: String,
+        expected: String,
+        archive: &'static str,
+        /// Empty, or what the file is instead (the other dataset's archive) and the flag to use.
+        hint: String,
+    },
+    /// A corrupt, truncated or oversized archive, or one without the expected files.
     #[error("archive {archive}: {reason}")]
     Archive { archive: String, reason: String },
-    /// An archive entry that would land outside the target directory (absolute path, `..`, link).
-    #[error("archive {archive}: entry {entry:?} would escape the target directory; nothing was unpacked")]
-    UnsafeEntry { archive: String, entry: String },
+    /// An archive entry refused by the unpacker (see [`crate::archive`]): an absolute path or
+    /// `..`, a link, a device file, an entry that would overwrite one unpacked before it.
+    #[error("archive {archive}: entry {entry:?} {reason}; nothing was unpacked")]
+    UnsafeEntry {
+        archive: String,
+        entry: String,
+        reason: String,
+    },
     /// A bad argument to a function of this crate.
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },

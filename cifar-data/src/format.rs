@@ -180,13 +180,28 @@ impl Records {
 /// Reads one record file of `format`, appending its records to `out`.
 ///
 /// # Errors
-/// [`Error::Missing`] if the file does not exist, [`Error::EmptyFile`], [`Error::RecordSize`] if its
-/// size is not a whole number of records, [`Error::Label`] naming the record of an out-of-range label.
+/// [`Error::Missing`] if the file does not exist, [`Error::Io`] if it cannot be read, and the
+/// errors of [`parse_records_into`].
 pub fn read_records_into(path: &Path, format: Format, out: &mut Records) -> Result<()> {
     if !path.exists() {
         return Err(format.missing(path));
     }
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_records_into(&bytes, path, format, out)
+}
+
+/// Parses the bytes of a record file of `format`, appending its records to `out`; `path` only
+/// names the file in errors. On an error `out` is left as it was.
+///
+/// # Errors
+/// [`Error::EmptyFile`], [`Error::RecordSize`] if the size is not a whole number of records,
+/// [`Error::Label`] naming the first record with an out-of-range label.
+pub fn parse_records_into(
+    bytes: &[u8],
+    path: &Path,
+    format: Format,
+    out: &mut Records,
+) -> Result<()> {
     let record_size = format.record_size();
     if bytes.is_empty() {
         return Err(Error::EmptyFile {
@@ -201,37 +216,35 @@ pub fn read_records_into(path: &Path, format: Format, out: &mut Records) -> Resu
             record_size,
         });
     }
+    // (kind, classes) of each label byte, in record order.
+    let labels: &[(&str, usize)] = match format {
+        Format::Cifar100 => &[("coarse", CIFAR100_COARSE), ("fine", CIFAR100_FINE)],
+        Format::Cifar10 => &[("class", CIFAR10_CLASSES)],
+    };
+    for (index, record) in bytes.chunks_exact(record_size).enumerate() {
+        for (&value, &(kind, classes)) in record.iter().zip(labels) {
+            if usize::from(value) >= classes {
+                return Err(Error::Label {
+                    path: path.to_path_buf(),
+                    index,
+                    kind,
+                    value,
+                    classes,
+                });
+            }
+        }
+    }
     let n = bytes.len() / record_size;
     out.images.reserve(n * IMAGE_BYTES);
     out.fine.reserve(n);
-    let label_error = |index, kind, value, classes| Error::Label {
-        path: path.to_path_buf(),
-        index,
-        kind,
-        value,
-        classes,
-    };
-    for (index, record) in bytes.chunks_exact(record_size).enumerate() {
+    for record in bytes.chunks_exact(record_size) {
         let (labels, pixels) = record.split_at(format.label_bytes());
         match format {
             Format::Cifar100 => {
-                let (coarse, fine) = (labels[0], labels[1]);
-                if usize::from(coarse) >= CIFAR100_COARSE {
-                    return Err(label_error(index, "coarse", coarse, CIFAR100_COARSE));
-                }
-                if usize::from(fine) >= CIFAR100_FINE {
-                    return Err(label_error(index, "fine", fine, CIFAR100_FINE));
-                }
-                out.coarse.get_or_insert_with(Vec::new).push(coarse);
-                out.fine.push(fine);
+                out.coarse.get_or_insert_with(Vec::new).push(labels[0]);
+                out.fine.push(labels[1]);
             }
-            Format::Cifar10 => {
-                let label = labels[0];
-                if usize::from(label) >= CIFAR10_CLASSES {
-                    return Err(label_error(index, "class", label, CIFAR10_CLASSES));
-                }
-                out.fine.push(label);
-            }
+            Format::Cifar10 => out.fine.push(labels[0]),
         }
         out.images.extend_from_slice(pixels);
     }
@@ -305,12 +318,29 @@ pub fn write_records(path: &Path, format: Format, records: &Records) -> Result<(
 /// one), exactly `expected` names.
 ///
 /// # Errors
-/// [`Error::Missing`] if absent, [`Error::LabelNames`] on the wrong number of names.
+/// [`Error::Missing`] if absent, [`Error::Io`] if unreadable, the errors of
+/// [`parse_label_names`].
 pub fn read_label_names(path: &Path, format: Format, expected: usize) -> Result<Vec<String>> {
     if !path.exists() {
         return Err(format.missing(path));
     }
-    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_label_names(&bytes, path, expected)
+}
+
+/// Parses the bytes of a label-name file (see [`read_label_names`]); `path` only names the file
+/// in errors.
+///
+/// # Errors
+/// [`Error::Io`] with [`std::io::ErrorKind::InvalidData`] if the bytes are not UTF-8,
+/// [`Error::LabelNames`] on the wrong number of names.
+pub fn parse_label_names(bytes: &[u8], path: &Path, expected: usize) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)

@@ -34,20 +34,61 @@ fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
 
 #[test]
 fn epoch_order_is_a_seeded_permutation() {
-    let a = epoch_order(1000, Order::Shuffled, 7, 3);
+    let a = epoch_order(1000, Order::Shuffle, 7, 3);
     let mut sorted = a.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
-    assert_eq!(a, epoch_order(1000, Order::Shuffled, 7, 3));
-    assert_ne!(a, epoch_order(1000, Order::Shuffled, 7, 4));
-    assert_ne!(a, epoch_order(1000, Order::Shuffled, 8, 3));
+    assert_eq!(a, epoch_order(1000, Order::Shuffle, 7, 3));
+    assert_ne!(a, epoch_order(1000, Order::Shuffle, 7, 4));
+    assert_ne!(a, epoch_order(1000, Order::Shuffle, 8, 3));
     assert_eq!(epoch_order(5, Order::Sequential, 7, 3), vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn fixed_order_is_one_shuffle_for_every_epoch() {
+    let first = epoch_order(1000, Order::Fixed, 7, 0);
+    assert_ne!(first, (0..1000).collect::<Vec<_>>(), "shuffled once");
+    for epoch in [1, 2, 74] {
+        assert_eq!(epoch_order(1000, Order::Fixed, 7, epoch), first);
+    }
+    assert_eq!(first, epoch_order(1000, Order::Shuffle, 7, 0));
+    assert_ne!(first, epoch_order(1000, Order::Fixed, 8, 0), "seeded");
+    assert_eq!(
+        LoaderConfig::train(10, Augment::Seed, 1).order,
+        Order::Fixed
+    );
+}
+
+#[test]
+fn fixed_order_visits_the_same_images_per_batch_but_augments_them_anew() {
+    let s = split(40);
+    let cfg = LoaderConfig::train(8, Augment::Seed, 4);
+    let shuffle = LoaderConfig {
+        order: Order::Shuffle,
+        ..cfg
+    };
+    let (e0, e1) = (
+        batch_at(&s, &cfg, 0, 2).unwrap(),
+        batch_at(&s, &cfg, 1, 2).unwrap(),
+    );
+    assert_eq!(e0.indices, e1.indices);
+    assert_ne!(
+        e0.images, e1.images,
+        "the augmentation is keyed by the epoch"
+    );
+    let (s0, s1) = (
+        batch_at(&s, &shuffle, 0, 2).unwrap(),
+        batch_at(&s, &shuffle, 1, 2).unwrap(),
+    );
+    assert_eq!(s0, e0, "epoch 0 is the same in both orders");
+    assert_ne!(s1.indices, e1.indices);
 }
 
 #[test]
 fn make_batch_gathers_labels_and_normalises() {
     let s = split(10);
-    let batch = make_batch(&s, &[9, 2, 5], Augment::None, 0, 0).unwrap();
+    let batch = make_batch(&s, &[9, 2, 5], Augment::None, 0, 0, 4).unwrap();
+    assert_eq!(batch.position, 4);
     assert_eq!(batch.images.dims(), &[3, 3, 32, 32]);
     assert_eq!(batch.fine, vec![9, 2, 5]);
     assert_eq!(batch.coarse, Some(vec![9, 2, 5]));
@@ -59,11 +100,11 @@ fn make_batch_gathers_labels_and_normalises() {
     }
     assert_eq!((normalize(0), normalize(255)), (-1.0, 1.0));
     assert!(matches!(
-        make_batch(&s, &[10], Augment::None, 0, 0),
+        make_batch(&s, &[10], Augment::None, 0, 0, 0),
         Err(Error::Invalid { .. })
     ));
     assert!(matches!(
-        make_batch(&s, &[], Augment::None, 0, 0),
+        make_batch(&s, &[], Augment::None, 0, 0, 0),
         Err(Error::Invalid { .. })
     ));
 }
@@ -101,24 +142,33 @@ fn an_epoch_visits_every_image_once() {
 #[test]
 fn a_resumed_loader_yields_what_an_uninterrupted_run_would() {
     let s = split(50);
-    let cfg = LoaderConfig::train(7, Augment::Seed, 42);
-    let full: Vec<Batch> = BatchLoader::new(s.clone(), cfg, 5, 0)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(full.len(), 8);
-    let resumed: Vec<Batch> = BatchLoader::new(s.clone(), cfg, 5, 3)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(&full[3..], &resumed[..]);
-    for (position, batch) in full.iter().enumerate() {
-        assert_eq!(batch.position, position);
-        assert_eq!(batch, &batch_at(&s, &cfg, 5, position).unwrap());
+    for order in [Order::Fixed, Order::Shuffle] {
+        let cfg = LoaderConfig {
+            order,
+            ..LoaderConfig::train(7, Augment::Seed, 42)
+        };
+        let full: Vec<Batch> = BatchLoader::new(s.clone(), cfg, 5, 0)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(full.len(), 8);
+        for start in [1, 3, 7] {
+            let resumed: Vec<Batch> = BatchLoader::new(s.clone(), cfg, 5, start)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(&full[start..], &resumed[..], "{order:?} from batch {start}");
+        }
+        for (position, batch) in full.iter().enumerate() {
+            assert_eq!(batch.position, position);
+            assert_eq!(batch, &batch_at(&s, &cfg, 5, position).unwrap());
+        }
+        // A different epoch gives different batches; a different order only with Shuffle.
+        let other = batch_at(&s, &cfg, 6, 0).unwrap();
+        assert_ne!(other.images, full[0].images);
+        assert_eq!(other.indices == full[0].indices, order == Order::Fixed);
     }
-    // A different epoch gives a different order.
-    let other = batch_at(&s, &cfg, 6, 0).unwrap();
-    assert_ne!(other.indices, full[0].indices);
+    let cfg = LoaderConfig::train(7, Augment::Seed, 42);
     // Starting exactly at the end is an empty epoch; past it is an error.
     assert_eq!(BatchLoader::new(s.clone(), cfg, 5, 8).unwrap().count(), 0);
     assert!(BatchLoader::new(s.clone(), cfg, 5, 9).is_err());
@@ -148,7 +198,7 @@ fn a_panic_in_the_background_thread_is_an_error_not_a_hang() {
             if position == 2 {
                 panic!("synthetic failure at batch {position}");
             }
-            make_batch(&s, &[position], Augment::None, 0, 0)
+            make_batch(&s, &[position], Augment::None, 0, 0, position)
         })
         .unwrap();
         loader.map(|b| b.map(|b| b.indices)).collect::<Vec<_>>()
@@ -169,7 +219,7 @@ fn an_error_in_the_background_thread_reaches_the_caller() {
         let s = split(4);
         // Index 9 is out of range for 4 images: make_batch returns Err at position 1.
         BatchLoader::from_fn(0..3, 1, move |position| {
-            make_batch(&s, &[position * 9], Augment::None, 0, 0)
+            make_batch(&s, &[position * 9], Augment::None, 0, 0, position)
         })
         .unwrap()
         .collect::<Vec<_>>()

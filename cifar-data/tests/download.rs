@@ -1,6 +1,8 @@
 //! Download against a local HTTP server on 127.0.0.1 serving archives the tests build; no test
 //! contacts a remote host.
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -8,13 +10,8 @@ use std::path::{Path, PathBuf};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use cifar_data::synth::{self, SynthConfig};
 use cifar_data::{download, Dataset, Error, Format, Source};
-use flate2::write::GzEncoder;
-use flate2::Compression;
-use md5::{Digest, Md5};
-
-const ARCHIVE: &str = "cifar-100-binary.tar.gz";
+use common::{archive, dataset_dir, listing, md5_hex, Raw, ARCHIVE};
 
 /// What the test server sends for the archive's URL.
 struct Reply {
@@ -74,59 +71,6 @@ fn ok(body: Vec<u8>) -> Reply {
         body,
         declared,
     }
-}
-
-fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A small synthetic CIFAR-100 directory written by `synth`.
-fn dataset_dir(dir: &Path, seed: u64) {
-    let cfg = SynthConfig {
-        seed,
-        train: 30,
-        test: 10,
-    };
-    synth::write(dir, &cfg).unwrap();
-}
-
-/// A tar.gz holding `cifar-100-binary/` with the files of a small synthetic dataset, minus
-/// `skip`, plus `extra` raw entries (name, bytes) whose names are written unchecked into the header.
-fn archive(seed: u64, skip: Option<&str>, extra: &[(&str, &[u8])]) -> Vec<u8> {
-    let src = tempfile::tempdir().unwrap();
-    dataset_dir(src.path(), seed);
-    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
-    tar.append_dir("cifar-100-binary", src.path()).unwrap();
-    for file in Format::Cifar100.all_files() {
-        if Some(file) != skip {
-            let path = src.path().join(file);
-            tar.append_path_with_name(&path, format!("cifar-100-binary/{file}"))
-                .unwrap();
-        }
-    }
-    for (name, data) in extra {
-        let mut header = tar::Header::new_old();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        tar.append(&header, *data).unwrap();
-    }
-    tar.into_inner().unwrap().finish().unwrap()
-}
-
-/// Everything directly inside `dir`, sorted, as names.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 fn fetch(root: &Path, reply: Reply, md5: &str) -> cifar_data::Result<PathBuf> {
@@ -258,7 +202,7 @@ fn entries_escaping_the_target_are_refused() {
     let root = outer.path().join("data");
     let escapee = outer.path().join("evil.txt");
     for name in ["../evil.txt", "cifar-100-binary/../../evil.txt"] {
-        let bytes = archive(4, None, &[(name, b"pwned")]);
+        let bytes = archive(4, None, &[Raw::file(name, b"pwned")]);
         let md5 = md5_hex(&bytes);
         let err = fetch(&root, ok(bytes), &md5).unwrap_err();
         assert!(matches!(err, Error::UnsafeEntry { .. }), "{name}: {err}");
@@ -268,7 +212,7 @@ fn entries_escaping_the_target_are_refused() {
     }
     let absolute = outer.path().join("abs.txt");
     let name = absolute.to_str().unwrap().to_string();
-    let bytes = archive(4, None, &[(&name, b"pwned")]);
+    let bytes = archive(4, None, &[Raw::file(&name, b"pwned")]);
     let md5 = md5_hex(&bytes);
     let err = fetch(&root, ok(bytes), &md5).unwrap_err();
     assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
@@ -314,6 +258,11 @@ fn an_unreachable_server_says_offline_and_where_to_put_the_files() {
         "{msg}"
     );
     assert!(msg.contains(&expected.display().to_string()), "{msg}");
+    let install = format!(
+        "trainer download --dataset cifar100 --dir {} --archive FILE",
+        root.path().display()
+    );
+    assert!(msg.contains(&install), "{msg}");
     assert!(listing(root.path()).is_empty());
 }
 

@@ -110,7 +110,7 @@ fn colour_planes_land_in_their_channels() {
     records.images[2 * PLANE..].fill(51);
     write_records(&dir.join("test.bin"), Format::Cifar100, &records).unwrap();
     let data = Dataset::load(&dir, Format::Cifar100).unwrap();
-    let batch = make_batch(&data.test, &[0], Augment::None, 0, 0).unwrap();
+    let batch = make_batch(&data.test, &[0], Augment::None, 0, 0, 0).unwrap();
     assert_eq!(batch.images.dims(), &[1, 3, 32, 32]);
     let x = batch.images.as_slice().unwrap();
     let expected = [1.0, -1.0, (51.0 - 127.5) / 127.5];
@@ -133,6 +133,11 @@ fn missing_directory_names_path_and_download_command() {
     let msg = message(Dataset::load(&dir, Format::Cifar100).unwrap_err());
     assert!(msg.contains(&dir.display().to_string()), "{msg}");
     assert!(msg.contains("trainer download --dataset cifar100"), "{msg}");
+    assert!(
+        msg.contains("`trainer download --dataset cifar100 --archive FILE`")
+            && msg.contains("cifar-100-binary.tar.gz"),
+        "{msg}"
+    );
     let msg = message(Dataset::load(&dir, Format::Cifar10).unwrap_err());
     assert!(msg.contains("trainer download --dataset cifar10"), "{msg}");
 }

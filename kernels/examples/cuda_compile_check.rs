@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kernels::cuda::{gpu, source};
+use kernels::cuda::gpu;
+use kernels::modules::MODULES;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     let mut failed = 0;
     for arch in archs {
         let arch: &'static str = Box::leak(arch.clone().into_boxed_str());
-        for m in source::MODULES {
+        for m in MODULES {
             match gpu::compile_ptx(m, arch) {
                 Ok(ptx) => {
                     let path = out.join(format!("{}.{arch}.ptx", m.name));
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
     }
     println!(
         "compiled {} modules x {} architectures, {failed} failed",
-        source::MODULES.len(),
+        MODULES.len(),
         archs.len()
     );
     if failed == 0 {

@@ -15,30 +15,23 @@ pub type BatchNorm2d = BatchNorm<4>;
 /// Batch norm over the features of (N, F) rows (statistics over N).
 pub type BatchNorm1d = BatchNorm<2>;
 
-/// Batch normalisation of an input of rank `RANK` (4: (N, C, H, W), 2: (N, F)), channel axis 1.
+/// Batch normalisation of an input of rank `RANK` (4: (N, C, H, W), 2: (N, F)), channel axis 1:
+/// each channel normalised over its M = N*H*W values (M = N for (N, F)), then scaled by `weight`
+/// and shifted by `bias`. `Mode::Train` normalises with the batch's mean and variance and updates
+/// the running ones; `Mode::Eval` normalises with the running statistics. The arithmetic is in
+/// [`kernels::batchnorm`].
 ///
-/// Forward, per channel, over its M = N*H*W values (M = N for (N, F)):
-/// `x_hat = (x - mean) / sqrt(var + eps)`, `y = weight * x_hat + bias`, where `Mode::Train` takes
-/// the batch mean and biased variance and updates the running statistics
-/// (`r = momentum * r + (1 - momentum) * b`, unbiased variance), and `Mode::Eval` takes the
-/// running statistics. The arithmetic is in [`kernels::batchnorm`].
+/// The formulas, forward (with the running averages) and backward: `docs/walkthrough.md`,
+/// "Batch norm" and "Batch norm (training)". `dweight` and `dbias` are accumulated; `dx` is a
+/// fresh tensor.
 ///
-/// Backward, with `inv_std = 1 / sqrt(var + eps)` and sums over the channel's M values:
-/// ```text
-/// dbias   += sum dy                     (accumulated)
-/// dweight += sum dy * x_hat             (accumulated)
-/// Train:  dx = weight * inv_std * (dy - sum(dy) / M - x_hat * sum(dy * x_hat) / M)
-/// Eval:   dx = weight * inv_std * dy    (the running statistics do not depend on x)
-/// ```
-/// `dx` is a fresh tensor.
-///
-/// Parameters `weight` (gamma, init 1) and `bias` (beta, init 0); buffers `running_mean`
-/// (init 0) and `running_var` (init 1); all (C,), named as in PyTorch.
+/// Parameters `weight` (init 1) and `bias` (init 0); buffers `running_mean` (init 0) and
+/// `running_var` (init 1); all (C,), named as in PyTorch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNorm<const RANK: usize> {
-    /// gamma: (C,)
+    /// weight: (C,), the scale.
     pub weight: Param,
-    /// beta: (C,)
+    /// bias: (C,), the shift.
     pub bias: Param,
     /// running_mean: (C,)
     pub running_mean: Tensor,
@@ -156,8 +149,8 @@ impl<const RANK: usize> BatchNorm<RANK> {
         Ok((y, BatchNormCache { x, stats }))
     }
 
-    /// The forward's output again, bit for bit, from its cache: y = gamma (x - mean) inv_std +
-    /// beta with the statistics that forward used (see [`ConvBlock`](crate::ConvBlock), which
+    /// The forward's output again, bit for bit, from its cache: y = weight (x - mean) inv_std +
+    /// bias with the statistics that forward used (see [`ConvBlock`](crate::ConvBlock), which
     /// recomputes instead of keeping it). CPU tensors only.
     ///
     /// # Errors

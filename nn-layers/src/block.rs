@@ -9,7 +9,7 @@
 //!
 //! Backward runs the same calls in reverse. The only step that is not a single layer's backward is
 //! the skip connection: h1 feeds both `conv_block2` and the sum, so its gradient is the sum of
-//! both paths, `dh1 = ds + conv_block2.backward(ds)` where `ds` is the gradient of `h1 + h2`.
+//! both paths (`docs/walkthrough.md`, "Residual sum", in its section 3).
 
 use kernels::batchnorm::BatchNormConfig;
 use kernels::relu::{add_relu_forward_in_place, relu_forward_in_place};
@@ -19,7 +19,7 @@ use tensor_core::{Device, Tensor};
 use crate::profile::{self, LayerKind, Pass};
 use crate::{
     join, BatchNorm2d, BatchNormCache, Conv2d, Conv2dCache, Conv2dGeom, DropBlock, DropBlockCache,
-    MaxPool2d, MaxPoolCache, Mode, Param, Parameters, ReLU, ReluCache, Result,
+    ForwardCtx, MaxPool2d, MaxPoolCache, Mode, Param, Parameters, ReLU, ReluCache, Result,
 };
 
 /// BN -> ReLU -> conv3x3 (C -> K) -> BN -> ReLU -> conv3x3 (K -> K).
@@ -163,8 +163,9 @@ pub struct ResidualBlockCache {
 }
 
 impl ResidualBlock {
-    /// A block from C to K channels, batch norms configured by `bn`, with DropBlock of `block_size` at `keep_prob`, drawing its
-    /// masks from Philox stream `stream` (unique per random layer of a model).
+    /// A block from C to K channels, batch norms configured by `bn`, with DropBlock of
+    /// `block_size` at `keep_prob`, drawing its masks from Philox stream `stream` (unique per
+    /// random layer of a model).
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -182,15 +183,10 @@ impl ResidualBlock {
         })
     }
 
-    /// x: (N, C, H, W) -> y: (N, K, ceil(H/2), ceil(W/2)). `seed` and `step` key the DropBlock
-    /// mask (only drawn in [`Mode::Train`]).
-    pub fn forward(
-        &mut self,
-        x: Tensor,
-        mode: Mode,
-        seed: u64,
-        step: u64,
-    ) -> Result<(Tensor, ResidualBlockCache)> {
+    /// x: (N, C, H, W) -> y: (N, K, ceil(H/2), ceil(W/2)). The context's seed and step key the
+    /// DropBlock mask (only drawn in [`Mode::Train`]).
+    pub fn forward(&mut self, x: Tensor, ctx: ForwardCtx) -> Result<(Tensor, ResidualBlockCache)> {
+        let mode = ctx.mode;
         let (a, conv_block1) = self.conv_block1.forward(x, mode)?;
         let (h1, relu1) = ReLU.forward(a, mode)?;
         // h1 is both the input of conv_block2 and one side of the sum.
@@ -200,7 +196,7 @@ impl ResidualBlock {
             let _timer = profile::timed(LayerKind::Relu, Pass::Forward);
             ReluCache::from_mask(add_relu_forward_in_place(&mut s, &h1)?)
         };
-        let (s, drop_block) = self.drop_block.forward(s, mode, seed, step)?;
+        let (s, drop_block) = self.drop_block.forward(s, ctx)?;
         let (y, pool) = self.pool.forward(s, mode)?;
         let cache = ResidualBlockCache {
             conv_block1,

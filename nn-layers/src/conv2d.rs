@@ -10,20 +10,13 @@ use tensor_core::{Shape, Tensor};
 use crate::profile::{self, LayerKind, Pass};
 use crate::{join, Error, Mode, Param, Parameters, Result};
 
-/// 2-D convolution without bias: x: (N, C, H, W) -> y: (N, K, OH, OW), weight: (K, C, KH, KW),
-/// square kernel, the same stride and zero padding on both axes.
+/// 2-D convolution without bias, a cross-correlation as every framework computes it:
+/// x: (N, C, H, W) -> y: (N, K, OH, OW), weight: (K, C, KH, KW), square kernel, the same stride
+/// and zero padding on both axes.
 ///
-/// Forward, with iy = oy s + ky - p and ix = ox s + kx - p (terms in the padding are 0):
-/// ```text
-/// y[n,k,oy,ox] = sum_{c,ky,kx} weight[k,c,ky,kx] x[n,c,iy,ix]
-/// ```
-/// Backward, over the same index sets:
-/// ```text
-/// dweight[k,c,ky,kx] += sum_{n,oy,ox} dy[n,k,oy,ox] x[n,c,iy,ix]        (accumulated)
-/// dx[n,c,iy,ix]       = sum_{k,ky,kx,oy,ox} dy[n,k,oy,ox] weight[k,c,ky,kx]  (fresh)
-/// ```
-/// In matrix form (per image, col = im2col(x_n): (C KH KW, OH OW)): y_n = W col,
-/// dW += dy_n col^T, dx_n = col2im(W^T dy_n).
+/// The formulas, forward and backward, and their matrix form on the im2col matrix:
+/// `docs/walkthrough.md`, "Convolution", in its sections 2 and 3. `dweight` is
+/// accumulated; `dx` is a fresh tensor.
 ///
 /// Initialisation: Xavier uniform with fan_in = KH KW C and fan_out = KH KW K.
 ///
@@ -209,15 +202,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
-
-    /// The loss is linear in x and in the weight, so central differences are exact but for f32
-    /// rounding of y (about 1e-7 relative), which the division by 2 EPS magnifies to ~1e-5.
-    const CONV_TOL: Tolerance = Tolerance {
-        atol: 1e-3,
-        rtol: 1e-3,
-    };
-    const EPS: f32 = 1e-2;
+    use crate::gradcheck::Probe;
 
     fn gradcheck(geom: Conv2dGeom, kernel: usize, algo: Conv2dAlgo) {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -231,30 +216,11 @@ mod tests {
         let dx = conv.backward(&r, cache).unwrap();
         let case = format!("{}: kernel {kernel} {geom:?}", algo.name());
 
-        let loss_x = |v: &[f32]| {
-            let x = Tensor::from_vec([n, c, h, w], v.to_vec()).unwrap();
-            let (y, _) = conv.forward(x, Mode::Train).unwrap();
-            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
-        };
-        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, loss_x);
-        compare(
-            &format!("{case}: dx"),
-            dx.as_slice().unwrap(),
-            &numeric,
-            CONV_TOL,
-        )
-        .unwrap_or_else(|m| panic!("{m}"));
-
-        let mut probe = conv.clone();
-        let weight = conv.weight.value.clone();
-        let numeric = numeric_grad(weight.as_slice().unwrap(), EPS, |v| {
-            probe.weight.value = Tensor::from_vec(weight.dims(), v.to_vec()).unwrap();
-            let (y, _) = probe.forward(x.clone(), Mode::Train).unwrap();
-            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
-        });
-        let dweight = conv.weight.grad.as_slice().unwrap();
-        compare(&format!("{case}: dweight"), dweight, &numeric, CONV_TOL)
-            .unwrap_or_else(|m| panic!("{m}"));
+        // Linear in x and in the weight.
+        let probe = Probe::linear(&r);
+        let forward = |conv: &Conv2d, x: Tensor| conv.forward(x, Mode::Train).unwrap().0;
+        probe.assert_gradient(&format!("{case}: dx"), &x, &dx, |x| forward(&conv, x));
+        probe.assert_param_gradients(&case, &mut conv, |conv| forward(conv, x.clone()));
     }
 
     #[test]

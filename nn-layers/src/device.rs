@@ -18,6 +18,16 @@ pub fn move_tensor(t: &mut Tensor, device: Device) -> Result<()> {
     Ok(())
 }
 
+/// `t` on `device`, by value: a batch is copied up once before its forward pass (nothing is
+/// copied if it is already there).
+///
+/// # Errors
+/// The GPU cannot be opened or the copy fails.
+pub fn into_device(mut t: Tensor, device: Device) -> Result<Tensor> {
+    move_tensor(&mut t, device)?;
+    Ok(t)
+}
+
 /// Moves every parameter (value and gradient) and buffer of `model` to `device`.
 ///
 /// # Errors

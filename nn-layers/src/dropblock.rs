@@ -1,23 +1,20 @@
 //! DropBlock, after each residual block.
 
 use kernels::dropblock::{dropblock_apply_in_place, dropblock_mask, DropBlockMask};
-use kernels::philox::MaskKey;
 use tensor_core::{Shape, Tensor};
 
 use crate::profile::{self, LayerKind, Pass};
-use crate::{Error, Mode, Result};
+use crate::{Error, ForwardCtx, Mode, Result};
 
 /// DropBlock with block size b = `block_size` and keep probability k = `keep_prob`, in training
-/// only (the mask itself is documented in [`kernels::dropblock`]).
+/// only (the identity in evaluation, at k = 1, and on a map smaller than the block): squares of
+/// b x b values dropped, the rest rescaled, the mask drawn from the key
+/// [`ForwardCtx::mask_key`]`(stream)` ([`kernels::dropblock`] derives it from the seed's
+/// recipe). No parameters.
 ///
-/// Train: y = x * m * s with m the (N, C, H, W) 0/1 block mask drawn from
-/// `MaskKey { seed, step, layer: stream }` and s = m.len() / m.sum() (0 if m is all zeros).
-/// Eval, k = 1, or a map smaller than the block: y = x.
-///
-/// Backward: the mask does not depend on x, so y is linear in x with the diagonal Jacobian
-/// diag(m * s) and dx = dy * m * s (dx = dy when the forward was the identity). The forward
-/// scales x in its own buffer; [`DropBlock::backward_owned`] turns dy into dx in place,
-/// [`DropBlock::backward`] returns a fresh dx. No parameters.
+/// The formulas, forward and backward: `docs/walkthrough.md`, "DropBlock", in its sections 2
+/// and 3. The forward scales x in its own buffer; [`DropBlock::backward_owned`] turns dy into
+/// dx in place, [`DropBlock::backward`] returns a fresh dx.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DropBlock {
     /// Side of the dropped squares; the seed uses 5.
@@ -65,31 +62,21 @@ impl DropBlock {
         })
     }
 
-    /// x: (N, C, H, W) -> y: (N, C, H, W). `seed` and `step` select the mask together with
-    /// `stream`.
+    /// x: (N, C, H, W) -> y: (N, C, H, W). The context's seed and step select the mask together
+    /// with `stream`.
     ///
     /// # Errors
     /// [`Error::Config`] for a bad block size or keep probability; a shape error if x is not
     /// rank 4.
-    pub fn forward(
-        &self,
-        x: Tensor,
-        mode: Mode,
-        seed: u64,
-        step: u64,
-    ) -> Result<(Tensor, DropBlockCache)> {
+    pub fn forward(&self, x: Tensor, ctx: ForwardCtx) -> Result<(Tensor, DropBlockCache)> {
         let _timer = profile::timed(LayerKind::DropBlock, Pass::Forward);
         self.check()?;
         x.expect_nchw("DropBlock::forward", "x")?;
         let shape = x.shape().clone();
-        let mask = match mode {
+        let mask = match ctx.mode {
             Mode::Eval => None,
             Mode::Train => {
-                let key = MaskKey {
-                    seed,
-                    step,
-                    layer: self.stream,
-                };
+                let key = ctx.mask_key(self.stream);
                 dropblock_mask(&shape, x.device(), self.block_size, self.keep_prob, key)?
             }
         };
@@ -131,15 +118,7 @@ mod tests {
     use tensor_core::Device;
 
     use super::*;
-    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
-
-    /// With the mask fixed by the key, DropBlock is exactly linear in x: only the f32 rounding of
-    /// the probe loss remains (values scaled by about 1.5, step 2e-2).
-    const DROPBLOCK_TOL: Tolerance = Tolerance {
-        atol: 1e-3,
-        rtol: 1e-3,
-    };
-    const EPS: f32 = 1e-2;
+    use crate::gradcheck::Probe;
     const LAYER: DropBlock = DropBlock {
         block_size: 3,
         keep_prob: 0.7,
@@ -152,20 +131,16 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
         let r = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
-        let (y, cache) = LAYER.forward(x.clone(), Mode::Train, 7, 11).unwrap();
+        let ctx = ForwardCtx::train(7, 11);
+        let (y, cache) = LAYER.forward(x.clone(), ctx).unwrap();
         let y = y.to_vec();
         assert!(
             y.contains(&0.0) && y.iter().any(|&v| v != 0.0),
             "a trivial mask"
         );
         let dx = LAYER.backward(&r, cache).unwrap();
-        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
-            let x = Tensor::from_vec(dims, v.to_vec()).unwrap();
-            let (y, _) = LAYER.forward(x, Mode::Train, 7, 11).unwrap();
-            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
-        });
-        compare("dx", dx.as_slice().unwrap(), &numeric, DROPBLOCK_TOL)
-            .unwrap_or_else(|m| panic!("{m}"));
+        // With the mask fixed by the key, DropBlock is linear in x.
+        Probe::linear(&r).assert_gradient("dx", &x, &dx, |x| LAYER.forward(x, ctx).unwrap().0);
     }
 
     /// The seed's fourth block: a 4x4 map with block 5 passes through, in training too.
@@ -174,7 +149,7 @@ mod tests {
         let layer = DropBlock::new(5, 0.85, 1).unwrap();
         let x =
             Tensor::uniform([2, 3, 4, 4], -1.0, 1.0, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
-        let (y, cache) = layer.forward(x.clone(), Mode::Train, 1, 1).unwrap();
+        let (y, cache) = layer.forward(x.clone(), ForwardCtx::train(1, 1)).unwrap();
         assert_eq!(y, x);
         assert_eq!(layer.backward(&x, cache).unwrap(), x);
     }
@@ -187,8 +162,12 @@ mod tests {
             keep_prob: 1.0,
             ..LAYER
         };
-        for (layer, mode) in [(LAYER, Mode::Eval), (all, Mode::Train)] {
-            let (y, cache) = layer.forward(x.clone(), mode, 1, 1).unwrap();
+        let eval = ForwardCtx {
+            mode: Mode::Eval,
+            ..ForwardCtx::train(1, 1)
+        };
+        for (layer, ctx) in [(LAYER, eval), (all, ForwardCtx::train(1, 1))] {
+            let (y, cache) = layer.forward(x.clone(), ctx).unwrap();
             assert_eq!(y, x);
             assert_eq!(layer.backward(&x, cache).unwrap(), x);
         }
@@ -200,7 +179,7 @@ mod tests {
         let x = Tensor::full([4, 8, 16, 16], 1.0);
         let zeros = |keep_prob| {
             let layer = DropBlock { keep_prob, ..LAYER };
-            let (y, _) = layer.forward(x.clone(), Mode::Train, 3, 4).unwrap();
+            let (y, _) = layer.forward(x.clone(), ForwardCtx::train(3, 4)).unwrap();
             y.to_vec().iter().filter(|&&v| v == 0.0).count()
         };
         let (high, low) = (zeros(0.95), zeros(0.8));
@@ -216,8 +195,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(6);
         let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
         let dy = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
-        let (y, cache) = LAYER.forward(x.clone(), Mode::Train, 7, 11).unwrap();
-        let (ey, ecache) = LAYER.forward(emu(&x), Mode::Train, 7, 11).unwrap();
+        let (y, cache) = LAYER.forward(x.clone(), ForwardCtx::train(7, 11)).unwrap();
+        let (ey, ecache) = LAYER.forward(emu(&x), ForwardCtx::train(7, 11)).unwrap();
         let mask = ecache
             .mask
             .as_ref()
@@ -240,11 +219,11 @@ mod tests {
                 stream: 0,
             };
             assert!(layer
-                .forward(Tensor::zeros([1, 1, 8, 8]), Mode::Eval, 0, 0)
+                .forward(Tensor::zeros([1, 1, 8, 8]), ForwardCtx::EVAL)
                 .is_err());
         }
         let e = LAYER
-            .forward(Tensor::zeros([2, 8, 8]), Mode::Train, 0, 0)
+            .forward(Tensor::zeros([2, 8, 8]), ForwardCtx::train(0, 0))
             .unwrap_err();
         assert!(
             e.to_string()
@@ -252,7 +231,7 @@ mod tests {
             "{e}"
         );
         let (_, cache) = LAYER
-            .forward(Tensor::zeros([1, 2, 8, 8]), Mode::Train, 0, 0)
+            .forward(Tensor::zeros([1, 2, 8, 8]), ForwardCtx::train(0, 0))
             .unwrap();
         let e = LAYER
             .backward(&Tensor::zeros([1, 2, 8, 9]), cache)

@@ -5,17 +5,15 @@ use kernels::philox::MaskKey;
 use tensor_core::{Shape, Tensor};
 
 use crate::profile::{self, LayerKind, Pass};
-use crate::{Error, Mode, Result};
+use crate::{Error, ForwardCtx, Mode, Result};
 
-/// Inverted dropout with keep probability k = `keep_prob`, in training only.
+/// Inverted dropout with keep probability k = `keep_prob`, in training only (the identity in
+/// evaluation and at k = 1): each value kept with probability k and scaled by 1 / k, the mask
+/// drawn from the key [`ForwardCtx::mask_key`]`(stream)`. No parameters. The mask is not stored:
+/// backward redraws it from the same key. dx is a fresh tensor.
 ///
-/// Train: y = x * m / k with `m_i = [u_i < k]`, where u_i is `key.uniform(i)` for the key
-/// `MaskKey { seed, step, layer: stream }` and i the flat index; so `E[y] = x`.
-/// Eval, or k = 1: y = x.
-///
-/// Backward: y is linear in x with the diagonal Jacobian diag(m / k), so dx = dy * m / k
-/// (dx = dy when the forward was the identity); dx is a fresh tensor. No parameters. The mask is
-/// not stored: backward redraws it from the same key.
+/// The formulas, forward and backward: `docs/walkthrough.md`, "Dropout", in its sections 2 and
+/// 3.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
     /// Probability of keeping a value, in (0, 1]; the seed uses 0.5.
@@ -52,29 +50,19 @@ impl Dropout {
         Ok(Dropout { keep_prob, stream })
     }
 
-    /// x: any shape -> y: the same shape. `seed` and `step` select the mask together with
-    /// `stream`.
+    /// x: any shape -> y: the same shape. The context's seed and step select the mask together
+    /// with `stream`.
     ///
     /// # Errors
     /// [`Error::Config`] if `keep_prob` is not in (0, 1].
-    pub fn forward(
-        &self,
-        x: Tensor,
-        mode: Mode,
-        seed: u64,
-        step: u64,
-    ) -> Result<(Tensor, DropoutCache)> {
+    pub fn forward(&self, x: Tensor, ctx: ForwardCtx) -> Result<(Tensor, DropoutCache)> {
         let _timer = profile::timed(LayerKind::Dropout, Pass::Forward);
         check_keep(self.keep_prob)?;
         let shape = x.shape().clone();
-        if mode == Mode::Eval || self.keep_prob == 1.0 {
+        if ctx.mode == Mode::Eval || self.keep_prob == 1.0 {
             return Ok((x, DropoutCache { mask: None, shape }));
         }
-        let key = MaskKey {
-            seed,
-            step,
-            layer: self.stream,
-        };
+        let key = ctx.mask_key(self.stream);
         let mut y = x.new_zeros(shape.clone())?;
         dropout_forward(&mut y, &x, self.keep_prob, key)?;
         let mask = Some((key, self.keep_prob));
@@ -103,15 +91,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
-
-    /// With the mask fixed by the key, dropout is exactly linear in x: only the f32 rounding of
-    /// the probe loss (about 1e-7 of values near 1, over a step of 2e-2) remains.
-    const DROPOUT_TOL: Tolerance = Tolerance {
-        atol: 1e-3,
-        rtol: 1e-3,
-    };
-    const EPS: f32 = 1e-2;
+    use crate::gradcheck::Probe;
     const LAYER: Dropout = Dropout {
         keep_prob: 0.6,
         stream: 3,
@@ -123,20 +103,16 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
         let r = Tensor::uniform(dims, -1.0, 1.0, &mut rng).unwrap();
-        let (y, cache) = LAYER.forward(x.clone(), Mode::Train, 42, 9).unwrap();
+        let ctx = ForwardCtx::train(42, 9);
+        let (y, cache) = LAYER.forward(x.clone(), ctx).unwrap();
         let y = y.to_vec();
         assert!(
             y.contains(&0.0) && y.iter().any(|&v| v != 0.0),
             "a trivial mask"
         );
         let dx = LAYER.backward(&r, cache).unwrap();
-        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
-            let x = Tensor::from_vec(dims, v.to_vec()).unwrap();
-            let (y, _) = LAYER.forward(x, Mode::Train, 42, 9).unwrap();
-            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
-        });
-        compare("dx", dx.as_slice().unwrap(), &numeric, DROPOUT_TOL)
-            .unwrap_or_else(|m| panic!("{m}"));
+        // With the mask fixed by the key, dropout is linear in x.
+        Probe::linear(&r).assert_gradient("dx", &x, &dx, |x| LAYER.forward(x, ctx).unwrap().0);
     }
 
     #[test]
@@ -146,8 +122,12 @@ mod tests {
             keep_prob: 1.0,
             ..LAYER
         };
-        for (layer, mode) in [(LAYER, Mode::Eval), (all, Mode::Train)] {
-            let (y, cache) = layer.forward(x.clone(), mode, 1, 1).unwrap();
+        let eval = ForwardCtx {
+            mode: Mode::Eval,
+            ..ForwardCtx::train(1, 1)
+        };
+        for (layer, ctx) in [(LAYER, eval), (all, ForwardCtx::train(1, 1))] {
+            let (y, cache) = layer.forward(x.clone(), ctx).unwrap();
             assert_eq!(y, x);
             assert_eq!(layer.backward(&x, cache).unwrap(), x);
         }
@@ -156,7 +136,8 @@ mod tests {
     #[test]
     fn the_mask_depends_on_seed_step_and_stream_only() {
         let x = Tensor::full([64], 1.0);
-        let run = |layer: Dropout, seed, step| layer.forward(x.clone(), Mode::Train, seed, step);
+        let run =
+            |layer: Dropout, seed, step| layer.forward(x.clone(), ForwardCtx::train(seed, step));
         let (a, _) = run(LAYER, 1, 2).unwrap();
         assert_eq!(run(LAYER, 1, 2).unwrap().0, a);
         assert_ne!(run(LAYER, 1, 3).unwrap().0, a);
@@ -177,11 +158,11 @@ mod tests {
                 stream: 0,
             };
             assert!(layer
-                .forward(Tensor::zeros([2]), Mode::Train, 0, 0)
+                .forward(Tensor::zeros([2]), ForwardCtx::train(0, 0))
                 .is_err());
         }
         let (_, cache) = LAYER
-            .forward(Tensor::zeros([2, 3]), Mode::Train, 0, 0)
+            .forward(Tensor::zeros([2, 3]), ForwardCtx::train(0, 0))
             .unwrap();
         let e = LAYER.backward(&Tensor::zeros([3, 2]), cache).unwrap_err();
         assert_eq!(

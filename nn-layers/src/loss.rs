@@ -8,11 +8,11 @@ use tensor_core::Tensor;
 use crate::profile::{self, LayerKind, Pass};
 use crate::Result;
 
-/// Mean softmax cross-entropy of logits z (N, classes) against labels t:
-/// L = (1/N) sum_n (log sum_j exp z_nj - z_n,t_n).
+/// Mean softmax cross-entropy of logits (N, classes) against the labels. No parameters; the same
+/// in training and evaluation.
 ///
-/// Backward (the gradient of L itself, dL = 1): dz_nj = (softmax(z_n)_j - [j == t_n]) / N;
-/// dz is a fresh tensor. No parameters; the same in training and evaluation.
+/// The formulas, forward and backward (the gradient of the loss itself): `docs/walkthrough.md`,
+/// "The loss", in its sections 2 and 3. dlogits is a fresh tensor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SoftmaxCrossEntropy;
 

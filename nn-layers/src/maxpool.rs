@@ -10,10 +10,12 @@ use crate::{Mode, Result};
 /// the padding split with the smaller half before; padded cells never win (see
 /// [`kernels::maxpool`]).
 ///
-/// Forward keeps, per output, the index of the winning input in its plane. Backward routes each
-/// dy to its winner, adding up where overlapping windows share one:
-/// `dx[i] = sum over outputs o with argmax[o] = i of dy[o]`, 0 for inputs that never win; `dx` is
-/// a fresh tensor. No parameters; the same in training and evaluation.
+/// Forward keeps, per output, the index of the winning input in its plane (the first maximum on
+/// ties). Backward routes each dy to its winner, adding up where overlapping windows share one;
+/// `dx` is a fresh tensor. No parameters; the same in training and evaluation.
+///
+/// The formulas and the SAME geometry: `docs/walkthrough.md`, "Max-pooling", in its sections 2
+/// and 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool2d {
     pool: Pool2d,
@@ -86,15 +88,11 @@ mod tests {
     use tensor_core::Device;
 
     use super::*;
-    use crate::gradcheck::{compare, numeric_grad, probe_loss, Tolerance};
+    use crate::gradcheck::Probe;
 
-    /// Inputs are distinct multiples of SPACING apart, so a step EPS < SPACING / 2 never changes a
-    /// window's winner and max-pool is exactly linear around them: only f32 rounding remains.
-    const POOL_TOL: Tolerance = Tolerance {
-        atol: 1e-3,
-        rtol: 1e-3,
-    };
-    const EPS: f32 = 1e-2;
+    /// Inputs are distinct multiples of SPACING apart, so a step of
+    /// [`LINEAR_EPS`](crate::gradcheck::LINEAR_EPS) < SPACING / 2 never changes a window's winner
+    /// and max-pool is linear around them.
     const SPACING: f32 = 0.05;
 
     /// A random permutation of 0, SPACING, 2 SPACING, ..., shifted to straddle 0.
@@ -118,12 +116,8 @@ mod tests {
         )
         .unwrap();
         let dx = pool.backward(&r, cache).unwrap();
-        let numeric = numeric_grad(x.as_slice().unwrap(), EPS, |v| {
-            let x = Tensor::from_vec(dims, v.to_vec()).unwrap();
-            let (y, _) = pool.forward(x, Mode::Train).unwrap();
-            probe_loss(y.as_slice().unwrap(), r.as_slice().unwrap())
-        });
-        compare("dx", dx.as_slice().unwrap(), &numeric, POOL_TOL).unwrap_or_else(|m| panic!("{m}"));
+        Probe::linear(&r)
+            .assert_gradient("dx", &x, &dx, |x| pool.forward(x, Mode::Train).unwrap().0);
     }
 
     #[test]

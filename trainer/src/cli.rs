@@ -1,20 +1,23 @@
 //! The `trainer` command line (clap's derive API): subcommands `train`, `eval`, `predict`,
 //! `download`, `synth` and `bench`. Every hyper-parameter of the seed's recipe is a flag whose
-//! default is the seed's value; choices are enums, never strings.
+//! default is the seed's value; choices are enums, never strings. Flags come in groups, each
+//! flattened under its help heading.
 //!
-//! Parsing checks types and choices; [`Cli::validate`] then refuses values out of range (a zero
-//! batch, a negative rate, a keep probability outside (0, 1], ...) before any work starts, and
-//! [`TrainConfig::from_args`] turns the `train` flags into the run's `config.toml`.
+//! This module only declares the flags. [`TrainArgs::config`] turns the `train` flags into the
+//! run's settings, and [`Cli::validate`] refuses values out of range before any work starts; the
+//! rules themselves are [`crate::config`]'s.
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::{Deserialize, Serialize};
 
-use crate::config::{check, TrainConfig};
+use crate::config::{
+    at_least_one, validate_threads, AugmentKind, DataConfig, DatasetKind, DeviceArg, ModelConfig,
+    OptimizerConfig, Preset, RegularizationConfig, RuleFlags, RunConfig, TrainConfig,
+};
 use crate::error::Result;
+use crate::optim::OptimizerKind;
+use crate::schedule::ScheduleKind;
 
 /// Trains, evaluates and runs the residual network of the CIFAR-100 tutorial series, from scratch.
 #[derive(Debug, Parser)]
@@ -47,52 +50,29 @@ impl Cli {
     /// Refuses flag values out of range, with a message naming the flag, before any work starts.
     pub fn validate(&self) -> Result<()> {
         match &self.command {
-            Command::Train(a) => TrainConfig::from_args(a).map(|_| ()),
+            Command::Train(a) => a.config().map(|_| ()),
             Command::Eval(a) => {
                 a.data.validate()?;
-                a.runtime.validate()?;
-                check(
-                    a.batch_size > 0,
-                    "--batch-size",
-                    "must be at least 1",
-                    a.batch_size,
-                )
+                validate_threads(a.runtime.threads)?;
+                at_least_one("--batch-size", a.batch_size)
             }
             Command::Predict(a) => {
-                a.runtime.validate()?;
-                check(a.top_k > 0, "--top-k", "must be at least 1", a.top_k)
+                validate_threads(a.runtime.threads)?;
+                at_least_one("--top-k", a.top_k)
             }
             Command::Download(_) => Ok(()),
             Command::Synth(a) => {
-                check(a.train > 0, "--train", "must be at least 1", a.train)?;
-                check(a.test > 0, "--test", "must be at least 1", a.test)
+                at_least_one("--train", a.train)?;
+                at_least_one("--test", a.test)
             }
             Command::Bench(a) => {
-                a.model.validate()?;
-                a.runtime.validate()?;
-                check(
-                    a.batch_size > 0,
-                    "--batch-size",
-                    "must be at least 1",
-                    a.batch_size,
-                )?;
-                check(a.steps > 0, "--steps", "must be at least 1", a.steps)
+                a.model.config()?.validate()?;
+                validate_threads(a.runtime.threads)?;
+                at_least_one("--batch-size", a.batch_size)?;
+                at_least_one("--steps", a.steps)
             }
         }
     }
-}
-
-/// Which dataset to train or evaluate on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetKind {
-    /// The CIFAR-100 binary release (100 fine classes).
-    Cifar100,
-    /// The CIFAR-10 binary release (10 classes).
-    Cifar10,
-    /// Procedurally drawn images in the CIFAR-100 layout: generated in memory, or read from the
-    /// directory `trainer synth` wrote when --data is given.
-    Synthetic,
 }
 
 /// Which algorithm computes the CPU convolutions (`trainer bench --conv-algo`).
@@ -140,141 +120,6 @@ impl From<RealDataset> for cifar_data::Format {
     }
 }
 
-/// A network size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    /// The seed exactly: widths 128/256/512/1024, FC 4096 (77.8 million parameters).
-    Seed,
-    /// A CPU-friendly size: widths 32/64/128/256, FC 512.
-    Small,
-    /// A network for tests: widths 8/16/32/64, FC 128.
-    Tiny,
-}
-
-impl Preset {
-    /// Channel widths of the four residual blocks.
-    pub fn widths(self) -> [usize; 4] {
-        match self {
-            Preset::Seed => [128, 256, 512, 1024],
-            Preset::Small => [32, 64, 128, 256],
-            Preset::Tiny => [8, 16, 32, 64],
-        }
-    }
-
-    /// Features of the two hidden fully-connected layers.
-    pub fn hidden(self) -> usize {
-        match self {
-            Preset::Seed => 4096,
-            Preset::Small => 512,
-            Preset::Tiny => 128,
-        }
-    }
-}
-
-/// The update rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// Adam in TensorFlow 1's form, as the seed.
-    Adam,
-    /// Stochastic gradient descent with momentum (optionally Nesterov) and weight decay.
-    Sgd,
-}
-
-/// How the learning rate moves over training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScheduleKind {
-    /// The seed's staircase: multiplied by --lr-decay after every epoch.
-    Seed,
-    /// Divided by 10 at half of the epochs and again at three quarters.
-    Step,
-    /// Cosine annealing to 0 over the run.
-    Cosine,
-}
-
-/// Training-set augmentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AugmentKind {
-    /// The seed's policy: a random subset of crop-and-resize, flip and coarse dropout.
-    Seed,
-    /// The common CIFAR policy: pad 4, random 32x32 crop, horizontal flip.
-    Standard,
-    /// No augmentation.
-    None,
-}
-
-impl From<AugmentKind> for cifar_data::Augment {
-    fn from(a: AugmentKind) -> Self {
-        match a {
-            AugmentKind::Seed => cifar_data::Augment::Seed,
-            AugmentKind::Standard => cifar_data::Augment::Standard,
-            AugmentKind::None => cifar_data::Augment::None,
-        }
-    }
-}
-
-/// `--device`: `auto`, `cpu`, `cuda` (ordinal 0) or `cuda:N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub enum DeviceArg {
-    /// The GPU when one is usable, the CPU otherwise.
-    #[default]
-    Auto,
-    /// A fixed device.
-    Fixed(tensor_core::Device),
-}
-
-impl DeviceArg {
-    /// The device to run on, given whether a CUDA GPU is usable in this process.
-    pub fn resolve(self, cuda_available: bool) -> tensor_core::Device {
-        match self {
-            DeviceArg::Auto if cuda_available => tensor_core::Device::Cuda(0),
-            DeviceArg::Auto => tensor_core::Device::Cpu,
-            DeviceArg::Fixed(d) => d,
-        }
-    }
-}
-
-impl FromStr for DeviceArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(DeviceArg::Auto),
-            _ => s
-                .parse::<tensor_core::Device>()
-                .map(DeviceArg::Fixed)
-                .map_err(|e| format!("{e} (or auto)")),
-        }
-    }
-}
-
-impl fmt::Display for DeviceArg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeviceArg::Auto => write!(f, "auto"),
-            DeviceArg::Fixed(d) => write!(f, "{d}"),
-        }
-    }
-}
-
-impl From<DeviceArg> for String {
-    fn from(d: DeviceArg) -> String {
-        d.to_string()
-    }
-}
-
-impl TryFrom<String> for DeviceArg {
-    type Error = String;
-
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        s.parse()
-    }
-}
-
 /// Where the images come from.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Data")]
@@ -307,19 +152,22 @@ impl DataArgs {
         }
     }
 
+    /// The data settings these flags describe, training images augmented with `augment`.
+    pub fn config(&self, augment: AugmentKind) -> DataConfig {
+        DataConfig {
+            dataset: self.dataset(),
+            dir: self.data.clone(),
+            synth_train: self.synth_train,
+            synth_test: self.synth_test,
+            synth_seed: self.synth_seed,
+            augment,
+        }
+    }
+
+    /// Refuses out-of-range values (for the subcommands that only read data: augmentation does
+    /// not apply to them).
     pub fn validate(&self) -> Result<()> {
-        check(
-            self.synth_train > 0,
-            "--synth-train",
-            "must be at least 1",
-            self.synth_train,
-        )?;
-        check(
-            self.synth_test > 0,
-            "--synth-test",
-            "must be at least 1",
-            self.synth_test,
-        )
+        self.config(AugmentKind::None).validate()
     }
 }
 
@@ -339,38 +187,9 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The widths: --widths if given, else the preset's.
-    pub fn widths(&self) -> Result<[usize; 4]> {
-        match &self.widths {
-            None => Ok(self.preset.widths()),
-            Some(w) => {
-                check(
-                    w.len() == 4,
-                    "--widths",
-                    "needs exactly 4 values",
-                    format!("{w:?}"),
-                )?;
-                check(
-                    w.iter().all(|&c| c > 0),
-                    "--widths",
-                    "must all be at least 1",
-                    format!("{w:?}"),
-                )?;
-                Ok([w[0], w[1], w[2], w[3]])
-            }
-        }
-    }
-
-    /// The hidden size: --hidden if given, else the preset's.
-    pub fn hidden(&self) -> Result<usize> {
-        let hidden = self.hidden.unwrap_or(self.preset.hidden());
-        check(hidden > 0, "--hidden", "must be at least 1", hidden)?;
-        Ok(hidden)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        self.widths()?;
-        self.hidden().map(|_| ())
+    /// The network these flags describe (see [`ModelConfig::new`]).
+    pub fn config(&self) -> Result<ModelConfig> {
+        ModelConfig::new(self.preset, self.widths.as_deref(), self.hidden)
     }
 }
 
@@ -386,15 +205,6 @@ pub struct RuntimeArgs {
     pub threads: Option<usize>,
 }
 
-impl RuntimeArgs {
-    pub fn validate(&self) -> Result<()> {
-        match self.threads {
-            Some(t) => check(t > 0, "--threads", "must be at least 1", t),
-            None => Ok(()),
-        }
-    }
-}
-
 /// `trainer train`.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
@@ -404,49 +214,106 @@ pub struct TrainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub optimizer: OptimizerArgs,
+    #[command(flatten)]
+    pub regularization: RegularizationArgs,
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+}
 
+impl TrainArgs {
+    /// The run's settings these flags describe, validated ([`TrainConfig::validate`]).
+    ///
+    /// # Errors
+    /// A value out of range, or a flag of the other update rule, naming the flag.
+    pub fn config(&self) -> Result<TrainConfig> {
+        let (run, o, r, log) = (
+            &self.run,
+            &self.optimizer,
+            &self.regularization,
+            &self.logging,
+        );
+        let config = TrainConfig {
+            data: self.data.config(r.augment),
+            model: self.model.config()?,
+            optimizer: OptimizerConfig {
+                lr: o.lr,
+                lr_decay: o.lr_decay,
+                schedule: o.schedule,
+                warmup_epochs: o.warmup_epochs,
+                clip_norm: o.clip_norm,
+                rule: o.rule_flags().rule(o.optimizer)?,
+            },
+            regularization: RegularizationConfig {
+                dropout_keep: r.dropout_keep,
+                dropblock_size: r.dropblock_size,
+                dropblock_keep_start: r.dropblock_keep_start,
+                dropblock_keep_end: r.dropblock_keep_end,
+                dropblock_keep_step: r.dropblock_keep_step,
+                bn_momentum: r.bn_momentum,
+                bn_epsilon: r.bn_epsilon,
+            },
+            run: RunConfig {
+                epochs: run.epochs,
+                batch_size: run.batch_size,
+                eval_batch_size: run.eval_batch_size,
+                seed: run.seed,
+                max_steps: run.max_steps,
+                patience: log.patience,
+                eval_train: log.eval_train,
+                log_every: log.log_every,
+                device: self.runtime.device,
+                threads: self.runtime.threads,
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The run's files, where it starts, and its length and batches.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Run")]
+pub struct RunArgs {
     /// Run directory: config.toml, metrics.csv, steps.csv, plots, image grid, checkpoints.
-    #[arg(
-        help_heading = "Run",
-        long,
-        default_value = "runs/latest",
-        value_name = "RUN_DIR"
-    )]
+    #[arg(long, default_value = "runs/latest", value_name = "RUN_DIR")]
     pub out: PathBuf,
     /// Continue a run from its checkpoint: weights, optimizer, schedule and RNG state.
-    #[arg(
-        help_heading = "Run",
-        long,
-        value_name = "CKPT",
-        conflicts_with = "init"
-    )]
+    #[arg(long, value_name = "CKPT", conflicts_with = "init")]
     pub resume: Option<PathBuf>,
     /// Start from a checkpoint's weights only, with a fresh optimizer and schedule.
-    #[arg(help_heading = "Run", long, value_name = "CKPT")]
+    #[arg(long, value_name = "CKPT")]
     pub init: Option<PathBuf>,
     /// Stop after this many optimizer steps in total (a checkpoint is written).
-    #[arg(help_heading = "Run", long, value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub max_steps: Option<u64>,
     /// Seed of initialisation, shuffling, augmentation, dropout and DropBlock.
-    #[arg(help_heading = "Run", long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
 
     /// Epochs at most.
-    #[arg(help_heading = "Run", long, default_value_t = 75, value_name = "N")]
+    #[arg(long, default_value_t = 75, value_name = "N")]
     pub epochs: u64,
     /// Training batch size.
-    #[arg(help_heading = "Run", long, default_value_t = 250, value_name = "N")]
+    #[arg(long, default_value_t = 250, value_name = "N")]
     pub batch_size: usize,
     /// Evaluation batch size.
-    #[arg(help_heading = "Run", long, default_value_t = 250, value_name = "N")]
+    #[arg(long, default_value_t = 250, value_name = "N")]
     pub eval_batch_size: usize,
+}
 
+/// The update rule, the learning rate and its schedule, clipping.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Optimizer")]
+pub struct OptimizerArgs {
     /// Update rule.
-    #[arg(help_heading = "Optimizer", long, value_enum, default_value_t = OptimizerKind::Adam)]
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
     pub optimizer: OptimizerKind,
     /// Learning rate (after warm-up, before decay).
     #[arg(
-        help_heading = "Optimizer",
         long,
         allow_negative_numbers = true,
         default_value_t = 5e-4,
@@ -455,7 +322,6 @@ pub struct TrainArgs {
     pub lr: f64,
     /// Learning-rate factor per epoch of --schedule seed.
     #[arg(
-        help_heading = "Optimizer",
         long,
         allow_negative_numbers = true,
         default_value_t = 0.98,
@@ -463,72 +329,59 @@ pub struct TrainArgs {
     )]
     pub lr_decay: f64,
     /// Learning-rate schedule.
-    #[arg(help_heading = "Optimizer", long, value_enum, default_value_t = ScheduleKind::Seed)]
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Seed)]
     pub schedule: ScheduleKind,
     /// Epochs of linear learning-rate warm-up before the schedule (0: none).
-    #[arg(
-        help_heading = "Optimizer",
-        long,
-        default_value_t = 0,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub warmup_epochs: u64,
     /// Adam's beta1 [default: 0.9] (Adam only).
-    #[arg(
-        help_heading = "Optimizer",
-        long,
-        allow_negative_numbers = true,
-        value_name = "B"
-    )]
+    #[arg(long, allow_negative_numbers = true, value_name = "B")]
     pub adam_beta1: Option<f64>,
     /// Adam's beta2 [default: 0.999] (Adam only).
-    #[arg(
-        help_heading = "Optimizer",
-        long,
-        allow_negative_numbers = true,
-        value_name = "B"
-    )]
+    #[arg(long, allow_negative_numbers = true, value_name = "B")]
     pub adam_beta2: Option<f64>,
     /// Adam's epsilon [default: 1e-8] (Adam only).
-    #[arg(
-        help_heading = "Optimizer",
-        long,
-        allow_negative_numbers = true,
-        value_name = "EPS"
-    )]
+    #[arg(long, allow_negative_numbers = true, value_name = "EPS")]
     pub adam_epsilon: Option<f64>,
     /// SGD momentum [default: 0.9] (SGD only).
-    #[arg(
-        help_heading = "Optimizer",
-        long,
-        allow_negative_numbers = true,
-        value_name = "M"
-    )]
+    #[arg(long, allow_negative_numbers = true, value_name = "M")]
     pub momentum: Option<f64>,
     /// Nesterov momentum (SGD only).
-    #[arg(help_heading = "Optimizer", long)]
+    #[arg(long)]
     pub nesterov: bool,
     /// L2 weight decay added to the gradient [default: 5e-4] (SGD only).
-    #[arg(
-        help_heading = "Optimizer",
-        long,
-        allow_negative_numbers = true,
-        value_name = "WD"
-    )]
+    #[arg(long, allow_negative_numbers = true, value_name = "WD")]
     pub weight_decay: Option<f64>,
     /// Clip gradients to this global L2 norm before the update.
     #[arg(
-        help_heading = "Optimizer",
         long,
         allow_negative_numbers = true,
         default_value_t = 100.0,
         value_name = "NORM"
     )]
     pub clip_norm: f64,
+}
 
+impl OptimizerArgs {
+    /// The update-rule flags as given.
+    fn rule_flags(&self) -> RuleFlags {
+        RuleFlags {
+            adam_beta1: self.adam_beta1,
+            adam_beta2: self.adam_beta2,
+            adam_epsilon: self.adam_epsilon,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
+/// Dropout, DropBlock, batch norm and augmentation.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Regularization")]
+pub struct RegularizationArgs {
     /// Keep probability of the dropout after the two hidden FC layers.
     #[arg(
-        help_heading = "Regularization",
         long,
         allow_negative_numbers = true,
         default_value_t = 0.5,
@@ -536,16 +389,10 @@ pub struct TrainArgs {
     )]
     pub dropout_keep: f64,
     /// DropBlock block size.
-    #[arg(
-        help_heading = "Regularization",
-        long,
-        default_value_t = 5,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 5, value_name = "N")]
     pub dropblock_size: usize,
     /// DropBlock keep probability in the first epoch.
     #[arg(
-        help_heading = "Regularization",
         long,
         allow_negative_numbers = true,
         default_value_t = 1.0,
@@ -554,7 +401,6 @@ pub struct TrainArgs {
     pub dropblock_keep_start: f64,
     /// DropBlock keep probability never goes below this.
     #[arg(
-        help_heading = "Regularization",
         long,
         allow_negative_numbers = true,
         default_value_t = 0.80,
@@ -563,7 +409,6 @@ pub struct TrainArgs {
     pub dropblock_keep_end: f64,
     /// DropBlock keep probability drops by this after each epoch.
     #[arg(
-        help_heading = "Regularization",
         long,
         allow_negative_numbers = true,
         default_value_t = 0.005,
@@ -572,7 +417,6 @@ pub struct TrainArgs {
     pub dropblock_keep_step: f64,
     /// Batch-norm running-average momentum.
     #[arg(
-        help_heading = "Regularization",
         long,
         allow_negative_numbers = true,
         default_value_t = 0.997,
@@ -581,7 +425,6 @@ pub struct TrainArgs {
     pub bn_momentum: f64,
     /// Batch-norm epsilon.
     #[arg(
-        help_heading = "Regularization",
         long,
         allow_negative_numbers = true,
         default_value_t = 1e-5,
@@ -589,27 +432,22 @@ pub struct TrainArgs {
     )]
     pub bn_epsilon: f64,
     /// Training-set augmentation.
-    #[arg(help_heading = "Regularization", long, value_enum, default_value_t = AugmentKind::Seed)]
+    #[arg(long, value_enum, default_value_t = AugmentKind::Seed)]
     pub augment: AugmentKind,
+}
 
+/// Early stopping, evaluation and logging.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Evaluation and logging")]
+pub struct LoggingArgs {
     /// Stop when the test loss rose in each of the last N epochs (0: never stop early).
-    #[arg(
-        help_heading = "Evaluation and logging",
-        long,
-        default_value_t = 10,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 10, value_name = "N")]
     pub patience: u64,
     /// Also evaluate on the whole training set after each epoch (the seed did).
-    #[arg(help_heading = "Evaluation and logging", long)]
+    #[arg(long)]
     pub eval_train: bool,
     /// Log minibatch loss, accuracy, learning rate and keep probability every N steps.
-    #[arg(
-        help_heading = "Evaluation and logging",
-        long,
-        default_value_t = 25,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 25, value_name = "N")]
     pub log_every: u64,
 }
 

@@ -1,19 +1,152 @@
-//! A training run's settings, as one serialisable [`TrainConfig`]: built from the `train` flags,
-//! validated, and saved as `config.toml` in the run directory (and in checkpoints' metadata) so a
-//! run can be inspected, repeated and resumed with the same settings.
+//! A training run's settings, as one serialisable [`TrainConfig`], and their validation: the
+//! one place that says which values are allowed. The `train` flags become a `TrainConfig` through
+//! [`crate::cli::TrainArgs::config`]; the run saves it as `config.toml` in the run directory (and
+//! in checkpoints' metadata), so a run can be inspected, repeated and resumed with the same
+//! settings. Every refusal names the flag that sets the value.
+//!
+//! The choices are enums shared by the command line and `config.toml` (clap's `ValueEnum` and
+//! serde on one type): [`DatasetKind`], [`Preset`], [`AugmentKind`], [`DeviceArg`] here,
+//! [`OptimizerKind`] and [`UpdateRule`] with the optimizer, [`ScheduleKind`] with the schedules.
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{
-    AugmentKind, DatasetKind, DeviceArg, OptimizerKind, Preset, ScheduleKind, TrainArgs,
-};
 use crate::error::{Error, Result};
+use crate::optim::{OptimizerKind, UpdateRule};
+use crate::schedule::ScheduleKind;
 
 /// File name of the settings in a run directory.
 pub const CONFIG_FILE: &str = "config.toml";
+
+/// Which dataset to train or evaluate on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    /// The CIFAR-100 binary release (100 fine classes).
+    Cifar100,
+    /// The CIFAR-10 binary release (10 classes).
+    Cifar10,
+    /// Procedurally drawn images in the CIFAR-100 layout: generated in memory, or read from the
+    /// directory `trainer synth` wrote when --data is given.
+    Synthetic,
+}
+
+/// A network size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The seed exactly: widths 128/256/512/1024, FC 4096 (77.8 million parameters).
+    Seed,
+    /// A CPU-friendly size: widths 32/64/128/256, FC 512.
+    Small,
+    /// A network for tests: widths 8/16/32/64, FC 128.
+    Tiny,
+}
+
+impl Preset {
+    /// Channel widths of the four residual blocks.
+    pub fn widths(self) -> [usize; 4] {
+        match self {
+            Preset::Seed => [128, 256, 512, 1024],
+            Preset::Small => [32, 64, 128, 256],
+            Preset::Tiny => [8, 16, 32, 64],
+        }
+    }
+
+    /// Features of the two hidden fully-connected layers.
+    pub fn hidden(self) -> usize {
+        match self {
+            Preset::Seed => 4096,
+            Preset::Small => 512,
+            Preset::Tiny => 128,
+        }
+    }
+}
+
+/// Training-set augmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AugmentKind {
+    /// The seed's policy: a random subset of crop-and-resize, flip and coarse dropout.
+    Seed,
+    /// The common CIFAR policy: pad 4, random 32x32 crop, horizontal flip.
+    Standard,
+    /// No augmentation.
+    None,
+}
+
+impl From<AugmentKind> for cifar_data::Augment {
+    fn from(a: AugmentKind) -> Self {
+        match a {
+            AugmentKind::Seed => cifar_data::Augment::Seed,
+            AugmentKind::Standard => cifar_data::Augment::Standard,
+            AugmentKind::None => cifar_data::Augment::None,
+        }
+    }
+}
+
+/// `--device`: `auto`, `cpu`, `cuda` (ordinal 0) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum DeviceArg {
+    /// The GPU when one is usable, the CPU otherwise.
+    #[default]
+    Auto,
+    /// A fixed device.
+    Fixed(tensor_core::Device),
+}
+
+impl DeviceArg {
+    /// The device to run on, given whether a CUDA GPU is usable in this process.
+    pub fn resolve(self, cuda_available: bool) -> tensor_core::Device {
+        match self {
+            DeviceArg::Auto if cuda_available => tensor_core::Device::Cuda(0),
+            DeviceArg::Auto => tensor_core::Device::Cpu,
+            DeviceArg::Fixed(d) => d,
+        }
+    }
+}
+
+impl FromStr for DeviceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceArg::Auto),
+            _ => s
+                .parse::<tensor_core::Device>()
+                .map(DeviceArg::Fixed)
+                .map_err(|e| format!("{e} (or auto)")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceArg::Auto => write!(f, "auto"),
+            DeviceArg::Fixed(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+impl From<DeviceArg> for String {
+    fn from(d: DeviceArg) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for DeviceArg {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
 
 /// Every setting of a training run. Tables of `config.toml`: `[data]`, `[model]`, `[optimizer]`
 /// (with `[optimizer.rule]`), `[regularization]`, `[run]`.
@@ -68,33 +201,6 @@ pub struct OptimizerConfig {
     pub rule: UpdateRule,
 }
 
-/// The update rule with its own hyper-parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum UpdateRule {
-    /// Adam, TensorFlow 1 form.
-    Adam {
-        beta1: f64,
-        beta2: f64,
-        epsilon: f64,
-    },
-    /// SGD with momentum; `weight_decay` is L2 added to the gradient.
-    Sgd {
-        momentum: f64,
-        nesterov: bool,
-        weight_decay: f64,
-    },
-}
-
-impl UpdateRule {
-    pub fn kind(&self) -> OptimizerKind {
-        match self {
-            UpdateRule::Adam { .. } => OptimizerKind::Adam,
-            UpdateRule::Sgd { .. } => OptimizerKind::Sgd,
-        }
-    }
-}
-
 /// Dropout, DropBlock and batch norm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +236,62 @@ pub struct RunConfig {
     pub threads: Option<usize>,
 }
 
+/// The update-rule flags as given on the command line: `None` (or `false`) where absent, so that
+/// a flag of the other rule is refused rather than ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RuleFlags {
+    pub adam_beta1: Option<f64>,
+    pub adam_beta2: Option<f64>,
+    pub adam_epsilon: Option<f64>,
+    pub momentum: Option<f64>,
+    pub nesterov: bool,
+    pub weight_decay: Option<f64>,
+}
+
+impl RuleFlags {
+    /// The rule `kind` names, its absent hyper-parameters at their defaults (Adam: 0.9, 0.999,
+    /// 1e-8; SGD: momentum 0.9, weight decay 5e-4). Their ranges are checked with the rest of the
+    /// settings ([`OptimizerConfig::validate`]).
+    ///
+    /// # Errors
+    /// A flag of the other rule (`--momentum` with Adam, `--adam-beta1` with SGD, ...).
+    pub fn rule(&self, kind: OptimizerKind) -> Result<UpdateRule> {
+        let (others, only) = match kind {
+            OptimizerKind::Adam => (
+                [
+                    (self.momentum.is_some(), "--momentum"),
+                    (self.nesterov, "--nesterov"),
+                    (self.weight_decay.is_some(), "--weight-decay"),
+                ],
+                ("applies to --optimizer sgd only", "--optimizer adam"),
+            ),
+            OptimizerKind::Sgd => (
+                [
+                    (self.adam_beta1.is_some(), "--adam-beta1"),
+                    (self.adam_beta2.is_some(), "--adam-beta2"),
+                    (self.adam_epsilon.is_some(), "--adam-epsilon"),
+                ],
+                ("applies to --optimizer adam only", "--optimizer sgd"),
+            ),
+        };
+        for (given, flag) in others {
+            check(!given, flag, only.0, only.1)?;
+        }
+        Ok(match kind {
+            OptimizerKind::Adam => UpdateRule::Adam {
+                beta1: self.adam_beta1.unwrap_or(0.9),
+                beta2: self.adam_beta2.unwrap_or(0.999),
+                epsilon: self.adam_epsilon.unwrap_or(1e-8),
+            },
+            OptimizerKind::Sgd => UpdateRule::Sgd {
+                momentum: self.momentum.unwrap_or(0.9),
+                nesterov: self.nesterov,
+                weight_decay: self.weight_decay.unwrap_or(5e-4),
+            },
+        })
+    }
+}
+
 /// `Ok` when `ok`, else an error "`flag` `rule`, got `value`".
 pub(crate) fn check(ok: bool, flag: &str, rule: &str, value: impl Display) -> Result<()> {
     if ok {
@@ -142,12 +304,33 @@ pub(crate) fn check(ok: bool, flag: &str, rule: &str, value: impl Display) -> Re
     }
 }
 
+/// A count (images, steps, batches, threads) of at least 1.
+pub(crate) fn at_least_one<T: PartialOrd + Default + Display>(flag: &str, value: T) -> Result<()> {
+    let ok = value > T::default();
+    check(ok, flag, "must be at least 1", value)
+}
+
+/// `--threads`, when given, is at least 1.
+pub(crate) fn validate_threads(threads: Option<usize>) -> Result<()> {
+    threads.map_or(Ok(()), |t| at_least_one("--threads", t))
+}
+
 /// `value` is a finite number greater than 0.
 fn positive(value: f64, flag: &str) -> Result<()> {
     check(
         value.is_finite() && value > 0.0,
         flag,
         "must be a finite number > 0",
+        value,
+    )
+}
+
+/// `value` is a finite number of at least 0.
+fn non_negative(value: f64, flag: &str) -> Result<()> {
+    check(
+        value.is_finite() && value >= 0.0,
+        flag,
+        "must be a finite number >= 0",
         value,
     )
 }
@@ -172,225 +355,148 @@ fn unit_interval(value: f64, flag: &str) -> Result<()> {
     )
 }
 
-impl TrainConfig {
-    /// The settings the `train` flags describe, validated. Refuses flags of the other update rule
-    /// (`--momentum` with Adam, `--adam-beta1` with SGD, ...) rather than ignoring them.
-    pub fn from_args(a: &TrainArgs) -> Result<TrainConfig> {
-        let rule = match a.optimizer {
-            OptimizerKind::Adam => {
-                for (given, flag) in [
-                    (a.momentum.is_some(), "--momentum"),
-                    (a.nesterov, "--nesterov"),
-                    (a.weight_decay.is_some(), "--weight-decay"),
-                ] {
-                    check(
-                        !given,
-                        flag,
-                        "applies to --optimizer sgd only",
-                        "--optimizer adam",
-                    )?;
-                }
-                UpdateRule::Adam {
-                    beta1: a.adam_beta1.unwrap_or(0.9),
-                    beta2: a.adam_beta2.unwrap_or(0.999),
-                    epsilon: a.adam_epsilon.unwrap_or(1e-8),
-                }
-            }
-            OptimizerKind::Sgd => {
-                for (given, flag) in [
-                    (a.adam_beta1.is_some(), "--adam-beta1"),
-                    (a.adam_beta2.is_some(), "--adam-beta2"),
-                    (a.adam_epsilon.is_some(), "--adam-epsilon"),
-                ] {
-                    check(
-                        !given,
-                        flag,
-                        "applies to --optimizer adam only",
-                        "--optimizer sgd",
-                    )?;
-                }
-                UpdateRule::Sgd {
-                    momentum: a.momentum.unwrap_or(0.9),
-                    nesterov: a.nesterov,
-                    weight_decay: a.weight_decay.unwrap_or(5e-4),
-                }
+/// The update rule's hyper-parameters are in range.
+fn validate_rule(rule: &UpdateRule) -> Result<()> {
+    match *rule {
+        UpdateRule::Adam {
+            beta1,
+            beta2,
+            epsilon,
+        } => {
+            unit_interval(beta1, "--adam-beta1")?;
+            unit_interval(beta2, "--adam-beta2")?;
+            positive(epsilon, "--adam-epsilon")
+        }
+        UpdateRule::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+        } => {
+            unit_interval(momentum, "--momentum")?;
+            non_negative(weight_decay, "--weight-decay")?;
+            check(
+                !nesterov || momentum > 0.0,
+                "--nesterov",
+                "needs --momentum > 0",
+                momentum,
+            )
+        }
+    }
+}
+
+impl DataConfig {
+    /// The synthetic dataset's sizes are at least 1.
+    pub fn validate(&self) -> Result<()> {
+        at_least_one("--synth-train", self.synth_train)?;
+        at_least_one("--synth-test", self.synth_test)
+    }
+}
+
+impl ModelConfig {
+    /// The network of `preset`, with `--widths` and `--hidden` overriding its sizes when given
+    /// (not yet validated: see [`ModelConfig::validate`]).
+    ///
+    /// # Errors
+    /// Widths other than four.
+    pub fn new(preset: Preset, widths: Option<&[usize]>, hidden: Option<usize>) -> Result<Self> {
+        let widths = match widths {
+            None => preset.widths(),
+            Some(w) => {
+                let four = w.len() == 4;
+                check(four, "--widths", "needs exactly 4 values", format!("{w:?}"))?;
+                [w[0], w[1], w[2], w[3]]
             }
         };
-        let config = TrainConfig {
-            data: DataConfig {
-                dataset: a.data.dataset(),
-                dir: a.data.data.clone(),
-                synth_train: a.data.synth_train,
-                synth_test: a.data.synth_test,
-                synth_seed: a.data.synth_seed,
-                augment: a.augment,
-            },
-            model: ModelConfig {
-                preset: a.model.preset,
-                widths: a.model.widths()?,
-                hidden: a.model.hidden()?,
-            },
-            optimizer: OptimizerConfig {
-                lr: a.lr,
-                lr_decay: a.lr_decay,
-                schedule: a.schedule,
-                warmup_epochs: a.warmup_epochs,
-                clip_norm: a.clip_norm,
-                rule,
-            },
-            regularization: RegularizationConfig {
-                dropout_keep: a.dropout_keep,
-                dropblock_size: a.dropblock_size,
-                dropblock_keep_start: a.dropblock_keep_start,
-                dropblock_keep_end: a.dropblock_keep_end,
-                dropblock_keep_step: a.dropblock_keep_step,
-                bn_momentum: a.bn_momentum,
-                bn_epsilon: a.bn_epsilon,
-            },
-            run: RunConfig {
-                epochs: a.epochs,
-                batch_size: a.batch_size,
-                eval_batch_size: a.eval_batch_size,
-                seed: a.seed,
-                max_steps: a.max_steps,
-                patience: a.patience,
-                eval_train: a.eval_train,
-                log_every: a.log_every,
-                device: a.runtime.device,
-                threads: a.runtime.threads,
-            },
-        };
-        config.validate()?;
-        Ok(config)
+        Ok(ModelConfig {
+            preset,
+            widths,
+            hidden: hidden.unwrap_or(preset.hidden()),
+        })
     }
 
-    /// Refuses values out of range, naming the flag that sets each one.
+    /// Every size is at least 1.
     pub fn validate(&self) -> Result<()> {
-        let run = &self.run;
-        check(run.epochs > 0, "--epochs", "must be at least 1", run.epochs)?;
         check(
-            run.batch_size > 0,
-            "--batch-size",
-            "must be at least 1",
-            run.batch_size,
-        )?;
-        check(
-            run.eval_batch_size > 0,
-            "--eval-batch-size",
-            "must be at least 1",
-            run.eval_batch_size,
-        )?;
-        if let Some(n) = run.max_steps {
-            check(n > 0, "--max-steps", "must be at least 1", n)?;
-        }
-        check(
-            run.log_every > 0,
-            "--log-every",
-            "must be at least 1",
-            run.log_every,
-        )?;
-        if let Some(t) = run.threads {
-            check(t > 0, "--threads", "must be at least 1", t)?;
-        }
-
-        let d = &self.data;
-        check(
-            d.synth_train > 0,
-            "--synth-train",
-            "must be at least 1",
-            d.synth_train,
-        )?;
-        check(
-            d.synth_test > 0,
-            "--synth-test",
-            "must be at least 1",
-            d.synth_test,
-        )?;
-
-        let m = &self.model;
-        check(
-            m.widths.iter().all(|&w| w > 0),
+            self.widths.iter().all(|&w| w > 0),
             "--widths",
             "must all be at least 1",
-            format!("{:?}", m.widths),
+            format!("{:?}", self.widths),
         )?;
-        check(m.hidden > 0, "--hidden", "must be at least 1", m.hidden)?;
+        at_least_one("--hidden", self.hidden)
+    }
+}
 
-        let o = &self.optimizer;
-        positive(o.lr, "--lr")?;
+impl OptimizerConfig {
+    /// Rates, clipping and the rule are in range; warm-up ends before the run's `epochs`.
+    pub fn validate(&self, epochs: u64) -> Result<()> {
+        positive(self.lr, "--lr")?;
         check(
-            o.lr_decay > 0.0 && o.lr_decay <= 1.0,
+            self.lr_decay > 0.0 && self.lr_decay <= 1.0,
             "--lr-decay",
             "must be in (0, 1]",
-            o.lr_decay,
+            self.lr_decay,
         )?;
-        check(o.clip_norm > 0.0, "--clip-norm", "must be > 0", o.clip_norm)?;
         check(
-            o.warmup_epochs < self.run.epochs,
+            self.clip_norm > 0.0,
+            "--clip-norm",
+            "must be > 0",
+            self.clip_norm,
+        )?;
+        check(
+            self.warmup_epochs < epochs,
             "--warmup-epochs",
             "must be fewer than --epochs",
-            o.warmup_epochs,
+            self.warmup_epochs,
         )?;
-        match o.rule {
-            UpdateRule::Adam {
-                beta1,
-                beta2,
-                epsilon,
-            } => {
-                unit_interval(beta1, "--adam-beta1")?;
-                unit_interval(beta2, "--adam-beta2")?;
-                positive(epsilon, "--adam-epsilon")?;
-            }
-            UpdateRule::Sgd {
-                momentum,
-                nesterov,
-                weight_decay,
-            } => {
-                unit_interval(momentum, "--momentum")?;
-                check(
-                    weight_decay.is_finite() && weight_decay >= 0.0,
-                    "--weight-decay",
-                    "must be a finite number >= 0",
-                    weight_decay,
-                )?;
-                check(
-                    !nesterov || momentum > 0.0,
-                    "--nesterov",
-                    "needs --momentum > 0",
-                    momentum,
-                )?;
-            }
-        }
+        validate_rule(&self.rule)
+    }
+}
 
-        let r = &self.regularization;
-        keep_probability(r.dropout_keep, "--dropout-keep")?;
+impl RegularizationConfig {
+    /// Probabilities in (0, 1], a keep schedule that only goes down, a batch-norm momentum in
+    /// [0, 1) and a positive epsilon.
+    pub fn validate(&self) -> Result<()> {
+        keep_probability(self.dropout_keep, "--dropout-keep")?;
+        at_least_one("--dropblock-size", self.dropblock_size)?;
+        keep_probability(self.dropblock_keep_start, "--dropblock-keep-start")?;
+        keep_probability(self.dropblock_keep_end, "--dropblock-keep-end")?;
         check(
-            r.dropblock_size > 0,
-            "--dropblock-size",
-            "must be at least 1",
-            r.dropblock_size,
-        )?;
-        keep_probability(r.dropblock_keep_start, "--dropblock-keep-start")?;
-        keep_probability(r.dropblock_keep_end, "--dropblock-keep-end")?;
-        check(
-            r.dropblock_keep_end <= r.dropblock_keep_start,
+            self.dropblock_keep_end <= self.dropblock_keep_start,
             "--dropblock-keep-end",
             &format!(
                 "must not exceed --dropblock-keep-start ({})",
-                r.dropblock_keep_start
+                self.dropblock_keep_start
             ),
-            r.dropblock_keep_end,
+            self.dropblock_keep_end,
         )?;
-        check(
-            r.dropblock_keep_step.is_finite() && r.dropblock_keep_step >= 0.0,
-            "--dropblock-keep-step",
-            "must be a finite number >= 0",
-            r.dropblock_keep_step,
-        )?;
-        unit_interval(r.bn_momentum, "--bn-momentum")?;
-        positive(r.bn_epsilon, "--bn-epsilon")?;
+        non_negative(self.dropblock_keep_step, "--dropblock-keep-step")?;
+        unit_interval(self.bn_momentum, "--bn-momentum")?;
+        positive(self.bn_epsilon, "--bn-epsilon")
+    }
+}
 
-        Ok(())
+impl RunConfig {
+    /// Every count is at least 1.
+    pub fn validate(&self) -> Result<()> {
+        at_least_one("--epochs", self.epochs)?;
+        at_least_one("--batch-size", self.batch_size)?;
+        at_least_one("--eval-batch-size", self.eval_batch_size)?;
+        if let Some(n) = self.max_steps {
+            at_least_one("--max-steps", n)?;
+        }
+        at_least_one("--log-every", self.log_every)?;
+        validate_threads(self.threads)
+    }
+}
+
+impl TrainConfig {
+    /// Refuses values out of range, naming the flag that sets each one.
+    pub fn validate(&self) -> Result<()> {
+        self.run.validate()?;
+        self.data.validate()?;
+        self.model.validate()?;
+        self.optimizer.validate(self.run.epochs)?;
+        self.regularization.validate()
     }
 
     /// The settings as TOML text.

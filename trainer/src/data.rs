@@ -1,14 +1,14 @@
 //! Finding the images a run trains and evaluates on: a CIFAR directory, or the synthetic dataset
-//! generated in memory (the offline default).
+//! generated in memory (the offline default); and the training batches a run walks through
+//! ([`TrainBatches`], the data policy the training loop follows).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cifar_data::synth::{self, SynthConfig, SynthSplit};
-use cifar_data::{Dataset, Format, Split};
+use cifar_data::{batch_at, Batch, BatchLoader, Dataset, Format, LastBatch, LoaderConfig, Split};
 
-use crate::cli::DatasetKind;
-use crate::config::DataConfig;
+use crate::config::{DataConfig, DatasetKind, TrainConfig};
 use crate::error::Result;
 
 /// Where the `download` command puts datasets, and where `--dataset cifar100` looks by default.
@@ -57,4 +57,52 @@ pub fn synthetic(cfg: &SynthConfig) -> Result<Dataset> {
         fine_names: synth::fine_names(),
         coarse_names: Some(synth::coarse_names()),
     })
+}
+
+/// The training batches of a run: which images, in what order, augmented how. Each epoch is the
+/// training split in a seeded shuffle keyed by (seed, epoch), cut into batches of the run's size
+/// (a last partial batch is dropped), each image augmented with the RNG of (seed, epoch, image):
+/// any batch is a pure function of its position, so a run resumed anywhere sees the very batches
+/// an uninterrupted one would have, and a batch can be built again ([`TrainBatches::batch`]).
+#[derive(Debug, Clone)]
+pub struct TrainBatches {
+    split: Arc<Split>,
+    loader: LoaderConfig,
+}
+
+impl TrainBatches {
+    /// The batches `cfg` describes over `split`.
+    pub fn new(cfg: &TrainConfig, split: Arc<Split>) -> TrainBatches {
+        let loader = LoaderConfig {
+            last: LastBatch::Drop,
+            ..LoaderConfig::train(cfg.run.batch_size, cfg.data.augment.into(), cfg.run.seed)
+        };
+        TrainBatches { split, loader }
+    }
+
+    /// Batches (optimizer steps) in an epoch: 0 when the batch is larger than the split.
+    pub fn per_epoch(&self) -> u64 {
+        self.loader.num_batches(self.split.len()) as u64
+    }
+
+    /// The batches of epoch `epoch` from position `from` on, built ahead on a background thread.
+    ///
+    /// # Errors
+    /// A start past the end of the epoch.
+    pub fn epoch(&self, epoch: u64, from: usize) -> Result<BatchLoader> {
+        Ok(BatchLoader::new(
+            self.split.clone(),
+            self.loader,
+            epoch,
+            from,
+        )?)
+    }
+
+    /// Batch `position` of epoch `epoch` again, built in the calling thread.
+    ///
+    /// # Errors
+    /// A position past the end of the epoch.
+    pub fn batch(&self, epoch: u64, position: usize) -> Result<Batch> {
+        Ok(batch_at(&self.split, &self.loader, epoch, position)?)
+    }
 }

@@ -1,10 +1,11 @@
-//! Evaluation in [`Mode::Eval`]: loss, top-1 and top-5 accuracy, per-class accuracy and the
-//! confusion matrix over a whole split, and optionally every image's class probabilities.
+//! Evaluation in [`Mode::Eval`](nn_layers::Mode::Eval): loss, top-1 and top-5 accuracy,
+//! per-class accuracy and the confusion matrix over a whole split, and optionally every image's
+//! class probabilities.
 
 use std::sync::Arc;
 
 use cifar_data::{BatchLoader, LoaderConfig, Split};
-use nn_layers::{Mode, SoftmaxCrossEntropy};
+use nn_layers::{into_device, ForwardCtx, SoftmaxCrossEntropy};
 
 use crate::error::Result;
 use crate::model::ResNet;
@@ -20,7 +21,7 @@ pub struct EvalReport {
     pub top1: f64,
     /// Fraction whose label is among the five most probable classes.
     pub top5: f64,
-    /// confusion[label][predicted]: image counts, (classes, classes).
+    /// `confusion[label][predicted]`: image counts, (classes, classes).
     pub confusion: Vec<Vec<u32>>,
     /// Each image's probabilities, (count, classes) row-major, when asked for.
     pub probabilities: Option<Vec<f32>>,
@@ -58,8 +59,8 @@ pub fn evaluate(
     for batch in loader {
         let batch = batch?;
         let n = batch.fine.len();
-        let images = crate::commands::train::on(batch.images, device)?;
-        let (logits, _) = model.forward(images, Mode::Eval, 0, 0)?;
+        let images = into_device(batch.images, device)?;
+        let (logits, _) = model.forward(images, ForwardCtx::EVAL)?;
         let (loss, cache) = SoftmaxCrossEntropy.forward(&logits, &batch.fine)?;
         loss_sum += loss as f64 * n as f64;
         let probs = &cache.probs().try_to_vec()?;

@@ -1,14 +1,21 @@
-//! The residual model, the optimizer and the training loop, and the pieces around them that do
-//! not need the model: plain data in, files out.
+//! The residual model, the optimizer and the training loop, the `trainer` binary's subcommands,
+//! and the pieces around them. Top down, in reading order:
 //!
-//! - [`plot`]: line charts as PNG (loss and accuracy per epoch and per logged step).
-//! - [`grid`]: a grid of test images titled with predicted and true class names, as PNG.
-//! - [`checkpoint`]: safetensors checkpoints, written atomically, validated against the model.
-//! - [`metrics`]: `metrics.csv` (one row per epoch) and `steps.csv` (one row per logged step).
-//! - [`cli`]: the `trainer` command line; [`config`]: a run's settings, as `config.toml`.
-//!
-//! Text in pictures uses a built-in bitmap font ([`draw`]), so nothing depends on the fonts
-//! installed on the machine.
+//! - [`cli`]: the command line (clap only); [`config`]: a run's settings, their one
+//!   validation, `config.toml`.
+//! - [`commands`]: one module per subcommand, each a thin `run(&Args)`; `train`'s hands over to
+//! - [`training`]: the [`Trainer`](training::Trainer) (`fit`, `epoch`, `step`), with
+//!   [`training::checkpoints`] (where a run starts, `last` and `best`) and [`training::log`]
+//!   (progress, the CSV logs, plots, the image grid).
+//! - [`model`]: the seed's network from `nn-layers`' blocks, its one forward walk and backward;
+//!   [`optim`]: clipping, Adam, SGD; [`schedule`]: learning rate and DropBlock keep probability.
+//! - [`data`]: the dataset a run reads and its training batches; [`evaluate`]: loss and
+//!   accuracy over a split.
+//! - [`state`]: what a checkpoint holds (model, optimizer, position, settings) on top of
+//!   [`checkpoint`], the safetensors files.
+//! - [`metrics`]: `metrics.csv` and `steps.csv`; [`plot`] and [`grid`]: PNG charts and image
+//!   grids, their text in a built-in bitmap font ([`draw`]), so nothing depends on the fonts
+//!   installed on the machine.
 
 pub mod checkpoint;
 pub mod cli;
@@ -25,5 +32,6 @@ pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod state;
+pub mod training;
 
 pub use error::{Error, Result};

@@ -12,14 +12,17 @@
 //!   -> fc3: linear -> bn                    (N, classes) = logits
 //! ```
 //!
+//! The blocks and stages are `nn-layers`' ([`ResidualBlock`], [`FcStage`]); this module owns their
+//! order, the flattening between them, and the one forward walk that training, evaluation and
+//! the search for a non-finite stage ([`ResNet::first_non_finite_stage`]) all take.
+//!
 //! Parameter names are those of the equivalent PyTorch module (`blocks.0.conv_block1.conv1.weight`,
 //! `fc1.weight`, `fc1.bn.running_mean`, ...), so checkpoints read naturally elsewhere.
 
 use kernels::batchnorm::BatchNormConfig;
 use kernels::conv2d::Conv2dAlgo;
 use nn_layers::{
-    join, BatchNorm1d, BatchNormCache, Dropout, DropoutCache, Linear, LinearCache, Mode, Param,
-    Parameters, ReLU, ReluCache, ResidualBlock, ResidualBlockCache,
+    join, FcStage, FcStageCache, ForwardCtx, Param, Parameters, ResidualBlock, ResidualBlockCache,
 };
 use rand::Rng;
 use tensor_core::{Device, Tensor};
@@ -45,70 +48,6 @@ pub struct NetSpec {
     /// Keep probability of the dropout after fc1 and fc2 (the seed: 0.5).
     pub fc_keep: f32,
     pub bn: BatchNormConfig,
-}
-
-/// One fully-connected stage: linear (no bias) -> batch norm -> optional ReLU and dropout.
-#[derive(Debug, Clone)]
-pub struct FcStage {
-    pub linear: Linear,
-    pub bn: BatchNorm1d,
-    /// ReLU then dropout, for the hidden stages; `None` for the output stage.
-    pub dropout: Option<Dropout>,
-}
-
-/// What [`FcStage::backward`] needs.
-#[derive(Debug)]
-pub struct FcStageCache {
-    linear: LinearCache,
-    bn: BatchNormCache,
-    act: Option<(ReluCache, DropoutCache)>,
-}
-
-impl FcStage {
-    /// x: (N, F) -> y: (N, O).
-    pub fn forward(
-        &mut self,
-        x: Tensor,
-        mode: Mode,
-        seed: u64,
-        step: u64,
-    ) -> nn_layers::Result<(Tensor, FcStageCache)> {
-        let (a, linear) = self.linear.forward(x, mode)?;
-        let (a, bn) = self.bn.forward(a, mode)?;
-        let (y, act) = match &self.dropout {
-            Some(dropout) => {
-                let (a, relu) = ReLU.forward(a, mode)?;
-                let (a, drop) = dropout.forward(a, mode, seed, step)?;
-                (a, Some((relu, drop)))
-            }
-            None => (a, None),
-        };
-        Ok((y, FcStageCache { linear, bn, act }))
-    }
-
-    /// dy: (N, O) -> dx: (N, F).
-    pub fn backward(&mut self, dy: &Tensor, cache: FcStageCache) -> nn_layers::Result<Tensor> {
-        let d = match (&self.dropout, cache.act) {
-            (Some(dropout), Some((relu, drop))) => {
-                let d = dropout.backward(dy, drop)?;
-                ReLU.backward(&d, relu)?
-            }
-            _ => dy.clone(),
-        };
-        let d = self.bn.backward(&d, cache.bn)?;
-        self.linear.backward(&d, cache.linear)
-    }
-}
-
-impl Parameters for FcStage {
-    fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
-        self.linear.visit_params(prefix, f);
-        self.bn.visit_params(&join(prefix, "bn"), f);
-    }
-
-    fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-        self.bn.visit_buffers(&join(prefix, "bn"), f);
-    }
 }
 
 /// The whole network.
@@ -155,20 +94,10 @@ impl ResNet {
             cin = w;
         }
         let flat = spec.widths[3] * Self::final_side() * Self::final_side();
-        let hidden = |i, o, stream, rng: &mut _| -> nn_layers::Result<FcStage> {
-            Ok(FcStage {
-                linear: Linear::new(i, o, rng)?,
-                bn: BatchNorm1d::with_config(o, spec.bn)?,
-                dropout: Some(Dropout::new(spec.fc_keep, stream)?),
-            })
-        };
-        let fc1 = hidden(flat, spec.hidden, FC1_DROPOUT_STREAM, rng)?;
-        let fc2 = hidden(spec.hidden, spec.hidden, FC2_DROPOUT_STREAM, rng)?;
-        let fc3 = FcStage {
-            linear: Linear::new(spec.hidden, spec.classes, rng)?,
-            bn: BatchNorm1d::with_config(spec.classes, spec.bn)?,
-            dropout: None,
-        };
+        let (bn, keep) = (spec.bn, spec.fc_keep);
+        let fc1 = FcStage::hidden(flat, spec.hidden, bn, keep, FC1_DROPOUT_STREAM, rng)?;
+        let fc2 = FcStage::hidden(spec.hidden, spec.hidden, bn, keep, FC2_DROPOUT_STREAM, rng)?;
+        let fc3 = FcStage::output(spec.hidden, spec.classes, bn, rng)?;
         Ok(ResNet {
             spec: spec.clone(),
             blocks,
@@ -208,19 +137,22 @@ impl ResNet {
         self.spec.block_keep = keep;
     }
 
-    /// x: (N, 3, 32, 32) -> logits: (N, classes). `seed` and `step` key the random masks,
-    /// which are only drawn in [`Mode::Train`].
+    /// x: (N, 3, 32, 32) -> logits: (N, classes). The context's mode says training or
+    /// evaluation, its seed and step key the random masks (only drawn in training); with its
+    /// `check_finite` on, the walk stops at the first stage (`input`, `blocks.0` .. `blocks.3`,
+    /// `fc1`, `fc2`, `fc3`) whose output holds a NaN or an infinity, with
+    /// [`nn_layers::Error::NonFinite`] naming it.
     pub fn forward(
         &mut self,
         x: Tensor,
-        mode: Mode,
-        seed: u64,
-        step: u64,
+        ctx: ForwardCtx,
     ) -> nn_layers::Result<(Tensor, ResNetCache)> {
+        ctx.check(&x, || "input".into())?;
         let mut h = x;
         let mut caches = Vec::with_capacity(self.blocks.len());
-        for block in &mut self.blocks {
-            let (y, c) = block.forward(h, mode, seed, step)?;
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let (y, c) = block.forward(h, ctx)?;
+            ctx.check(&y, || format!("blocks.{i}"))?;
             caches.push(c);
             h = y;
         }
@@ -228,9 +160,12 @@ impl ResNet {
         let n = flat_from[0];
         let features = h.len() / n.max(1);
         let h = h.reshape([n, features])?;
-        let (h, fc1) = self.fc1.forward(h, mode, seed, step)?;
-        let (h, fc2) = self.fc2.forward(h, mode, seed, step)?;
-        let (logits, fc3) = self.fc3.forward(h, mode, seed, step)?;
+        let (h, fc1) = self.fc1.forward(h, ctx)?;
+        ctx.check(&h, || "fc1".into())?;
+        let (h, fc2) = self.fc2.forward(h, ctx)?;
+        ctx.check(&h, || "fc2".into())?;
+        let (logits, fc3) = self.fc3.forward(h, ctx)?;
+        ctx.check(&logits, || "fc3".into())?;
         let cache = ResNetCache {
             blocks: caches,
             flat_from,
@@ -270,43 +205,19 @@ impl ResNet {
         nn_layers::params_to_device(self, device)
     }
 
-    /// Runs the forward pass stage by stage and names the first stage (`input`, `blocks.0` ..
-    /// `blocks.3`, `fc1`, `fc2`, `fc3`) whose output holds a NaN or an infinity: where a diverged
-    /// run first went wrong. `None` if every output is finite.
+    /// Runs the forward pass checking each stage and names the first stage (`input`, `blocks.0`
+    /// .. `blocks.3`, `fc1`, `fc2`, `fc3`) whose output holds a NaN or an infinity: where a
+    /// diverged run first went wrong. `None` if every output is finite.
     pub fn first_non_finite_stage(
         &mut self,
         x: Tensor,
-        mode: Mode,
-        seed: u64,
-        step: u64,
+        ctx: ForwardCtx,
     ) -> nn_layers::Result<Option<String>> {
-        let finite = |t: &Tensor| -> nn_layers::Result<bool> {
-            Ok(t.try_to_vec()?.iter().all(|v| v.is_finite()))
-        };
-        if !finite(&x)? {
-            return Ok(Some("input".into()));
+        match self.forward(x, ctx.checking_finite()) {
+            Ok(_) => Ok(None),
+            Err(nn_layers::Error::NonFinite { stage }) => Ok(Some(stage)),
+            Err(e) => Err(e),
         }
-        let mut h = x;
-        for (i, block) in self.blocks.iter_mut().enumerate() {
-            h = block.forward(h, mode, seed, step)?.0;
-            if !finite(&h)? {
-                return Ok(Some(format!("blocks.{i}")));
-            }
-        }
-        let n = h.dims()[0];
-        let features = h.len() / n.max(1);
-        h = h.reshape([n, features])?;
-        for (name, fc) in [
-            ("fc1", &mut self.fc1),
-            ("fc2", &mut self.fc2),
-            ("fc3", &mut self.fc3),
-        ] {
-            h = fc.forward(h, mode, seed, step)?.0;
-            if !finite(&h)? {
-                return Ok(Some(name.into()));
-            }
-        }
-        Ok(None)
     }
 
     /// Number of learnable values.
@@ -394,7 +305,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut net = ResNet::new(&spec([4, 4, 8, 8], 16), &mut rng).unwrap();
         let x = Tensor::uniform([3, 3, 32, 32], -1.0, 1.0, &mut rng).unwrap();
-        let (logits, cache) = net.forward(x, Mode::Train, 1, 0).unwrap();
+        let (logits, cache) = net.forward(x, ForwardCtx::train(1, 0)).unwrap();
         assert_eq!(logits.dims(), &[3, 100]);
         let dlogits = Tensor::uniform([3, 100], -1.0, 1.0, &mut rng).unwrap();
         let dx = net.backward(&dlogits, cache).unwrap();
@@ -428,7 +339,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mut net = ResNet::new(&spec([4, 4, 8, 8], 16), &mut rng).unwrap();
         let x = Tensor::uniform([2, 3, 32, 32], -1.0, 1.0, &mut rng).unwrap();
-        let stage = |net: &mut ResNet| net.first_non_finite_stage(x.clone(), Mode::Train, 1, 0);
+        let stage =
+            |net: &mut ResNet| net.first_non_finite_stage(x.clone(), ForwardCtx::train(1, 0));
         assert_eq!(stage(&mut net).unwrap(), None);
         net.fc2.linear.weight.value.as_mut_slice().unwrap()[3] = f32::INFINITY;
         assert_eq!(stage(&mut net).unwrap().as_deref(), Some("fc2"));

@@ -9,27 +9,53 @@
 //! 3. the update rule on each parameter, with the learning rate of this step;
 //! 4. zero the gradients for the next step.
 
+use clap::ValueEnum;
 use kernels::adam::{adam_update_scaled_and_zero, Adam};
 use kernels::grad_norm::{clip_factor, global_norm, scale_in_place, SquareSums};
 use kernels::sgd::{sgd_update, Sgd};
 use nn_layers::{Param, Parameters};
+use serde::{Deserialize, Serialize};
 use tensor_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
-/// The update rule and its hyper-parameters (the learning rate is given per step).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Rule {
+/// The update rule (`--optimizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam in TensorFlow 1's form, as the seed.
+    Adam,
+    /// Stochastic gradient descent with momentum (optionally Nesterov) and weight decay.
+    Sgd,
+}
+
+/// The update rule and its hyper-parameters (the learning rate is given per step), as a run's
+/// settings hold them (`[optimizer.rule]` of `config.toml`). The kernels compute in f32: each
+/// value is rounded to f32 once, when it is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum UpdateRule {
+    /// Adam, TensorFlow 1 form (the update is [`kernels::adam`]'s).
     Adam {
-        beta1: f32,
-        beta2: f32,
-        epsilon: f32,
+        beta1: f64,
+        beta2: f64,
+        epsilon: f64,
     },
+    /// SGD with momentum; `weight_decay` is L2 added to the gradient (see [`kernels::sgd`]).
     Sgd {
-        momentum: f32,
+        momentum: f64,
         nesterov: bool,
-        weight_decay: f32,
+        weight_decay: f64,
     },
+}
+
+impl UpdateRule {
+    pub fn kind(&self) -> OptimizerKind {
+        match self {
+            UpdateRule::Adam { .. } => OptimizerKind::Adam,
+            UpdateRule::Sgd { .. } => OptimizerKind::Sgd,
+        }
+    }
 }
 
 /// Per-parameter state, in the model's parameter order.
@@ -53,7 +79,7 @@ pub struct StepReport {
 /// The optimizer's state for one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Optimizer {
-    pub rule: Rule,
+    pub rule: UpdateRule,
     slots: Vec<Slot>,
     /// Updates applied so far; Adam's bias correction uses `t = updates` after the increment.
     pub updates: u64,
@@ -61,16 +87,16 @@ pub struct Optimizer {
 
 impl Optimizer {
     /// Zero state for every parameter of `model`.
-    pub fn new(rule: Rule, model: &mut impl Parameters) -> Optimizer {
+    pub fn new(rule: UpdateRule, model: &mut impl Parameters) -> Optimizer {
         let mut slots = Vec::new();
         model.visit_params("", &mut |_, p| {
             let zeros = || Tensor::zeros(p.value.shape().clone());
             slots.push(match rule {
-                Rule::Adam { .. } => Slot::Adam {
+                UpdateRule::Adam { .. } => Slot::Adam {
                     m: zeros(),
                     v: zeros(),
                 },
-                Rule::Sgd { .. } => Slot::Sgd { buf: zeros() },
+                UpdateRule::Sgd { .. } => Slot::Sgd { buf: zeros() },
             });
         });
         Optimizer {
@@ -92,37 +118,7 @@ impl Optimizer {
         clip_norm: f32,
     ) -> Result<StepReport> {
         let step = self.updates + 1;
-        // The gradients' device, and a check that the model is the one the state was made for.
-        let mut params = 0;
-        let mut device = Device::Cpu;
-        model.visit_params("", &mut |_, p| {
-            if params == 0 {
-                device = p.grad.device();
-            }
-            params += 1;
-        });
-        if params != self.slots.len() {
-            return Err(Error::invalid(
-                "Optimizer::step",
-                format!(
-                    "the model has {params} parameters, the optimizer state {}",
-                    self.slots.len()
-                ),
-            ));
-        }
-        // Each gradient's sum of squares into its slot, on the device, then one read of them all:
-        // on a GPU the step waits for the device once, not once per parameter.
-        let mut square_sums = SquareSums::new(device, params)?;
-        let mut slot = 0;
-        let mut result = Ok(());
-        model.visit_params("", &mut |_, p| {
-            if result.is_ok() {
-                result = square_sums.set(slot, &p.grad);
-            }
-            slot += 1;
-        });
-        result?;
-        let sums = square_sums.read()?;
+        let sums = self.square_sums(model)?;
         if let Some(bad) = sums.iter().position(|s| !s.is_finite()) {
             return Err(Error::NonFinite {
                 step,
@@ -148,6 +144,43 @@ impl Optimizer {
             grad_norm,
             clip_scale,
         })
+    }
+
+    /// Each gradient's sum of squares, in parameter order: gathered in one [`SquareSums`] on the
+    /// gradients' device and read once, so that on a GPU the step waits for the device once, not
+    /// once per parameter.
+    ///
+    /// # Errors
+    /// A model with another number of parameters than the state was made for; a kernel error.
+    fn square_sums(&self, model: &mut impl Parameters) -> Result<Vec<f64>> {
+        let mut params = 0;
+        let mut device = Device::Cpu;
+        model.visit_params("", &mut |_, p| {
+            if params == 0 {
+                device = p.grad.device();
+            }
+            params += 1;
+        });
+        if params != self.slots.len() {
+            return Err(Error::invalid(
+                "Optimizer::step",
+                format!(
+                    "the model has {params} parameters, the optimizer state {}",
+                    self.slots.len()
+                ),
+            ));
+        }
+        let mut square_sums = SquareSums::new(device, params)?;
+        let mut slot = 0;
+        let mut result = Ok(());
+        model.visit_params("", &mut |_, p| {
+            if result.is_ok() {
+                result = square_sums.set(slot, &p.grad);
+            }
+            slot += 1;
+        });
+        result?;
+        Ok(square_sums.read()?)
     }
 
     /// Moves the optimizer state (Adam's moments, SGD's momentum) to `device`, where `model`'s
@@ -201,10 +234,17 @@ fn param_name(model: &mut impl Parameters, index: usize) -> String {
 
 /// Scales the gradient by the clip factor, applies the rule, zeroes the gradient (for Adam in one
 /// fused pass over the parameter, see [`adam_update_scaled_and_zero`]).
-fn update(p: &mut Param, slot: &mut Slot, rule: Rule, lr: f32, scale: f32, t: u64) -> Result<()> {
+fn update(
+    p: &mut Param,
+    slot: &mut Slot,
+    rule: UpdateRule,
+    lr: f32,
+    scale: f32,
+    t: u64,
+) -> Result<()> {
     match (rule, slot) {
         (
-            Rule::Adam {
+            UpdateRule::Adam {
                 beta1,
                 beta2,
                 epsilon,
@@ -213,14 +253,14 @@ fn update(p: &mut Param, slot: &mut Slot, rule: Rule, lr: f32, scale: f32, t: u6
         ) => {
             let cfg = Adam {
                 lr,
-                beta1,
-                beta2,
-                epsilon,
+                beta1: beta1 as f32,
+                beta2: beta2 as f32,
+                epsilon: epsilon as f32,
             };
             adam_update_scaled_and_zero(&mut p.value, m, v, &mut p.grad, &cfg, t, scale)?;
         }
         (
-            Rule::Sgd {
+            UpdateRule::Sgd {
                 momentum,
                 nesterov,
                 weight_decay,
@@ -229,9 +269,9 @@ fn update(p: &mut Param, slot: &mut Slot, rule: Rule, lr: f32, scale: f32, t: u6
         ) => {
             let cfg = Sgd {
                 lr,
-                momentum,
+                momentum: momentum as f32,
                 nesterov,
-                weight_decay,
+                weight_decay: weight_decay as f32,
             };
             if scale != 1.0 {
                 scale_in_place(&mut p.grad, scale)?;
@@ -269,7 +309,7 @@ mod tests {
         Toy { a, b }
     }
 
-    const ADAM: Rule = Rule::Adam {
+    const ADAM: UpdateRule = UpdateRule::Adam {
         beta1: 0.9,
         beta2: 0.999,
         epsilon: 1e-8,
@@ -296,7 +336,7 @@ mod tests {
     #[test]
     fn gradients_are_clipped_by_their_global_norm() {
         // Norm 5 clipped to 1: SGD without momentum moves by lr * g / 5.
-        let rule = Rule::Sgd {
+        let rule = UpdateRule::Sgd {
             momentum: 0.0,
             nesterov: false,
             weight_decay: 0.0,
@@ -348,7 +388,7 @@ mod tests {
     #[test]
     fn emu_steps_read_the_device_once_and_match_the_cpu() {
         use kernels::cuda::emu::downloads_on_this_thread;
-        let sgd = Rule::Sgd {
+        let sgd = UpdateRule::Sgd {
             momentum: 0.9,
             nesterov: true,
             weight_decay: 1e-2,

@@ -3,25 +3,29 @@
 
 use std::f64::consts::PI;
 
-/// How the learning rate moves over training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LrShape {
-    /// The seed's staircase: `lr * decay^floor(step / steps_per_epoch)`.
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+
+/// How the learning rate moves over training (`--schedule`; the formulas are
+/// [`LrSchedule::lr`]'s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// The seed's staircase: multiplied by --lr-decay after every epoch.
     Seed,
-    /// The usual CIFAR step schedule: `lr`, then `lr / 10` from half of the epochs, `lr / 100`
-    /// from three quarters.
+    /// Divided by 10 at half of the epochs and again at three quarters.
     Step,
-    /// Cosine annealing from `lr` to 0 over all steps.
+    /// Cosine annealing to 0 over the run.
     Cosine,
 }
 
 /// The learning rate at every step, with an optional linear warm-up in front.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LrSchedule {
-    pub shape: LrShape,
+    pub kind: ScheduleKind,
     /// The rate after warm-up, before any decay.
     pub base_lr: f64,
-    /// Per-epoch factor of [`LrShape::Seed`] (0.98 in the seed).
+    /// Per-epoch factor of [`ScheduleKind::Seed`] (0.98 in the seed).
     pub decay: f64,
     pub steps_per_epoch: u64,
     pub epochs: u64,
@@ -30,16 +34,23 @@ pub struct LrSchedule {
 }
 
 impl LrSchedule {
-    /// The learning rate used for the update of step `step` (counted from 0).
+    /// The learning rate used for the update of step `step` (counted from 0), with
+    /// spe = `steps_per_epoch` and `epoch = floor(step / spe)`:
+    /// - during warm-up (`step < warmup_steps`): `base_lr * (step + 1) / warmup_steps`;
+    /// - [`ScheduleKind::Seed`]: `base_lr * decay^epoch`;
+    /// - [`ScheduleKind::Step`]: `base_lr`, then `base_lr / 10` from half of the epochs,
+    ///   `base_lr / 100` from three quarters;
+    /// - [`ScheduleKind::Cosine`]: `base_lr * (1 + cos(pi t)) / 2`, t going from 0 to 1 over the
+    ///   steps after warm-up.
     pub fn lr(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
             return self.base_lr * (step + 1) as f64 / self.warmup_steps as f64;
         }
         let spe = self.steps_per_epoch.max(1);
         let total = (self.epochs * spe).max(1);
-        match self.shape {
-            LrShape::Seed => self.base_lr * self.decay.powi((step / spe) as i32),
-            LrShape::Step => {
+        match self.kind {
+            ScheduleKind::Seed => self.base_lr * self.decay.powi((step / spe) as i32),
+            ScheduleKind::Step => {
                 let epoch = step / spe;
                 let factor = if 4 * epoch >= 3 * self.epochs {
                     0.01
@@ -50,7 +61,7 @@ impl LrSchedule {
                 };
                 self.base_lr * factor
             }
-            LrShape::Cosine => {
+            ScheduleKind::Cosine => {
                 let after = total.saturating_sub(self.warmup_steps).max(1);
                 let t = (step - self.warmup_steps).min(after) as f64 / after as f64;
                 self.base_lr * 0.5 * (1.0 + (PI * t).cos())
@@ -81,9 +92,9 @@ impl KeepSchedule {
 mod tests {
     use super::*;
 
-    fn sched(shape: LrShape, warmup_steps: u64) -> LrSchedule {
+    fn sched(kind: ScheduleKind, warmup_steps: u64) -> LrSchedule {
         LrSchedule {
-            shape,
+            kind,
             base_lr: 5e-4,
             decay: 0.98,
             steps_per_epoch: 200,
@@ -94,7 +105,7 @@ mod tests {
 
     #[test]
     fn seed_schedule_is_a_staircase_per_epoch() {
-        let s = sched(LrShape::Seed, 0);
+        let s = sched(ScheduleKind::Seed, 0);
         assert_eq!(s.lr(0), 5e-4);
         assert_eq!(s.lr(199), 5e-4);
         assert!((s.lr(200) - 5e-4 * 0.98).abs() < 1e-15);
@@ -103,7 +114,7 @@ mod tests {
 
     #[test]
     fn step_schedule_drops_tenfold_twice() {
-        let s = sched(LrShape::Step, 0);
+        let s = sched(ScheduleKind::Step, 0);
         assert_eq!(s.lr(200 * 37), 5e-4);
         assert!((s.lr(200 * 38) - 5e-5).abs() < 1e-15);
         assert!((s.lr(200 * 57) - 5e-6).abs() < 1e-15);
@@ -111,7 +122,7 @@ mod tests {
 
     #[test]
     fn cosine_goes_from_base_to_zero_after_warmup() {
-        let s = sched(LrShape::Cosine, 100);
+        let s = sched(ScheduleKind::Cosine, 100);
         assert!((s.lr(0) - 5e-6).abs() < 1e-15);
         assert!((s.lr(99) - 5e-4).abs() < 1e-15);
         assert!((s.lr(100) - 5e-4).abs() < 1e-15);

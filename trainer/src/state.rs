@@ -51,6 +51,32 @@ impl RunState {
         }
     }
 
+    /// One optimizer step on a batch of `images` done.
+    pub fn advance(&mut self, images: usize) {
+        self.step += 1;
+        self.batch_in_epoch += 1;
+        self.epoch_seen += images as u64;
+    }
+
+    /// The epoch in progress finished with `test_loss`: the next one starts at its first batch,
+    /// its sums at zero.
+    pub fn end_epoch(&mut self, test_loss: f64) {
+        self.epoch += 1;
+        self.batch_in_epoch = 0;
+        self.epoch_loss_sum = 0.0;
+        self.epoch_correct = 0;
+        self.epoch_seen = 0;
+        self.test_losses.push(test_loss);
+    }
+
+    /// The epoch in progress's mean minibatch loss and accuracy so far (training mode).
+    pub fn epoch_means(&self) -> (f64, f64) {
+        (
+            self.epoch_loss_sum / self.batch_in_epoch.max(1) as f64,
+            self.epoch_correct as f64 / self.epoch_seen.max(1) as f64,
+        )
+    }
+
     /// True when the test loss rose in each of the last `patience` epochs (the seed's rule).
     pub fn should_stop(&self, patience: u64) -> bool {
         let p = patience as usize;
@@ -284,7 +310,6 @@ pub fn load_model(path: &Path) -> Result<(ResNet, Loaded)> {
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::commands::train::rule;
     use clap::Parser;
     use rand::Rng;
     use tensor_core::Device;
@@ -295,7 +320,7 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Train(a) => TrainConfig::from_args(&a).unwrap(),
+            Command::Train(a) => a.config().unwrap(),
             _ => unreachable!("parsed a train command"),
         }
     }
@@ -314,7 +339,7 @@ mod tests {
     fn fresh(cfg: &TrainConfig, seed: u64) -> (ResNet, Optimizer) {
         let spec = net_spec(cfg, 100, 0);
         let mut model = ResNet::new(&spec, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
-        let opt = Optimizer::new(rule(cfg), &mut model);
+        let opt = Optimizer::new(cfg.optimizer.rule, &mut model);
         (model, opt)
     }
 

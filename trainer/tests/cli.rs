@@ -4,11 +4,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser};
 use tensor_core::Device;
-use trainer::cli::{
-    AugmentKind, Cli, Command, DatasetKind, DeviceArg, OptimizerKind, Preset, RealDataset,
-    ScheduleKind, TrainArgs,
-};
-use trainer::config::{TrainConfig, UpdateRule};
+use trainer::cli::{Cli, Command, RealDataset, TrainArgs};
+use trainer::config::{AugmentKind, DatasetKind, DeviceArg, Preset, TrainConfig};
+use trainer::optim::{OptimizerKind, UpdateRule};
+use trainer::schedule::ScheduleKind;
 
 fn parse(args: &str) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("trainer").chain(args.split_whitespace()))
@@ -22,7 +21,7 @@ fn train_args(args: &str) -> TrainArgs {
 }
 
 fn train_config(args: &str) -> TrainConfig {
-    TrainConfig::from_args(&train_args(args)).unwrap()
+    train_args(args).config().unwrap()
 }
 
 #[test]
@@ -74,7 +73,7 @@ fn train_defaults_are_the_seeds_recipe() {
     assert_eq!(c.model.widths, [128, 256, 512, 1024]);
     assert_eq!(c.model.hidden, 4096);
 
-    let a = train_args("");
+    let a = train_args("").run;
     assert_eq!(a.out, PathBuf::from("runs/latest"));
     assert_eq!((a.resume, a.init), (None, None));
 }
@@ -123,7 +122,7 @@ fn train_flags_reach_the_config() {
         train_config("--dataset cifar10").data.dataset,
         DatasetKind::Cifar10
     );
-    let a = train_args("--resume runs/a/last.safetensors");
+    let a = train_args("--resume runs/a/last.safetensors").run;
     assert_eq!(a.resume, Some(PathBuf::from("runs/a/last.safetensors")));
 }
 
@@ -269,6 +268,7 @@ fn unknown_choices_and_conflicts_are_refused_by_the_parser() {
     }
 }
 
+/// Longer than a screen: one block per subcommand, each a parse and its checks, read in order.
 #[test]
 fn other_subcommands_parse_with_defaults_and_refuse_bad_values() {
     let Command::Download(d) = parse("download").unwrap().command else {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use clap::Parser;
-use nn_layers::{Mode, SoftmaxCrossEntropy};
+use nn_layers::{ForwardCtx, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor_core::Tensor;
@@ -56,7 +56,7 @@ fn config(flags: &str) -> TrainConfig {
         .unwrap()
         .command
     {
-        Sub::Train(a) => TrainConfig::from_args(&a).unwrap(),
+        Sub::Train(a) => a.config().unwrap(),
         other => panic!("parsed as {other:?}"),
     }
 }
@@ -164,7 +164,7 @@ fn predict_prints_the_top_classes_of_png_and_jpeg_files() {
             trainer::commands::predict::load_image(path).unwrap(),
         )
         .unwrap();
-        let (logits, _) = model.forward(x, Mode::Eval, 0, 0).unwrap();
+        let (logits, _) = model.forward(x, ForwardCtx::EVAL).unwrap();
         let (_, softmax) = SoftmaxCrossEntropy.forward(&logits, &[0]).unwrap();
         let best = top_k(softmax.probs().as_slice().unwrap(), 3);
         let mut previous = f64::INFINITY;
@@ -178,6 +178,8 @@ fn predict_prints_the_top_classes_of_png_and_jpeg_files() {
     }
 }
 
+/// Longer than a screen: one run of `eval`, then its three outputs (the summary, the predictions
+/// and the confusion matrix) checked in turn against the same evaluation in this process.
 #[test]
 fn eval_reports_the_metrics_of_evaluate_and_writes_csvs() {
     let tmp = tempfile::tempdir().unwrap();

@@ -6,13 +6,13 @@
 
 use kernels::cuda::to_device;
 use kernels::softmax_ce::LossTally;
-use nn_layers::{params_to_device, Mode, Parameters, SoftmaxCrossEntropy};
+use nn_layers::{params_to_device, ForwardCtx, Parameters, SoftmaxCrossEntropy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tensor_core::{Device, Tensor};
-use trainer::cli::Preset;
+use trainer::config::Preset;
 use trainer::model::{NetSpec, ResNet};
-use trainer::optim::{Optimizer, Rule};
+use trainer::optim::{Optimizer, UpdateRule};
 
 /// Batch of the step: small, so the emulator (one thread per CUDA thread) stays quick.
 const BATCH: usize = 4;
@@ -68,7 +68,7 @@ fn step_on(device: Device) -> StepResult {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut model = ResNet::new(&tiny_spec(), &mut rng).unwrap();
     let mut opt = Optimizer::new(
-        Rule::Adam {
+        UpdateRule::Adam {
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-8,
@@ -84,7 +84,7 @@ fn step_on(device: Device) -> StepResult {
     let x = Tensor::from_vec([BATCH, 3, 32, 32], images).unwrap();
     let x = to_device(&x, device).unwrap();
 
-    let (logits, cache) = model.forward(x.clone(), Mode::Train, 11, 0).unwrap();
+    let (logits, cache) = model.forward(x.clone(), ForwardCtx::train(11, 0)).unwrap();
     assert_eq!(logits.device(), device);
     let mut tally = LossTally::new(device, 0.0, 0).unwrap();
     let ce = SoftmaxCrossEntropy
@@ -103,7 +103,7 @@ fn step_on(device: Device) -> StepResult {
     model.backward(&dlogits, cache).unwrap();
     opt.step(&mut model, 5e-4, 5.0).unwrap();
     // Evaluation after the step: batch norm from the running statistics the step updated.
-    let (eval_logits, _) = model.forward(x, Mode::Eval, 11, 1).unwrap();
+    let (eval_logits, _) = model.forward(x, ForwardCtx::EVAL).unwrap();
 
     let mut params = Vec::new();
     model.visit_params("", &mut |name, p| {
@@ -120,18 +120,11 @@ fn step_on(device: Device) -> StepResult {
 
 #[test]
 fn emu_tiny_training_step() {
-    let StepResult {
-        loss: cpu_loss,
-        correct: cpu_correct,
-        params: cpu_params,
-        eval_logits: cpu_eval,
-    } = step_on(Device::Cpu);
-    let StepResult {
-        loss: emu_loss,
-        correct: emu_correct,
-        params: emu_params,
-        eval_logits: emu_eval,
-    } = step_on(Device::CudaEmu);
+    let (cpu, emu) = (step_on(Device::Cpu), step_on(Device::CudaEmu));
+    let (cpu_loss, emu_loss) = (cpu.loss, emu.loss);
+    let (cpu_correct, emu_correct) = (cpu.correct, emu.correct);
+    let (cpu_params, emu_params) = (cpu.params, emu.params);
+    let (cpu_eval, emu_eval) = (cpu.eval_logits, emu.eval_logits);
     assert_eq!(cpu_correct, emu_correct, "correct predictions");
     assert!(
         (cpu_loss - emu_loss).abs() <= LOSS_RTOL * cpu_loss.abs(),

@@ -15,13 +15,15 @@
 //! w, m, v, g: any shape, all the same.
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 #[cfg(test)]
 mod tests;
 
 use tensor_core::{Device, Tensor};
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::{dispatch, TensorBackend};
 
 use crate::{Error, Result};
 
@@ -99,26 +101,17 @@ pub fn adam_update(
     m.expect_shape(OP, "m", w.dims())?;
     v.expect_shape(OP, "v", w.dims())?;
     g.expect_shape(OP, "g", w.dims())?;
-    match Tensor::common_device(OP, &[("w", w), ("m", m), ("v", v), ("g", g)])? {
-        Device::Cpu => cpu::update(
-            w.as_mut_slice()?,
-            m.as_mut_slice()?,
-            v.as_mut_slice()?,
-            g.as_slice()?,
-            cfg,
-            lr_t,
-        ),
-        d => on_cuda!(OP, d, |b| ops::adam_update(
-            b,
-            b.buf_mut(OP, w)?,
-            b.buf_mut(OP, m)?,
-            b.buf_mut(OP, v)?,
-            b.buf(OP, g)?,
-            cfg,
-            t
-        ))?,
-    }
-    Ok(())
+    dispatch!(OP, [("w", w), ("m", m), ("v", v), ("g", g)],
+        cpu => {
+            let (w, m, v) = (w.as_mut_slice()?, m.as_mut_slice()?, v.as_mut_slice()?);
+            cpu::update(w, m, v, g.as_slice()?, cfg, lr_t);
+            Ok(())
+        },
+        cuda |b| => {
+            let (w, m, v) = (b.buf_mut(OP, w)?, b.buf_mut(OP, m)?, b.buf_mut(OP, v)?);
+            cuda::adam_update(b, w, m, v, b.buf(OP, g)?, cfg, t)
+        },
+    )
 }
 
 /// Clipping, Adam and the zeroing of the gradient, fused: the gradient is multiplied by

@@ -2,11 +2,13 @@
 //! tensor that feeds two branches (dh1 = dy + dh1 through the second branch).
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 
-use tensor_core::{Device, Tensor};
+use tensor_core::Tensor;
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::{dispatch, TensorBackend};
 
 use crate::Result;
 
@@ -21,16 +23,13 @@ pub fn add(y: &mut Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
     const OP: &str = "add";
     b.expect_shape(OP, "b", a.dims())?;
     y.expect_shape(OP, "y", a.dims())?;
-    match Tensor::common_device(OP, &[("y", y), ("a", a), ("b", b)])? {
-        Device::Cpu => cpu::add(y.as_mut_slice()?, a.as_slice()?, b.as_slice()?),
-        d => on_cuda!(OP, d, |dev| ops::add(
-            dev,
-            dev.buf_mut(OP, y)?,
-            dev.buf(OP, a)?,
-            dev.buf(OP, b)?
-        ))?,
-    }
-    Ok(())
+    dispatch!(OP, [("y", y), ("a", a), ("b", b)],
+        cpu => {
+            cpu::add(y.as_mut_slice()?, a.as_slice()?, b.as_slice()?);
+            Ok(())
+        },
+        cuda |dev| => cuda::add(dev, dev.buf_mut(OP, y)?, dev.buf(OP, a)?, dev.buf(OP, b)?),
+    )
 }
 
 /// acc += b, elementwise.
@@ -43,15 +42,13 @@ pub fn add(y: &mut Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
 pub fn add_assign(acc: &mut Tensor, b: &Tensor) -> Result<()> {
     const OP: &str = "add_assign";
     b.expect_shape(OP, "b", acc.dims())?;
-    match Tensor::common_device(OP, &[("acc", acc), ("b", b)])? {
-        Device::Cpu => cpu::add_assign(acc.as_mut_slice()?, b.as_slice()?),
-        d => on_cuda!(OP, d, |dev| ops::add_assign(
-            dev,
-            dev.buf_mut(OP, acc)?,
-            dev.buf(OP, b)?
-        ))?,
-    }
-    Ok(())
+    dispatch!(OP, [("acc", acc), ("b", b)],
+        cpu => {
+            cpu::add_assign(acc.as_mut_slice()?, b.as_slice()?);
+            Ok(())
+        },
+        cuda |dev| => cuda::add_assign(dev, dev.buf_mut(OP, acc)?, dev.buf(OP, b)?),
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 // 2. `*_finish`: one thread per channel adds its chunks' sums in chunk order and turns them into
 //    the per-channel constants.
 // Then an elementwise pass over all n * c * inner values, float4 at a time where the planes allow
-// (`vec4`). chunks and chunk_len depend on the shape only (ops/batchnorm.rs), so every sum is
+// (`vec4`). chunks and chunk_len depend on the shape only (batchnorm/cuda.rs), so every sum is
 // taken in one fixed order, whatever the scheduling; a float4 quad and the same quad read value
 // by value are added in the same order too. The order differs from the CPU's serial one, so the
 // f32 results can differ from it in the last place.

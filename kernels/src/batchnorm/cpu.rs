@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::StatsSource;
+use super::{BatchNormConfig, StatsSource};
 use crate::simd::{self, multiversion};
 
 /// x viewed as (n, c, inner): channel `ch` of sample `s` is the run
@@ -235,6 +235,84 @@ pub(super) fn input_grad(dx: &mut [f32], dy: &[f32], x: &[f32], d: Dims, s: Save
         .for_each(|(dxs, (dys, xs))| {
             input_grad_sample(isa, dxs, (dys, xs), d.inner, (&coef, &stats))
         });
+}
+
+/// A layer's running averages, (C,) each, updated by a training forward.
+pub(super) struct Running<'a> {
+    pub mean: &'a mut [f32],
+    pub var: &'a mut [f32],
+}
+
+/// The training forward: y = gamma (x - mean) inv_std + beta with the batch's statistics, which
+/// it returns as (mean, inv_std), (C,) each; the running averages move towards them, the
+/// variance unbiased (times M / (M - 1)). M >= 2 values per channel.
+pub(super) fn forward_train(
+    y: &mut [f32],
+    x: &[f32],
+    d: Dims,
+    gamma: &[f32],
+    beta: &[f32],
+    running: Running<'_>,
+    cfg: &BatchNormConfig,
+) -> (Vec<f32>, Vec<f32>) {
+    let m = d.per_channel();
+    let moments = channel_moments(x, d);
+    let (mut mean, mut inv_std) = (vec![0.0; d.c], vec![0.0; d.c]);
+    let unbiased = m as f64 / (m - 1) as f64;
+    let keep = cfg.momentum as f64;
+    let (rm, rv) = (running.mean, running.var);
+    for (c, &(mu, var)) in moments.iter().enumerate() {
+        mean[c] = mu as f32;
+        inv_std[c] = (1.0 / (var + cfg.eps as f64).sqrt()) as f32;
+        rm[c] = (keep * rm[c] as f64 + (1.0 - keep) * mu) as f32;
+        rv[c] = (keep * rv[c] as f64 + (1.0 - keep) * var * unbiased) as f32;
+    }
+    normalize(y, x, d, &mean, &inv_std, gamma, beta);
+    (mean, inv_std)
+}
+
+/// 1 / sqrt(running_var + eps) per channel, in f64 rounded to f32: the evaluation forward's
+/// inv_std. running_var: (C,), each >= 0.
+pub(super) fn running_inv_std(running_var: &[f32], eps: f32) -> Vec<f32> {
+    running_var
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
+        .collect()
+}
+
+/// What backward reads besides dy and x: gamma and the statistics the forward normalised with,
+/// (C,) each, and which statistics they were.
+pub(super) struct Normalized<'a> {
+    pub gamma: &'a [f32],
+    pub mean: &'a [f32],
+    pub inv_std: &'a [f32],
+    pub source: StatsSource,
+}
+
+/// Backward of either forward: dbeta += sum dy and dgamma += sum dy * x_hat per channel, then
+/// dx (overwritten) by [`input_grad`].
+pub(super) fn backward(
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    d: Dims,
+    n: Normalized<'_>,
+) {
+    let sums = channel_grad_sums(dy, x, d, n.mean, n.inv_std);
+    for (c, &(sum_dy, sum_dy_xhat)) in sums.iter().enumerate() {
+        dbeta[c] += sum_dy as f32;
+        dgamma[c] += sum_dy_xhat as f32;
+    }
+    let saved = Saved {
+        mean: n.mean,
+        inv_std: n.inv_std,
+        gamma: n.gamma,
+        sums: &sums,
+        source: n.source,
+    };
+    input_grad(dx, dy, x, d, saved);
 }
 
 multiversion! {

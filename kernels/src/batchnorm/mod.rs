@@ -29,14 +29,14 @@
 //! not depend on the thread count.
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 
 use tensor_core::Tensor;
 
-use crate::cuda::ops::{
-    BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs,
-};
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::{dispatch, TensorBackend};
+use cuda::{BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs};
 
 use crate::{Error, Result};
 use cpu::Dims;
@@ -185,9 +185,9 @@ pub fn batchnorm_forward_train(
             ),
         });
     }
-    let device = Tensor::common_device(
+    let (mean, inv_std) = dispatch!(
         OP,
-        &[
+        [
             ("y", y),
             ("x", x),
             ("gamma", gamma),
@@ -195,56 +195,33 @@ pub fn batchnorm_forward_train(
             ("running_mean", running_mean),
             ("running_var", running_var),
         ],
-    )?;
-    if device.is_cuda() {
-        return on_cuda!(OP, device, |b| {
+        cpu => {
+            let running = cpu::Running {
+                mean: running_mean.as_mut_slice()?,
+                var: running_var.as_mut_slice()?,
+            };
+            let (y, x) = (y.as_mut_slice()?, x.as_slice()?);
+            let (gamma, beta) = (gamma.as_slice()?, beta.as_slice()?);
+            let (mean, inv_std) = cpu::forward_train(y, x, d, gamma, beta, running, cfg);
+            Ok((Tensor::from_vec([d.c], mean)?, Tensor::from_vec([d.c], inv_std)?))
+        },
+        cuda |b| => {
             let (mut mean, mut inv_std) = (b.zeros([d.c])?, b.zeros([d.c])?);
-            ops::batchnorm_forward_train(
-                b,
-                b.buf_mut(OP, y)?,
-                BatchNormStatsBufs {
-                    mean: b.buf_mut(OP, &mut mean)?,
-                    inv_std: b.buf_mut(OP, &mut inv_std)?,
-                },
-                b.buf(OP, x)?,
-                x.dims(),
-                BatchNormChannels {
-                    gamma: b.buf(OP, gamma)?,
-                    beta: b.buf(OP, beta)?,
-                    running_mean: b.buf_mut(OP, running_mean)?,
-                    running_var: b.buf_mut(OP, running_var)?,
-                },
-                cfg,
-            )?;
-            Ok(BatchNormStats {
-                mean,
-                inv_std,
-                source: StatsSource::Batch,
-            })
-        });
-    }
-    let moments = cpu::channel_moments(x.as_slice()?, d);
-    let mut mean = Tensor::zeros([d.c]);
-    let mut inv_std = Tensor::zeros([d.c]);
-    let unbiased = m as f64 / (m - 1) as f64;
-    let keep = cfg.momentum as f64;
-    let (mean_s, inv_s) = (mean.as_mut_slice()?, inv_std.as_mut_slice()?);
-    let (rm, rv) = (running_mean.as_mut_slice()?, running_var.as_mut_slice()?);
-    for (c, &(mu, var)) in moments.iter().enumerate() {
-        mean_s[c] = mu as f32;
-        inv_s[c] = (1.0 / (var + cfg.eps as f64).sqrt()) as f32;
-        rm[c] = (keep * rm[c] as f64 + (1.0 - keep) * mu) as f32;
-        rv[c] = (keep * rv[c] as f64 + (1.0 - keep) * var * unbiased) as f32;
-    }
-    cpu::normalize(
-        y.as_mut_slice()?,
-        x.as_slice()?,
-        d,
-        mean.as_slice()?,
-        inv_std.as_slice()?,
-        gamma.as_slice()?,
-        beta.as_slice()?,
-    );
+            let stats = BatchNormStatsBufs {
+                mean: b.buf_mut(OP, &mut mean)?,
+                inv_std: b.buf_mut(OP, &mut inv_std)?,
+            };
+            let channels = BatchNormChannels {
+                gamma: b.buf(OP, gamma)?,
+                beta: b.buf(OP, beta)?,
+                running_mean: b.buf_mut(OP, running_mean)?,
+                running_var: b.buf_mut(OP, running_var)?,
+            };
+            let (yb, xb) = (b.buf_mut(OP, y)?, b.buf(OP, x)?);
+            cuda::batchnorm_forward_train(b, yb, stats, xb, x.dims(), channels, cfg)?;
+            Ok((mean, inv_std))
+        },
+    )?;
     Ok(BatchNormStats {
         mean,
         inv_std,
@@ -325,9 +302,9 @@ pub fn batchnorm_forward_eval(
             ("running_var", running_var),
         ],
     )?;
-    let device = Tensor::common_device(
+    let (mean, inv_std) = dispatch!(
         OP,
-        &[
+        [
             ("y", y),
             ("x", x),
             ("gamma", gamma),
@@ -335,56 +312,36 @@ pub fn batchnorm_forward_eval(
             ("running_mean", running_mean),
             ("running_var", running_var),
         ],
-    )?;
-    if device.is_cuda() {
-        return on_cuda!(OP, device, |b| {
+        cpu => {
+            let rv = running_var.as_slice()?;
+            if let Some(c) = rv.iter().position(|&v| v.is_nan() || v < 0.0) {
+                return Err(Error::Invalid {
+                    op: OP,
+                    msg: format!("running_var[{c}] is {}, expected >= 0", rv[c]),
+                });
+            }
+            let inv_std = cpu::running_inv_std(rv, eps);
+            let (rm, gamma, beta) = (running_mean.as_slice()?, gamma.as_slice()?, beta.as_slice()?);
+            cpu::normalize(y.as_mut_slice()?, x.as_slice()?, d, rm, &inv_std, gamma, beta);
+            Ok((running_mean.clone(), Tensor::from_vec([d.c], inv_std)?))
+        },
+        cuda |b| => {
             let (mut mean, mut inv_std) = (b.zeros([d.c])?, b.zeros([d.c])?);
-            ops::batchnorm_forward_eval(
-                b,
-                b.buf_mut(OP, y)?,
-                BatchNormStatsBufs {
-                    mean: b.buf_mut(OP, &mut mean)?,
-                    inv_std: b.buf_mut(OP, &mut inv_std)?,
-                },
-                b.buf(OP, x)?,
-                x.dims(),
-                BatchNormEvalChannels {
-                    gamma: b.buf(OP, gamma)?,
-                    beta: b.buf(OP, beta)?,
-                    running_mean: b.buf(OP, running_mean)?,
-                    running_var: b.buf(OP, running_var)?,
-                },
-                eps,
-            )?;
-            Ok(BatchNormStats {
-                mean,
-                inv_std,
-                source: StatsSource::Running,
-            })
-        });
-    }
-    let rv = running_var.as_slice()?;
-    if let Some(c) = rv.iter().position(|&v| v.is_nan() || v < 0.0) {
-        return Err(Error::Invalid {
-            op: OP,
-            msg: format!("running_var[{c}] is {}, expected >= 0", rv[c]),
-        });
-    }
-    let mean = running_mean.clone();
-    let inv: Vec<f32> = rv
-        .iter()
-        .map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
-        .collect();
-    let inv_std = Tensor::from_vec([d.c], inv)?;
-    cpu::normalize(
-        y.as_mut_slice()?,
-        x.as_slice()?,
-        d,
-        mean.as_slice()?,
-        inv_std.as_slice()?,
-        gamma.as_slice()?,
-        beta.as_slice()?,
-    );
+            let stats = BatchNormStatsBufs {
+                mean: b.buf_mut(OP, &mut mean)?,
+                inv_std: b.buf_mut(OP, &mut inv_std)?,
+            };
+            let channels = BatchNormEvalChannels {
+                gamma: b.buf(OP, gamma)?,
+                beta: b.buf(OP, beta)?,
+                running_mean: b.buf(OP, running_mean)?,
+                running_var: b.buf(OP, running_var)?,
+            };
+            let (yb, xb) = (b.buf_mut(OP, y)?, b.buf(OP, x)?);
+            cuda::batchnorm_forward_eval(b, yb, stats, xb, x.dims(), channels, eps)?;
+            Ok((mean, inv_std))
+        },
+    )?;
     Ok(BatchNormStats {
         mean,
         inv_std,
@@ -424,9 +381,9 @@ pub fn batchnorm_backward(
             ("inv_std", &stats.inv_std),
         ],
     )?;
-    let device = Tensor::common_device(
+    dispatch!(
         OP,
-        &[
+        [
             ("dx", dx),
             ("dgamma", dgamma),
             ("dbeta", dbeta),
@@ -436,46 +393,30 @@ pub fn batchnorm_backward(
             ("mean", &stats.mean),
             ("inv_std", &stats.inv_std),
         ],
-    )?;
-    if device.is_cuda() {
-        return on_cuda!(OP, device, |b| ops::batchnorm_backward(
-            b,
-            b.buf_mut(OP, dx)?,
-            b.buf_mut(OP, dgamma)?,
-            b.buf_mut(OP, dbeta)?,
-            b.buf(OP, dy)?,
-            b.buf(OP, x)?,
-            x.dims(),
-            b.buf(OP, gamma)?,
-            BatchNormSaved {
+        cpu => {
+            let normalized = cpu::Normalized {
+                gamma: gamma.as_slice()?,
+                mean: stats.mean.as_slice()?,
+                inv_std: stats.inv_std.as_slice()?,
+                source: stats.source,
+            };
+            let (dgamma, dbeta) = (dgamma.as_mut_slice()?, dbeta.as_mut_slice()?);
+            let (dx, dy, x) = (dx.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
+            cpu::backward(dx, dgamma, dbeta, dy, x, d, normalized);
+            Ok(())
+        },
+        cuda |b| => {
+            let saved = BatchNormSaved {
                 mean: b.buf(OP, &stats.mean)?,
                 inv_std: b.buf(OP, &stats.inv_std)?,
                 source: stats.source,
-            },
-        ));
-    }
-    let (mean, inv_std) = (stats.mean.as_slice()?, stats.inv_std.as_slice()?);
-    let (dy, x) = (dy.as_slice()?, x.as_slice()?);
-    let sums = cpu::channel_grad_sums(dy, x, d, mean, inv_std);
-    let (dg, db) = (dgamma.as_mut_slice()?, dbeta.as_mut_slice()?);
-    for (c, &(sum_dy, sum_dy_xhat)) in sums.iter().enumerate() {
-        db[c] += sum_dy as f32;
-        dg[c] += sum_dy_xhat as f32;
-    }
-    cpu::input_grad(
-        dx.as_mut_slice()?,
-        dy,
-        x,
-        d,
-        cpu::Saved {
-            mean,
-            inv_std,
-            gamma: gamma.as_slice()?,
-            sums: &sums,
-            source: stats.source,
+            };
+            let (dgamma, dbeta) = (b.buf_mut(OP, dgamma)?, b.buf_mut(OP, dbeta)?);
+            let dxb = b.buf_mut(OP, dx)?;
+            let (dyb, xb, gamma) = (b.buf(OP, dy)?, b.buf(OP, x)?, b.buf(OP, gamma)?);
+            cuda::batchnorm_backward(b, dxb, dgamma, dbeta, dyb, xb, x.dims(), gamma, saved)
         },
-    );
-    Ok(())
+    )
 }
 
 #[cfg(test)]

@@ -234,7 +234,7 @@ __device__ __forceinline__ void conv2d_backward_weight_tiled(const Conv2dParams&
     }
 }
 
-// Each pass in the two tile sizes (ops/conv2d.rs picks one per shape): <pass>_128 and <pass>_64.
+// Each pass in the two tile sizes (conv2d/cuda.rs picks one per shape): <pass>_128 and <pass>_64.
 // The large tile asks for GEMM_LARGE_MIN_BLOCKS blocks per multiprocessor (tiled_gemm.cuh).
 #define CONV2D_KERNEL(name, pass, Tile, min_blocks)                                              \
     extern "C" __global__ void __launch_bounds__(GEMM_THREADS, min_blocks) name(Conv2dParams p) { \

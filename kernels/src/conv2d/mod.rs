@@ -22,16 +22,19 @@
 
 pub mod calibrate;
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 mod scratch;
 mod sliding;
+pub mod tc;
 #[cfg(test)]
 mod tests;
 mod winograd;
 
 use tensor_core::{Shape, Tensor};
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::{dispatch, TensorBackend};
 use crate::{Error, Result};
 
 /// Stride and zero padding of a convolution, the same on both axes.
@@ -306,20 +309,16 @@ pub fn conv2d_forward_using(
         algo.check(OP, &d)?;
     }
     // On a CUDA device the implicit-GEMM kernels run whatever `algo` says.
-    let device = Tensor::common_device(OP, &[("y", y), ("x", x), ("weight", weight)])?;
-    if device.is_cuda() {
-        return on_cuda!(OP, device, |b| ops::conv2d_forward(
-            b,
-            b.buf_mut(OP, y)?,
-            b.buf(OP, x)?,
-            b.buf(OP, weight)?,
-            x.dims(),
-            weight.dims(),
-            geom
-        ));
-    }
-    let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
-    run_cpu(algo, Conv2dPass::Forward, y, (x, w), &d)
+    dispatch!(OP, [("y", y), ("x", x), ("weight", weight)],
+        cpu => {
+            let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
+            run_cpu(algo, Conv2dPass::Forward, y, (x, w), &d)
+        },
+        cuda |b| => {
+            let (yb, xb, wb) = (b.buf_mut(OP, y)?, b.buf(OP, x)?, b.buf(OP, weight)?);
+            cuda::conv2d_forward(b, yb, xb, wb, x.dims(), weight.dims(), geom)
+        },
+    )
 }
 
 /// `pass` of `d` on the CPU by `algo` (`None`: [`calibrate::run_calibrated`]), into `out` (y, dx
@@ -391,21 +390,16 @@ pub fn conv2d_backward_data_using(
     if let Some(algo) = algo {
         algo.check(OP, &d)?;
     }
-    let device = Tensor::common_device(OP, &[("dx", dx), ("dy", dy), ("weight", weight)])?;
-    if device.is_cuda() {
-        let x_dims = dx.dims().to_vec();
-        return on_cuda!(OP, device, |b| ops::conv2d_backward_data(
-            b,
-            b.buf_mut(OP, dx)?,
-            b.buf(OP, dy)?,
-            b.buf(OP, weight)?,
-            &x_dims,
-            weight.dims(),
-            geom
-        ));
-    }
-    let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
-    run_cpu(algo, Conv2dPass::BackwardData, dx, (dy, w), &d)
+    dispatch!(OP, [("dx", dx), ("dy", dy), ("weight", weight)],
+        cpu => {
+            let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
+            run_cpu(algo, Conv2dPass::BackwardData, dx, (dy, w), &d)
+        },
+        cuda |b| => {
+            let (dxb, dyb, wb) = (b.buf_mut(OP, dx)?, b.buf(OP, dy)?, b.buf(OP, weight)?);
+            cuda::conv2d_backward_data(b, dxb, dyb, wb, &d.x_dims(), weight.dims(), geom)
+        },
+    )
 }
 
 /// Convolution backward with respect to the weight.
@@ -444,19 +438,14 @@ pub fn conv2d_backward_weight_using(
     if let Some(algo) = algo {
         algo.check(OP, &d)?;
     }
-    let device = Tensor::common_device(OP, &[("dweight", dweight), ("dy", dy), ("x", x)])?;
-    if device.is_cuda() {
-        let w_dims = dweight.dims().to_vec();
-        return on_cuda!(OP, device, |b| ops::conv2d_backward_weight(
-            b,
-            b.buf_mut(OP, dweight)?,
-            b.buf(OP, dy)?,
-            b.buf(OP, x)?,
-            x.dims(),
-            &w_dims,
-            geom
-        ));
-    }
-    let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
-    run_cpu(algo, Conv2dPass::BackwardWeight, dw, (dy, x), &d)
+    dispatch!(OP, [("dweight", dweight), ("dy", dy), ("x", x)],
+        cpu => {
+            let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
+            run_cpu(algo, Conv2dPass::BackwardWeight, dw, (dy, x), &d)
+        },
+        cuda |b| => {
+            let (dwb, dyb, xb) = (b.buf_mut(OP, dweight)?, b.buf(OP, dy)?, b.buf(OP, x)?);
+            cuda::conv2d_backward_weight(b, dwb, dyb, xb, x.dims(), &d.weight_dims(), geom)
+        },
+    )
 }

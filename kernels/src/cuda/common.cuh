@@ -2,8 +2,9 @@
 // for: NVRTC (the GPU) or g++ with our emulator (CUDA_EMU defined, see kernels/cuda-emu/).
 //
 // Conventions of every kernel: `extern "C"`, one argument, a parameter struct passed by value
-// whose `#[repr(C)]` twin lives in kernels/src/cuda/params.rs, field by field. Pointers are device
-// addresses (host addresses under the emulator).
+// whose `#[repr(C)]` twin lives in the op's cuda.rs (`params!`), field by field (a test compares
+// the two). Pointers are device addresses (host addresses under the emulator). A constant Rust
+// needs too is a `#define NAME <number>` on a line of its own, which Rust reads from the source.
 #pragma once
 
 #ifdef CUDA_EMU

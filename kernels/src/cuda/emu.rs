@@ -1,6 +1,6 @@
 //! The emulated CUDA device of the tests: the kernels compiled as host C++ by `build.rs` (with
 //! `kernels/cuda-emu/cuda_emu.h`), launched through FFI, with host memory standing in for device
-//! memory. It runs the very launch code the GPU runs ([`super::ops`]). Tensors on
+//! memory. It runs the very launch code the GPU runs (each op's `cuda.rs`). Tensors on
 //! [`tensor_core::Device::CudaEmu`] hold its buffers, so whole layers and models run on it too.
 
 use std::cell::Cell;
@@ -12,7 +12,7 @@ use crate::{Error, Result};
 /// `dim3` of cuda_emu.h.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-struct Dim3 {
+pub struct Dim3 {
     x: u32,
     y: u32,
     z: u32,
@@ -24,51 +24,13 @@ impl From<(u32, u32, u32)> for Dim3 {
     }
 }
 
-type LaunchFn = unsafe extern "C" fn(Dim3, Dim3, u32, *const c_void);
-type SizeFn = unsafe extern "C" fn() -> usize;
-
-/// Declares the `emu_<kernel>` entry points `EMU_KERNEL` exports, and finds them by name.
-macro_rules! emu_kernels {
-    ($($name:ident),* $(,)?) => {
-        mod ffi {
-            $(
-                pub mod $name {
-                    extern "C" {
-                        #[link_name = concat!("emu_", stringify!($name))]
-                        pub fn launch(grid: super::super::Dim3, block: super::super::Dim3, shared: u32, params: *const std::ffi::c_void);
-                        #[link_name = concat!("emu_", stringify!($name), "_params_size")]
-                        pub fn params_size() -> usize;
-                    }
-                }
-            )*
-        }
-
-        fn lookup(name: &str) -> Option<(LaunchFn, SizeFn)> {
-            match name {
-                $(stringify!($name) => Some((ffi::$name::launch as LaunchFn, ffi::$name::params_size as SizeFn)),)*
-                _ => None,
-            }
-        }
-    };
-}
-
-emu_kernels! {
-    relu_forward, relu_backward,
-    add, add_assign,
-    dropout_apply,
-    adam_update, sgd_update,
-    sum_of_squares_partial, sum_partials, scale_in_place,
-    softmax_ce_forward, softmax_ce_backward, softmax_ce_tally,
-    maxpool_forward, maxpool_backward,
-    dropblock_mask, dropblock_scale, dropblock_apply,
-    batchnorm_moments_partial, batchnorm_moments_finish, batchnorm_running_stats,
-    batchnorm_normalize, batchnorm_grad_partial, batchnorm_grad_finish, batchnorm_input_grad,
-    sgemm_128, sgemm_64,
-    conv2d_forward_128, conv2d_forward_64,
-    conv2d_backward_data_128, conv2d_backward_data_64,
-    conv2d_backward_weight_128, conv2d_backward_weight_64,
-    conv2d_sum_splits,
-    broken_relu_forward, reverse_in_block, reverse_in_block_no_barrier, warp_sums,
+/// A kernel's two functions in the emulator build, which `EMU_KERNEL(name, Params)` exports
+/// (cuda_emu.h) and `kernel!` declares: `emu_<name>` runs a launch,
+/// `emu_<name>_params_size` returns `sizeof(Params)`.
+#[derive(Debug, Clone, Copy)]
+pub struct EmuEntry {
+    pub launch: unsafe extern "C" fn(Dim3, Dim3, u32, *const c_void),
+    pub params_size: unsafe extern "C" fn() -> usize,
 }
 
 /// The emulated device. Launches run one at a time (the emulator holds a lock), each block's
@@ -126,12 +88,12 @@ impl Backend for Emu {
         cfg: LaunchConfig,
         params: &P,
     ) -> Result<()> {
-        let (launch, size) = lookup(kernel.name).ok_or_else(|| Error::Device {
-            op: OP,
-            msg: format!("no emulated kernel named {}", kernel.name),
-        })?;
+        let EmuEntry {
+            launch,
+            params_size,
+        } = kernel.emu;
         // SAFETY: a function of no arguments returning sizeof of the C struct.
-        let c_size = unsafe { size() };
+        let c_size = unsafe { params_size() };
         if c_size != std::mem::size_of::<P>() {
             return Err(Error::Device {
                 op: OP,

@@ -5,16 +5,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg,
 };
 use cudarc::nvrtc::CompileOptions;
 
 use super::launch::{Backend, Elem, Kernel, KernelParams, LaunchConfig};
-use super::source;
+use super::source::Module;
 use crate::{Error, Result};
 
 const OP: &str = "cuda";
+
+/// Dynamic shared memory a kernel may take without asking: a launch with more raises the
+/// function's limit first (the tensor-core GEMM's 128 x 128 tile takes 96 KiB).
+const DEFAULT_DYNAMIC_SHARED_BYTES: u32 = 48 * 1024;
 
 fn device_err(msg: impl std::fmt::Display) -> Error {
     Error::Device {
@@ -47,14 +52,15 @@ pub fn arch_name(major: i32, minor: i32) -> &'static str {
         .or_insert_with(|| Box::leak(format!("sm_{major}{minor}").into_boxed_str()))
 }
 
-/// Compiles kernel module `module` (a [`source::MODULES`] entry) to PTX for `arch`.
-pub fn compile_ptx(module: &source::Module, arch: &'static str) -> Result<cudarc::nvrtc::Ptx> {
+/// Compiles kernel module `module` (one of `crate::modules::MODULES`) to PTX for `arch`.
+pub fn compile_ptx(module: &Module, arch: &'static str) -> Result<cudarc::nvrtc::Ptx> {
     if !nvrtc_present() {
         return Err(device_err(
             "NVRTC (libnvrtc) is not installed or not on LD_LIBRARY_PATH",
         ));
     }
-    let src = source::expand_includes(module.source)
+    let src = module
+        .expanded()
         .map_err(|e| device_err(format!("{}: {e}", module.path)))?;
     let opts = CompileOptions {
         arch: Some(arch),
@@ -137,22 +143,21 @@ impl Gpu {
         self.stream.synchronize().map_err(device_err)
     }
 
-    /// The loaded function `name` of `module`, compiling and loading the module on first use.
-    fn function(&self, module: &'static str, name: &'static str) -> Result<CudaFunction> {
+    /// The loaded function of `kernel`, compiling and loading its module on first use.
+    fn function<P>(&self, kernel: &Kernel<P>) -> Result<CudaFunction> {
+        let (module, name) = (kernel.module, kernel.name);
         let mut functions = self.functions.lock().expect("function table");
-        if let Some(f) = functions.get(&(module, name)) {
+        if let Some(f) = functions.get(&(module.name, name)) {
             return Ok(f.clone());
         }
-        let m = source::module(module)
-            .ok_or_else(|| device_err(format!("no kernel module {module}")))?;
         let loaded = self
             .ctx
-            .load_module(compile_ptx(m, self.arch)?)
+            .load_module(compile_ptx(module, self.arch)?)
             .map_err(device_err)?;
         let f = loaded
             .load_function(name)
-            .map_err(|e| device_err(format!("{module}: kernel {name}: {e}")))?;
-        functions.insert((module, name), f.clone());
+            .map_err(|e| device_err(format!("{}: kernel {name}: {e}", module.name)))?;
+        functions.insert((module.name, name), f.clone());
         Ok(f)
     }
 }
@@ -191,7 +196,22 @@ impl Backend for Gpu {
         cfg: LaunchConfig,
         params: &P,
     ) -> Result<()> {
-        let f = self.function(kernel.module, kernel.name)?;
+        let f = self.function(&kernel)?;
+        if cfg.shared_bytes > DEFAULT_DYNAMIC_SHARED_BYTES {
+            let bytes = i32::try_from(cfg.shared_bytes).map_err(device_err)?;
+            // The driver call acts in the current context, as cudarc's launches bind it.
+            self.ctx.bind_to_thread().map_err(device_err)?;
+            f.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes,
+            )
+            .map_err(|e| {
+                device_err(format!(
+                    "{}: {bytes} bytes of shared memory: {e}",
+                    kernel.name
+                ))
+            })?;
+        }
         let lc = cudarc::driver::LaunchConfig {
             grid_dim: cfg.grid,
             block_dim: cfg.block,

@@ -1,7 +1,7 @@
 //! Tensors on a CUDA device: moving them between devices, allocating them, and reaching the
-//! backend buffer inside a tensor so that each op's `mod.rs` can call the launch code of
-//! [`super::ops`] on the real GPU ([`Gpu`], `Storage::Cuda`) or the emulated one ([`Emu`],
-//! `Storage::Emu`) alike.
+//! backend buffer inside a tensor so that each op's `mod.rs` can call its launch code (its
+//! `cuda.rs`) on the real GPU ([`Gpu`], `Storage::Cuda`) or the emulated one ([`Emu`],
+//! `Storage::Emu`) alike, through `dispatch!`.
 
 use tensor_core::{Device, Shape, Storage, Tensor};
 
@@ -130,6 +130,30 @@ macro_rules! on_cuda {
     };
 }
 pub(crate) use on_cuda;
+
+/// Runs an op on its device, the one way every op's `mod.rs` does: `$cpu` on the CPU (the op's
+/// `cpu.rs`), `$cuda` with `$b` bound to the backend of a CUDA device, real or emulated
+/// ([`on_cuda!`]; the op's `cuda.rs`). Both arms evaluate to the op's `Result`. The device is that
+/// of the `(name, tensor)` pairs in `[...]` (tensors on different devices are an error naming
+/// `$op` and the odd one, as [`Tensor::common_device`](tensor_core::Tensor::common_device)
+/// says), or `device = $device`.
+macro_rules! dispatch {
+    ($op:expr, [$($t:expr),+ $(,)?], cpu => $cpu:expr, cuda |$b:ident| => $cuda:expr $(,)?) => {
+        $crate::cuda::tensor::dispatch!(
+            $op,
+            device = tensor_core::Tensor::common_device($op, &[$($t),+])?,
+            cpu => $cpu,
+            cuda |$b| => $cuda
+        )
+    };
+    ($op:expr, device = $device:expr, cpu => $cpu:expr, cuda |$b:ident| => $cuda:expr $(,)?) => {
+        match $device {
+            tensor_core::Device::Cpu => $cpu,
+            device => $crate::cuda::tensor::on_cuda!($op, device, |$b| $cuda),
+        }
+    };
+}
+pub(crate) use dispatch;
 
 /// A tensor of zeros of `shape` on `device`.
 ///

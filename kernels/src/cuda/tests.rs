@@ -1,58 +1,63 @@
-//! CPU-versus-CUDA parity on the emulated device, and tests of the harness itself. Every test
-//! name starts with `emu_`, so `cargo test emu` selects the suite.
+//! Tests of the harness itself: the emulator's barrier, shared memory and warp shuffles must
+//! behave as on a GPU (the harness catching a wrong kernel is `relu/cuda_tests.rs`'s
+//! `emu_harness_reports_a_kernel_reading_the_wrong_index`).
 
-mod batchnorm;
-mod conv2d;
-mod elementwise;
-mod gemm;
-mod harness;
-mod optim_loss;
-mod pool_masks;
-mod tensors;
+mod tensor_cores;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-/// Bit-identical: the kernel does the CPU's arithmetic in the CPU's order, one rounding per op.
-pub(super) const EXACT: Tol = Tol {
-    atol: 0.0,
-    rtol: 0.0,
+use super::launch::LaunchConfig;
+use super::parity::{
+    assert_close, compare, run_harness as run, uniform, EXACT, REVERSE_IN_BLOCK,
+    REVERSE_IN_BLOCK_NO_BARRIER, WARP_SUMS,
 };
 
-/// |gpu - cpu| <= atol + rtol * |cpu|, elementwise.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Tol {
-    pub atol: f32,
-    pub rtol: f32,
+#[test]
+fn emu_barrier_is_real_and_a_missing_one_is_caught() {
+    let (threads, blocks) = (256u32, 8u32);
+    let n = (threads * blocks) as usize;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let want: Vec<f32> = x
+        .chunks(threads as usize)
+        .flat_map(|c| c.iter().rev().copied())
+        .collect();
+    let cfg = LaunchConfig::linear(blocks, threads, threads * 4);
+    assert_close(
+        "reverse with barrier",
+        &run(REVERSE_IN_BLOCK, &x, n, cfg),
+        &want,
+        EXACT,
+    );
+    // Without it, threads read slots their partners have not written yet: still the NaN poison
+    // the emulator fills shared memory with, or nothing sensible.
+    let racy = run(REVERSE_IN_BLOCK_NO_BARRIER, &x, n, cfg);
+    assert!(
+        compare(&racy, &want, EXACT).is_err(),
+        "the missing barrier went unnoticed"
+    );
 }
 
-/// The first index where `gpu` and `cpu` differ by more than `tol` (NaN never passes), with both
-/// values, or `Ok` when every value is within it.
-pub(super) fn compare(gpu: &[f32], cpu: &[f32], tol: Tol) -> Result<(), String> {
-    if gpu.len() != cpu.len() {
-        return Err(format!("gpu has {} values, cpu {}", gpu.len(), cpu.len()));
-    }
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let ok = (g - c).abs() <= tol.atol + tol.rtol * c.abs() || (g.is_infinite() && g == c);
-        if !ok {
-            return Err(format!(
-                "first mismatch at index {i}: gpu {g:e}, cpu {c:e} (tolerance {tol:?})"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Panics with `what` and [`compare`]'s message unless `gpu` matches `cpu` within `tol`.
-#[track_caller]
-pub(super) fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: Tol) {
-    if let Err(msg) = compare(gpu, cpu, tol) {
-        panic!("{what}: {msg}");
-    }
-}
-
-/// `n` values uniform in [lo, hi) from `seed`.
-pub(super) fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+#[test]
+fn emu_warp_shuffles_sum_each_warp() {
+    let n = 256 + 64;
+    let x = uniform(2, n, -1.0, 1.0);
+    let got = run(WARP_SUMS, &x, n / 32, LaunchConfig::linear(5, 64, 0));
+    // The shuffle tree's order: offsets 16, 8, 4, 2, 1 (lane i adds lane i + offset).
+    let want: Vec<f32> = x
+        .chunks(32)
+        .map(|w| {
+            let mut v = w.to_vec();
+            for off in [16, 8, 4, 2, 1] {
+                v = (0..32)
+                    .map(|i| {
+                        if i + off < 32 {
+                            v[i] + v[i + off]
+                        } else {
+                            v[i] + v[i]
+                        }
+                    })
+                    .collect();
+            }
+            v[0]
+        })
+        .collect();
+    assert_close("warp sums", &got, &want, EXACT);
 }

@@ -1,5 +1,6 @@
 use rayon::prelude::*;
 
+use super::dropblock_gamma;
 use crate::philox::MaskKey;
 
 /// Values per rayon task in [`apply`].
@@ -23,6 +24,28 @@ pub fn draw_mask(
         .collect::<Vec<u64>>()
         .iter()
         .sum()
+}
+
+/// A mask of `len` values in (N*C) planes of H x W, drawn with the rate of [`dropblock_gamma`]
+/// for `block` and `keep`, and its rescale factor len / kept (0 when nothing is kept), computed
+/// once in f64 and rounded to f32. Needs h >= block and w >= block.
+pub fn mask_and_scale(
+    len: usize,
+    h: usize,
+    w: usize,
+    block: usize,
+    keep: f32,
+    key: MaskKey,
+) -> (Vec<u8>, f32) {
+    let gamma = dropblock_gamma(h, w, block, keep);
+    let mut mask = vec![0u8; len];
+    let kept = draw_mask(&mut mask, h, w, block, gamma, key);
+    let scale = if kept == 0 {
+        0.0
+    } else {
+        (mask.len() as f64 / kept as f64) as f32
+    };
+    (mask, scale)
 }
 
 /// One (H, W) plane: a drawn centre at grid (i, j) zeroes the block x block square with top-left

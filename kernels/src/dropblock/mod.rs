@@ -30,13 +30,15 @@
 //! (N, C, H, W).
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 #[cfg(test)]
 mod tests;
 
 use tensor_core::{Device, Shape, Tensor};
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, DeviceVec, DeviceVecBackend, TensorBackend};
+use crate::cuda::{dispatch, Backend, DeviceVec, DeviceVecBackend, TensorBackend};
 
 use crate::dropout::check_keep_prob;
 use crate::philox::MaskKey;
@@ -102,7 +104,7 @@ impl DropBlockMask {
 /// # Errors
 /// [`Error::Shape`] if `shape` is not rank 4; [`Error::Invalid`] if `block` is 0 or `keep` is not
 /// in (0, 1]; a device error (on a GPU, also a sampling grid over
-/// [`crate::cuda::ops::DROPBLOCK_MAX_GRID`] cells).
+/// [`cuda::DROPBLOCK_MAX_GRID`] cells).
 pub fn dropblock_mask(
     shape: &Shape,
     device: Device,
@@ -125,27 +127,19 @@ pub fn dropblock_mask(
     if keep == 1.0 || h < block || w < block {
         return Ok(None);
     }
-    let (mask, scale) = match device {
-        Device::Cpu => {
-            let gamma = dropblock_gamma(h, w, block, keep);
-            let mut mask = vec![0u8; shape.len()];
-            let kept = cpu::draw_mask(&mut mask, h, w, block, gamma, key);
-            let scale = if kept == 0 {
-                0.0
-            } else {
-                (mask.len() as f64 / kept as f64) as f32
-            };
-            (DeviceVec::Cpu(mask), DeviceVec::Cpu(vec![scale]))
-        }
-        d => on_cuda!(OP, d, |b| {
-            let mut mask = b.alloc::<u8>(shape.len())?;
-            let mut scale = b.alloc::<f32>(1)?;
+    let (mask, scale) = dispatch!(OP, device = device,
+        cpu => {
+            let (mask, scale) = cpu::mask_and_scale(shape.len(), h, w, block, keep, key);
+            Ok((DeviceVec::Cpu(mask), DeviceVec::Cpu(vec![scale])))
+        },
+        cuda |b| => {
+            let (mut mask, mut scale) = (b.alloc::<u8>(shape.len())?, b.alloc::<f32>(1)?);
             let drawn =
-                ops::dropblock_mask(b, &mut mask, &mut scale, [n, c, h, w], block, keep, key)?;
+                cuda::dropblock_mask(b, &mut mask, &mut scale, [n, c, h, w], block, keep, key)?;
             debug_assert!(drawn, "the identity cases were returned above");
-            Ok::<_, Error>((b.wrap(mask), b.wrap(scale)))
-        })?,
-    };
+            Ok((b.wrap(mask), b.wrap(scale)))
+        },
+    )?;
     Ok(Some(DropBlockMask {
         shape: shape.clone(),
         keep: mask,
@@ -167,20 +161,19 @@ pub fn dropblock_apply(out: &mut Tensor, inp: &Tensor, mask: &DropBlockMask) -> 
     const OP: &str = "dropblock_apply";
     inp.expect_shape(OP, "input", mask.shape.dims())?;
     out.expect_shape(OP, "output", mask.shape.dims())?;
-    match Tensor::common_device(OP, &[("output", out), ("input", inp)])? {
-        Device::Cpu => {
+    dispatch!(OP, [("output", out), ("input", inp)],
+        cpu => {
             let (keep, scale) = host_mask(OP, mask)?;
-            cpu::apply(out.as_mut_slice()?, inp.as_slice()?, keep, scale)
-        }
-        d => on_cuda!(OP, d, |b| ops::dropblock_apply(
-            b,
-            b.buf_mut(OP, out)?,
-            b.buf(OP, inp)?,
-            b.vec_buf(OP, "mask", &mask.keep)?,
-            b.vec_buf(OP, "mask", &mask.scale)?,
-        ))?,
-    }
-    Ok(())
+            cpu::apply(out.as_mut_slice()?, inp.as_slice()?, keep, scale);
+            Ok(())
+        },
+        cuda |b| => {
+            let (outb, inpb) = (b.buf_mut(OP, out)?, b.buf(OP, inp)?);
+            let keep = b.vec_buf(OP, "mask", &mask.keep)?;
+            let scale = b.vec_buf(OP, "mask", &mask.scale)?;
+            cuda::dropblock_apply(b, outb, inpb, keep, scale)
+        },
+    )
 }
 
 /// The mask and scale of a mask in host memory; an error naming `op` for one on a device.

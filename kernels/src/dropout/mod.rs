@@ -9,13 +9,15 @@
 //! x: any shape -> y: same shape; dy: any shape -> dx: same shape.
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 #[cfg(test)]
 mod tests;
 
-use tensor_core::{Device, Tensor};
+use tensor_core::Tensor;
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::{dispatch, TensorBackend};
 
 use crate::philox::MaskKey;
 use crate::{Error, Result};
@@ -65,15 +67,11 @@ fn apply_mask(
 ) -> Result<()> {
     check_keep_prob(op, keep)?;
     out.expect_shape(op, out_name, inp.dims())?;
-    match Tensor::common_device(op, &[(out_name, out), (inp_name, inp)])? {
-        Device::Cpu => cpu::apply_mask(out.as_mut_slice()?, inp.as_slice()?, keep, key),
-        d => on_cuda!(op, d, |b| ops::dropout_apply(
-            b,
-            b.buf_mut(op, out)?,
-            b.buf(op, inp)?,
-            keep,
-            key
-        ))?,
-    }
-    Ok(())
+    dispatch!(op, [(out_name, out), (inp_name, inp)],
+        cpu => {
+            cpu::apply_mask(out.as_mut_slice()?, inp.as_slice()?, keep, key);
+            Ok(())
+        },
+        cuda |b| => cuda::dropout_apply(b, b.buf_mut(op, out)?, b.buf(op, inp)?, keep, key),
+    )
 }

@@ -1,6 +1,6 @@
 // SGEMM, the CUDA twin of kernels::gemm::sgemm: c = alpha * op(a) op(b) + beta * c, row-major,
 // op(x) = x or x^T, through the shared-memory tiled product of tiled_gemm.cuh, in its two tile
-// sizes (sgemm_128 and sgemm_64; ops/gemm.rs picks one per shape). With beta == 0, c is only
+// sizes (sgemm_128 and sgemm_64; gemm/cuda.rs picks one per shape). With beta == 0, c is only
 // written, as in BLAS.
 #include "common.cuh"
 #include "tiled_gemm.cuh"

@@ -9,11 +9,14 @@
 //! [`Trans::Yes`].
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
+pub mod tc;
 
 use tensor_core::Tensor;
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::{dispatch, TensorBackend};
 use crate::{Error, Result};
 
 /// Whether a product uses an operand as stored or transposed.
@@ -192,28 +195,29 @@ pub fn matmul(
             ),
         });
     }
-    let device = Tensor::common_device(OP, &[("a", a), ("b", b), ("c", c)])?;
-    if device.is_cuda() {
-        return on_cuda!(OP, device, |dev| {
+    dispatch!(OP, [("a", a), ("b", b), ("c", c)],
+        cpu => {
+            let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
+            sgemm(alpha, oa, ob, beta, c.as_mut_slice()?)
+        },
+        cuda |dev| => {
             let (oa, ob) = (
-                ops::DevOperand {
+                cuda::DevOperand {
                     data: dev.buf(OP, a)?,
                     rows: a.dims()[0],
                     cols: a.dims()[1],
                     trans: ta,
                 },
-                ops::DevOperand {
+                cuda::DevOperand {
                     data: dev.buf(OP, b)?,
                     rows: b.dims()[0],
                     cols: b.dims()[1],
                     trans: tb,
                 },
             );
-            ops::sgemm(dev, alpha, oa, ob, beta, dev.buf_mut(OP, c)?)
-        });
-    }
-    let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
-    sgemm(alpha, oa, ob, beta, c.as_mut_slice()?)
+            cuda::sgemm(dev, alpha, oa, ob, beta, dev.buf_mut(OP, c)?)
+        },
+    )
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@
 //! Every tensor: any shape.
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 #[cfg(test)]
 mod tests;
 
@@ -38,8 +41,7 @@ use tensor_core::{Device, Tensor};
 
 use crate::cuda::emu::Emu;
 use crate::cuda::gpu::Gpu;
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, TensorBackend};
+use crate::cuda::{dispatch, Backend, TensorBackend};
 
 use crate::{Error, Result};
 
@@ -49,13 +51,11 @@ use crate::{Error, Result};
 /// # Errors
 /// A device error if `x` is not readable on the CPU.
 pub fn sum_of_squares(x: &Tensor) -> Result<f64> {
-    match x.device() {
-        Device::Cpu => Ok(cpu::sum_of_squares(x.as_slice()?)),
-        d => on_cuda!("sum_of_squares", d, |b| ops::sum_of_squares(
-            b,
-            b.buf("sum_of_squares", x)?
-        )),
-    }
+    const OP: &str = "sum_of_squares";
+    dispatch!(OP, device = x.device(),
+        cpu => Ok(cpu::sum_of_squares(x.as_slice()?)),
+        cuda |b| => cuda::sum_of_squares(b, b.buf(OP, x)?),
+    )
 }
 
 /// sqrt of the sum of per-tensor sums of squares, added in the order given.
@@ -95,15 +95,14 @@ pub fn clip_factor(global_norm: f64, max_norm: f32) -> Result<f32> {
 /// # Errors
 /// A device error if `x` is not writable on the CPU.
 pub fn scale_in_place(x: &mut Tensor, s: f32) -> Result<()> {
-    match x.device() {
-        Device::Cpu => cpu::scale(x.as_mut_slice()?, s),
-        d => on_cuda!("scale_in_place", d, |b| ops::scale_in_place(
-            b,
-            b.buf_mut("scale_in_place", x)?,
-            s
-        ))?,
-    }
-    Ok(())
+    const OP: &str = "scale_in_place";
+    dispatch!(OP, device = x.device(),
+        cpu => {
+            cpu::scale(x.as_mut_slice()?, s);
+            Ok(())
+        },
+        cuda |b| => cuda::scale_in_place(b, b.buf_mut(OP, x)?, s),
+    )
 }
 
 /// Sums of squares of several tensors, one slot each, kept on the tensors' device until
@@ -124,7 +123,7 @@ enum Slots {
     Emu(DeviceSums<Emu>),
 }
 
-/// sums: (slots) and partial: the scratch of [`ops::sum_of_squares_into`], reused by each slot
+/// sums: (slots) and partial: the scratch of [`cuda::sum_of_squares_into`], reused by each slot
 /// (launches run in order, so one pass is done with it before the next starts).
 struct DeviceSums<B: Backend> {
     sums: B::Buf<f64>,
@@ -135,12 +134,12 @@ impl<B: Backend> DeviceSums<B> {
     fn new(b: &B, len: usize) -> Result<DeviceSums<B>> {
         Ok(DeviceSums {
             sums: b.alloc(len)?,
-            partial: b.alloc(ops::SUM_OF_SQUARES_BLOCKS as usize)?,
+            partial: b.alloc(cuda::SUM_OF_SQUARES_BLOCKS as usize)?,
         })
     }
 
     fn set(&mut self, b: &B, slot: usize, x: &B::Buf<f32>) -> Result<()> {
-        ops::sum_of_squares_into(b, &mut self.sums, slot, &mut self.partial, x)
+        cuda::sum_of_squares_into(b, &mut self.sums, slot, &mut self.partial, x)
     }
 }
 

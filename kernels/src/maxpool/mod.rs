@@ -16,11 +16,13 @@
 //! ```
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 
 use tensor_core::{Device, Tensor};
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, DeviceVec, DeviceVecBackend, TensorBackend};
+use crate::cuda::{dispatch, Backend, DeviceVec, DeviceVecBackend, TensorBackend};
 use crate::{Error, Result};
 
 /// TensorFlow SAME padding along one axis.
@@ -194,31 +196,20 @@ pub fn maxpool2d_forward(y: &mut Tensor, x: &Tensor, p: &Pool2d) -> Result<PoolI
     let out = p.output_dims(OP, x)?;
     y.expect_shape(OP, "y", &out)?;
     let (n, c, h, w) = x.expect_nchw(OP, "x")?;
-    let argmax = match Tensor::common_device(OP, &[("y", y), ("x", x)])? {
-        Device::Cpu => {
+    let argmax = dispatch!(OP, [("y", y), ("x", x)],
+        cpu => {
             let mut argmax = vec![0u32; y.len()];
-            cpu::forward(
-                y.as_mut_slice()?,
-                &mut argmax,
-                x.as_slice()?,
-                p,
-                &p.geometry(h, w),
-            );
-            DeviceVec::Cpu(argmax)
-        }
-        d => on_cuda!(OP, d, |b| {
+            let g = p.geometry(h, w);
+            cpu::forward(y.as_mut_slice()?, &mut argmax, x.as_slice()?, p, &g);
+            Ok(DeviceVec::Cpu(argmax))
+        },
+        cuda |b| => {
             let mut argmax = b.alloc::<u32>(y.len())?;
-            ops::maxpool_forward(
-                b,
-                b.buf_mut(OP, y)?,
-                &mut argmax,
-                b.buf(OP, x)?,
-                [n, c, h, w],
-                p,
-            )?;
-            Ok::<_, Error>(b.wrap(argmax))
-        })?,
-    };
+            let (yb, xb) = (b.buf_mut(OP, y)?, b.buf(OP, x)?);
+            cuda::maxpool_forward(b, yb, &mut argmax, xb, [n, c, h, w], p)?;
+            Ok(b.wrap(argmax))
+        },
+    )?;
     Ok(PoolIndices(argmax))
 }
 
@@ -246,38 +237,43 @@ pub fn maxpool2d_backward(
     let g = p.geometry(h, w);
     dy.expect_shape(OP, "dy", &[n, c, g.rows.out, g.cols.out])?;
     check_argmax_len(OP, argmax.len(), dy)?;
-    match Tensor::common_device(OP, &[("dx", dx), ("dy", dy)])? {
-        Device::Cpu => {
-            let argmax = argmax.0.as_host().ok_or_else(|| {
-                Error::from(tensor_core::Error::MixedDevices {
-                    op: OP,
-                    what: "argmax",
-                    got: argmax.device(),
-                    expected: Device::Cpu,
-                })
-            })?;
-            if let Some(i) = argmax.iter().position(|&a| a as usize >= h * w) {
-                return Err(Error::Invalid {
-                    op: OP,
-                    msg: format!(
-                        "argmax[{i}] = {} is outside a {h} x {w} plane of dx {}",
-                        argmax[i],
-                        dx.shape()
-                    ),
-                });
-            }
-            cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, argmax, &g)
-        }
-        d => on_cuda!(OP, d, |b| ops::maxpool_backward(
-            b,
-            b.buf_mut(OP, dx)?,
-            b.buf(OP, dy)?,
-            b.vec_buf(OP, "argmax", &argmax.0)?,
-            [n, c, h, w],
-            p,
-        ))?,
+    dispatch!(OP, [("dx", dx), ("dy", dy)],
+        cpu => {
+            let argmax = host_argmax(OP, argmax, dx)?;
+            cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, argmax, &g);
+            Ok(())
+        },
+        cuda |b| => {
+            let (dxb, dyb) = (b.buf_mut(OP, dx)?, b.buf(OP, dy)?);
+            let argmax = b.vec_buf(OP, "argmax", &argmax.0)?;
+            cuda::maxpool_backward(b, dxb, dyb, argmax, [n, c, h, w], p)
+        },
+    )
+}
+
+/// The indices of `argmax` in host memory, each checked to lie inside a plane of `dx`
+/// (N, C, H, W): an error naming `op` for indices on a device or outside.
+fn host_argmax<'a>(op: &'static str, argmax: &'a PoolIndices, dx: &Tensor) -> Result<&'a [u32]> {
+    let (h, w) = (dx.dims()[2], dx.dims()[3]);
+    let argmax = argmax.0.as_host().ok_or_else(|| {
+        Error::from(tensor_core::Error::MixedDevices {
+            op,
+            what: "argmax",
+            got: argmax.device(),
+            expected: Device::Cpu,
+        })
+    })?;
+    if let Some(i) = argmax.iter().position(|&a| a as usize >= h * w) {
+        return Err(Error::Invalid {
+            op,
+            msg: format!(
+                "argmax[{i}] = {} is outside a {h} x {w} plane of dx {}",
+                argmax[i],
+                dx.shape()
+            ),
+        });
     }
-    Ok(())
+    Ok(argmax)
 }
 
 fn check_argmax_len(op: &'static str, len: usize, y: &Tensor) -> Result<()> {

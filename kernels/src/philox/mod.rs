@@ -2,8 +2,11 @@
 //!
 //! A random value is a pure function of (seed, step, layer, element), so a mask does not depend on
 //! how the work is split between threads, and a CUDA kernel computing the same function draws the
-//! very same mask. The CUDA twin of [`philox4x32_10`] lives in `philox.cuh` beside this file
-//! once the CUDA backend lands; both follow the reference implementation of Random123.
+//! very same mask. The CUDA twin of [`philox4x32_10`] is `philox.cuh` beside this file (the mask
+//! kernels include it; `cuda.rs` holds its C twin of [`MaskKey`]); both follow the reference
+//! implementation of Random123.
+
+pub mod cuda;
 
 /// Identifies one random stream: the run's seed, the optimizer step and the consumer (a layer).
 ///

@@ -2,11 +2,13 @@
 //! and PyTorch take it).
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 
 use tensor_core::{Device, Shape, Tensor};
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::{dispatch, TensorBackend};
 
 use crate::{add::add_assign, Result};
 
@@ -129,15 +131,13 @@ pub fn relu_backward_in_place(dy: &mut Tensor, mask: &ReluMask) -> Result<()> {
 pub fn relu_forward(y: &mut Tensor, x: &Tensor) -> Result<()> {
     const OP: &str = "relu_forward";
     y.expect_shape(OP, "y", x.dims())?;
-    match Tensor::common_device(OP, &[("y", y), ("x", x)])? {
-        Device::Cpu => cpu::forward(y.as_mut_slice()?, x.as_slice()?),
-        d => on_cuda!(OP, d, |b| ops::relu_forward(
-            b,
-            b.buf_mut(OP, y)?,
-            b.buf(OP, x)?
-        ))?,
-    }
-    Ok(())
+    dispatch!(OP, [("y", y), ("x", x)],
+        cpu => {
+            cpu::forward(y.as_mut_slice()?, x.as_slice()?);
+            Ok(())
+        },
+        cuda |b| => cuda::relu_forward(b, b.buf_mut(OP, y)?, b.buf(OP, x)?),
+    )
 }
 
 /// dx = dy * [x > 0], elementwise; `x` is the forward's input.
@@ -151,16 +151,13 @@ pub fn relu_backward(dx: &mut Tensor, dy: &Tensor, x: &Tensor) -> Result<()> {
     const OP: &str = "relu_backward";
     dy.expect_shape(OP, "dy", x.dims())?;
     dx.expect_shape(OP, "dx", x.dims())?;
-    match Tensor::common_device(OP, &[("dx", dx), ("dy", dy), ("x", x)])? {
-        Device::Cpu => cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, x.as_slice()?),
-        d => on_cuda!(OP, d, |b| ops::relu_backward(
-            b,
-            b.buf_mut(OP, dx)?,
-            b.buf(OP, dy)?,
-            b.buf(OP, x)?
-        ))?,
-    }
-    Ok(())
+    dispatch!(OP, [("dx", dx), ("dy", dy), ("x", x)],
+        cpu => {
+            cpu::backward(dx.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
+            Ok(())
+        },
+        cuda |b| => cuda::relu_backward(b, b.buf_mut(OP, dx)?, b.buf(OP, dy)?, b.buf(OP, x)?),
+    )
 }
 
 #[cfg(test)]

@@ -14,13 +14,15 @@
 //! w, buf, g: any shape, all the same.
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 #[cfg(test)]
 mod tests;
 
-use tensor_core::{Device, Tensor};
+use tensor_core::Tensor;
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, TensorBackend};
+use crate::cuda::{dispatch, TensorBackend};
 use crate::{Error, Result};
 
 /// SGD's hyper-parameters.
@@ -68,15 +70,14 @@ pub fn sgd_update(w: &mut Tensor, buf: &mut Tensor, g: &Tensor, cfg: &Sgd) -> Re
     cfg.check()?;
     buf.expect_shape(OP, "buf", w.dims())?;
     g.expect_shape(OP, "g", w.dims())?;
-    match Tensor::common_device(OP, &[("w", w), ("buf", buf), ("g", g)])? {
-        Device::Cpu => cpu::update(w.as_mut_slice()?, buf.as_mut_slice()?, g.as_slice()?, cfg),
-        d => on_cuda!(OP, d, |b| ops::sgd_update(
-            b,
-            b.buf_mut(OP, w)?,
-            b.buf_mut(OP, buf)?,
-            b.buf(OP, g)?,
-            cfg
-        ))?,
-    }
-    Ok(())
+    dispatch!(OP, [("w", w), ("buf", buf), ("g", g)],
+        cpu => {
+            cpu::update(w.as_mut_slice()?, buf.as_mut_slice()?, g.as_slice()?, cfg);
+            Ok(())
+        },
+        cuda |b| => {
+            let (w, buf) = (b.buf_mut(OP, w)?, b.buf_mut(OP, buf)?);
+            cuda::sgd_update(b, w, buf, b.buf(OP, g)?, cfg)
+        },
+    )
 }

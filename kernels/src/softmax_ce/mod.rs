@@ -8,16 +8,18 @@
 //! logits, probs, dlogits: (N, classes); labels: N values in 0..classes.
 
 mod cpu;
+pub mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 mod tally;
 #[cfg(test)]
 mod tests;
 
 pub use tally::{count_correct, softmax_ce_forward_tallied, LossTally, TallyReport, TALLY_LEN};
 
-use tensor_core::{Device, Tensor};
+use tensor_core::Tensor;
 
-use crate::cuda::tensor::on_cuda;
-use crate::cuda::{ops, Backend, TensorBackend};
+use crate::cuda::{dispatch, Backend, TensorBackend};
 use crate::{Error, Result};
 
 /// Checks logits (N, classes) against N labels; returns (N, classes).
@@ -70,26 +72,19 @@ pub fn softmax_ce_forward(probs: &mut Tensor, logits: &Tensor, labels: &[u32]) -
     const OP: &str = "softmax_ce_forward";
     let (n, classes) = check(OP, logits, labels)?;
     probs.expect_shape(OP, "probs", logits.dims())?;
-    match Tensor::common_device(OP, &[("probs", probs), ("logits", logits)])? {
-        Device::Cpu => {
+    dispatch!(OP, [("probs", probs), ("logits", logits)],
+        cpu => {
             let sum = cpu::forward(probs.as_mut_slice()?, logits.as_slice()?, labels, classes);
             Ok((sum / n as f64) as f32)
-        }
+        },
         // The labels go up and the mean loss comes back: one small copy each way per call.
-        d => on_cuda!(OP, d, |b| {
-            let labels = b.upload(labels)?;
-            let mut row_loss = b.alloc::<f64>(n)?;
-            ops::softmax_ce_forward(
-                b,
-                b.buf_mut(OP, probs)?,
-                &mut row_loss,
-                b.buf(OP, logits)?,
-                &labels,
-                classes,
-            )?;
-            ops::mean_loss(b, &row_loss)
-        }),
-    }
+        cuda |b| => {
+            let (labels, mut row_loss) = (b.upload(labels)?, b.alloc::<f64>(n)?);
+            let (probs, logits) = (b.buf_mut(OP, probs)?, b.buf(OP, logits)?);
+            cuda::softmax_ce_forward(b, probs, &mut row_loss, logits, &labels, classes)?;
+            cuda::mean_loss(b, &row_loss)
+        },
+    )
 }
 
 /// Backward: dlogits = (probs - onehot(labels)) / N, the gradient of the mean loss.
@@ -102,18 +97,15 @@ pub fn softmax_ce_backward(dlogits: &mut Tensor, probs: &Tensor, labels: &[u32])
     const OP: &str = "softmax_ce_backward";
     let (_, classes) = check(OP, probs, labels)?;
     dlogits.expect_shape(OP, "dlogits", probs.dims())?;
-    match Tensor::common_device(OP, &[("dlogits", dlogits), ("probs", probs)])? {
-        Device::Cpu => cpu::backward(dlogits.as_mut_slice()?, probs.as_slice()?, labels, classes),
-        d => on_cuda!(OP, d, |b| {
+    dispatch!(OP, [("dlogits", dlogits), ("probs", probs)],
+        cpu => {
+            cpu::backward(dlogits.as_mut_slice()?, probs.as_slice()?, labels, classes);
+            Ok(())
+        },
+        cuda |b| => {
             let labels = b.upload(labels)?;
-            ops::softmax_ce_backward(
-                b,
-                b.buf_mut(OP, dlogits)?,
-                b.buf(OP, probs)?,
-                &labels,
-                classes,
-            )
-        })?,
-    }
-    Ok(())
+            let (dlogits, probs) = (b.buf_mut(OP, dlogits)?, b.buf(OP, probs)?);
+            cuda::softmax_ce_backward(b, dlogits, probs, &labels, classes)
+        },
+    )
 }

@@ -11,10 +11,11 @@
 
 use tensor_core::{Device, Tensor};
 
+use super::cuda;
 use super::{check, cpu};
 use crate::cuda::emu::{Emu, EmuBuf};
 use crate::cuda::gpu::Gpu;
-use crate::cuda::{ops, Backend, TensorBackend};
+use crate::cuda::{Backend, TensorBackend};
 use crate::Result;
 
 /// The tally's values, in the order of the `sums` buffer of `softmax_ce_tally`.
@@ -169,7 +170,7 @@ fn forward_on<B: TensorBackend>(
     let labels = b.upload(labels)?;
     let mut row_loss = b.alloc::<f64>(b.len(&labels))?;
     let probs = b.buf_mut(OP, probs)?;
-    ops::softmax_ce_forward(
+    cuda::softmax_ce_forward(
         b,
         probs,
         &mut row_loss,
@@ -177,7 +178,7 @@ fn forward_on<B: TensorBackend>(
         &labels,
         classes,
     )?;
-    ops::softmax_ce_tally(b, sums, &row_loss, &*probs, &labels, classes)
+    cuda::softmax_ce_tally(b, sums, &row_loss, &*probs, &labels, classes)
 }
 
 /// Rows of `probs` (N, classes) whose largest value (the first under `f32::total_cmp`) is at

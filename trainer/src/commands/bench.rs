@@ -4,7 +4,7 @@
 //! learning rate 5e-4, clipping at norm 100, dropout and DropBlock active) with the `--preset`,
 //! `--widths` and `--hidden` of the command line. One untimed warm-up step of each kind, then
 //! `--steps` timed training steps (forward, loss, backward, clip and update, as `train` does)
-//! and `--steps` timed inference batches (forward in [`Mode::Eval`]). With `--profile`, `--steps`
+//! and `--steps` timed inference batches (forward in evaluation mode). With `--profile`, `--steps`
 //! more training steps are profiled layer by layer.
 //!
 //! On a CUDA device launches are asynchronous: each timed step or batch ends by waiting for the
@@ -25,13 +25,13 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use kernels::softmax_ce::LossTally;
 use nn_layers::profile::{self, LayerKind, Pass, Profile};
-use nn_layers::{Mode, SoftmaxCrossEntropy};
+use nn_layers::{into_device, ForwardCtx, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor_core::{alloc, Device, Tensor};
 
 use crate::cli::{BenchArgs, Cli, Command};
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::TrainConfig;
 use crate::model::{ResNet, IMAGE_CHANNELS, IMAGE_SIDE};
 use crate::optim::Optimizer;
 use crate::state;
@@ -45,39 +45,24 @@ const EPOCH: u64 = 1;
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let device = super::setup_runtime(&args.runtime)?;
     let cfg = bench_config(args)?;
-    let spec = state::net_spec(&cfg, CLASSES, EPOCH);
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
-    let mut model = ResNet::new(&spec, &mut rng)?;
-    model.pin_conv_algo(args.conv_algo.pinned());
-    let mut optimizer = Optimizer::new(super::train::rule(&cfg), &mut model);
-    let n = args.batch_size;
-    let x = Tensor::uniform(
-        [n, IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE],
-        -1.0,
-        1.0,
-        &mut rng,
-    )?;
-    let labels: Vec<u32> = (0..n).map(|i| (i % CLASSES) as u32).collect();
-    model.to_device(device)?;
-    optimizer.to_device(&mut model, device)?;
-    let x = super::train::on(x, device)?;
-
-    let w = spec.widths;
+    let mut bench = Bench::new(&cfg, args, device)?;
+    let w = cfg.model.widths;
     println!(
-        "bench: widths {}/{}/{}/{}, hidden {}, {} parameters, batch {n}, {device}, {} threads, \
+        "bench: widths {}/{}/{}/{}, hidden {}, {} parameters, batch {}, {device}, {} threads, \
          conv {}",
         w[0],
         w[1],
         w[2],
         w[3],
-        spec.hidden,
-        model.param_count(),
+        cfg.model.hidden,
+        bench.model.param_count(),
+        args.batch_size,
         rayon::current_num_threads(),
         args.conv_algo
             .to_possible_value()
             .map_or("?".into(), |v| v.get_name().to_string())
     );
-    let flops = model.forward_flops_per_image() as f64;
+    let flops = bench.model.forward_flops_per_image() as f64;
     println!(
         "forward: {:.3} GFLOP per image (a training step counts 3x)",
         flops / 1e9
@@ -100,59 +85,38 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    // The loss stays on the device, in a tally as `train` keeps it, and is read once at the
-    // end: a step reads back only the optimizer's gradient sums, and ends by waiting for the
-    // device, so that its time is the device's work and not the time to queue it.
-    let mut tally = LossTally::new(device, 0.0, 0)?;
-    let mut step = 0u64;
-    let mut train_step = |model: &mut ResNet| -> anyhow::Result<()> {
-        let (logits, cache) = model.forward(x.clone(), Mode::Train, cfg.run.seed, step)?;
-        let ce = SoftmaxCrossEntropy.forward_tallied(&logits, &labels, &mut tally)?;
-        if tally.is_host() {
-            // Free to read on the CPU: a diverged step is named at once.
-            let loss = tally.read()?.last_loss;
-            anyhow::ensure!(loss.is_finite(), "step {step}: the loss is {loss}");
-        }
-        let dlogits = SoftmaxCrossEntropy.backward(ce)?;
-        model.backward(&dlogits, cache)?;
-        let lr = cfg.optimizer.lr as f32;
-        {
-            let _timer = profile::timed(LayerKind::Optimizer, Pass::Update);
-            optimizer.step(model, lr, cfg.optimizer.clip_norm as f32)?;
-        }
-        kernels::cuda::synchronize(device)?;
-        step += 1;
-        Ok(())
-    };
-    train_step(&mut model).context("warm-up training step")?;
+    bench.train_step().context("warm-up training step")?;
     let before = MemoryCounters::now();
-    let train = time(args.steps, || train_step(&mut model))?;
-    report("training", "steps", &train, n, 3.0 * flops, peak);
+    let train = time(args.steps, || bench.train_step())?;
+    report(
+        "training",
+        "steps",
+        &train,
+        args.batch_size,
+        3.0 * flops,
+        peak,
+    );
     println!("{}", MemoryCounters::now().since(&before, train.len()));
     if args.profile {
         // Steps of their own, so that the timing of a profile (waits for a GPU around every
         // layer) never shows in the median above.
         start_profile(device);
-        let profiled = time(args.steps, || train_step(&mut model));
+        let profiled = time(args.steps, || bench.train_step());
         let p = profile::finish().expect("a profile was started above");
         print!("{}", profile_table(&p, &profiled?, device));
     }
-    // The one read of the loss on a device.
-    let tallied = tally.read()?;
-    anyhow::ensure!(
-        tallied.loss_sum.is_finite(),
-        "the loss of a training step is not finite (the sum of the {step} steps' is {})",
-        tallied.loss_sum
-    );
+    bench.check_tallied_loss()?;
 
-    let mut infer = || -> anyhow::Result<()> {
-        model.forward(x.clone(), Mode::Eval, 0, 0)?;
-        kernels::cuda::synchronize(device)?;
-        Ok(())
-    };
-    infer().context("warm-up inference batch")?;
-    let inference = time(args.steps, infer)?;
-    report("inference", "batches", &inference, n, flops, peak);
+    bench.infer().context("warm-up inference batch")?;
+    let inference = time(args.steps, || bench.infer())?;
+    report(
+        "inference",
+        "batches",
+        &inference,
+        args.batch_size,
+        flops,
+        peak,
+    );
 
     match peak_rss_kib() {
         Some(kib) => println!("peak memory (VmHWM): {:.0} MiB", kib as f64 / 1024.0),
@@ -167,13 +131,100 @@ fn bench_config(args: &BenchArgs) -> anyhow::Result<TrainConfig> {
         Command::Train(a) => a,
         _ => unreachable!("parsed the train subcommand"),
     };
-    let mut cfg = TrainConfig::from_args(&defaults)?;
-    cfg.model = ModelConfig {
-        preset: args.model.preset,
-        widths: args.model.widths()?,
-        hidden: args.model.hidden()?,
-    };
+    let mut cfg = defaults.config()?;
+    cfg.model = args.model.config()?;
     Ok(cfg)
+}
+
+/// The network, its optimizer and one random batch on the device, trained on and run again and
+/// again.
+struct Bench<'a> {
+    cfg: &'a TrainConfig,
+    model: ResNet,
+    optimizer: Optimizer,
+    /// (N, 3, 32, 32) uniform in [-1, 1], on the device.
+    x: Tensor,
+    labels: Vec<u32>,
+    /// The loss stays on the device, in a tally as `train` keeps it, and is read once at the
+    /// end: a step reads back only the optimizer's gradient sums, and ends by waiting for the
+    /// device, so that its time is the device's work and not the time to queue it.
+    tally: LossTally,
+    /// Training steps done (keys the masks).
+    step: u64,
+    device: Device,
+}
+
+impl<'a> Bench<'a> {
+    /// `cfg`'s network with the regularisers of epoch [`EPOCH`] and a batch of `--batch-size`
+    /// random images, on `device`.
+    fn new(cfg: &'a TrainConfig, args: &BenchArgs, device: Device) -> anyhow::Result<Self> {
+        let spec = state::net_spec(cfg, CLASSES, EPOCH);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
+        let mut model = ResNet::new(&spec, &mut rng)?;
+        model.pin_conv_algo(args.conv_algo.pinned());
+        let mut optimizer = Optimizer::new(cfg.optimizer.rule, &mut model);
+        let n = args.batch_size;
+        let dims = [n, IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE];
+        let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng)?;
+        let labels: Vec<u32> = (0..n).map(|i| (i % CLASSES) as u32).collect();
+        model.to_device(device)?;
+        optimizer.to_device(&mut model, device)?;
+        Ok(Bench {
+            cfg,
+            model,
+            optimizer,
+            x: into_device(x, device)?,
+            labels,
+            tally: LossTally::new(device, 0.0, 0)?,
+            step: 0,
+            device,
+        })
+    }
+
+    /// One training step as `train` takes it (forward, loss, backward, clip and update), ending
+    /// with a wait for the device.
+    fn train_step(&mut self) -> anyhow::Result<()> {
+        let ctx = ForwardCtx::train(self.cfg.run.seed, self.step);
+        let (logits, cache) = self.model.forward(self.x.clone(), ctx)?;
+        let ce = SoftmaxCrossEntropy.forward_tallied(&logits, &self.labels, &mut self.tally)?;
+        if self.tally.is_host() {
+            // Free to read on the CPU: a diverged step is named at once.
+            let loss = self.tally.read()?.last_loss;
+            anyhow::ensure!(loss.is_finite(), "step {}: the loss is {loss}", self.step);
+        }
+        let dlogits = SoftmaxCrossEntropy.backward(ce)?;
+        self.model.backward(&dlogits, cache)?;
+        let (lr, clip) = (
+            self.cfg.optimizer.lr as f32,
+            self.cfg.optimizer.clip_norm as f32,
+        );
+        {
+            let _timer = profile::timed(LayerKind::Optimizer, Pass::Update);
+            self.optimizer.step(&mut self.model, lr, clip)?;
+        }
+        kernels::cuda::synchronize(self.device)?;
+        self.step += 1;
+        Ok(())
+    }
+
+    /// The one read of the loss on a device: the sum of every step's must be finite.
+    fn check_tallied_loss(&self) -> anyhow::Result<()> {
+        let tallied = self.tally.read()?;
+        anyhow::ensure!(
+            tallied.loss_sum.is_finite(),
+            "the loss of a training step is not finite (the sum of the {} steps' is {})",
+            self.step,
+            tallied.loss_sum
+        );
+        Ok(())
+    }
+
+    /// One inference batch (forward in evaluation mode), ending with a wait for the device.
+    fn infer(&mut self) -> anyhow::Result<()> {
+        self.model.forward(self.x.clone(), ForwardCtx::EVAL)?;
+        kernels::cuda::synchronize(self.device)?;
+        Ok(())
+    }
 }
 
 /// Runs `f` `times` times; the duration of each run.

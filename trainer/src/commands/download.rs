@@ -1,5 +1,5 @@
 //! `trainer download`: fetches the official CIFAR-100 or CIFAR-10 binary release, checks its MD5
-//! and unpacks it (see [`cifar_data::download`]); a complete copy already there is kept.
+//! and unpacks it (see [`cifar_data::download()`]); a complete copy already there is kept.
 
 use anyhow::Context;
 use cifar_data::{Dataset, Format, Source};

@@ -76,14 +76,7 @@ fn data_config(args: &EvalArgs, trained: &DataConfig) -> DataConfig {
     if d.data.is_none() && d.dataset.is_none() {
         return trained.clone();
     }
-    DataConfig {
-        dataset: d.dataset(),
-        dir: d.data.clone(),
-        synth_train: d.synth_train,
-        synth_test: d.synth_test,
-        synth_seed: d.synth_seed,
-        augment: trained.augment,
-    }
+    d.config(trained.augment)
 }
 
 /// `name` in the directory of `file`.

@@ -4,7 +4,8 @@ use anyhow::{bail, Context};
 use kernels::cuda::gpu::Gpu;
 use tensor_core::Device;
 
-use crate::cli::{DeviceArg, RuntimeArgs};
+use crate::cli::RuntimeArgs;
+use crate::config::DeviceArg;
 
 pub mod bench;
 pub mod download;

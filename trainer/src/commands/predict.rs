@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use image::imageops::FilterType;
 use image::ImageReader;
-use nn_layers::{Mode, SoftmaxCrossEntropy};
+use nn_layers::{into_device, ForwardCtx, SoftmaxCrossEntropy};
 use tensor_core::Tensor;
 
 use crate::cli::PredictArgs;
@@ -54,11 +54,11 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// x: (N, 3, 32, 32) -> probabilities: (N, classes) row-major, the model in [`Mode::Eval`].
+/// x: (N, 3, 32, 32) -> probabilities: (N, classes) row-major, the model in evaluation mode.
 fn probabilities(model: &mut crate::model::ResNet, x: Tensor) -> anyhow::Result<Vec<f32>> {
     let n = x.dims()[0];
-    let x = super::train::on(x, model.device())?;
-    let (logits, _) = model.forward(x, Mode::Eval, 0, 0)?;
+    let x = into_device(x, model.device())?;
+    let (logits, _) = model.forward(x, ForwardCtx::EVAL)?;
     // The loss's forward is the one softmax of the code base; the labels only feed the loss
     // value, which is discarded, so any valid class (0) will do.
     let (_, cache) = SoftmaxCrossEntropy.forward(&logits, &vec![0; n])?;
