@@ -54,7 +54,7 @@ pub const DROPBLOCK_APPLY: Kernel<DropBlockApplyParams> = kernel!(MODULE, dropbl
 /// one warp per 32 cells of a plane up to that). dropblock.cu takes any multiple of 32 up to 1024
 /// (its `block_sum`).
 const DROPBLOCK_THREADS: u32 = 256;
-const _: () = assert!(DROPBLOCK_THREADS % 32 == 0 && DROPBLOCK_THREADS <= 1024);
+const _: () = assert!(DROPBLOCK_THREADS.is_multiple_of(32) && DROPBLOCK_THREADS <= 1024);
 
 /// Most blocks of a `dropblock_mask` launch (one plane each; more planes loop).
 const DROPBLOCK_MAX_BLOCKS: usize = 65_535;
