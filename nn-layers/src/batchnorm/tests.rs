@@ -208,6 +208,7 @@ fn bad_shapes_name_the_layer_and_the_shapes() {
         BatchNormConfig {
             eps: 0.0,
             momentum: 0.9,
+            ..BatchNormConfig::default()
         },
     )
     .unwrap_err();
