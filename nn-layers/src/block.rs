@@ -72,8 +72,8 @@ impl ConvBlock {
         })
     }
 
-    /// x: (N, C, H, W) -> y: (N, K, H, W). In [`Mode::Train`] the batch norms use and update
-    /// batch statistics.
+    /// x: (N, C, H, W) -> y: (N, K, H, W). In [`Mode::Train`] (and [`Mode::RecomputeStats`]) the
+    /// batch norms use and update batch statistics.
     pub fn forward(&mut self, x: Tensor, mode: Mode) -> Result<(Tensor, ConvBlockCache)> {
         // On the CPU each convolution's input relu(bn(.)) is recomputed in the backward from the
         // batch norm's cache instead of being kept: one activation map less per convolution

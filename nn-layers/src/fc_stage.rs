@@ -204,6 +204,29 @@ mod tests {
         }
     }
 
+    /// Precise batch norm's passes draw no dropout mask: the output is the training forward's
+    /// without dropout.
+    #[test]
+    fn recompute_stats_draws_no_mask() {
+        let (stage, x) = setup(true);
+        let (y, _) = stage
+            .clone()
+            .forward(x.clone(), ForwardCtx::recompute_stats(0))
+            .unwrap();
+        let mut unmasked = stage.clone();
+        unmasked.dropout = Some(Dropout::new(1.0, 4).unwrap());
+        let (want, _) = unmasked
+            .forward(x.clone(), ForwardCtx::train(9, 2))
+            .unwrap();
+        assert_eq!(y.to_vec(), want.to_vec());
+        let (masked, _) = stage.clone().forward(x, ForwardCtx::train(9, 2)).unwrap();
+        assert_ne!(
+            masked.to_vec(),
+            want.to_vec(),
+            "the training pass drops values"
+        );
+    }
+
     #[test]
     fn names_follow_the_pytorch_module_and_eval_skips_dropout() {
         let (mut stage, x) = setup(true);
