@@ -31,6 +31,20 @@ pub fn setup_runtime(runtime: &RuntimeArgs) -> anyhow::Result<Device> {
     Ok(device)
 }
 
+/// The device as a run reports it: `cpu (N threads)`, or `cuda:I (NAME, ARCH)`.
+pub fn describe_device(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => match Gpu::shared(i) {
+            Ok(gpu) => {
+                let name = gpu.name().unwrap_or_else(|_| "unnamed GPU".into());
+                format!("{device} ({name}, {})", gpu.arch())
+            }
+            Err(_) => device.to_string(),
+        },
+        _ => format!("{device} ({} threads)", rayon::current_num_threads()),
+    }
+}
+
 /// The device `--device` names: `auto` is GPU 0 when the CUDA driver loads and the GPU opens,
 /// else the CPU; `cuda[:N]` must open (once per process; later calls are free).
 ///
