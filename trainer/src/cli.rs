@@ -1,5 +1,5 @@
 //! The `trainer` command line (clap's derive API): subcommands `train`, `eval`, `predict`,
-//! `download`, `synth` and `bench`. Every hyper-parameter of the seed's recipe is a flag whose
+//! `preview`, `download`, `synth` and `bench`. Every hyper-parameter of the seed's recipe is a flag whose
 //! default is the seed's value; choices are enums, never strings. Flags come in groups, each
 //! flattened under its help heading.
 //!
@@ -40,6 +40,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify PNG or JPEG images with a checkpoint: top-5 class names and probabilities.
     Predict(PredictArgs),
+    /// Show what the network sees: images preprocessed and augmented as training does them,
+    /// before normalisation, as a PNG grid and as CIFAR records.
+    Preview(PreviewArgs),
     /// Download and unpack the CIFAR-100 or CIFAR-10 binary release.
     Download(DownloadArgs),
     /// Write the synthetic dataset (CIFAR-100 layout) to a directory.
@@ -61,6 +64,10 @@ impl Cli {
             Command::Predict(a) => {
                 validate_threads(a.runtime.threads)?;
                 at_least_one("--top-k", a.top_k)
+            }
+            Command::Preview(a) => {
+                a.data.validate()?;
+                at_least_one("--count", a.count)
             }
             Command::Download(_) => Ok(()),
             Command::Synth(a) => {
@@ -537,6 +544,41 @@ pub struct PredictArgs {
     pub top_k: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// Which split of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    Train,
+    Test,
+}
+
+/// `trainer preview`.
+#[derive(Debug, Clone, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The split whose first --count images are shown.
+    #[arg(long, value_enum, default_value_t = SplitArg::Train)]
+    pub split: SplitArg,
+    /// Augmentation, as `train --augment` (the images as training batch 0 of --epoch draws it).
+    #[arg(long, value_enum, default_value_t = AugmentKind::Seed)]
+    pub augment: AugmentKind,
+    /// Sharpen first, as `train --sharpen`.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub sharpen: Switch,
+    /// Images shown (the first of the split).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub count: usize,
+    /// Seed of the augmentation, as `train --seed`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+    /// Epoch whose augmentation is drawn (counted from 0).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub epoch: u64,
+    /// Writes PREFIX.png (the grid) and PREFIX.bin (the images as CIFAR records with labels).
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
 }
 
 /// `trainer download`.

@@ -284,6 +284,8 @@ fn unknown_choices_and_conflicts_are_refused_by_the_parser() {
         ("train --order random", "random"),
         ("train --eval-train yes", "yes"),
         ("train --precise-bn-when sometimes", "sometimes"),
+        ("preview --out p --split valid", "valid"),
+        ("preview", "--out"),
         ("train --dataset imagenet", "imagenet"),
         ("train --device tpu", "unknown device \"tpu\""),
         ("train --device cuda:x", "invalid CUDA ordinal"),
@@ -370,6 +372,11 @@ fn other_subcommands_parse_with_defaults_and_refuse_bad_values() {
         ("bench --steps 0", "--steps must be at least 1"),
         ("bench --batch-size 0", "--batch-size must be at least 1"),
         ("bench --widths 1,2", "--widths needs exactly 4 values"),
+        ("preview --out p --count 0", "--count must be at least 1"),
+        (
+            "preview --out p --synth-train 0",
+            "--synth-train must be at least 1",
+        ),
     ] {
         let err = parse(args).unwrap().validate().expect_err(args).to_string();
         assert!(err.contains(want), "{args}: message {err:?} lacks {want:?}");

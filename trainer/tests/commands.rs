@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cifar_data::augment::Image;
+use cifar_data::augment::{augment_batch, Image};
+use cifar_data::format::{read_records, IMAGE_BYTES};
 use cifar_data::synth::SynthConfig;
-use cifar_data::Preprocess;
+use cifar_data::{Augment, Preprocess};
 use clap::Parser;
 use nn_layers::{ForwardCtx, SoftmaxCrossEntropy};
 use rand::SeedableRng;
@@ -451,6 +452,110 @@ fn eval_and_predict_apply_the_preprocessing_the_checkpoint_was_trained_with() {
             "the test cannot tell a sharpened input from the image"
         );
     }
+}
+
+/// `preview` writes the first images of a split as training batch 0 of the epoch augments them
+/// (after sharpening), as records `cifar_data` reads and as a PNG grid of the expected size; from
+/// a directory, unsharpened and unaugmented, it gives the files' own images.
+#[test]
+fn preview_writes_what_training_sees_as_records_and_a_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("out/preview");
+    let out = ok(trainer(&[
+        "preview",
+        "--synth-train",
+        "40",
+        "--synth-test",
+        "20",
+        "--count",
+        "10",
+        "--seed",
+        "5",
+        "--epoch",
+        "2",
+        "--out",
+        s(&prefix),
+    ]));
+    assert!(
+        out.contains("10 training images (sharpen, augment Seed"),
+        "{out}"
+    );
+    let records = read_records(
+        &tmp.path().join("out/preview.bin"),
+        cifar_data::Format::Cifar100,
+    )
+    .unwrap();
+    let mut data = trainer::data::synthetic(&SynthConfig {
+        seed: 0,
+        train: 40,
+        test: 20,
+    })
+    .unwrap();
+    data.preprocess(Preprocess::Sharpen);
+    let sharpened = &data.train.images()[..10 * IMAGE_BYTES];
+    let mut want = sharpened.to_vec();
+    let indices: Vec<usize> = (0..10).collect();
+    augment_batch(&mut want, &indices, Augment::Seed, 5, 2, 0).unwrap();
+    assert!(
+        records.images == want,
+        "the images are not the library's augmentation"
+    );
+    assert!(records.images != sharpened, "nothing was augmented");
+    let bytes = |l: &[u32]| l[..10].iter().map(|&v| v as u8).collect::<Vec<u8>>();
+    assert_eq!(records.fine, bytes(data.train.fine()));
+    assert_eq!(records.coarse, data.train.coarse().map(bytes));
+    let png = image::open(tmp.path().join("out/preview.png")).unwrap();
+    let size = trainer::commands::preview::PREVIEW_LAYOUT.size(10);
+    assert_eq!((png.width(), png.height()), size);
+
+    let dir = tmp.path().join("synth");
+    ok(trainer(&[
+        "synth",
+        "--dir",
+        s(&dir),
+        "--train",
+        "12",
+        "--test",
+        "9",
+    ]));
+    let plain = tmp.path().join("plain");
+    ok(trainer(&[
+        "preview",
+        "--data",
+        s(&dir),
+        "--dataset",
+        "synthetic",
+        "--split",
+        "test",
+        "--augment",
+        "none",
+        "--sharpen",
+        "off",
+        "--count",
+        "9",
+        "--out",
+        s(&plain),
+    ]));
+    let records =
+        read_records(&tmp.path().join("plain.bin"), cifar_data::Format::Cifar100).unwrap();
+    let files = cifar_data::Dataset::load(&dir, cifar_data::Format::Cifar100).unwrap();
+    assert!(
+        records.images == files.test.images(),
+        "not the files' images"
+    );
+
+    refused(
+        trainer(&[
+            "preview",
+            "--synth-train",
+            "40",
+            "--count",
+            "41",
+            "--out",
+            s(&plain),
+        ]),
+        &["--count 41 is more than the 40 images of the training split"],
+    );
 }
 
 #[test]

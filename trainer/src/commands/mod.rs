@@ -11,6 +11,7 @@ pub mod bench;
 pub mod download;
 pub mod eval;
 pub mod predict;
+pub mod preview;
 pub mod synth;
 pub mod train;
 
