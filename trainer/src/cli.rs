@@ -494,10 +494,10 @@ pub struct LoggingArgs {
     )]
     pub eval_train: Switch,
     /// Before an evaluation, recompute batch norm's running statistics as their mean over the
-    /// first N training batches of the epoch (at most an epoch's; 0: never). By default only while
-    /// the moving averages have not converged (--precise-bn-when): a short run then reports what
-    /// its network learned, and the seed's recipe is evaluated from its own moving averages from
-    /// epoch 8 on. It changes no weight.
+    /// first N training batches of the epoch, dropout and DropBlock off (at most an epoch's
+    /// batches; 0: never). By default only while the moving averages have not converged
+    /// (--precise-bn-when): a short run then reports what its network learned, and the seed's
+    /// recipe is evaluated from its own moving averages from epoch 8 on. It changes no weight.
     #[arg(long, default_value_t = DEFAULT_BATCHES, value_name = "N")]
     pub precise_bn: u64,
     /// When --precise-bn recomputes: while the moving averages' initial values weigh more than 1%
