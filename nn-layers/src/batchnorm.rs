@@ -18,8 +18,10 @@ pub type BatchNorm1d = BatchNorm<2>;
 /// Batch normalisation of an input of rank `RANK` (4: (N, C, H, W), 2: (N, F)), channel axis 1:
 /// each channel normalised over its M = N*H*W values (M = N for (N, F)), then scaled by `weight`
 /// and shifted by `bias`. `Mode::Train` normalises with the batch's mean and variance and updates
-/// the running ones; `Mode::Eval` normalises with the running statistics. The arithmetic is in
-/// [`kernels::batchnorm`].
+/// the running ones (the variance as `config.running_variance` says); `Mode::Eval` normalises with
+/// the running statistics; `Mode::RecomputeStats` normalises as in training and averages the
+/// batches' statistics with equal weights (precise batch norm, see [`Mode`]). The arithmetic is
+/// in [`kernels::batchnorm`].
 ///
 /// The formulas, forward (with the running averages) and backward: `docs/walkthrough.md`,
 /// "Batch norm" and "Batch norm (training)". `dweight` and `dbias` are accumulated; `dx` is a
@@ -121,21 +123,23 @@ impl<const RANK: usize> BatchNorm<RANK> {
     /// x: (N, C, H, W) (or (N, F)) -> y: the same shape.
     ///
     /// # Errors
-    /// x of the wrong rank or channel count; in `Mode::Train`, fewer than 2 values per channel.
+    /// x of the wrong rank or channel count; with batch statistics, fewer than 2 values per
+    /// channel.
     pub fn forward(&mut self, x: Tensor, mode: Mode) -> Result<(Tensor, BatchNormCache)> {
         let _timer = profile::timed(LayerKind::BatchNorm, Pass::Forward);
         self.check_input(&x)?;
         let mut y = x.new_zeros(x.shape().clone())?;
         let stats = match mode {
-            Mode::Train => batchnorm_forward_train(
-                &mut y,
-                &x,
-                &self.weight.value,
-                &self.bias.value,
-                &mut self.running_mean,
-                &mut self.running_var,
-                &self.config,
-            )?,
+            Mode::Train => self.forward_batch(&mut y, &x, self.config)?,
+            Mode::RecomputeStats { averaged } => {
+                // running = keep * running + (1 - keep) * batch with keep = averaged / (averaged + 1).
+                let keep = (averaged as f64 / (averaged as f64 + 1.0)) as f32;
+                let equal_weights = BatchNormConfig {
+                    momentum: keep,
+                    ..self.config
+                };
+                self.forward_batch(&mut y, &x, equal_weights)?
+            }
             Mode::Eval => batchnorm_forward_eval(
                 &mut y,
                 &x,
@@ -147,6 +151,24 @@ impl<const RANK: usize> BatchNorm<RANK> {
             )?,
         };
         Ok((y, BatchNormCache { x, stats }))
+    }
+
+    /// y from the batch's statistics, which move the running ones as `config` says.
+    fn forward_batch(
+        &mut self,
+        y: &mut Tensor,
+        x: &Tensor,
+        config: BatchNormConfig,
+    ) -> Result<BatchNormStats> {
+        Ok(batchnorm_forward_train(
+            y,
+            x,
+            &self.weight.value,
+            &self.bias.value,
+            &mut self.running_mean,
+            &mut self.running_var,
+            &config,
+        )?)
     }
 
     /// The forward's output again, bit for bit, from its cache: y = weight (x - mean) inv_std +

@@ -10,8 +10,12 @@
 //! Backward runs the same calls in reverse. The only step that is not a single layer's backward is
 //! the skip connection: h1 feeds both `conv_block2` and the sum, so its gradient is the sum of
 //! both paths (`docs/walkthrough.md`, "Residual sum", in its section 3).
+//!
+//! The conv blocks' batch norms fold the *unbiased* batch variance into their running variance,
+//! as the seed's TensorFlow layers did for 4-D inputs (SPEC "Layer details"; the fully-connected
+//! stages take the biased one).
 
-use kernels::batchnorm::BatchNormConfig;
+use kernels::batchnorm::{BatchNormConfig, RunningVariance};
 use kernels::relu::{add_relu_forward_in_place, relu_forward_in_place};
 use rand::Rng;
 use tensor_core::{Device, Tensor};
@@ -46,8 +50,9 @@ pub struct ConvBlockCache {
 }
 
 impl ConvBlock {
-    /// A block from `in_channels` (C) to `out_channels` (K), its batch norms configured by `bn`,
-    /// its convolutions Xavier-initialised from `rng` (conv1 first).
+    /// A block from `in_channels` (C) to `out_channels` (K), its batch norms with the eps and
+    /// momentum of `bn` (and the unbiased running variance, whatever `bn` says: module doc), its
+    /// convolutions Xavier-initialised from `rng` (conv1 first).
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -55,6 +60,10 @@ impl ConvBlock {
         rng: &mut impl Rng,
     ) -> Result<ConvBlock> {
         let same = Conv2dGeom::SAME_3X3;
+        let bn = BatchNormConfig {
+            running_variance: RunningVariance::Unbiased,
+            ..bn
+        };
         Ok(ConvBlock {
             bn1: BatchNorm2d::with_config(in_channels, bn)?,
             conv1: Conv2d::new(in_channels, out_channels, 3, same, rng)?,
@@ -63,8 +72,8 @@ impl ConvBlock {
         })
     }
 
-    /// x: (N, C, H, W) -> y: (N, K, H, W). In [`Mode::Train`] the batch norms use and update
-    /// batch statistics.
+    /// x: (N, C, H, W) -> y: (N, K, H, W). In [`Mode::Train`] (and [`Mode::RecomputeStats`]) the
+    /// batch norms use and update batch statistics.
     pub fn forward(&mut self, x: Tensor, mode: Mode) -> Result<(Tensor, ConvBlockCache)> {
         // On the CPU each convolution's input relu(bn(.)) is recomputed in the backward from the
         // batch norm's cache instead of being kept: one activation map less per convolution

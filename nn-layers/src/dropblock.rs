@@ -4,7 +4,7 @@ use kernels::dropblock::{dropblock_apply_in_place, dropblock_mask, DropBlockMask
 use tensor_core::{Shape, Tensor};
 
 use crate::profile::{self, LayerKind, Pass};
-use crate::{Error, ForwardCtx, Mode, Result};
+use crate::{Error, ForwardCtx, Result};
 
 /// DropBlock with block size b = `block_size` and keep probability k = `keep_prob`, in training
 /// only (the identity in evaluation, at k = 1, and on a map smaller than the block): squares of
@@ -73,12 +73,11 @@ impl DropBlock {
         self.check()?;
         x.expect_nchw("DropBlock::forward", "x")?;
         let shape = x.shape().clone();
-        let mask = match ctx.mode {
-            Mode::Eval => None,
-            Mode::Train => {
-                let key = ctx.mask_key(self.stream);
-                dropblock_mask(&shape, x.device(), self.block_size, self.keep_prob, key)?
-            }
+        let mask = if ctx.mode.draws_masks() {
+            let key = ctx.mask_key(self.stream);
+            dropblock_mask(&shape, x.device(), self.block_size, self.keep_prob, key)?
+        } else {
+            None
         };
         let Some(mask) = mask else {
             return Ok((x, DropBlockCache { mask: None, shape }));
@@ -119,6 +118,7 @@ mod tests {
 
     use super::*;
     use crate::gradcheck::Probe;
+    use crate::Mode;
     const LAYER: DropBlock = DropBlock {
         block_size: 3,
         keep_prob: 0.7,

@@ -5,7 +5,7 @@ use kernels::philox::MaskKey;
 use tensor_core::{Shape, Tensor};
 
 use crate::profile::{self, LayerKind, Pass};
-use crate::{Error, ForwardCtx, Mode, Result};
+use crate::{Error, ForwardCtx, Result};
 
 /// Inverted dropout with keep probability k = `keep_prob`, in training only (the identity in
 /// evaluation and at k = 1): each value kept with probability k and scaled by 1 / k, the mask
@@ -59,7 +59,7 @@ impl Dropout {
         let _timer = profile::timed(LayerKind::Dropout, Pass::Forward);
         check_keep(self.keep_prob)?;
         let shape = x.shape().clone();
-        if ctx.mode == Mode::Eval || self.keep_prob == 1.0 {
+        if !ctx.mode.draws_masks() || self.keep_prob == 1.0 {
             return Ok((x, DropoutCache { mask: None, shape }));
         }
         let key = ctx.mask_key(self.stream);
@@ -92,6 +92,7 @@ mod tests {
 
     use super::*;
     use crate::gradcheck::Probe;
+    use crate::Mode;
     const LAYER: Dropout = Dropout {
         keep_prob: 0.6,
         stream: 3,

@@ -6,8 +6,12 @@
 //! ```
 //!
 //! Backward runs the same calls in reverse, each layer's backward as its own doc gives it.
+//!
+//! The stage's batch norm folds the *biased* batch variance into its running variance, as the
+//! seed's TensorFlow layers did for these 2-D inputs (SPEC "Layer details"; the conv blocks' take
+//! the unbiased one).
 
-use kernels::batchnorm::BatchNormConfig;
+use kernels::batchnorm::{BatchNormConfig, RunningVariance};
 use rand::Rng;
 use tensor_core::Tensor;
 
@@ -39,7 +43,8 @@ pub struct FcStageCache {
 
 impl FcStage {
     /// A hidden stage from `in_features` (F) to `out_features` (O): its linear layer
-    /// Xavier-initialised from `rng`, its batch norm configured by `bn`, dropout keeping
+    /// Xavier-initialised from `rng`, its batch norm with the eps and momentum of `bn` (and the
+    /// biased running variance, whatever `bn` says: module doc), dropout keeping
     /// `keep_prob` and drawing its masks from Philox stream `stream`.
     ///
     /// # Errors
@@ -58,7 +63,8 @@ impl FcStage {
         })
     }
 
-    /// The output stage: linear then batch norm, no activation and no dropout.
+    /// The output stage: linear then batch norm (as in [`FcStage::hidden`]), no activation and no
+    /// dropout.
     ///
     /// # Errors
     /// A size of 0, or a bad batch-norm configuration.
@@ -70,9 +76,18 @@ impl FcStage {
     ) -> Result<FcStage> {
         Ok(FcStage {
             linear: Linear::new(in_features, out_features, rng)?,
-            bn: BatchNorm1d::with_config(out_features, bn)?,
+            bn: BatchNorm1d::with_config(out_features, FcStage::batchnorm_config(bn))?,
             dropout: None,
         })
+    }
+
+    /// The configuration of the stage's batch norm: `bn`'s eps and momentum, the biased running
+    /// variance.
+    pub fn batchnorm_config(bn: BatchNormConfig) -> BatchNormConfig {
+        BatchNormConfig {
+            running_variance: RunningVariance::Biased,
+            ..bn
+        }
     }
 
     /// x: (N, F) -> y: (N, O). The context's seed and step key the dropout mask (only drawn in
@@ -158,6 +173,58 @@ mod tests {
             });
             probe.assert_param_gradients(&what, &mut trained, |s| forward(s, x.clone()));
         }
+    }
+
+    /// The stage's batch norm takes the biased variance into its running variance (the conv
+    /// blocks' the unbiased one, whatever the configuration given says): an identity linear layer
+    /// hands it a known batch.
+    #[test]
+    fn fc_batch_norm_averages_the_biased_variance() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut stage = FcStage::output(2, 2, BatchNormConfig::default(), &mut rng).unwrap();
+        stage.linear.weight.value = Tensor::from_vec([2, 2], vec![1., 0., 0., 1.]).unwrap();
+        // Feature 0 is 1, 2, 3, 4 (mean 2.5, biased var 1.25), feature 1 is 5, 5, 7, 7 (mean 6,
+        // biased var 1): r = 0.997 r + 0.003 b from mean 0 and var 1.
+        let x = Tensor::from_vec([4, 2], vec![1., 5., 2., 5., 3., 7., 4., 7.]).unwrap();
+        stage.forward(x, ForwardCtx::train(0, 0)).unwrap();
+        let want = [0.997 + 0.003 * 1.25, 0.997 + 0.003 * 1.0];
+        for (got, want) in stage.bn.running_var.to_vec().iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "running_var {got}, want {want}");
+        }
+        let unbiased = BatchNormConfig {
+            running_variance: RunningVariance::Unbiased,
+            ..BatchNormConfig::default()
+        };
+        let hidden = FcStage::hidden(3, 2, unbiased, 0.5, 4, &mut rng).unwrap();
+        assert_eq!(hidden.bn.config.running_variance, RunningVariance::Biased);
+        let biased = FcStage::batchnorm_config(unbiased);
+        let block = crate::ConvBlock::new(2, 3, biased, &mut rng).unwrap();
+        for bn in [&block.bn1, &block.bn2] {
+            assert_eq!(bn.config.running_variance, RunningVariance::Unbiased);
+        }
+    }
+
+    /// Precise batch norm's passes draw no dropout mask: the output is the training forward's
+    /// without dropout.
+    #[test]
+    fn recompute_stats_draws_no_mask() {
+        let (stage, x) = setup(true);
+        let (y, _) = stage
+            .clone()
+            .forward(x.clone(), ForwardCtx::recompute_stats(0))
+            .unwrap();
+        let mut unmasked = stage.clone();
+        unmasked.dropout = Some(Dropout::new(1.0, 4).unwrap());
+        let (want, _) = unmasked
+            .forward(x.clone(), ForwardCtx::train(9, 2))
+            .unwrap();
+        assert_eq!(y.to_vec(), want.to_vec());
+        let (masked, _) = stage.clone().forward(x, ForwardCtx::train(9, 2)).unwrap();
+        assert_ne!(
+            masked.to_vec(),
+            want.to_vec(),
+            "the training pass drops values"
+        );
     }
 
     #[test]

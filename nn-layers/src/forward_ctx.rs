@@ -48,6 +48,15 @@ impl ForwardCtx {
         }
     }
 
+    /// Precise batch norm's pass over the batch that `averaged` batches precede
+    /// ([`Mode::RecomputeStats`]): no masks (so no key), no checks.
+    pub const fn recompute_stats(averaged: u32) -> ForwardCtx {
+        ForwardCtx {
+            mode: Mode::RecomputeStats { averaged },
+            ..ForwardCtx::EVAL
+        }
+    }
+
     /// This context with [`ForwardCtx::check_finite`] on.
     pub const fn checking_finite(self) -> ForwardCtx {
         ForwardCtx {

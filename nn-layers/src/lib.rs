@@ -54,9 +54,26 @@ pub use maxpool::{MaxPool2d, MaxPoolCache};
 pub use param::{join, Param, Parameters};
 pub use relu::{ReLU, ReluCache};
 
-/// Whether a layer runs as in training (batch statistics, random masks) or in evaluation.
+/// Whether a layer runs as in training (batch statistics, random masks), in evaluation, or to
+/// recompute batch norm's running statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Train,
     Eval,
+    /// Precise batch norm: each batch norm normalises with the batch's statistics and folds them
+    /// into an equal-weight average of the batches before it, `averaged` of them:
+    /// running = (averaged * running + batch) / (averaged + 1). Passes with averaged = 0, 1, ...,
+    /// n - 1 leave the mean of the n batches' statistics (the variance of the layer's kind,
+    /// [`kernels::batchnorm::RunningVariance`]). Dropout and DropBlock pass their input through,
+    /// as in evaluation, so the statistics are those of the network evaluation runs.
+    RecomputeStats {
+        averaged: u32,
+    },
+}
+
+impl Mode {
+    /// Whether random layers (dropout, DropBlock) draw masks: in training only.
+    pub fn draws_masks(self) -> bool {
+        self == Mode::Train
+    }
 }

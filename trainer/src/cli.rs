@@ -1,5 +1,5 @@
 //! The `trainer` command line (clap's derive API): subcommands `train`, `eval`, `predict`,
-//! `download`, `synth` and `bench`. Every hyper-parameter of the seed's recipe is a flag whose
+//! `preview`, `download`, `synth` and `bench`. Every hyper-parameter of the seed's recipe is a flag whose
 //! default is the seed's value; choices are enums, never strings. Flags come in groups, each
 //! flattened under its help heading.
 //!
@@ -12,11 +12,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
-    at_least_one, validate_threads, AugmentKind, DataConfig, DatasetKind, DeviceArg, ModelConfig,
-    OptimizerConfig, Preset, RegularizationConfig, RuleFlags, RunConfig, TrainConfig,
+    at_least_one, validate_threads, AugmentKind, DataConfig, DataRecipe, DatasetKind, DeviceArg,
+    ModelConfig, OptimizerConfig, OrderKind, PreprocessKind, Preset, RegularizationConfig,
+    RuleFlags, RunConfig, Switch, TrainConfig,
 };
 use crate::error::Result;
 use crate::optim::OptimizerKind;
+use crate::precise_bn::{PreciseBnWhen, DEFAULT_BATCHES};
 use crate::schedule::ScheduleKind;
 
 /// Trains, evaluates and runs the residual network of the CIFAR-100 tutorial series, from scratch.
@@ -38,6 +40,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify PNG or JPEG images with a checkpoint: top-5 class names and probabilities.
     Predict(PredictArgs),
+    /// Show what the network sees: images preprocessed and augmented as training does them,
+    /// before normalisation, as a PNG grid and as CIFAR records.
+    Preview(PreviewArgs),
     /// Download and unpack the CIFAR-100 or CIFAR-10 binary release.
     Download(DownloadArgs),
     /// Write the synthetic dataset (CIFAR-100 layout) to a directory.
@@ -59,6 +64,10 @@ impl Cli {
             Command::Predict(a) => {
                 validate_threads(a.runtime.threads)?;
                 at_least_one("--top-k", a.top_k)
+            }
+            Command::Preview(a) => {
+                a.data.validate()?;
+                at_least_one("--count", a.count)
             }
             Command::Download(_) => Ok(()),
             Command::Synth(a) => {
@@ -152,22 +161,47 @@ impl DataArgs {
         }
     }
 
-    /// The data settings these flags describe, training images augmented with `augment`.
-    pub fn config(&self, augment: AugmentKind) -> DataConfig {
+    /// The data settings these flags describe, the images treated as `recipe` says.
+    pub fn config(&self, recipe: DataRecipe) -> DataConfig {
         DataConfig {
             dataset: self.dataset(),
             dir: self.data.clone(),
             synth_train: self.synth_train,
             synth_test: self.synth_test,
             synth_seed: self.synth_seed,
-            augment,
+            augment: recipe.augment,
+            preprocess: recipe.preprocess,
+            order: recipe.order,
         }
     }
 
-    /// Refuses out-of-range values (for the subcommands that only read data: augmentation does
-    /// not apply to them).
+    /// Refuses out-of-range values (for the subcommands that only read data: the recipe does not
+    /// come from their flags).
     pub fn validate(&self) -> Result<()> {
-        self.config(AugmentKind::None).validate()
+        self.config(DataRecipe::SEED).validate()
+    }
+}
+
+/// What training does to the images beside augmenting them.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Data")]
+pub struct RecipeArgs {
+    /// Sharpen every training and test image once, before anything else, with the seed's 5x5
+    /// unsharp mask (`eval` and `predict` apply what the checkpoint was trained with).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub sharpen: Switch,
+    /// Training order: one seeded shuffle walked every epoch (the seed's), or a new one per epoch.
+    #[arg(long, value_enum, default_value_t = OrderKind::Fixed)]
+    pub order: OrderKind,
+}
+
+impl RecipeArgs {
+    /// The preprocessing `--sharpen` asks for.
+    pub fn preprocess(&self) -> PreprocessKind {
+        match self.sharpen {
+            Switch::On => PreprocessKind::Sharpen,
+            Switch::Off => PreprocessKind::None,
+        }
     }
 }
 
@@ -211,6 +245,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
+    pub recipe: RecipeArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -236,8 +272,13 @@ impl TrainArgs {
             &self.regularization,
             &self.logging,
         );
+        let recipe = DataRecipe {
+            preprocess: self.recipe.preprocess(),
+            order: self.recipe.order,
+            augment: r.augment,
+        };
         let config = TrainConfig {
-            data: self.data.config(r.augment),
+            data: self.data.config(recipe),
             model: self.model.config()?,
             optimizer: OptimizerConfig {
                 lr: o.lr,
@@ -263,7 +304,9 @@ impl TrainArgs {
                 seed: run.seed,
                 max_steps: run.max_steps,
                 patience: log.patience,
-                eval_train: log.eval_train,
+                eval_train: log.eval_train.is_on(),
+                precise_bn: log.precise_bn,
+                precise_bn_when: log.precise_bn_when,
                 log_every: log.log_every,
                 device: self.runtime.device,
                 threads: self.runtime.threads,
@@ -443,9 +486,27 @@ pub struct LoggingArgs {
     /// Stop when the test loss rose in each of the last N epochs (0: never stop early).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub patience: u64,
-    /// Also evaluate on the whole training set after each epoch (the seed did).
-    #[arg(long)]
-    pub eval_train: bool,
+    /// Evaluate on the whole training set after each epoch, as the seed did (its 99.5% is that
+    /// figure); `--eval-train` alone means on.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = Switch::On,
+        num_args = 0..=1,
+        default_missing_value = "on"
+    )]
+    pub eval_train: Switch,
+    /// Before an evaluation, recompute batch norm's running statistics as their mean over the
+    /// first N training batches of the epoch, dropout and DropBlock off (at most an epoch's
+    /// batches; 0: never). By default only while the moving averages have not converged
+    /// (--precise-bn-when): a short run then reports what its network learned, and the seed's
+    /// recipe is evaluated from its own moving averages from epoch 8 on. It changes no weight.
+    #[arg(long, default_value_t = DEFAULT_BATCHES, value_name = "N")]
+    pub precise_bn: u64,
+    /// When --precise-bn recomputes: while the moving averages' initial values weigh more than 1%
+    /// (momentum^steps > 0.01), or before every evaluation.
+    #[arg(long, value_enum, default_value_t = PreciseBnWhen::Unconverged)]
+    pub precise_bn_when: PreciseBnWhen,
     /// Log minibatch loss, accuracy, learning rate and keep probability every N steps.
     #[arg(long, default_value_t = 25, value_name = "N")]
     pub log_every: u64,
@@ -486,6 +547,41 @@ pub struct PredictArgs {
     pub top_k: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// Which split of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    Train,
+    Test,
+}
+
+/// `trainer preview`.
+#[derive(Debug, Clone, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The split whose first --count images are shown.
+    #[arg(long, value_enum, default_value_t = SplitArg::Train)]
+    pub split: SplitArg,
+    /// Augmentation, as `train --augment` (the images as training batch 0 of --epoch draws it).
+    #[arg(long, value_enum, default_value_t = AugmentKind::Seed)]
+    pub augment: AugmentKind,
+    /// Sharpen first, as `train --sharpen`.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub sharpen: Switch,
+    /// Images shown (the first of the split).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub count: usize,
+    /// Seed of the augmentation, as `train --seed`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+    /// Epoch whose augmentation is drawn (counted from 0).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub epoch: u64,
+    /// Writes PREFIX.png (the grid) and PREFIX.bin (the images as CIFAR records with labels).
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
 }
 
 /// `trainer download`.

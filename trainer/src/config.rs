@@ -5,8 +5,14 @@
 //! settings. Every refusal names the flag that sets the value.
 //!
 //! The choices are enums shared by the command line and `config.toml` (clap's `ValueEnum` and
-//! serde on one type): [`DatasetKind`], [`Preset`], [`AugmentKind`], [`DeviceArg`] here,
-//! [`OptimizerKind`] and [`UpdateRule`] with the optimizer, [`ScheduleKind`] with the schedules.
+//! serde on one type): [`DatasetKind`], [`Preset`], [`AugmentKind`], [`PreprocessKind`],
+//! [`OrderKind`], [`DeviceArg`] here, [`OptimizerKind`] and [`UpdateRule`] with the optimizer,
+//! [`ScheduleKind`] with the schedules, [`PreciseBnWhen`] with precise batch norm.
+//!
+//! Settings added after the first release (`preprocess`, `order`, `precise_bn`,
+//! `precise_bn_when`) have serde defaults, so a `config.toml` or checkpoint written before them
+//! still loads: `preprocess` then means none (those runs did not sharpen), `order` fixed, and
+//! precise batch norm takes today's defaults (it changes no weight).
 
 use std::fmt::{self, Display};
 use std::path::{Path, PathBuf};
@@ -17,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::optim::{OptimizerKind, UpdateRule};
+use crate::precise_bn::PreciseBnWhen;
 use crate::schedule::ScheduleKind;
 
 /// File name of the settings in a run directory.
@@ -85,6 +92,60 @@ impl From<AugmentKind> for cifar_data::Augment {
             AugmentKind::Seed => cifar_data::Augment::Seed,
             AugmentKind::Standard => cifar_data::Augment::Standard,
             AugmentKind::None => cifar_data::Augment::None,
+        }
+    }
+}
+
+/// What is done to every image once, before augmentation (`--sharpen on|off`); written in
+/// `config.toml` as [`cifar_data::Preprocess::name`] spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreprocessKind {
+    /// The images as the files store them (and what a configuration without the field means).
+    #[default]
+    None,
+    /// The seed's 5x5 unsharp mask, on the training and the test images (SPEC "Preprocessing").
+    Sharpen,
+}
+
+impl From<PreprocessKind> for cifar_data::Preprocess {
+    fn from(p: PreprocessKind) -> Self {
+        match p {
+            PreprocessKind::None => cifar_data::Preprocess::None,
+            PreprocessKind::Sharpen => cifar_data::Preprocess::Sharpen,
+        }
+    }
+}
+
+/// A flag that is on or off (`--sharpen on|off`, `--eval-train on|off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    pub fn is_on(self) -> bool {
+        self == Switch::On
+    }
+}
+
+/// The order training images are visited in (`--order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderKind {
+    /// The seed's: one seeded shuffle, then the same order every epoch.
+    #[default]
+    Fixed,
+    /// A new seeded shuffle every epoch.
+    Shuffle,
+}
+
+impl From<OrderKind> for cifar_data::Order {
+    fn from(o: OrderKind) -> Self {
+        match o {
+            OrderKind::Fixed => cifar_data::Order::Fixed,
+            OrderKind::Shuffle => cifar_data::Order::Shuffle,
         }
     }
 }
@@ -160,7 +221,8 @@ pub struct TrainConfig {
     pub run: RunConfig,
 }
 
-/// Where the images come from and how training images are augmented.
+/// Where the images come from, what is done to them once, and how training walks and augments
+/// them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -172,6 +234,29 @@ pub struct DataConfig {
     pub synth_test: usize,
     pub synth_seed: u64,
     pub augment: AugmentKind,
+    /// Applied to both splits once, at load; `eval` and `predict` apply it too.
+    #[serde(default)]
+    pub preprocess: PreprocessKind,
+    #[serde(default)]
+    pub order: OrderKind,
+}
+
+/// What a run does to its images, beside where they come from: the part of [`DataConfig`] that
+/// `eval` takes from a checkpoint when the dataset comes from its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRecipe {
+    pub preprocess: PreprocessKind,
+    pub order: OrderKind,
+    pub augment: AugmentKind,
+}
+
+impl DataRecipe {
+    /// The seed's: sharpened, one fixed order, the seed's augmentation.
+    pub const SEED: DataRecipe = DataRecipe {
+        preprocess: PreprocessKind::Sharpen,
+        order: OrderKind::Fixed,
+        augment: AugmentKind::Seed,
+    };
 }
 
 /// The network's size.
@@ -230,10 +315,20 @@ pub struct RunConfig {
     pub patience: u64,
     /// Evaluate on the whole training set after each epoch.
     pub eval_train: bool,
+    /// Training batches precise batch norm averages its statistics over; 0 never recomputes.
+    #[serde(default = "default_precise_bn")]
+    pub precise_bn: u64,
+    /// When precise batch norm recomputes the statistics before an evaluation.
+    #[serde(default)]
+    pub precise_bn_when: PreciseBnWhen,
     pub log_every: u64,
     pub device: DeviceArg,
     /// CPU threads; absent for one per core.
     pub threads: Option<usize>,
+}
+
+fn default_precise_bn() -> u64 {
+    crate::precise_bn::DEFAULT_BATCHES
 }
 
 /// The update-rule flags as given on the command line: `None` (or `false`) where absent, so that
@@ -385,6 +480,15 @@ fn validate_rule(rule: &UpdateRule) -> Result<()> {
 }
 
 impl DataConfig {
+    /// What the run does to its images.
+    pub fn recipe(&self) -> DataRecipe {
+        DataRecipe {
+            preprocess: self.preprocess,
+            order: self.order,
+            augment: self.augment,
+        }
+    }
+
     /// The synthetic dataset's sizes are at least 1.
     pub fn validate(&self) -> Result<()> {
         at_least_one("--synth-train", self.synth_train)?;

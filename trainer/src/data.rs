@@ -1,12 +1,15 @@
 //! Finding the images a run trains and evaluates on: a CIFAR directory, or the synthetic dataset
-//! generated in memory (the offline default); and the training batches a run walks through
-//! ([`TrainBatches`], the data policy the training loop follows).
+//! generated in memory (the offline default), preprocessed once as the run says (the seed's
+//! sharpening); and the training batches a run walks through ([`TrainBatches`], the data policy
+//! the training loop follows).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cifar_data::synth::{self, SynthConfig, SynthSplit};
-use cifar_data::{batch_at, Batch, BatchLoader, Dataset, Format, LastBatch, LoaderConfig, Split};
+use cifar_data::{
+    batch_at, Batch, BatchLoader, Dataset, Format, LastBatch, LoaderConfig, Preprocess, Split,
+};
 
 use crate::config::{DataConfig, DatasetKind, TrainConfig};
 use crate::error::Result;
@@ -14,12 +17,25 @@ use crate::error::Result;
 /// Where the `download` command puts datasets, and where `--dataset cifar100` looks by default.
 pub const DEFAULT_DATA_DIR: &str = "data";
 
-/// Loads the dataset `cfg` describes, printing the counts to stderr.
+/// Loads the dataset `cfg` describes and applies its preprocessing to both splits, printing the
+/// counts to stderr.
 ///
 /// # Errors
 /// A missing or malformed dataset, with the path expected and the command that downloads it.
 pub fn load(cfg: &DataConfig) -> Result<Dataset> {
-    let dataset = match cfg.dataset {
+    let mut dataset = load_raw(cfg)?;
+    let preprocess = Preprocess::from(cfg.preprocess);
+    dataset.preprocess(preprocess);
+    match preprocess {
+        Preprocess::Sharpen => eprintln!("{dataset}, sharpened (the seed's unsharp mask)"),
+        Preprocess::None => eprintln!("{dataset}"),
+    }
+    Ok(dataset)
+}
+
+/// The dataset `cfg` describes, as the files store it (or as generated).
+fn load_raw(cfg: &DataConfig) -> Result<Dataset> {
+    Ok(match cfg.dataset {
         DatasetKind::Synthetic if cfg.dir.is_none() => synthetic(&SynthConfig {
             seed: cfg.synth_seed,
             train: cfg.synth_train,
@@ -32,9 +48,7 @@ pub fn load(cfg: &DataConfig) -> Result<Dataset> {
         DatasetKind::Cifar10 => {
             Dataset::load(&dir_or_default(cfg.dir.as_deref()), Format::Cifar10)?
         }
-    };
-    eprintln!("{dataset}");
-    Ok(dataset)
+    })
 }
 
 fn dir_or_default(dir: Option<&Path>) -> PathBuf {
@@ -60,10 +74,12 @@ pub fn synthetic(cfg: &SynthConfig) -> Result<Dataset> {
 }
 
 /// The training batches of a run: which images, in what order, augmented how. Each epoch is the
-/// training split in a seeded shuffle keyed by (seed, epoch), cut into batches of the run's size
-/// (a last partial batch is dropped), each image augmented with the RNG of (seed, epoch, image):
-/// any batch is a pure function of its position, so a run resumed anywhere sees the very batches
-/// an uninterrupted one would have, and a batch can be built again ([`TrainBatches::batch`]).
+/// training split in a seeded shuffle, keyed by the seed alone for `--order fixed` (the same
+/// order every epoch, the seed's) or by (seed, epoch) for `--order shuffle`, cut into batches of
+/// the run's size (a last partial batch is dropped), each image augmented as its key (seed,
+/// epoch, batch, image) says: any batch is a pure function of its position, so a run resumed
+/// anywhere sees the very batches an uninterrupted one would have, and a batch can be built again
+/// ([`TrainBatches::batch`]).
 #[derive(Debug, Clone)]
 pub struct TrainBatches {
     split: Arc<Split>,
@@ -75,6 +91,7 @@ impl TrainBatches {
     pub fn new(cfg: &TrainConfig, split: Arc<Split>) -> TrainBatches {
         let loader = LoaderConfig {
             last: LastBatch::Drop,
+            order: cfg.data.order.into(),
             ..LoaderConfig::train(cfg.run.batch_size, cfg.data.augment.into(), cfg.run.seed)
         };
         TrainBatches { split, loader }

@@ -1,8 +1,10 @@
-//! A grid of 32x32 test images, each upscaled and titled with its predicted and true class names,
-//! rendered to PNG: the seed's picture of what the network gets right and wrong.
+//! A grid of 32x32 images, each upscaled and titled, rendered to PNG: test images with their
+//! predicted and true class names (the seed's picture of what the network gets right and wrong),
+//! or images with their class (`trainer preview`: what the network sees).
 //!
-//! A title is two lines above its image: `pred NAME` in green when the prediction is right and in
-//! red when it is wrong, then `true NAME` in black. Names too long for the tile end in `..`.
+//! A title is two lines above its image ([`Caption`]): `pred NAME` in green when the prediction is
+//! right and in red when it is wrong, then `true NAME` in black; or the class name, then `#INDEX`,
+//! in black. Names too long for the tile end in `..`.
 
 use std::path::Path;
 
@@ -28,10 +30,34 @@ const LINE: u32 = GLYPH + 3;
 pub struct GridImage<'a> {
     /// chw: (3, 32, 32) bytes, red plane then green then blue, each row-major (the CIFAR layout).
     pub chw: &'a [u8],
-    /// The class name the network predicted.
-    pub predicted: &'a str,
-    /// The class name of the label.
-    pub truth: &'a str,
+    pub caption: Caption<'a>,
+}
+
+/// What the two title lines of an image say.
+#[derive(Debug, Clone, Copy)]
+pub enum Caption<'a> {
+    /// The class name the network predicted (green when right, red when wrong), then the label's.
+    Prediction { predicted: &'a str, truth: &'a str },
+    /// The label's class name, then the image's index in its split.
+    Label { class: &'a str, index: usize },
+}
+
+impl Caption<'_> {
+    /// The two lines, each with its colour.
+    fn lines(&self) -> [(String, Rgb<u8>); 2] {
+        match *self {
+            Caption::Prediction { predicted, truth } => {
+                let verdict = if predicted == truth { RIGHT } else { WRONG };
+                [
+                    (format!("pred {predicted}"), verdict),
+                    (format!("true {truth}"), BLACK),
+                ]
+            }
+            Caption::Label { class, index } => {
+                [(class.to_string(), BLACK), (format!("#{index}"), BLACK)]
+            }
+        }
+    }
 }
 
 /// How the grid is laid out.
@@ -62,6 +88,16 @@ impl GridLayout {
     /// Height of one tile: two title lines, the upscaled image and the padding.
     fn tile_height(&self) -> u32 {
         2 * LINE + IMAGE_SIDE as u32 * self.scale + 2 * PAD
+    }
+
+    /// Width and height in pixels of the grid of `n` >= 1 images.
+    pub fn size(&self, n: usize) -> (u32, u32) {
+        let columns = self.columns.min(n).max(1);
+        let rows = n.div_ceil(columns);
+        (
+            columns as u32 * self.tile_width(),
+            rows as u32 * self.tile_height(),
+        )
     }
 }
 
@@ -98,22 +134,17 @@ pub fn render_grid(images: &[GridImage], layout: GridLayout) -> Result<RgbImage>
     }
 
     let columns = layout.columns.min(images.len());
-    let rows = images.len().div_ceil(columns);
     let (tile_w, tile_h) = (layout.tile_width(), layout.tile_height());
-    let mut canvas = Canvas::new(columns as u32 * tile_w, rows as u32 * tile_h, WHITE);
+    let (width, height) = layout.size(images.len());
+    let mut canvas = Canvas::new(width, height, WHITE);
     let max_chars = ((tile_w - 2 * PAD) / GLYPH) as usize;
     for (i, img) in images.iter().enumerate() {
         let x = ((i % columns) as u32 * tile_w + PAD) as i64;
         let y = ((i / columns) as u32 * tile_h + PAD) as i64;
-        let verdict = if img.predicted == img.truth {
-            RIGHT
-        } else {
-            WRONG
-        };
-        let predicted = fit_text(&format!("pred {}", img.predicted), max_chars);
-        let truth = fit_text(&format!("true {}", img.truth), max_chars);
-        canvas.text(x, y, &predicted, verdict, 1);
-        canvas.text(x, y + LINE as i64, &truth, BLACK, 1);
+        for (line, (text, colour)) in img.caption.lines().iter().enumerate() {
+            let top = y + (line as u32 * LINE) as i64;
+            canvas.text(x, top, &fit_text(text, max_chars), *colour, 1);
+        }
         draw_image(&mut canvas, x, y + 2 * LINE as i64, img.chw, layout.scale);
     }
     Ok(canvas.img)
@@ -164,8 +195,10 @@ mod tests {
         let images: Vec<GridImage> = (0..10)
             .map(|i| GridImage {
                 chw: if i % 2 == 0 { &red } else { &blue },
-                predicted: "apple",
-                truth: if i == 3 { "pear" } else { "apple" },
+                caption: Caption::Prediction {
+                    predicted: "apple",
+                    truth: if i == 3 { "pear" } else { "apple" },
+                },
             })
             .collect();
         let layout = GridLayout {
@@ -196,8 +229,10 @@ mod tests {
         chw[0] = 255; // red, top-left pixel
         let images = [GridImage {
             chw: &chw,
-            predicted: "a",
-            truth: "a",
+            caption: Caption::Prediction {
+                predicted: "a",
+                truth: "a",
+            },
         }];
         let img = render_grid(
             &images,
@@ -220,13 +255,39 @@ mod tests {
     }
 
     #[test]
+    fn label_captions_are_black_and_the_size_is_known_beforehand() {
+        let chw = solid(255, 255, 255);
+        let images: Vec<GridImage> = (0..5)
+            .map(|index| GridImage {
+                chw: &chw,
+                caption: Caption::Label {
+                    class: "apple",
+                    index,
+                },
+            })
+            .collect();
+        let layout = GridLayout {
+            columns: 2,
+            scale: 1,
+        };
+        let img = render_grid(&images, layout).unwrap();
+        let (tw, th) = (layout.tile_width(), layout.tile_height());
+        assert_eq!(layout.size(5), (2 * tw, 3 * th));
+        assert_eq!(img.dimensions(), layout.size(5));
+        assert!(img.pixels().all(|p| *p != RIGHT && *p != WRONG));
+        assert!(img.pixels().any(|p| *p == BLACK));
+    }
+
+    #[test]
     fn long_names_stay_inside_their_tile() {
         let chw = solid(255, 255, 255);
         let long = "a_class_name_far_too_long_for_any_tile";
         let images = [GridImage {
             chw: &chw,
-            predicted: long,
-            truth: long,
+            caption: Caption::Prediction {
+                predicted: long,
+                truth: long,
+            },
         }; 2];
         let layout = GridLayout {
             columns: 2,
@@ -247,8 +308,10 @@ mod tests {
         let chw: Vec<u8> = (0..IMAGE_BYTES).map(|i| (i * 7 % 256) as u8).collect();
         let images = [GridImage {
             chw: &chw,
-            predicted: "maple_tree",
-            truth: "oak_tree",
+            caption: Caption::Prediction {
+                predicted: "maple_tree",
+                truth: "oak_tree",
+            },
         }; 8];
         let a = grid_png(&images, GridLayout::default()).unwrap();
         assert_eq!(a, grid_png(&images, GridLayout::default()).unwrap());
@@ -264,8 +327,10 @@ mod tests {
         let chw = solid(1, 2, 3);
         let ok = GridImage {
             chw: &chw,
-            predicted: "a",
-            truth: "b",
+            caption: Caption::Prediction {
+                predicted: "a",
+                truth: "b",
+            },
         };
         let err = render_grid(&[], GridLayout::default())
             .unwrap_err()

@@ -10,7 +10,8 @@
 //! - [`model`]: the seed's network from `nn-layers`' blocks, its one forward walk and backward;
 //!   [`optim`]: clipping, Adam, SGD; [`schedule`]: learning rate and DropBlock keep probability.
 //! - [`data`]: the dataset a run reads and its training batches; [`evaluate`]: loss and
-//!   accuracy over a split.
+//!   accuracy over a split; [`precise_bn`]: recomputing batch norm's running statistics, and
+//!   when they can be trusted.
 //! - [`state`]: what a checkpoint holds (model, optimizer, position, settings) on top of
 //!   [`checkpoint`], the safetensors files.
 //! - [`metrics`]: `metrics.csv` and `steps.csv`; [`plot`] and [`grid`]: PNG charts and image
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod precise_bn;
 pub mod schedule;
 pub mod state;
 pub mod training;

@@ -27,6 +27,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Predict(a) => commands::predict::run(a),
+        Command::Preview(a) => commands::preview::run(a),
         Command::Download(a) => commands::download::run(a),
         Command::Synth(a) => commands::synth::run(a),
         Command::Bench(a) => commands::bench::run(a),

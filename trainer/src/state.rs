@@ -107,6 +107,7 @@ pub fn net_spec(cfg: &TrainConfig, classes: usize, epoch: u64) -> NetSpec {
         bn: BatchNormConfig {
             eps: r.bn_epsilon as f32,
             momentum: r.bn_momentum as f32,
+            ..BatchNormConfig::default()
         },
     }
 }

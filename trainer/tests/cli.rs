@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser};
 use tensor_core::Device;
 use trainer::cli::{Cli, Command, RealDataset, TrainArgs};
-use trainer::config::{AugmentKind, DatasetKind, DeviceArg, Preset, TrainConfig};
+use trainer::config::{
+    AugmentKind, DatasetKind, DeviceArg, OrderKind, PreprocessKind, Preset, TrainConfig,
+};
 use trainer::optim::{OptimizerKind, UpdateRule};
+use trainer::precise_bn::PreciseBnWhen;
 use trainer::schedule::ScheduleKind;
 
 fn parse(args: &str) -> Result<Cli, clap::Error> {
@@ -37,7 +40,14 @@ fn train_defaults_are_the_seeds_recipe() {
     assert_eq!(c.run.epochs, 75);
     assert_eq!(c.run.patience, 10);
     assert_eq!(c.run.log_every, 25);
-    assert!(!c.run.eval_train);
+    assert!(
+        c.run.eval_train,
+        "the seed evaluated the whole training set every epoch"
+    );
+    assert_eq!(
+        (c.run.precise_bn, c.run.precise_bn_when),
+        (50, PreciseBnWhen::Unconverged)
+    );
     assert_eq!(c.run.max_steps, None);
     assert_eq!(c.run.threads, None);
     assert_eq!(c.run.device, DeviceArg::Auto);
@@ -67,6 +77,8 @@ fn train_defaults_are_the_seeds_recipe() {
     );
     assert_eq!((r.bn_momentum, r.bn_epsilon), (0.997, 1e-5));
     assert_eq!(c.data.augment, AugmentKind::Seed);
+    assert_eq!(c.data.preprocess, PreprocessKind::Sharpen);
+    assert_eq!(c.data.order, OrderKind::Fixed);
     assert_eq!(c.data.dataset, DatasetKind::Synthetic);
     assert_eq!(c.data.dir, None);
     assert_eq!(c.model.preset, Preset::Seed);
@@ -124,6 +136,23 @@ fn train_flags_reach_the_config() {
     );
     let a = train_args("--resume runs/a/last.safetensors").run;
     assert_eq!(a.resume, Some(PathBuf::from("runs/a/last.safetensors")));
+
+    let c = train_config(
+        "--sharpen off --order shuffle --eval-train off --precise-bn 8 --precise-bn-when always",
+    );
+    assert_eq!(
+        (c.data.preprocess, c.data.order, c.run.eval_train),
+        (PreprocessKind::None, OrderKind::Shuffle, false)
+    );
+    assert_eq!(
+        (c.run.precise_bn, c.run.precise_bn_when),
+        (8, PreciseBnWhen::Always)
+    );
+    assert!(train_config("--eval-train on").run.eval_train);
+    assert!(
+        train_config("--eval-train --epochs 3").run.eval_train,
+        "--eval-train alone still means on"
+    );
 }
 
 #[test]
@@ -251,6 +280,12 @@ fn unknown_choices_and_conflicts_are_refused_by_the_parser() {
         ("train --optimizer rmsprop", "rmsprop"),
         ("train --schedule linear", "linear"),
         ("train --augment heavy", "heavy"),
+        ("train --sharpen maybe", "maybe"),
+        ("train --order random", "random"),
+        ("train --eval-train yes", "yes"),
+        ("train --precise-bn-when sometimes", "sometimes"),
+        ("preview --out p --split valid", "valid"),
+        ("preview", "--out"),
         ("train --dataset imagenet", "imagenet"),
         ("train --device tpu", "unknown device \"tpu\""),
         ("train --device cuda:x", "invalid CUDA ordinal"),
@@ -337,6 +372,11 @@ fn other_subcommands_parse_with_defaults_and_refuse_bad_values() {
         ("bench --steps 0", "--steps must be at least 1"),
         ("bench --batch-size 0", "--batch-size must be at least 1"),
         ("bench --widths 1,2", "--widths needs exactly 4 values"),
+        ("preview --out p --count 0", "--count must be at least 1"),
+        (
+            "preview --out p --synth-train 0",
+            "--synth-train must be at least 1",
+        ),
     ] {
         let err = parse(args).unwrap().validate().expect_err(args).to_string();
         assert!(err.contains(want), "{args}: message {err:?} lacks {want:?}");
@@ -350,6 +390,7 @@ fn config_round_trips_through_toml() {
         "",
         "--optimizer sgd --momentum 0.8 --nesterov --weight-decay 1e-4 --device cuda:2 --threads 3",
         "--data /data --dataset cifar10 --max-steps 5 --preset tiny --lr 0.0123456789",
+        "--sharpen off --order shuffle --eval-train off --precise-bn 0 --precise-bn-when always",
     ] {
         let c = train_config(args);
         let path = dir.path().join("config.toml");
@@ -370,6 +411,50 @@ fn config_round_trips_through_toml() {
     assert!(
         text.contains("kind = \"adam\"") && text.contains("device = \"auto\""),
         "{text}"
+    );
+    // The preprocessing as cifar_data names it, the order and precise batch norm in words.
+    for line in [
+        "preprocess = \"sharpen\"",
+        "order = \"fixed\"",
+        "precise_bn = 50",
+        "precise_bn_when = \"unconverged\"",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert_eq!(
+        cifar_data::Preprocess::from_name("sharpen"),
+        Some(cifar_data::Preprocess::from(PreprocessKind::Sharpen))
+    );
+}
+
+/// A config.toml written before sharpening, the order and precise batch norm were settings still
+/// loads: it did not sharpen, walked the fixed order, and takes today's precise batch norm.
+#[test]
+fn configs_from_before_the_recipe_settings_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let new = train_config("--order shuffle --precise-bn 3")
+        .to_toml()
+        .unwrap();
+    let old: String = new
+        .lines()
+        .filter(|l| {
+            !["preprocess", "order", "precise_bn"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(old, new);
+    std::fs::write(&path, old).unwrap();
+    let c = TrainConfig::load(&path).unwrap();
+    assert_eq!(
+        (c.data.preprocess, c.data.order),
+        (PreprocessKind::None, OrderKind::Fixed)
+    );
+    assert_eq!(
+        (c.run.precise_bn, c.run.precise_bn_when),
+        (50, PreciseBnWhen::Unconverged)
     );
 }
 

@@ -4,12 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cifar_data::augment::{augment_batch, Image};
+use cifar_data::format::{read_records, IMAGE_BYTES};
+use cifar_data::synth::SynthConfig;
+use cifar_data::{Augment, Preprocess};
 use clap::Parser;
 use nn_layers::{ForwardCtx, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor_core::Tensor;
 use trainer::cli::{Cli, Command as Sub};
+use trainer::commands::predict::{network_input, read_image};
 use trainer::config::TrainConfig;
 use trainer::evaluate::{evaluate, top_k};
 use trainer::model::ResNet;
@@ -159,11 +164,10 @@ fn predict_prints_the_top_classes_of_png_and_jpeg_files() {
     for (i, path) in [&png, &jpeg, &rgba].into_iter().enumerate() {
         let block = &lines[4 * i..4 * i + 4];
         assert_eq!(block[0], s(path));
-        let x = Tensor::from_vec(
-            [1, 3, 32, 32],
-            trainer::commands::predict::load_image(path).unwrap(),
-        )
-        .unwrap();
+        // The checkpoint's run sharpened its images (the default), so predict does too.
+        let img = trainer::commands::predict::read_image(path).unwrap();
+        let preprocess = Preprocess::from(cfg.data.preprocess);
+        let x = Tensor::from_vec([1, 3, 32, 32], network_input(&img, preprocess)).unwrap();
         let (logits, _) = model.forward(x, ForwardCtx::EVAL).unwrap();
         let (_, softmax) = SoftmaxCrossEntropy.forward(&logits, &[0]).unwrap();
         let best = top_k(softmax.probs().as_slice().unwrap(), 3);
@@ -329,6 +333,229 @@ fn eval_reads_the_dataset_given_by_flags_over_the_checkpoints() {
         })
         .sum();
     assert_eq!(total, 30);
+}
+
+/// The top `k` lines `predict` prints for the input x (1, 3, 32, 32) through `model`.
+fn top_lines(model: &mut ResNet, x: Vec<f32>, k: usize) -> Vec<String> {
+    let x = Tensor::from_vec([1, 3, 32, 32], x).unwrap();
+    let (logits, _) = model.forward(x, ForwardCtx::EVAL).unwrap();
+    let (_, softmax) = SoftmaxCrossEntropy.forward(&logits, &[0]).unwrap();
+    let p = softmax.probs().as_slice().unwrap().to_vec();
+    let names = cifar_data::synth::fine_names();
+    top_k(&p, k)
+        .into_iter()
+        .map(|c| format!("  {:>6.2}%  {}", 100.0 * p[c], names[c]))
+        .collect()
+}
+
+/// A run records its preprocessing in config.toml and in its checkpoint's settings, and `eval`
+/// and `predict` of the checkpoint apply it with no flag: eval gives the metrics of the test set
+/// preprocessed by the library (and reproduces the run's last epoch), predict the probabilities
+/// of the image preprocessed by the library; a checkpoint trained without sharpening is used
+/// without it.
+#[test]
+fn eval_and_predict_apply_the_preprocessing_the_checkpoint_was_trained_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Pseudo-random pixels: sharpening changes them a lot.
+    let noisy = tmp.path().join("noisy.png");
+    image::RgbImage::from_fn(32, 32, |x, y| {
+        let v = |k: u32| ((x * 37 + y * 101 + k).wrapping_mul(2_654_435_761) >> 24) as u8;
+        image::Rgb([v(1), v(2), v(3)])
+    })
+    .save(&noisy)
+    .unwrap();
+    let raw = trainer::data::synthetic(&SynthConfig {
+        seed: 0,
+        train: 200,
+        test: 100,
+    })
+    .unwrap();
+    for (switch, preprocess) in [("on", Preprocess::Sharpen), ("off", Preprocess::None)] {
+        let run = tmp.path().join(switch);
+        ok(trainer(&[
+            "train",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--synth-train",
+            "200",
+            "--synth-test",
+            "100",
+            "--batch-size",
+            "50",
+            "--sharpen",
+            switch,
+            "--out",
+            s(&run),
+        ]));
+        let recorded = format!("preprocess = \"{}\"", preprocess.name());
+        let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(config.contains(&recorded), "{config}");
+        let last = run.join("last.safetensors");
+        let settings: String = trainer::checkpoint::load(&last)
+            .unwrap()
+            .meta("config")
+            .unwrap();
+        assert!(settings.contains(&recorded), "{settings}");
+
+        let out = ok(trainer(&[
+            "eval",
+            "--checkpoint",
+            s(&last),
+            "--batch-size",
+            "64",
+        ]));
+        let mut test = (*raw.test).clone();
+        test.preprocess(preprocess);
+        let (mut model, _) = state::load_model(&last).unwrap();
+        let want = evaluate(&mut model, &std::sync::Arc::new(test), 64, false, |_| {}).unwrap();
+        let row = trainer::metrics::read::<trainer::metrics::EpochRecord>(
+            &run.join(trainer::metrics::METRICS_FILE),
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+        assert_eq!(format!("{:.6}", want.loss), format!("{:.6}", row.test_loss));
+        for line in [
+            format!("preprocess:  {} (the checkpoint's)", preprocess.name()),
+            format!("test loss:   {:.6}", want.loss),
+            format!("top-1:       {:.2}%", 100.0 * want.top1),
+        ] {
+            assert!(out.contains(&line), "{line:?} missing from:\n{out}");
+        }
+
+        let out = ok(trainer(&[
+            "predict",
+            "--checkpoint",
+            s(&last),
+            "--top-k",
+            "3",
+            s(&noisy),
+        ]));
+        let img = read_image(&noisy).unwrap();
+        let mut by_hand = |sharpen: bool| -> Vec<String> {
+            let img: Image = if sharpen {
+                cifar_data::preprocess::sharpen_image(&img)
+            } else {
+                img
+            };
+            let x = img.iter().map(|&v| cifar_data::normalize(v)).collect();
+            top_lines(&mut model, x, 3)
+        };
+        let sharpened = preprocess == Preprocess::Sharpen;
+        let printed: Vec<&str> = out.lines().skip(1).collect();
+        assert_eq!(printed, by_hand(sharpened), "{out}");
+        assert_ne!(
+            by_hand(true),
+            by_hand(false),
+            "the test cannot tell a sharpened input from the image"
+        );
+    }
+}
+
+/// `preview` writes the first images of a split as training batch 0 of the epoch augments them
+/// (after sharpening), as records `cifar_data` reads and as a PNG grid of the expected size; from
+/// a directory, unsharpened and unaugmented, it gives the files' own images.
+#[test]
+fn preview_writes_what_training_sees_as_records_and_a_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("out/preview");
+    let out = ok(trainer(&[
+        "preview",
+        "--synth-train",
+        "40",
+        "--synth-test",
+        "20",
+        "--count",
+        "10",
+        "--seed",
+        "5",
+        "--epoch",
+        "2",
+        "--out",
+        s(&prefix),
+    ]));
+    assert!(
+        out.contains("10 training images (sharpen, augment Seed"),
+        "{out}"
+    );
+    let records = read_records(
+        &tmp.path().join("out/preview.bin"),
+        cifar_data::Format::Cifar100,
+    )
+    .unwrap();
+    let mut data = trainer::data::synthetic(&SynthConfig {
+        seed: 0,
+        train: 40,
+        test: 20,
+    })
+    .unwrap();
+    data.preprocess(Preprocess::Sharpen);
+    let sharpened = &data.train.images()[..10 * IMAGE_BYTES];
+    let mut want = sharpened.to_vec();
+    let indices: Vec<usize> = (0..10).collect();
+    augment_batch(&mut want, &indices, Augment::Seed, 5, 2, 0).unwrap();
+    assert!(
+        records.images == want,
+        "the images are not the library's augmentation"
+    );
+    assert!(records.images != sharpened, "nothing was augmented");
+    let bytes = |l: &[u32]| l[..10].iter().map(|&v| v as u8).collect::<Vec<u8>>();
+    assert_eq!(records.fine, bytes(data.train.fine()));
+    assert_eq!(records.coarse, data.train.coarse().map(bytes));
+    let png = image::open(tmp.path().join("out/preview.png")).unwrap();
+    let size = trainer::commands::preview::PREVIEW_LAYOUT.size(10);
+    assert_eq!((png.width(), png.height()), size);
+
+    let dir = tmp.path().join("synth");
+    ok(trainer(&[
+        "synth",
+        "--dir",
+        s(&dir),
+        "--train",
+        "12",
+        "--test",
+        "9",
+    ]));
+    let plain = tmp.path().join("plain");
+    ok(trainer(&[
+        "preview",
+        "--data",
+        s(&dir),
+        "--dataset",
+        "synthetic",
+        "--split",
+        "test",
+        "--augment",
+        "none",
+        "--sharpen",
+        "off",
+        "--count",
+        "9",
+        "--out",
+        s(&plain),
+    ]));
+    let records =
+        read_records(&tmp.path().join("plain.bin"), cifar_data::Format::Cifar100).unwrap();
+    let files = cifar_data::Dataset::load(&dir, cifar_data::Format::Cifar100).unwrap();
+    assert!(
+        records.images == files.test.images(),
+        "not the files' images"
+    );
+
+    refused(
+        trainer(&[
+            "preview",
+            "--synth-train",
+            "40",
+            "--count",
+            "41",
+            "--out",
+            s(&plain),
+        ]),
+        &["--count 41 is more than the 40 images of the training split"],
+    );
 }
 
 #[test]

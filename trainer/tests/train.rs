@@ -1,7 +1,9 @@
-//! `trainer train` end to end, through the real binary: it learns, it resumes bit-identically,
-//! and it stops clearly when training diverges.
+//! `trainer train` end to end, through the real binary: it learns, it resumes bit-identically in
+//! either training order, precise batch norm fixes the evaluation of short runs without touching
+//! the training, the run ends with its last epoch's results, and it stops clearly when training
+//! diverges.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use trainer::checkpoint;
@@ -14,10 +16,11 @@ fn trainer(args: &[&str]) -> Output {
         .expect("the trainer binary runs")
 }
 
-fn ok(o: Output) -> String {
+/// Asserts success; returns stdout and stderr.
+fn ok_both(o: Output) -> (String, String) {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "failed: {}\nstderr:\n{err}", o.status);
-    err
+    (String::from_utf8_lossy(&o.stdout).into_owned(), err)
 }
 
 fn s(p: &Path) -> &str {
@@ -40,11 +43,17 @@ const TINY: [&str; 12] = [
     "1",
 ];
 
+/// A run of the tiny network into `out`; returns its stderr.
 fn train(out: &Path, extra: &[&str]) -> String {
+    train_both(out, extra).1
+}
+
+/// A run of the tiny network into `out`; returns its stdout and stderr.
+fn train_both(out: &Path, extra: &[&str]) -> (String, String) {
     let mut args = vec!["train", "--out", s(out)];
     args.extend(TINY);
     args.extend(extra);
-    ok(trainer(&args))
+    ok_both(trainer(&args))
 }
 
 /// Every tensor of two checkpoints, compared bit for bit.
@@ -74,28 +83,34 @@ fn epochs(run: &Path) -> Vec<EpochRecord> {
         .collect()
 }
 
-#[test]
-fn resuming_gives_the_same_weights_as_training_straight_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let straight = dir.path().join("straight");
-    train(&straight, &["--epochs", "2"]);
+/// Trains 2 epochs straight through in training order `order`, then again from the middle of
+/// the first (3 of its 4 steps, then --resume for the rest); with `epoch_boundary`, also 1 epoch
+/// then --resume for the second. Every resumed run must end with the straight run's checkpoint
+/// and metrics, bit for bit. Returns the straight run's directory.
+fn assert_resumes_bit_identically(dir: &Path, order: &str, epoch_boundary: bool) -> PathBuf {
+    let flags = |epochs: &'static str| vec!["--epochs", epochs, "--order", order];
+    let straight = dir.join(format!("straight-{order}"));
+    train(&straight, &flags("2"));
+    let config = std::fs::read_to_string(straight.join("config.toml")).unwrap();
+    assert!(config.contains(&format!("order = \"{order}\"")), "{config}");
 
-    // One epoch, then --resume for the second.
-    let split = dir.path().join("split");
-    train(&split, &["--epochs", "1"]);
-    let last = split.join("last.safetensors");
-    let log = train(&split, &["--epochs", "2", "--resume", s(&last)]);
-    assert!(log.contains("resuming"), "{log}");
-    assert_same_checkpoint(&straight.join("last.safetensors"), &last);
-    assert_eq!(epochs(&straight), epochs(&split));
+    if epoch_boundary {
+        let split = dir.join(format!("split-{order}"));
+        train(&split, &flags("1"));
+        let last = split.join("last.safetensors");
+        let log = train(&split, &[&flags("2")[..], &["--resume", s(&last)]].concat());
+        assert!(log.contains("resuming"), "{log}");
+        assert_same_checkpoint(&straight.join("last.safetensors"), &last);
+        assert_eq!(epochs(&straight), epochs(&split));
+    }
 
-    // From the middle of an epoch: 3 of the 4 steps of epoch 1, then the rest.
-    let mid = dir.path().join("mid");
-    train(&mid, &["--epochs", "2", "--max-steps", "3"]);
+    // From the middle of an epoch: 3 of the 4 steps of epoch 1, then the rest and epoch 2.
+    let mid = dir.join(format!("mid-{order}"));
+    train(&mid, &[&flags("2")[..], &["--max-steps", "3"]].concat());
     let ckpt = checkpoint::load(&mid.join("last.safetensors")).unwrap();
     assert_eq!(ckpt.metadata["batch_in_epoch"], "3");
     let last = mid.join("last.safetensors");
-    train(&mid, &["--epochs", "2", "--resume", s(&last)]);
+    train(&mid, &[&flags("2")[..], &["--resume", s(&last)]].concat());
     assert_same_checkpoint(&straight.join("last.safetensors"), &last);
     assert_eq!(epochs(&straight), epochs(&mid));
     let steps = std::fs::read_to_string(mid.join(metrics::STEPS_FILE)).unwrap();
@@ -103,6 +118,21 @@ fn resuming_gives_the_same_weights_as_training_straight_through() {
         steps.lines().count(),
         1 + 8,
         "a header and one row per step:\n{steps}"
+    );
+    straight
+}
+
+#[test]
+fn resuming_gives_the_same_weights_as_training_straight_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = assert_resumes_bit_identically(dir.path(), "fixed", true);
+    let shuffle = assert_resumes_bit_identically(dir.path(), "shuffle", false);
+    // The orders agree on epoch 1 (the fixed order is the shuffle's first) and differ after.
+    let (f, sh) = (epochs(&fixed), epochs(&shuffle));
+    assert_eq!(f[0], sh[0]);
+    assert_ne!(
+        f[1].train_loss, sh[1].train_loss,
+        "epoch 2 walked the same order"
     );
 }
 
@@ -151,6 +181,99 @@ fn the_tiny_network_learns() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+}
+
+/// The model tensors of a checkpoint that training updates (not batch norm's statistics), by name.
+fn weights(path: &Path) -> Vec<(String, Vec<u32>)> {
+    checkpoint::load(path)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .filter(|t| !t.name.contains("running_"))
+        .map(|t| (t.name, t.data.iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+/// A short run at the seed's batch-norm momentum 0.997: after 24 steps the running statistics
+/// still give their initial values 93% of their weight, so evaluating with them reports a network
+/// that has not learned; precise batch norm (the default) recomputes them and the evaluation shows
+/// what the network learned. Training itself is bit-identical with or without it.
+#[test]
+fn precise_batch_norm_fixes_the_evaluation_of_a_short_run_and_changes_no_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = [
+        "--epochs",
+        "6",
+        "--augment",
+        "none",
+        "--dropout-keep",
+        "1.0",
+        "--lr",
+        "2e-3",
+        "--patience",
+        "0",
+    ];
+    let (plain, precise) = (dir.path().join("plain"), dir.path().join("precise"));
+    let plain_log = train(&plain, &[&recipe[..], &["--precise-bn", "0"]].concat());
+    let precise_log = train(&precise, &recipe);
+    assert!(
+        plain_log.contains("WARNING BN statistics not converged (initial values weigh 93%)"),
+        "{plain_log}"
+    );
+    assert!(
+        precise_log.contains("BN statistics recomputed over 4 batches"),
+        "{precise_log}"
+    );
+
+    // Training did not change: the same weights, the same minibatch losses step by step.
+    assert_eq!(
+        weights(&plain.join("last.safetensors")),
+        weights(&precise.join("last.safetensors"))
+    );
+    let steps = |run: &Path| std::fs::read_to_string(run.join(metrics::STEPS_FILE)).unwrap();
+    assert_eq!(steps(&plain), steps(&precise));
+
+    // Evaluation did: the training set, in eval mode, as the network fits it.
+    let (p, q) = (epochs(&plain), epochs(&precise));
+    let (stale, fresh) = (p[5].train_eval_acc.unwrap(), q[5].train_eval_acc.unwrap());
+    // 1%, 22% and 18% at the time of writing.
+    let learned = q[5].train_acc;
+    assert!(
+        fresh > 3.0 * stale && fresh > 0.5 * learned,
+        "training-set accuracy {stale:.3} with the running statistics, {fresh:.3} recomputed, \
+         {learned:.3} in training mode"
+    );
+}
+
+#[test]
+fn a_run_ends_with_its_last_epoch_and_labels_best_as_chosen_on_the_test_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let (stdout, _) = train_both(&out, &["--epochs", "2"]);
+    let last = epochs(&out).pop().unwrap();
+    let want = format!(
+        "final (last epoch 2, last.safetensors): train set loss {:.4} acc {:.2}% | test loss \
+         {:.4} top-1 {:.2}% top-5 {:.2}%",
+        last.train_eval_loss.unwrap(),
+        100.0 * last.train_eval_acc.unwrap(),
+        last.test_loss,
+        100.0 * last.test_top1,
+        100.0 * last.test_top5
+    );
+    assert!(stdout.contains(&want), "{want:?} missing from:\n{stdout}");
+    assert!(
+        stdout.contains("best.safetensors: epoch ")
+            && stdout.contains("best on the test set: optimistic"),
+        "{stdout}"
+    );
+    let (stdout, _) = train_both(
+        &dir.path().join("no-train-set"),
+        &["--epochs", "1", "--eval-train", "off"],
+    );
+    assert!(
+        stdout.contains("final (last epoch 1, last.safetensors): train set not evaluated"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -120,12 +120,14 @@ struct BatchNormStatsParams {
     const double* partial;      // (c, chunks, 2) from batchnorm_moments_partial; unused by eval
     const float* x;             // (n, c, inner): the shift k of each channel; unused by eval
     float eps;
-    float momentum;  // weight of the old running value
+    float momentum;             // weight of the old running value
+    uint32_t unbiased;          // 1: the running variance averages var * M / (M - 1), 0: var
     BatchNormGeom g;
 };
 
 // Training: mean and biased variance from the chunks' shifted sums (added in chunk order), the
-// running averages updated with the unbiased variance, as in mod.rs. Grid: one thread per channel.
+// running averages updated with the unbiased or the biased variance (`unbiased`), as in mod.rs.
+// Grid: one thread per channel.
 extern "C" __global__ void __launch_bounds__(BATCHNORM_THREADS) batchnorm_moments_finish(BatchNormStatsParams p) {
     const uint32_t ch = global_thread();
     if (ch >= p.g.c) return;
@@ -136,11 +138,11 @@ extern "C" __global__ void __launch_bounds__(BATCHNORM_THREADS) batchnorm_moment
     }
     const double m = (double)p.g.n * p.g.inner, shift = s1 / m;
     const double mean = (double)p.x[ch * p.g.inner] + shift, var = fmax(s2 / m - shift * shift, 0.0);
-    const double keep = p.momentum, unbiased = m / (m - 1.0);
+    const double keep = p.momentum, factor = p.unbiased ? m / (m - 1.0) : 1.0;
     p.mean[ch] = (float)mean;
     p.inv_std[ch] = (float)(1.0 / sqrt(var + (double)p.eps));
     p.running_mean[ch] = (float)(keep * p.running_mean[ch] + (1.0 - keep) * mean);
-    p.running_var[ch] = (float)(keep * p.running_var[ch] + (1.0 - keep) * var * unbiased);
+    p.running_var[ch] = (float)(keep * p.running_var[ch] + (1.0 - keep) * var * factor);
 }
 EMU_KERNEL(batchnorm_moments_finish, BatchNormStatsParams)
 

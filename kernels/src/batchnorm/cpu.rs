@@ -245,7 +245,8 @@ pub(super) struct Running<'a> {
 
 /// The training forward: y = gamma (x - mean) inv_std + beta with the batch's statistics, which
 /// it returns as (mean, inv_std), (C,) each; the running averages move towards them, the
-/// variance unbiased (times M / (M - 1)). M >= 2 values per channel.
+/// variance times [`RunningVariance::factor`](super::RunningVariance::factor) (M / (M - 1) when
+/// unbiased). M >= 2 values per channel.
 pub(super) fn forward_train(
     y: &mut [f32],
     x: &[f32],
@@ -258,14 +259,14 @@ pub(super) fn forward_train(
     let m = d.per_channel();
     let moments = channel_moments(x, d);
     let (mut mean, mut inv_std) = (vec![0.0; d.c], vec![0.0; d.c]);
-    let unbiased = m as f64 / (m - 1) as f64;
+    let factor = cfg.running_variance.factor(m);
     let keep = cfg.momentum as f64;
     let (rm, rv) = (running.mean, running.var);
     for (c, &(mu, var)) in moments.iter().enumerate() {
         mean[c] = mu as f32;
         inv_std[c] = (1.0 / (var + cfg.eps as f64).sqrt()) as f32;
         rm[c] = (keep * rm[c] as f64 + (1.0 - keep) * mu) as f32;
-        rv[c] = (keep * rv[c] as f64 + (1.0 - keep) * var * unbiased) as f32;
+        rv[c] = (keep * rv[c] as f64 + (1.0 - keep) * var * factor) as f32;
     }
     normalize(y, x, d, &mean, &inv_std, gamma, beta);
     (mean, inv_std)

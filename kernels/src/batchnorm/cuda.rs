@@ -2,7 +2,7 @@
 //! sums is a `*_partial` launch over c * chunks blocks (f64 sums per chunk), a `*_finish` launch
 //! of one thread per channel (the chunks added in order), and an elementwise launch.
 
-use super::{BatchNormConfig, StatsSource};
+use super::{BatchNormConfig, RunningVariance, StatsSource};
 use crate::cuda::launch::{check_len, count, params};
 use crate::cuda::source::{define, module, Module};
 use crate::cuda::{kernel, Backend, Kernel, LaunchConfig};
@@ -44,7 +44,8 @@ params! {
     }
 
     /// batchnorm.cu `BatchNormStatsParams`: partial: (c, chunks, 2), x: (n, c, inner) -> mean,
-    /// inv_std: (c); running_mean, running_var: (c), updated in training.
+    /// inv_std: (c); running_mean, running_var: (c), updated in training; `unbiased` 1 when the
+    /// running variance averages the unbiased batch variance.
     pub struct BatchNormStatsParams {
         pub mean: u64,
         pub inv_std: u64,
@@ -54,6 +55,7 @@ params! {
         pub x: u64,
         pub eps: f32,
         pub momentum: f32,
+        pub unbiased: u32,
         pub g: BatchNormGeom,
     }
 
@@ -299,6 +301,7 @@ pub fn batchnorm_forward_train<B: Backend>(
         x: x_addr,
         eps: cfg.eps,
         momentum: cfg.momentum,
+        unbiased: (cfg.running_variance == RunningVariance::Unbiased) as u32,
         g,
     };
     // SAFETY: the per-channel buffers hold c values, partial c*chunks*2; thread ch < c touches
@@ -379,6 +382,7 @@ pub fn batchnorm_forward_eval<B: Backend>(
         x: 0,
         eps,
         momentum: 0.0,
+        unbiased: 0,
         g,
     };
     // SAFETY: the per-channel buffers hold c values; thread ch < c reads the running statistics

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Training normalises with the batch statistics and updates the running averages,
-//! `r = momentum * r + (1 - momentum) * b`, with the *unbiased* variance `var * M / (M - 1)` for
-//! the running variance; `momentum` is meant as TensorFlow means it, the weight of the old value
+//! `r = momentum * r + (1 - momentum) * b`; for the running variance b is the *unbiased* variance
+//! `var * M / (M - 1)` or the biased `var`, as [`BatchNormConfig::running_variance`] says
+//! ([`RunningVariance`]); `momentum` is meant as TensorFlow means it, the weight of the old value
 //! (0.997 in the seed). Evaluation normalises with the running statistics instead.
 //!
 //! Backward, with dy the upstream gradient (sums over the M values of channel c):
@@ -46,21 +47,49 @@ pub const BATCHNORM_EPS: f32 = 1e-5;
 /// Weight of the old value in the running averages, as in the seed (TensorFlow's `decay`).
 pub const BATCHNORM_MOMENTUM: f32 = 0.997;
 
-/// The two constants of a batch-norm layer.
+/// Which batch variance a training forward folds into the running variance.
+///
+/// The seed's TensorFlow 1 layers differ by the input's rank (SPEC "Layer details"): the fused
+/// kernel that 4-D inputs take (the convolutional layers) averages the unbiased variance, the
+/// unfused path of 2-D inputs (the fully-connected layers) the biased one it normalised with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunningVariance {
+    /// `var * M / (M - 1)`: TensorFlow's fused kernel, PyTorch's every layer.
+    #[default]
+    Unbiased,
+    /// `var`, as the batch was normalised with: TensorFlow's unfused (2-D) path.
+    Biased,
+}
+
+impl RunningVariance {
+    /// The factor the biased batch variance of M values is multiplied by before it enters the
+    /// running average: M / (M - 1) or 1. M >= 2.
+    pub fn factor(self, m: usize) -> f64 {
+        match self {
+            RunningVariance::Unbiased => m as f64 / (m - 1) as f64,
+            RunningVariance::Biased => 1.0,
+        }
+    }
+}
+
+/// The constants of a batch-norm layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchNormConfig {
     /// Added to the variance before the square root; > 0.
     pub eps: f32,
     /// Weight of the old value in `r = momentum * r + (1 - momentum) * b`; in [0, 1].
     pub momentum: f32,
+    /// Which batch variance b the running variance averages.
+    pub running_variance: RunningVariance,
 }
 
 impl Default for BatchNormConfig {
-    /// The seed's values: eps 1e-5, momentum 0.997.
+    /// The seed's values: eps 1e-5, momentum 0.997, the unbiased variance (its conv layers').
     fn default() -> Self {
         BatchNormConfig {
             eps: BATCHNORM_EPS,
             momentum: BATCHNORM_MOMENTUM,
+            running_variance: RunningVariance::Unbiased,
         }
     }
 }
@@ -151,7 +180,7 @@ fn expect_channels(
 /// Returns the batch mean and inv_std, (C,) each, for [`batchnorm_backward`].
 ///
 /// # Errors
-/// Mismatched shapes, fewer than 2 values per channel (no unbiased variance), a bad `cfg`.
+/// Mismatched shapes, fewer than 2 values per channel (no variance to speak of), a bad `cfg`.
 pub fn batchnorm_forward_train(
     y: &mut Tensor,
     x: &Tensor,

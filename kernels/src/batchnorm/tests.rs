@@ -107,38 +107,59 @@ fn gamma_and_beta_scale_and_shift_the_normalised_maps() {
     }
 }
 
-#[test]
-fn running_statistics_after_two_known_batches() {
-    // (N, C, H, W) = (2, 2, 1, 2). Channel 0 of batch 1 is 1, 2 | 3, 4: mean 2.5, unbiased var 5/3.
-    // Channel 1 of batch 1 is 5, 5 | 5, 5: mean 5, var 0.
-    let b1 = Tensor::from_vec([2, 2, 1, 2], vec![1., 2., 5., 5., 3., 4., 5., 5.]).unwrap();
-    // Channel 0 of batch 2 is 0, 0 | 6, 6: mean 3, unbiased var 36/3 = 12.
-    // Channel 1 of batch 2 is -1, 1 | -1, 1: mean 0, unbiased var 4/3.
-    let b2 = Tensor::from_vec([2, 2, 1, 2], vec![0., 0., -1., 1., 6., 6., -1., 1.]).unwrap();
-    let (gamma, beta) = (Tensor::full([2], 1.0), Tensor::zeros([2]));
-    let (mut rm, mut rv) = (Tensor::zeros([2]), Tensor::full([2], 1.0));
-    let mut y = Tensor::zeros([2, 2, 1, 2]);
-    let cfg = BatchNormConfig::default();
-    for b in [&b1, &b2] {
+/// Two training forwards from fresh running statistics (mean 0, var 1) with gamma 1, beta 0 and
+/// the seed's momentum, the running variance of `kind`: the running (mean, var) after them.
+fn running_after(batches: [&Tensor; 2], kind: RunningVariance) -> (Vec<f32>, Vec<f32>) {
+    let c = batches[0].dims()[1];
+    let (gamma, beta) = (Tensor::full([c], 1.0), Tensor::zeros([c]));
+    let (mut rm, mut rv) = (Tensor::zeros([c]), Tensor::full([c], 1.0));
+    let mut y = Tensor::zeros(batches[0].shape().clone());
+    let cfg = BatchNormConfig {
+        running_variance: kind,
+        ..BatchNormConfig::default()
+    };
+    for b in batches {
         batchnorm_forward_train(&mut y, b, &gamma, &beta, &mut rm, &mut rv, &cfg).unwrap();
     }
-    // r = 0.997 r + 0.003 b, twice, by hand:
+    (rm.to_vec(), rv.to_vec())
+}
+
+#[test]
+fn running_statistics_after_two_known_batches() {
+    // (N, C, H, W) = (2, 2, 1, 2). Channel 0 of batch 1 is 1, 2 | 3, 4: mean 2.5, biased var 1.25,
+    // unbiased 5/3. Channel 1 of batch 1 is 5, 5 | 5, 5: mean 5, var 0.
+    let b1 = Tensor::from_vec([2, 2, 1, 2], vec![1., 2., 5., 5., 3., 4., 5., 5.]).unwrap();
+    // Channel 0 of batch 2 is 0, 0 | 6, 6: mean 3, biased var 9, unbiased 36/3 = 12.
+    // Channel 1 of batch 2 is -1, 1 | -1, 1: mean 0, biased var 1, unbiased 4/3.
+    let b2 = Tensor::from_vec([2, 2, 1, 2], vec![0., 0., -1., 1., 6., 6., -1., 1.]).unwrap();
+    // r = 0.997 r + 0.003 b, twice, by hand; the means do not depend on the variance's kind:
     // mean0: 0.003 * 2.5 = 0.0075, then 0.997 * 0.0075 + 0.003 * 3 = 0.0164775
     // mean1: 0.003 * 5 = 0.015, then 0.997 * 0.015 + 0 = 0.014955
+    let means = [0.0164775, 0.014955];
+    // Unbiased (the conv layers'):
     // var0: 0.997 + 0.003 * 5/3 = 1.002, then 0.997 * 1.002 + 0.003 * 12 = 1.034994
     // var1: 0.997 + 0 = 0.997, then 0.997 * 0.997 + 0.003 * 4/3 = 0.998009
-    assert_close(
-        "running_mean",
-        rm.as_slice().unwrap(),
-        &[0.0164775, 0.014955],
-        HAND_TOL,
+    // Biased (the FC layers'):
+    // var0: 0.997 + 0.003 * 1.25 = 1.00075, then 0.997 * 1.00075 + 0.003 * 9 = 1.02474775
+    // var1: 0.997, then 0.997 * 0.997 + 0.003 * 1 = 0.997009
+    for (kind, vars) in [
+        (RunningVariance::Unbiased, [1.034994, 0.998009]),
+        (RunningVariance::Biased, [1.024_747_8, 0.997009]),
+    ] {
+        let (rm, rv) = running_after([&b1, &b2], kind);
+        assert_close(&format!("{kind:?} running_mean"), &rm, &means, HAND_TOL);
+        assert_close(&format!("{kind:?} running_var"), &rv, &vars, HAND_TOL);
+    }
+}
+
+#[test]
+fn the_seed_takes_the_unbiased_running_variance_by_default() {
+    assert_eq!(
+        BatchNormConfig::default().running_variance,
+        RunningVariance::Unbiased
     );
-    assert_close(
-        "running_var",
-        rv.as_slice().unwrap(),
-        &[1.034994, 0.998009],
-        HAND_TOL,
-    );
+    assert_eq!(RunningVariance::Unbiased.factor(4), 4.0 / 3.0);
+    assert_eq!(RunningVariance::Biased.factor(4), 1.0);
 }
 
 #[test]

@@ -4,6 +4,7 @@ use tensor_core::Tensor;
 
 use super::*;
 use crate::gradcheck::{Probe, Tolerance};
+use kernels::batchnorm::RunningVariance;
 
 /// Batch norm is smooth, so central differences with step EPS are off by O(EPS^2) plus the f32
 /// rounding of the forward (about 1e-6 of the loss) divided by 2 EPS.
@@ -118,6 +119,71 @@ fn running_statistics_after_two_known_batches() {
     }
 }
 
+/// Per channel (mean, biased variance) of x viewed as (N, C, inner), in f64.
+fn channel_stats(x: &Tensor) -> Vec<(f64, f64)> {
+    let (n, c) = (x.dims()[0], x.dims()[1]);
+    let inner = x.len() / (n * c);
+    let v = x.as_slice().unwrap();
+    (0..c)
+        .map(|ch| {
+            let vals: Vec<f64> = (0..n)
+                .flat_map(|s| &v[(s * c + ch) * inner..][..inner])
+                .map(|&a| a as f64)
+                .collect();
+            let m = vals.len() as f64;
+            let mean = vals.iter().sum::<f64>() / m;
+            let var = vals.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / m;
+            (mean, var)
+        })
+        .collect()
+}
+
+/// Precise batch norm: passes in `Mode::RecomputeStats` with averaged = 0, 1, 2 leave the mean of
+/// the three batches' statistics, whatever the running statistics were before, each variance of
+/// the layer's kind; the output is the training forward's.
+#[test]
+fn recompute_stats_averages_the_batches_with_equal_weights() {
+    for kind in [RunningVariance::Unbiased, RunningVariance::Biased] {
+        let mut bn = random_layer::<4>(3, 60);
+        bn.config.running_variance = kind;
+        let batches: Vec<Tensor> = (0..3)
+            .map(|i| random(&[2, 3, 3, 2], -1.0 + i as f32, 2.0 * i as f32 + 1.5, 61 + i))
+            .collect();
+        for (i, x) in batches.iter().enumerate() {
+            let (y, _) = bn
+                .forward(x.clone(), Mode::RecomputeStats { averaged: i as u32 })
+                .unwrap();
+            let (want, _) = bn.clone().forward(x.clone(), Mode::Train).unwrap();
+            assert_eq!(y.to_vec(), want.to_vec(), "batch {i}: the training output");
+        }
+        let m = 2.0 * 3.0 * 2.0;
+        let factor = kind.factor(12);
+        assert_eq!(
+            factor,
+            if kind == RunningVariance::Unbiased {
+                m / (m - 1.0)
+            } else {
+                1.0
+            }
+        );
+        for ch in 0..3 {
+            let stats: Vec<(f64, f64)> = batches.iter().map(|x| channel_stats(x)[ch]).collect();
+            let mean = stats.iter().map(|s| s.0).sum::<f64>() / 3.0;
+            let var = stats.iter().map(|s| s.1 * factor).sum::<f64>() / 3.0;
+            let (rm, rv) = (bn.running_mean.to_vec()[ch], bn.running_var.to_vec()[ch]);
+            // Three f32 roundings of values of order 1, and the f32 weights 1/2 and 2/3.
+            assert!(
+                (rm as f64 - mean).abs() < 1e-6,
+                "{kind:?} mean[{ch}]: {rm} vs {mean}"
+            );
+            assert!(
+                (rv as f64 - var).abs() < 1e-6,
+                "{kind:?} var[{ch}]: {rv} vs {var}"
+            );
+        }
+    }
+}
+
 #[test]
 fn eval_mode_uses_the_running_statistics() {
     let mut bn = random_layer::<4>(3, 50);
@@ -208,6 +274,7 @@ fn bad_shapes_name_the_layer_and_the_shapes() {
         BatchNormConfig {
             eps: 0.0,
             momentum: 0.9,
+            ..BatchNormConfig::default()
         },
     )
     .unwrap_err();

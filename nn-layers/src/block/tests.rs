@@ -120,6 +120,32 @@ fn eval_mode_is_deterministic_and_skips_dropblock() {
     assert_eq!(a, b, "eval output depends on the mask key");
 }
 
+/// Precise batch norm's passes draw no DropBlock mask: the output is that of a training pass
+/// with DropBlock off (keep 1), whose mask at this key would drop values.
+#[test]
+fn recompute_stats_skips_dropblock() {
+    let (block, x, _) = setup();
+    let (y, _) = block
+        .clone()
+        .forward(x.clone(), ForwardCtx::recompute_stats(0))
+        .unwrap();
+    let mut unmasked = block.clone();
+    unmasked.drop_block.keep_prob = 1.0;
+    let (want, _) = unmasked
+        .forward(x.clone(), ForwardCtx::train(SEED, STEP))
+        .unwrap();
+    assert_eq!(y.to_vec(), want.to_vec());
+    let (masked, _) = block
+        .clone()
+        .forward(x, ForwardCtx::train(SEED, STEP))
+        .unwrap();
+    assert_ne!(
+        masked.to_vec(),
+        want.to_vec(),
+        "the training pass drops values"
+    );
+}
+
 #[test]
 fn wrong_input_channels_is_an_error() {
     let (mut block, _, _) = setup();

@@ -1,6 +1,8 @@
 //! `trainer eval`: a checkpoint on the test split. Prints the test loss, top-1 and top-5 accuracy
 //! and a per-class table (worst classes first); writes the confusion matrix as CSV and, with
-//! `--predictions`, every test image's label, prediction and class probabilities.
+//! `--predictions`, every test image's label, prediction and class probabilities. The test images
+//! are preprocessed as the checkpoint's run preprocessed its images (the seed's sharpening, or
+//! none), whichever dataset the flags name.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -53,7 +55,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let names = &loaded.class_names;
-    print_summary(ckpt, &loaded.state, &report);
+    print_summary(ckpt, &loaded, &report);
     print_per_class(&report, names);
 
     let confusion_path = args
@@ -70,13 +72,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
 }
 
 /// The data settings: the `--data`/`--dataset` flags when either is given (with the `--synth-*`
-/// flags), otherwise those the checkpoint was trained with.
+/// flags), otherwise those the checkpoint was trained with; the preprocessing always the
+/// checkpoint's.
 fn data_config(args: &EvalArgs, trained: &DataConfig) -> DataConfig {
     let d = &args.data;
     if d.data.is_none() && d.dataset.is_none() {
         return trained.clone();
     }
-    d.config(trained.augment)
+    d.config(trained.recipe())
 }
 
 /// `name` in the directory of `file`.
@@ -97,13 +100,16 @@ fn progress_bar(len: u64) -> ProgressBar {
     bar
 }
 
-fn print_summary(ckpt: &Path, run: &state::RunState, r: &EvalReport) {
+fn print_summary(ckpt: &Path, loaded: &state::Loaded, r: &EvalReport) {
+    let run = &loaded.state;
     println!(
         "checkpoint {} (epoch {}, step {})",
         ckpt.display(),
         run.epoch,
         run.step
     );
+    let preprocess = cifar_data::Preprocess::from(loaded.config.data.preprocess);
+    println!("preprocess:  {} (the checkpoint's)", preprocess.name());
     println!("test images: {}", r.count);
     println!("test loss:   {:.6}", r.loss);
     println!("top-1:       {:.2}%", 100.0 * r.top1);

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod download;
 pub mod eval;
 pub mod predict;
+pub mod preview;
 pub mod synth;
 pub mod train;
 
@@ -29,6 +30,20 @@ pub fn setup_runtime(runtime: &RuntimeArgs) -> anyhow::Result<Device> {
             .with_context(|| format!("--threads {threads}: could not start the thread pool"))?;
     }
     Ok(device)
+}
+
+/// The device as a run reports it: `cpu (N threads)`, or `cuda:I (NAME, ARCH)`.
+pub fn describe_device(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => match Gpu::shared(i) {
+            Ok(gpu) => {
+                let name = gpu.name().unwrap_or_else(|_| "unnamed GPU".into());
+                format!("{device} ({name}, {})", gpu.arch())
+            }
+            Err(_) => device.to_string(),
+        },
+        _ => format!("{device} ({} threads)", rayon::current_num_threads()),
+    }
 }
 
 /// The device `--device` names: `auto` is GPU 0 when the CUDA driver loads and the GPU opens,

@@ -5,12 +5,15 @@
 //! with the bilinear (`Triangle`) filter of the `image` crate. That filter's support widens with
 //! the reduction factor, so a large photo is averaged over every source pixel instead of sampled
 //! (no aliasing), and it never overshoots as Lanczos or Catmull-Rom can. The bytes are then laid
-//! out as (3, 32, 32) planes and normalised with [`cifar_data::normalize`], exactly as the
-//! training batches are.
+//! out as (3, 32, 32) planes, preprocessed as the checkpoint's run preprocessed its images (the
+//! seed's sharpening, or none: read from the checkpoint, never from a flag) and normalised with
+//! [`cifar_data::normalize`], exactly as the training and test images are.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use cifar_data::augment::Image;
+use cifar_data::Preprocess;
 use image::imageops::FilterType;
 use image::ImageReader;
 use nn_layers::{into_device, ForwardCtx, SoftmaxCrossEntropy};
@@ -30,12 +33,17 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let images = args
         .images
         .iter()
-        .map(|p| load_image(p))
+        .map(|p| read_image(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ckpt = &args.checkpoint;
     let (mut model, loaded) = state::load_model(ckpt)
         .with_context(|| format!("--checkpoint {}: cannot load the model", ckpt.display()))?;
     model.to_device(device)?;
+    let preprocess = Preprocess::from(loaded.config.data.preprocess);
+    let images: Vec<Vec<f32>> = images
+        .iter()
+        .map(|img| network_input(img, preprocess))
+        .collect();
     let names = &loaded.class_names;
     let classes = names.len();
     let k = args.top_k.min(classes);
@@ -65,12 +73,12 @@ fn probabilities(model: &mut crate::model::ResNet, x: Tensor) -> anyhow::Result<
     Ok(cache.probs().try_to_vec()?)
 }
 
-/// Reads a PNG or JPEG file (the format is sniffed from the bytes, not the extension) as the
-/// network's input: (3, 32, 32) normalised values.
+/// Reads a PNG or JPEG file (the format is sniffed from the bytes, not the extension) as a CIFAR
+/// image: resized to 32x32, (3, 32, 32) bytes.
 ///
 /// # Errors
 /// A file that cannot be read or decoded, named in the message.
-pub fn load_image(path: &Path) -> anyhow::Result<Vec<f32>> {
+pub fn read_image(path: &Path) -> anyhow::Result<Image> {
     let what = || format!("{}: not a readable PNG or JPEG image", path.display());
     let img = ImageReader::open(path)
         .with_context(what)?
@@ -86,13 +94,21 @@ pub fn load_image(path: &Path) -> anyhow::Result<Vec<f32>> {
     Ok(to_planes(rgb.as_raw()))
 }
 
-/// Interleaved RGB bytes (32, 32, 3) -> normalised planes (3, 32, 32).
-fn to_planes(rgb: &[u8]) -> Vec<f32> {
+/// The network's input for `img`: preprocessed with `preprocess`, then normalised.
+/// img: (3, 32, 32) bytes -> (3, 32, 32) values in [-1, 1].
+pub fn network_input(img: &Image, preprocess: Preprocess) -> Vec<f32> {
+    let mut img = *img;
+    preprocess.apply_to_image(&mut img);
+    img.iter().map(|&v| cifar_data::normalize(v)).collect()
+}
+
+/// Interleaved RGB bytes (32, 32, 3) -> planes (3, 32, 32).
+fn to_planes(rgb: &[u8]) -> Image {
     let pixels = IMAGE_SIDE * IMAGE_SIDE;
-    let mut out = vec![0f32; IMAGE_CHANNELS * pixels];
+    let mut out = [0u8; IMAGE_CHANNELS * IMAGE_SIDE * IMAGE_SIDE];
     for (i, px) in rgb.chunks_exact(IMAGE_CHANNELS).enumerate() {
         for (c, &v) in px.iter().enumerate() {
-            out[c * pixels + i] = cifar_data::normalize(v);
+            out[c * pixels + i] = v;
         }
     }
     out
@@ -109,7 +125,7 @@ mod tests {
         // Pixel 1 is pure red, pixel 2 pure blue.
         rgb[3] = 255;
         rgb[8] = 255;
-        let x = to_planes(&rgb);
+        let x = network_input(&to_planes(&rgb), Preprocess::None);
         assert_eq!(x[1], 1.0, "red plane, pixel 1");
         assert_eq!(x[pixels + 1], -1.0, "green plane, pixel 1");
         assert_eq!(x[2 * pixels + 2], 1.0, "blue plane, pixel 2");

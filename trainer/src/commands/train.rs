@@ -3,9 +3,10 @@
 //!
 //! Each step: forward in training mode (batch statistics, dropout and DropBlock masks keyed by
 //! the run's seed and the step), softmax cross-entropy, backward by hand through every layer, then
-//! the optimizer (clip by global norm, update, zero gradients). After each epoch: evaluation on the
-//! test set (and the training set with `--eval-train`), `metrics.csv`, plots, the `last` and `best`
-//! checkpoints, and the seed's early-stopping rule.
+//! the optimizer (clip by global norm, update, zero gradients). After each epoch: precise batch
+//! norm when due, evaluation on the test set and the training set (`--eval-train`),
+//! `metrics.csv`, plots, the `last` and `best` checkpoints, and the seed's early-stopping rule. At
+//! the end, the results on stdout: the last epoch's (as the seed reported them) and `best`'s.
 
 use crate::cli::TrainArgs;
 use crate::training::{self, checkpoints::Start};
@@ -14,6 +15,7 @@ use super::setup_runtime;
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let device = setup_runtime(&args.runtime)?;
+    eprintln!("device: {}", super::describe_device(device));
     let mut cfg = args.config()?;
     let start = match (&args.run.resume, &args.run.init) {
         (Some(path), _) => {

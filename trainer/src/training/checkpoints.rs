@@ -1,13 +1,18 @@
 //! A run's checkpoints: where it starts ([`Start`]: fresh, `--resume`, `--init`) and what it
 //! saves ([`Checkpoints`]): `last.safetensors` after every epoch and when the run stops early,
-//! `best.safetensors` a copy of the last whose test top-1 is the best this process has seen.
+//! `best.safetensors` a copy of the last whose test top-1 is the best of the run so far.
 //! What a checkpoint holds is [`crate::state`]'s.
+//!
+//! `last.safetensors` is what the seed reported (its 70.7% is the last epoch's). `best` is chosen
+//! on the test set, so its test accuracy is an optimistic estimate of the network's: the run's
+//! output and the README say so wherever it appears.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
 use crate::config::TrainConfig;
+use crate::metrics::EpochRecord;
 use crate::model::ResNet;
 use crate::optim::Optimizer;
 use crate::state::{self, RunState};
@@ -106,24 +111,53 @@ fn check_classes(path: &Path, saved: &[String], data: &[String]) -> anyhow::Resu
     Ok(())
 }
 
+/// The epoch `best.safetensors` holds: chosen on the test set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BestEpoch {
+    /// Counted from 1.
+    pub epoch: u64,
+    pub test_top1: f64,
+}
+
 /// The checkpoints of one run directory, written with the run's settings and class names.
 #[derive(Debug)]
 pub struct Checkpoints<'a> {
     dir: PathBuf,
     cfg: &'a TrainConfig,
     class_names: &'a [String],
-    /// The best test top-1 of an epoch this process has finished.
-    best_top1: f64,
+    /// The finished epoch with the best test top-1 so far (the first of equals).
+    best: Option<BestEpoch>,
 }
 
 impl<'a> Checkpoints<'a> {
-    pub fn new(dir: &Path, cfg: &'a TrainConfig, class_names: &'a [String]) -> Checkpoints<'a> {
+    /// The checkpoints of the run in `dir`, whose finished epochs so far are `history` (a resumed
+    /// run's `metrics.csv`): the best of them is the one to beat.
+    pub fn new(
+        dir: &Path,
+        cfg: &'a TrainConfig,
+        class_names: &'a [String],
+        history: &[EpochRecord],
+    ) -> Checkpoints<'a> {
+        let mut best: Option<BestEpoch> = None;
+        for r in history {
+            if best.is_none_or(|b| r.test_top1 > b.test_top1) {
+                best = Some(BestEpoch {
+                    epoch: r.epoch,
+                    test_top1: r.test_top1,
+                });
+            }
+        }
         Checkpoints {
             dir: dir.to_path_buf(),
             cfg,
             class_names,
-            best_top1: f64::NEG_INFINITY,
+            best,
         }
+    }
+
+    /// The epoch `best.safetensors` holds, if an epoch finished.
+    pub fn best(&self) -> Option<BestEpoch> {
+        self.best
     }
 
     /// The path of `last.safetensors`.
@@ -147,8 +181,8 @@ impl<'a> Checkpoints<'a> {
         Ok(())
     }
 
-    /// After an epoch whose test top-1 was `top1`: `last.safetensors`, copied to
-    /// `best.safetensors` when `top1` is the best so far.
+    /// After an epoch whose test top-1 was `top1` (`st` has ended it): `last.safetensors`, copied
+    /// to `best.safetensors` when `top1` is the best so far.
     ///
     /// # Errors
     /// A file cannot be written or copied.
@@ -160,8 +194,11 @@ impl<'a> Checkpoints<'a> {
         top1: f64,
     ) -> anyhow::Result<()> {
         self.save_last(model, optimizer, st)?;
-        if top1 > self.best_top1 {
-            self.best_top1 = top1;
+        if self.best.is_none_or(|b| top1 > b.test_top1) {
+            self.best = Some(BestEpoch {
+                epoch: st.epoch,
+                test_top1: top1,
+            });
             let (last, best) = (self.last(), self.dir.join(BEST_CHECKPOINT));
             std::fs::copy(&last, &best)
                 .with_context(|| format!("copying {} to {}", last.display(), best.display()))?;

@@ -1,6 +1,8 @@
 //! What a run reports as it goes: a progress bar per epoch on a terminal (a line per logged step
-//! otherwise), `steps.csv` every `--log-every` steps, `metrics.csv` and a line per epoch, the
-//! plots, and at the end a grid of test images titled with predicted and true classes. The CSV
+//! otherwise), `steps.csv` every `--log-every` steps, `metrics.csv` and a line per epoch (saying
+//! which batch-norm statistics evaluated), the plots, and at the end a grid of test images titled
+//! with predicted and true classes and the results on stdout: the last epoch's, as the seed
+//! reported them, and the epoch of `best.safetensors`, labelled as chosen on the test set. The CSV
 //! formats and the plots are [`crate::metrics`]'.
 
 use std::io::IsTerminal;
@@ -15,10 +17,13 @@ use kernels::softmax_ce::TallyReport;
 
 use crate::config::TrainConfig;
 use crate::evaluate::{evaluate, top_k};
-use crate::grid::{save_grid, GridImage, GridLayout};
+use crate::grid::{save_grid, Caption, GridImage, GridLayout};
 use crate::metrics::{self, EpochRecord, StepRecord, METRICS_FILE, STEPS_FILE};
 use crate::model::ResNet;
+use crate::precise_bn::BnStatistics;
 use crate::state::RunState;
+
+use super::checkpoints::{BestEpoch, BEST_CHECKPOINT, LAST_CHECKPOINT};
 
 /// The test-image grid drawn at the end of a run.
 pub const GRID_FILE: &str = "test_predictions.png";
@@ -31,6 +36,15 @@ pub struct TrainLog {
     interactive: bool,
     epochs: u64,
     steps_per_epoch: u64,
+}
+
+/// What an epoch's line says beside its row of `metrics.csv`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalNotes {
+    /// Test images evaluated.
+    pub test_images: usize,
+    /// The batch-norm statistics the evaluation normalised with.
+    pub bn: BnStatistics,
 }
 
 /// One epoch's progress: its bar (hidden off a terminal) and its speed so far.
@@ -114,6 +128,15 @@ impl TrainLog {
         })
     }
 
+    /// The rows of `metrics.csv` so far: the finished epochs (of a resumed run, those up to its
+    /// checkpoint).
+    ///
+    /// # Errors
+    /// A `metrics.csv` that cannot be read.
+    pub fn history(&self) -> anyhow::Result<Vec<EpochRecord>> {
+        Ok(metrics::read(&self.dir.join(METRICS_FILE))?)
+    }
+
     /// The progress of the epoch `st` is in, from its position in it.
     pub fn start_epoch(&self, st: &RunState) -> EpochProgress {
         let bar = self.progress_bar(st);
@@ -177,20 +200,24 @@ impl TrainLog {
         Ok(())
     }
 
-    /// A finished epoch: its row of `metrics.csv` and a line on stderr (`test_images` were
-    /// evaluated).
+    /// A finished epoch: its row of `metrics.csv` and a line on stderr, with `notes`.
     ///
     /// # Errors
     /// `metrics.csv` cannot be written.
-    pub fn epoch(&self, r: &EpochRecord, test_images: usize) -> anyhow::Result<()> {
+    pub fn epoch(&self, r: &EpochRecord, notes: &EvalNotes) -> anyhow::Result<()> {
         metrics::append(&self.dir.join(METRICS_FILE), r)?;
         let train_eval = match (r.train_eval_loss, r.train_eval_acc) {
             (Some(l), Some(a)) => format!(" | train set loss {l:.4} acc {:.2}%", 100.0 * a),
             _ => String::new(),
         };
+        let bn = notes
+            .bn
+            .note()
+            .map(|n| format!(" | {n}"))
+            .unwrap_or_default();
         eprintln!(
             "epoch {}/{}: train loss {:.4} acc {:.2}%{train_eval} | test loss {:.4} top-1 \
-             {:.2}% top-5 {:.2}% ({test_images} images) | lr {:.2e} keep {:.3} | {:.1}s",
+             {:.2}% top-5 {:.2}% ({} images) | lr {:.2e} keep {:.3} | {:.1}s{bn}",
             r.epoch,
             self.epochs,
             r.train_loss,
@@ -198,10 +225,27 @@ impl TrainLog {
             r.test_loss,
             100.0 * r.test_top1,
             100.0 * r.test_top5,
+            notes.test_images,
             r.lr,
             r.keep_prob,
             r.seconds
         );
+        Ok(())
+    }
+
+    /// The run's results on stdout: the last finished epoch's figures ([`final_line`]), and the
+    /// epoch `best` that `best.safetensors` holds ([`best_line`]). Nothing before an epoch ends.
+    ///
+    /// # Errors
+    /// A `metrics.csv` that cannot be read.
+    pub fn results(&self, best: Option<BestEpoch>) -> anyhow::Result<()> {
+        let Some(last) = self.history()?.pop() else {
+            return Ok(());
+        };
+        println!("{}", final_line(&last));
+        if let Some(b) = best {
+            println!("{}", best_line(b));
+        }
         Ok(())
     }
 
@@ -236,13 +280,43 @@ impl TrainLog {
         let images: Vec<GridImage> = (0..shown)
             .map(|i| GridImage {
                 chw: dataset.test.image(i),
-                predicted: &dataset.fine_names[predicted[i]],
-                truth: &dataset.fine_names[dataset.test.fine()[i] as usize],
+                caption: Caption::Prediction {
+                    predicted: &dataset.fine_names[predicted[i]],
+                    truth: &dataset.fine_names[dataset.test.fine()[i] as usize],
+                },
             })
             .collect();
         save_grid(&self.dir.join(GRID_FILE), &images, GridLayout::default())?;
         Ok(())
     }
+}
+
+/// `final (last epoch E, last.safetensors): train set loss L acc A% | test loss L top-1 A% top-5
+/// A%`: the figures the seed reported (its 99.5% and 70.7% are its last epoch's train-set and
+/// test accuracies).
+pub fn final_line(r: &EpochRecord) -> String {
+    let train = match (r.train_eval_loss, r.train_eval_acc) {
+        (Some(l), Some(a)) => format!("train set loss {l:.4} acc {:.2}%", 100.0 * a),
+        _ => "train set not evaluated (--eval-train off)".into(),
+    };
+    format!(
+        "final (last epoch {}, {LAST_CHECKPOINT}): {train} | test loss {:.4} top-1 {:.2}% top-5 \
+         {:.2}%",
+        r.epoch,
+        r.test_loss,
+        100.0 * r.test_top1,
+        100.0 * r.test_top5
+    )
+}
+
+/// The line naming the epoch `best.safetensors` holds, labelled as chosen on the test set.
+pub fn best_line(b: BestEpoch) -> String {
+    format!(
+        "{BEST_CHECKPOINT}: epoch {}, test top-1 {:.2}%, best on the test set: optimistic, since \
+         the test set chose it (the seed's figures are the last epoch's)",
+        b.epoch,
+        100.0 * b.test_top1
+    )
 }
 
 /// The first `n` images of a split, as a split of their own.

@@ -5,7 +5,11 @@
 //!
 //! What the loop reads and writes is handed to it, not owned: the batches (the data policy,
 //! [`TrainBatches`]), the checkpoints ([`checkpoints`]: `last` and `best`, where a run starts)
-//! and the logs ([`log`]: progress bar, step and epoch lines, the CSV files, plots).
+//! and the logs ([`log`]: progress bar, step and epoch lines, the CSV files, plots, the final
+//! results).
+//!
+//! Before each evaluation, [`PreciseBn`] recomputes batch norm's running statistics when the run
+//! asks for it ([`crate::precise_bn`]); the epoch line says which statistics evaluated.
 //!
 //! A run is a pure function of its settings: the shuffle and augmentation are keyed by (seed,
 //! epoch, image), the masks by (seed, step, layer), so `--resume` from any checkpoint continues
@@ -16,10 +20,11 @@ pub mod log;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use cifar_data::{Batch, Dataset};
+use cifar_data::{Batch, Dataset, Split};
 use kernels::softmax_ce::{LossTally, TallyReport};
 use nn_layers::{into_device, ForwardCtx, SoftmaxCrossEntropy};
 use rand::SeedableRng;
@@ -33,11 +38,12 @@ use crate::evaluate::evaluate;
 use crate::metrics::EpochRecord;
 use crate::model::ResNet;
 use crate::optim::Optimizer;
+use crate::precise_bn::PreciseBn;
 use crate::schedule::{KeepSchedule, LrSchedule};
 use crate::state::{self, RunState};
 
 use checkpoints::{Checkpoints, Start};
-use log::TrainLog;
+use log::{EvalNotes, TrainLog};
 
 /// Set by Ctrl-C; the loop finishes its step, writes a checkpoint and stops.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -127,7 +133,7 @@ pub fn run(
     cfg.save(&out.join(CONFIG_FILE))?;
     let resumed_at = resumed.then_some(&trainer.state);
     let log = TrainLog::create(out, cfg, batches.per_epoch(), resumed_at)?;
-    let checkpoints = Checkpoints::new(out, cfg, &dataset.fine_names);
+    let checkpoints = Checkpoints::new(out, cfg, &dataset.fine_names, &log.history()?);
     // A second handler (tests run several trainings in one process) is refused; the first stays.
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let data = Data {
@@ -147,6 +153,7 @@ pub struct Trainer<'a> {
     pub state: RunState,
     schedule: LrSchedule,
     keep: KeepSchedule,
+    precise_bn: PreciseBn,
     device: Device,
 }
 
@@ -177,6 +184,7 @@ impl<'a> Trainer<'a> {
             state: RunState::new(),
             schedule,
             keep: state::keep_schedule(cfg),
+            precise_bn: PreciseBn::new(cfg),
             device: Device::Cpu,
         })
     }
@@ -211,8 +219,8 @@ impl<'a> Trainer<'a> {
                 EpochEnd::Trained { lr } => lr,
                 EpochEnd::Stopped(outcome) => return self.finish(outcome, data, out),
             };
-            let (record, test_images) = self.evaluate(data, lr, started)?;
-            out.log.epoch(&record, test_images)?;
+            let (record, notes) = self.evaluate(data, lr, started)?;
+            out.log.epoch(&record, &notes)?;
             self.state.end_epoch(record.test_loss);
             let top1 = record.test_top1;
             let (model, optimizer) = (&mut self.model, &mut self.optimizer);
@@ -391,25 +399,25 @@ impl<'a> Trainer<'a> {
         Ok(r)
     }
 
-    /// After an epoch's steps: the test set (and with `--eval-train` the whole training set) in
-    /// evaluation mode, as the epoch's row of `metrics.csv`; `lr` is its last step's rate and
-    /// `started` when it began. Returns the row and the number of test images.
+    /// After an epoch's steps: precise batch norm when due, then the test set (and with
+    /// `--eval-train` the whole training set) in evaluation mode, as the epoch's row of
+    /// `metrics.csv`; `lr` is its last step's rate and `started` when it began. Returns the row
+    /// and what the epoch line says beside it.
     fn evaluate(
         &mut self,
         data: &Data,
         lr: f64,
         started: Instant,
-    ) -> anyhow::Result<(EpochRecord, usize)> {
+    ) -> anyhow::Result<(EpochRecord, EvalNotes)> {
+        let (epoch, step) = (self.state.epoch, self.state.step);
+        let bn = self
+            .precise_bn
+            .prepare(&mut self.model, data.batches, epoch, step)?;
         let batch = self.cfg.run.eval_batch_size;
-        let test = evaluate(&mut self.model, &data.dataset.test, batch, false, |_| {})?;
+        let mut on = |split: &Arc<Split>| evaluate(&mut self.model, split, batch, false, |_| {});
+        let test = on(&data.dataset.test)?;
         let train = if self.cfg.run.eval_train {
-            Some(evaluate(
-                &mut self.model,
-                &data.dataset.train,
-                batch,
-                false,
-                |_| {},
-            )?)
+            Some(on(&data.dataset.train)?)
         } else {
             None
         };
@@ -428,13 +436,18 @@ impl<'a> Trainer<'a> {
             keep_prob: self.keep.keep(self.state.epoch) as f64,
             seconds: started.elapsed().as_secs_f64(),
         };
-        Ok((record, test.count))
+        let notes = EvalNotes {
+            test_images: test.count,
+            bn,
+        };
+        Ok((record, notes))
     }
 
-    /// The end of a run: plots, and the grid of test images titled with predicted and true
-    /// classes.
+    /// The end of a run: plots, the grid of test images titled with predicted and true classes,
+    /// and the results: the last epoch's, and the epoch `best.safetensors` holds.
     fn finish(&mut self, outcome: Outcome, data: &Data, out: &Outputs) -> anyhow::Result<Outcome> {
         out.log.finish(&mut self.model, data.dataset)?;
+        out.log.results(out.checkpoints.best())?;
         Ok(outcome)
     }
 }
