@@ -21,14 +21,22 @@
 #                                   --epochs 1`), its training set sized from step 4's images/s
 #                                   to fit TRAIN_BUDGET_S (50,000 images, a full CIFAR epoch, when
 #                                   that fits; the log says which size ran and why);
-#                                7. the CUDA criterion benches (cuBLAS SGEMM as the yardstick).
+#                                7. memory over a long run: the small network for 20 short
+#                                   epochs on the GPU, the device's used memory and the resident
+#                                   set after epoch 20 within 5% of epoch 2 (metrics.csv's gpu_mib
+#                                   and rss_mib); then a batch far too large for the card must stop
+#                                   with the out-of-memory error naming it;
+#                                8. the CUDA criterion benches (cuBLAS SGEMM as the yardstick).
 #                                Everything lands in $OUT: gpu-check.log (the whole run),
 #                                summary.txt (each part's exit status and the lines to copy into
 #                                BENCHMARKS.md), torch_seed.txt, bench.txt, train-metrics.csv,
-#                                train-steps.csv, cuda-bench.txt.
+#                                train-steps.csv, memory-metrics.csv, memory-oom.txt,
+#                                cuda-bench.txt.
 #
 # Here, the synthetic epoch alone on the CPU (a test of this script):
 #   OUTDIR=/tmp/o TRAIN_BUDGET_S=1 TRAIN_DEVICE=cpu TRAIN_PRESET=tiny scripts/gpu-check.sh synthetic-epoch
+# and its memory check (step 7) on the CPU:
+#   OUTDIR=/tmp/o TRAIN_DEVICE=cpu MEMORY_PRESET=tiny scripts/gpu-check.sh memory
 #
 # Device call: run(command="bash scripts/gpu-check.sh run", carry=["target/gpu-check"],
 #                  timeout_s=540). The parts' limits add up to under 480 s (GPU_CHECK_BUDGET_S).
@@ -140,7 +148,54 @@ synthetic_epoch() {
     return $rc
 }
 
-PARTS=(gpu smoke parity bench torch epoch criterion)
+# The growth a long run's memory may show from epoch 2 to epoch 20 (the CPU's test in
+# trainer/tests/train.rs allows the same).
+MEMORY_GROWTH=0.05
+
+# Step 7: 20 epochs of 4 steps of the small network; the used memory of the device and the
+# resident set, as metrics.csv reports them after each epoch, must not grow by more than
+# MEMORY_GROWTH from epoch 2 to epoch 20. Then `trainer bench` at a batch whose first
+# convolution alone needs 210 GB (the seed network, 400,000 images: 400,000 x 128 x 32 x 32
+# floats) must fail cleanly at that allocation with the error naming the batch size.
+memory_check() {
+    local run=/tmp/gpu-check-memory device=${TRAIN_DEVICE:-cuda} rc=0 columns=rss_mib
+    [ "$device" = cpu ] || columns="rss_mib gpu_mib"
+    rm -rf "$run"
+    "$DIR/trainer" train --device "$device" --preset "${MEMORY_PRESET:-small}" --synth-train 1000 \
+        --synth-test 250 --batch-size 250 --epochs 20 --patience 0 --out "$run" 2>&1 | tail -3
+    cp "$run/metrics.csv" "$OUTDIR/memory-metrics.csv" || return 1
+    python3 - "$run/metrics.csv" "$MEMORY_GROWTH" $columns <<'PY' || rc=1
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+limit, ok = float(sys.argv[2]), True
+for col in sys.argv[3:]:
+    values = [float(r[col]) for r in rows if r.get(col)]
+    if len(values) != 20:
+        print(f"memory: {col} has {len(values)} values, expected 20")
+        ok = False
+        continue
+    growth = values[19] / values[1] - 1
+    print(f"memory: {col} epoch 2 {values[1]:.1f} MiB, epoch 20 {values[19]:.1f} MiB "
+          f"({growth:+.1%}); every epoch: {' '.join(f'{v:.0f}' for v in values)}")
+    ok &= abs(growth) <= limit
+sys.exit(0 if ok else 1)
+PY
+    # The CPU would try to allocate the 210 GB (and abort): the refusal is the GPU's.
+    [ "$device" = cpu ] && return $rc
+    local o=0 want='out of GPU memory: a training step at --batch-size 400000 needs more than the'
+    "$DIR/trainer" bench --device "$device" --preset seed --batch-size 400000 --steps 1 \
+        >"$OUTDIR/memory-oom.txt" 2>&1 || o=$?
+    tail -5 "$OUTDIR/memory-oom.txt"
+    if [ "$o" = 1 ] && grep -q "$want" "$OUTDIR/memory-oom.txt"; then
+        echo "memory: a batch too large for the GPU is refused naming it"
+    else
+        echo "memory: the oversized batch did not end in the out-of-memory error (exit $o)"
+        rc=1
+    fi
+    return $rc
+}
+
+PARTS=(gpu smoke parity bench torch epoch memory criterion)
 
 run() {
     local key
@@ -178,6 +233,8 @@ run() {
         python3 scripts/torch_seed.py --device cuda --batch-size 250 --out "$OUTDIR/torch_seed.txt"
     want epoch && part "synthetic epoch (trainer train --device cuda --epochs 1)" $((TRAIN_BUDGET_S + 60)) \
         bash scripts/gpu-check.sh synthetic-epoch
+    want memory && part "memory over 20 epochs, and a batch too large for the GPU" 100 \
+        bash scripts/gpu-check.sh memory
     # CUDA_BENCH_FILTER: a criterion filter (a regular expression on the benchmark ids).
     want criterion && part "CUDA criterion benches" 150 \
         bash -c "set -o pipefail; '$DIR/cuda-bench' --bench ${CUDA_BENCH_FILTER:-} 2>&1 | tee '$OUTDIR/cuda-bench.txt' | grep -E '^cuda|time:|thrpt:|skipped'"
@@ -188,6 +245,7 @@ run() {
         grep -h '^training:\|^inference:\|^bench:' "$OUTDIR/bench.txt" 2>/dev/null
         grep -h '^RESULT\|^|' "$OUTDIR/torch_seed.txt" 2>/dev/null
         grep -h '^epoch 1/' "$OUTDIR/gpu-check.log" 2>/dev/null | tail -1
+        grep -h '^memory:' "$OUTDIR/gpu-check.log" 2>/dev/null
     } | tee "$OUTDIR/summary.txt"
     # Non-zero when any part failed, ran out of time or was skipped.
     local r failed=0
@@ -202,6 +260,8 @@ build) build ;;
 run) run ;;
 # Step 6 of `run`, a command of its own so that `timeout` can stop it.
 synthetic-epoch) synthetic_epoch ;;
+# Step 7 of `run`.
+memory) memory_check ;;
 *)
     echo "usage: scripts/gpu-check.sh build|run" >&2
     exit 2

@@ -193,6 +193,16 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint { tensors, metadata })
 }
 
+/// Copies the checkpoint at `from` to `to` atomically, as [`save`] writes: a crash leaves the
+/// previous file at `to` or the whole copy, never part of it.
+pub fn copy(from: &Path, to: &Path) -> Result<()> {
+    write_atomically(to, |tmp| {
+        std::fs::copy(from, tmp)
+            .map(|_| ())
+            .map_err(|e| Error::io(from, e))
+    })
+}
+
 /// The temporary name `path` is written under before the rename: hidden, in the same directory
 /// (a rename within one file system is atomic), and unique to this process.
 fn temporary_path(path: &Path) -> PathBuf {
@@ -304,6 +314,14 @@ mod tests {
         back.validate(&path, &expected(&c)).unwrap();
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A copy (as best.safetensors is made) is the same file, written the same way.
+        let best = dir.path().join("best.safetensors");
+        copy(&path, &best).unwrap();
+        assert_eq!(std::fs::read(&best).unwrap(), std::fs::read(&path).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        let err = copy(&dir.path().join("absent"), &best).unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+        assert_eq!(bits(&load(&best).unwrap()), bits(&c));
     }
 
     #[test]

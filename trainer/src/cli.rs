@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
-    at_least_one, validate_threads, AugmentKind, DataConfig, DataRecipe, DatasetKind, DeviceArg,
-    ModelConfig, OptimizerConfig, OrderKind, PreprocessKind, Preset, RegularizationConfig,
-    RuleFlags, RunConfig, Switch, TrainConfig,
+    at_least_one, validate_threads, AugmentKind, CheckpointEvery, DataConfig, DataRecipe,
+    DatasetKind, DeviceArg, ModelConfig, OptimizerConfig, OrderKind, PreprocessKind, Preset,
+    RegularizationConfig, RuleFlags, RunConfig, Switch, TrainConfig,
 };
 use crate::error::Result;
 use crate::optim::OptimizerKind;
@@ -43,7 +43,8 @@ pub enum Command {
     /// Show what the network sees: images preprocessed and augmented as training does them,
     /// before normalisation, as a PNG grid and as CIFAR records.
     Preview(PreviewArgs),
-    /// Download and unpack the CIFAR-100 or CIFAR-10 binary release.
+    /// Download and unpack the CIFAR-100 or CIFAR-10 binary release (or install a copy with
+    /// --archive).
     Download(DownloadArgs),
     /// Write the synthetic dataset (CIFAR-100 layout) to a directory.
     Synth(SynthArgs),
@@ -310,6 +311,7 @@ impl TrainArgs {
                 log_every: log.log_every,
                 device: self.runtime.device,
                 threads: self.runtime.threads,
+                checkpoint_every: run.checkpoint_every,
             },
         };
         config.validate()?;
@@ -333,6 +335,10 @@ pub struct RunArgs {
     /// Stop after this many optimizer steps in total (a checkpoint is written).
     #[arg(long, value_name = "N")]
     pub max_steps: Option<u64>,
+    /// Also write last.safetensors during an epoch: after TIME (90s, 10m, 2h) since the last
+    /// checkpoint, every N steps (500steps or 500), or off (at epoch ends only).
+    #[arg(long, default_value_t = CheckpointEvery::DEFAULT, value_name = "TIME|STEPS")]
+    pub checkpoint_every: CheckpointEvery,
     /// Seed of initialisation, shuffling, augmentation, dropout and DropBlock.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
@@ -593,6 +599,11 @@ pub struct DownloadArgs {
     /// Directory to unpack into.
     #[arg(long, default_value = "data", value_name = "DIR")]
     pub dir: PathBuf,
+    /// Install from this copy of the release (cifar-100-binary.tar.gz or
+    /// cifar-10-binary.tar.gz) instead of downloading: its MD5 is checked and it is unpacked
+    /// with the same checks, replacing a dataset already in --dir.
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<PathBuf>,
 }
 
 /// `trainer synth`.

@@ -14,9 +14,10 @@
 //!   when they can be trusted.
 //! - [`state`]: what a checkpoint holds (model, optimizer, position, settings) on top of
 //!   [`checkpoint`], the safetensors files.
-//! - [`metrics`]: `metrics.csv` and `steps.csv`; [`plot`] and [`grid`]: PNG charts and image
-//!   grids, their text in a built-in bitmap font ([`draw`]), so nothing depends on the fonts
-//!   installed on the machine.
+//! - [`metrics`]: `metrics.csv` and `steps.csv`, with [`memory`] (what a run uses, and the
+//!   error when the GPU runs out); [`plot`] and [`grid`]: PNG charts and image grids, their
+//!   text in a built-in bitmap font ([`draw`]), so nothing depends on the fonts installed on
+//!   the machine.
 
 pub mod checkpoint;
 pub mod cli;
@@ -26,7 +27,10 @@ pub mod data;
 pub mod draw;
 mod error;
 pub mod evaluate;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod grid;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::memory::MemoryUse;
 use crate::plot::{Chart, Series};
 
 /// File name of the per-epoch log in a run directory.
@@ -44,6 +45,9 @@ pub struct EpochRecord {
     pub keep_prob: f64,
     /// Wall-clock seconds the epoch took, evaluation included.
     pub seconds: f64,
+    /// Memory in use after the epoch (the process's resident set now and at its peak, the
+    /// GPU's used memory): a run whose memory grows from epoch to epoch shows here.
+    pub memory: MemoryUse,
 }
 
 /// One row of `steps.csv`: a logged minibatch.
@@ -83,6 +87,9 @@ impl CsvRecord for EpochRecord {
         "lr",
         "keep_prob",
         "seconds",
+        "rss_mib",
+        "peak_rss_mib",
+        "gpu_mib",
     ];
 
     fn key(&self) -> u64 {
@@ -104,6 +111,9 @@ impl CsvRecord for EpochRecord {
             self.lr.to_string(),
             self.keep_prob.to_string(),
             self.seconds.to_string(),
+            opt(self.memory.rss_mib),
+            opt(self.memory.peak_rss_mib),
+            opt(self.memory.gpu_mib),
         ]
     }
 
@@ -122,6 +132,11 @@ impl CsvRecord for EpochRecord {
             lr: field(f, 9, h)?,
             keep_prob: field(f, 10, h)?,
             seconds: field(f, 11, h)?,
+            memory: MemoryUse {
+                rss_mib: optional(f, 12, h)?,
+                peak_rss_mib: optional(f, 13, h)?,
+                gpu_mib: optional(f, 14, h)?,
+            },
         })
     }
 }
@@ -399,6 +414,11 @@ mod tests {
             lr: 5e-4 * 0.98f64.powi(epoch as i32 - 1),
             keep_prob: 1.0 - 0.005 * (epoch - 1) as f64,
             seconds: 12.25 + e / 3.0,
+            memory: MemoryUse {
+                rss_mib: Some(100.5 + e),
+                peak_rss_mib: Some(1875.25),
+                gpu_mib: train_eval.then_some(2048.0),
+            },
         }
     }
 

@@ -50,6 +50,31 @@ pub struct NetSpec {
     pub bn: BatchNormConfig,
 }
 
+impl NetSpec {
+    /// The name and shape of each convolution and linear weight of the network (all its
+    /// parameters but the batch-norm vectors), worked out without building it: what a
+    /// checkpoint's tensors are checked against before a network of its settings is allocated.
+    pub fn weight_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        let mut cin = IMAGE_CHANNELS;
+        for (i, &w) in self.widths.iter().enumerate() {
+            for (block, conv, from) in [(1, 1, cin), (1, 2, w), (2, 1, w), (2, 2, w)] {
+                let name = format!("blocks.{i}.conv_block{block}.conv{conv}.weight");
+                out.push((name, vec![w, from, 3, 3]));
+            }
+            cin = w;
+        }
+        let flat = cin * ResNet::final_side() * ResNet::final_side();
+        let (hidden, classes) = (self.hidden, self.classes);
+        for (i, out_features, in_features) in
+            [(1, hidden, flat), (2, hidden, hidden), (3, classes, hidden)]
+        {
+            out.push((format!("fc{i}.weight"), vec![out_features, in_features]));
+        }
+        out
+    }
+}
+
 /// The whole network.
 #[derive(Debug, Clone)]
 pub struct ResNet {
@@ -332,6 +357,16 @@ mod tests {
         });
         assert!(shapes.contains(&("fc1.weight".into(), vec![16, 32])));
         assert!(shapes.contains(&("blocks.0.conv_block1.conv1.weight".into(), vec![4, 3, 3, 3])));
+        // The weights' shapes worked out from the spec are the built network's.
+        let weights: Vec<_> = shapes
+            .into_iter()
+            .filter(|(n, s)| n.ends_with(".weight") && s.len() > 1)
+            .collect();
+        let mut expected = net.spec.weight_shapes();
+        expected.sort();
+        let mut got = weights;
+        got.sort();
+        assert_eq!(got, expected);
     }
 
     #[test]

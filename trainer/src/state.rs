@@ -185,54 +185,98 @@ pub struct Loaded {
     pub state: RunState,
 }
 
-/// Reads a checkpoint written by [`save`].
+/// Reads a checkpoint written by [`save`]. Before anything is built from it, its weights must
+/// have the shapes its settings describe: a file of a few bytes cannot make `eval`, `predict`
+/// or `--resume` allocate a network of any size.
 ///
 /// # Errors
 /// A missing, corrupt or foreign file, naming the path and the entry that is wrong.
 pub fn load(path: &Path) -> Result<Loaded> {
     let checkpoint = checkpoint::load(path)?;
-    let format: String = checkpoint.meta("format")?;
+    let format: String = meta(&checkpoint, path, "format")?;
     if format != FORMAT {
         return Err(Error::format(
             path,
             format!("checkpoint format {format:?}, this trainer reads {FORMAT:?}"),
         ));
     }
-    let config_text: String = checkpoint.meta("config")?;
+    let config_text: String = meta(&checkpoint, path, "config")?;
     let config = TrainConfig::from_toml(&config_text, path)?;
     let class_names: Vec<String> = checkpoint
         .metadata
         .get("class_names")
         .map(|s| s.lines().map(str::to_string).collect())
         .unwrap_or_default();
-    let classes: usize = checkpoint.meta("classes")?;
-    if class_names.len() != classes {
+    let classes: usize = meta(&checkpoint, path, "classes")?;
+    if class_names.len() != classes || classes == 0 {
         return Err(Error::format(
             path,
             format!("{} class names for {classes} classes", class_names.len()),
         ));
     }
-    let losses: String = checkpoint.meta("test_losses")?;
+    check_weight_shapes(path, &checkpoint, &net_spec(&config, classes, 0))?;
+    let state = run_state(path, &checkpoint)?;
+    Ok(Loaded {
+        checkpoint,
+        config,
+        class_names,
+        state,
+    })
+}
+
+/// The metadata entry `key` parsed as `T`; the error names the file.
+fn meta<T: std::str::FromStr>(ckpt: &Checkpoint, path: &Path, key: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    ckpt.meta(key)
+        .map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// Refuses a checkpoint whose convolution and linear weights are not the shapes its settings
+/// describe (naming each tensor with both shapes), before a network of those settings is built:
+/// it could not match, and settings in a file could ask for any amount of memory. Once they
+/// match, the network is about the size of the file.
+fn check_weight_shapes(path: &Path, ckpt: &Checkpoint, spec: &NetSpec) -> Result<()> {
+    let problems: Vec<String> = spec
+        .weight_shapes()
+        .into_iter()
+        .filter_map(|(name, shape)| match ckpt.tensor(&name) {
+            None => Some(format!("missing tensor {name} (model expects {shape:?})")),
+            Some(t) if t.shape != shape => Some(format!(
+                "tensor {name} has shape {:?} in the checkpoint, the model expects {shape:?}",
+                t.shape
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Mismatch {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+/// The run's position saved in the metadata.
+fn run_state(path: &Path, ckpt: &Checkpoint) -> Result<RunState> {
+    let losses: String = meta(ckpt, path, "test_losses")?;
     let test_losses = losses
         .split(',')
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<f64>())
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::format(path, format!("test_losses {losses:?}: {e}")))?;
-    let state = RunState {
-        step: checkpoint.meta("step")?,
-        epoch: checkpoint.meta("epoch")?,
-        batch_in_epoch: checkpoint.meta("batch_in_epoch")?,
+    Ok(RunState {
+        step: meta(ckpt, path, "step")?,
+        epoch: meta(ckpt, path, "epoch")?,
+        batch_in_epoch: meta(ckpt, path, "batch_in_epoch")?,
         test_losses,
-        epoch_loss_sum: checkpoint.meta("epoch_loss_sum")?,
-        epoch_correct: checkpoint.meta("epoch_correct")?,
-        epoch_seen: checkpoint.meta("epoch_seen")?,
-    };
-    Ok(Loaded {
-        checkpoint,
-        config,
-        class_names,
-        state,
+        epoch_loss_sum: meta(ckpt, path, "epoch_loss_sum")?,
+        epoch_correct: meta(ckpt, path, "epoch_correct")?,
+        epoch_seen: meta(ckpt, path, "epoch_seen")?,
     })
 }
 
@@ -292,7 +336,7 @@ pub fn load_optimizer(
             problems,
         });
     }
-    optimizer.updates = ckpt.meta("optimizer_updates")?;
+    optimizer.updates = meta(ckpt, path, "optimizer_updates")?;
     Ok(())
 }
 

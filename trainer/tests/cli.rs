@@ -491,3 +491,60 @@ fn bad_config_files_are_refused_naming_the_file() {
         .to_string();
     assert!(err.contains("absent.toml"), "{err}");
 }
+
+#[test]
+fn checkpoint_every_takes_a_time_a_number_of_steps_or_off() {
+    use std::time::Duration;
+    use trainer::config::CheckpointEvery::{self, Off, Steps, Time};
+    let secs = |s| Time(Duration::from_secs(s));
+    assert_eq!(train_config("").run.checkpoint_every, secs(600));
+    for (arg, want, shown) in [
+        ("10m", secs(600), "10m"),
+        ("90s", secs(90), "90s"),
+        ("120s", secs(120), "2m"),
+        ("2h", secs(7200), "2h"),
+        ("500steps", Steps(500), "500steps"),
+        ("500", Steps(500), "500steps"),
+        ("off", Off, "off"),
+    ] {
+        let every = train_config(&format!("--checkpoint-every {arg}"))
+            .run
+            .checkpoint_every;
+        assert_eq!((every, every.to_string().as_str()), (want, shown), "{arg}");
+        assert_eq!(shown.parse::<CheckpointEvery>().unwrap(), want);
+    }
+    for (arg, want) in [
+        (
+            "10x",
+            "expected a time (90s, 10m, 2h), a number of steps (500steps or 500) or off",
+        ),
+        ("1.5h", "expected a time"),
+        ("m", "expected a time"),
+        (
+            "0",
+            "must be at least 1 (off writes checkpoints only at epoch ends)",
+        ),
+        ("0m", "must be at least 1"),
+        ("99999999999999999h", "too long"),
+    ] {
+        let err = parse(&format!("train --checkpoint-every {arg}"))
+            .expect_err(arg)
+            .to_string();
+        assert!(
+            err.contains("--checkpoint-every") && err.contains(want),
+            "{arg}: {err}"
+        );
+    }
+    // Steps count over the run; a time since the last checkpoint.
+    assert!(Steps(3).due(6, Duration::ZERO) && !Steps(3).due(7, Duration::from_secs(1 << 20)));
+    assert!(!secs(10).due(1, Duration::from_secs(9)) && secs(10).due(1, Duration::from_secs(10)));
+    assert!(!Off.due(1000, Duration::MAX));
+}
+
+#[test]
+fn download_takes_a_local_archive() {
+    let Command::Download(d) = parse("download --archive x.tar.gz").unwrap().command else {
+        panic!("a download command")
+    };
+    assert_eq!(d.archive, Some(PathBuf::from("x.tar.gz")));
+}

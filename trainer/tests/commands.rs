@@ -1,5 +1,6 @@
-//! The `trainer` binary's `synth`, `predict`, `eval` and `bench` subcommands on tiny inputs, and
-//! their refusals: a clear message and a non-zero exit, never a panic.
+//! The `trainer` binary's `synth`, `predict`, `eval`, `bench` and `download --archive`
+//! subcommands on tiny inputs, and their refusals: a clear message and a non-zero exit, never a
+//! panic.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -718,4 +719,90 @@ fn cuda_without_a_gpu_is_refused() {
         ]),
         &["--device cuda:0: no usable CUDA GPU 0", "use --device cpu"],
     );
+}
+
+/// A tar.gz laid out as the CIFAR-100 release (`cifar-100-binary/` and its four files), holding
+/// a small synthetic dataset of seed `seed`.
+fn fake_release(seed: u64) -> Vec<u8> {
+    use flate2::{write::GzEncoder, Compression};
+    let src = tempfile::tempdir().unwrap();
+    let cfg = cifar_data::synth::SynthConfig {
+        seed,
+        train: 20,
+        test: 10,
+    };
+    cifar_data::synth::write(src.path(), &cfg).unwrap();
+    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    tar.append_dir("cifar-100-binary", src.path()).unwrap();
+    for file in cifar_data::Format::Cifar100.all_files() {
+        let name = format!("cifar-100-binary/{file}");
+        tar.append_path_with_name(src.path().join(file), name)
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// `trainer download --archive` checks the file against the release's published MD5, which an
+/// archive made here cannot have: the binary refuses it, naming the file and both checksums,
+/// and unpacks nothing; a missing file is named too.
+#[test]
+fn download_refuses_an_archive_that_is_not_the_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("cifar-100-binary.tar.gz");
+    std::fs::write(&file, fake_release(1)).unwrap();
+    let data = tmp.path().join("data");
+    let args = ["download", "--dir", s(&data), "--archive", s(&file)];
+    refused(
+        trainer(&args),
+        &[
+            "--archive",
+            s(&file),
+            cifar_data::Format::Cifar100.md5(),
+            "nothing was unpacked",
+        ],
+    );
+    assert!(!cifar_data::Dataset::is_complete(
+        &data,
+        cifar_data::Format::Cifar100
+    ));
+    let missing = tmp.path().join("nowhere.tar.gz");
+    let args = ["download", "--dir", s(&data), "--archive", s(&missing)];
+    refused(trainer(&args), &[s(&missing)]);
+}
+
+/// The same command with the archive's own MD5 in place of the release's (the one thing the
+/// test cannot give the binary) installs it, and a second archive replaces the first.
+#[test]
+fn download_installs_an_archive_with_the_expected_md5() {
+    use md5::{Digest, Md5};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    for seed in [1, 2] {
+        let bytes = fake_release(seed);
+        let file = tmp.path().join("cifar-100-binary.tar.gz");
+        std::fs::write(&file, &bytes).unwrap();
+        let md5: String = Md5::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let line = format!("trainer download --dir {} --archive {}", s(&data), s(&file));
+        let Sub::Download(args) = Cli::try_parse_from(line.split_whitespace())
+            .unwrap()
+            .command
+        else {
+            unreachable!("a download command")
+        };
+        let dir = trainer::commands::download::install(&args, &file, &md5).unwrap();
+        assert_eq!(dir, data.join("cifar-100-binary"));
+        let loaded = cifar_data::Dataset::load(&data, cifar_data::Format::Cifar100).unwrap();
+        let want = tmp.path().join(format!("want{seed}"));
+        let cfg = cifar_data::synth::SynthConfig {
+            seed,
+            train: 20,
+            test: 10,
+        };
+        cifar_data::synth::write(&want, &cfg).unwrap();
+        let want = cifar_data::Dataset::load(&want, cifar_data::Format::Cifar100).unwrap();
+        assert_eq!(loaded.train.images(), want.train.images(), "seed {seed}");
+    }
 }

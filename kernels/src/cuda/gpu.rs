@@ -143,6 +143,12 @@ impl Gpu {
         self.stream.synchronize().map_err(device_err)
     }
 
+    /// The device's memory as the driver reports it, in bytes: (free, total). Used memory
+    /// (total - free) counts every process's allocations and the contexts, not only ours.
+    pub fn memory(&self) -> Result<(usize, usize)> {
+        self.ctx.mem_get_info().map_err(device_err)
+    }
+
     /// The loaded function of `kernel`, compiling and loading its module on first use.
     fn function<P>(&self, kernel: &Kernel<P>) -> Result<CudaFunction> {
         let (module, name) = (kernel.module, kernel.name);
@@ -166,11 +172,17 @@ impl Backend for Gpu {
     type Buf<T: Elem> = CudaSlice<T>;
 
     fn alloc<T: Elem>(&self, len: usize) -> Result<CudaSlice<T>> {
-        self.stream.alloc_zeros(len).map_err(device_err)
+        let bytes = len * std::mem::size_of::<T>();
+        self.stream
+            .alloc_zeros(len)
+            .map_err(|e| device_err(format!("allocating {bytes} bytes: {e}")))
     }
 
     fn upload<T: Elem>(&self, host: &[T]) -> Result<CudaSlice<T>> {
-        self.stream.clone_htod(host).map_err(device_err)
+        let bytes = std::mem::size_of_val(host);
+        self.stream
+            .clone_htod(host)
+            .map_err(|e| device_err(format!("uploading {bytes} bytes: {e}")))
     }
 
     fn download<T: Elem>(&self, buf: &CudaSlice<T>) -> Result<Vec<T>> {

@@ -32,9 +32,10 @@ use tensor_core::{alloc, Device, Tensor};
 
 use crate::cli::{BenchArgs, Cli, Command};
 use crate::config::TrainConfig;
+use crate::memory::{explain_out_of_memory, MemoryUse};
 use crate::model::{ResNet, IMAGE_CHANNELS, IMAGE_SIDE};
 use crate::optim::Optimizer;
-use crate::state;
+use crate::state::{self, RunState};
 
 /// Classes of the random labels (CIFAR-100's).
 const CLASSES: usize = 100;
@@ -85,7 +86,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    bench.train_step().context("warm-up training step")?;
+    let step_at = format!("a training step at --batch-size {}", args.batch_size);
+    (bench.train_step())
+        .map_err(|e| explain_out_of_memory(e, &step_at, device))
+        .context("warm-up training step")?;
     let before = MemoryCounters::now();
     let train = time(args.steps, || bench.train_step())?;
     report(
@@ -97,6 +101,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         peak,
     );
     println!("{}", MemoryCounters::now().since(&before, train.len()));
+    let (bytes, took) = bench.time_checkpoint()?;
+    println!(
+        "checkpoint (model and optimizer state, as train writes last.safetensors): {:.1} MB \
+         written in {:.2} s, {:.2} median training steps",
+        bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        took.as_secs_f64() / median(&train).as_secs_f64()
+    );
     if args.profile {
         // Steps of their own, so that the timing of a profile (waits for a GPU around every
         // layer) never shows in the median above.
@@ -107,7 +119,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     bench.check_tallied_loss()?;
 
-    bench.infer().context("warm-up inference batch")?;
+    let infer_at = format!("inference at --batch-size {}", args.batch_size);
+    (bench.infer())
+        .map_err(|e| explain_out_of_memory(e, &infer_at, device))
+        .context("warm-up inference batch")?;
     let inference = time(args.steps, || bench.infer())?;
     report(
         "inference",
@@ -118,8 +133,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         peak,
     );
 
-    match peak_rss_kib() {
-        Some(kib) => println!("peak memory (VmHWM): {:.0} MiB", kib as f64 / 1024.0),
+    match MemoryUse::now(device).peak_rss_mib {
+        Some(mib) => println!("peak memory (VmHWM): {mib:.0} MiB"),
         None => println!("peak memory: unavailable (no /proc/self/status VmHWM)"),
     }
     Ok(())
@@ -167,8 +182,10 @@ impl<'a> Bench<'a> {
         let dims = [n, IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE];
         let x = Tensor::uniform(dims, -1.0, 1.0, &mut rng)?;
         let labels: Vec<u32> = (0..n).map(|i| (i % CLASSES) as u32).collect();
-        model.to_device(device)?;
-        optimizer.to_device(&mut model, device)?;
+        let moved = (model.to_device(device).map_err(crate::Error::from))
+            .and_then(|()| optimizer.to_device(&mut model, device));
+        let what = "the model and its optimizer state";
+        moved.map_err(|e| explain_out_of_memory(e.into(), what, device))?;
         Ok(Bench {
             cfg,
             model,
@@ -205,6 +222,23 @@ impl<'a> Bench<'a> {
         kernels::cuda::synchronize(self.device)?;
         self.step += 1;
         Ok(())
+    }
+
+    /// Writes the model and its optimizer state as `train` writes `last.safetensors` (host
+    /// copies, then a temporary file, fsync and rename) into a temporary directory of the
+    /// system's; returns the file's size in bytes and the time the write took.
+    fn time_checkpoint(&mut self) -> anyhow::Result<(u64, Duration)> {
+        let dir = tempfile::tempdir().context("a temporary directory for the checkpoint")?;
+        let path = dir.path().join("last.safetensors");
+        let names: Vec<String> = (0..CLASSES).map(|c| format!("class_{c}")).collect();
+        let (model, optimizer) = (&mut self.model, Some(&mut self.optimizer));
+        let start = Instant::now();
+        state::save(&path, model, optimizer, self.cfg, &names, &RunState::new())?;
+        let took = start.elapsed();
+        let bytes = std::fs::metadata(&path)
+            .with_context(|| path.display().to_string())?
+            .len();
+        Ok((bytes, took))
     }
 
     /// The one read of the loss on a device: the sum of every step's must be finite.
@@ -399,21 +433,6 @@ fn parse_minflt(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(7)?.parse().ok()
 }
 
-/// The process's peak resident set size in KiB, from `VmHWM` in /proc/self/status (Linux).
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_vm_hwm(&status)
-}
-
-/// The value of the `VmHWM:   1234 kB` line.
-fn parse_vm_hwm(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,12 +486,5 @@ mod tests {
         let stat = "4242 (tr (a) iner) R 1 4242 4242 0 -1 4194560 31337 0 0 0 12 3 0 0 20 0 3";
         assert_eq!(parse_minflt(stat), Some(31337));
         assert_eq!(parse_minflt("4242 (trainer) R 1"), None);
-    }
-
-    #[test]
-    fn vm_hwm_is_read_in_kib() {
-        let status = "Name:\ttrainer\nVmPeak:\t  9000 kB\nVmHWM:\t   1536 kB\nVmRSS:\t 1000 kB\n";
-        assert_eq!(parse_vm_hwm(status), Some(1536));
-        assert_eq!(parse_vm_hwm("Name:\ttrainer\n"), None);
     }
 }

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use cifar_data::augment::Image;
 use cifar_data::Preprocess;
 use image::imageops::FilterType;
-use image::ImageReader;
+use image::{ImageReader, Limits};
 use nn_layers::{into_device, ForwardCtx, SoftmaxCrossEntropy};
 use tensor_core::Tensor;
 
@@ -73,19 +73,33 @@ fn probabilities(model: &mut crate::model::ResNet, x: Tensor) -> anyhow::Result<
     Ok(cache.probs().try_to_vec()?)
 }
 
+/// The most memory a decoded input image may take (the `image` crate's decoders check it from
+/// the header, before allocating): 128 MiB, e.g. a 44-megapixel 8-bit RGB photo; its 8-bit RGB
+/// copy takes at most three times that again (from grayscale). A file whose header claims more
+/// (100,000 x 100,000 pixels, say) is refused at once.
+pub const MAX_IMAGE_BYTES: u64 = 128 << 20;
+
 /// Reads a PNG or JPEG file (the format is sniffed from the bytes, not the extension) as a CIFAR
 /// image: resized to 32x32, (3, 32, 32) bytes.
 ///
 /// # Errors
-/// A file that cannot be read or decoded, named in the message.
+/// A file that cannot be read or decoded, or decodes to more than [`MAX_IMAGE_BYTES`], named
+/// in the message.
 pub fn read_image(path: &Path) -> anyhow::Result<Image> {
+    read_image_within(path, MAX_IMAGE_BYTES)
+}
+
+/// [`read_image`] with a decoded size of at most `max_bytes`.
+pub fn read_image_within(path: &Path, max_bytes: u64) -> anyhow::Result<Image> {
     let what = || format!("{}: not a readable PNG or JPEG image", path.display());
-    let img = ImageReader::open(path)
+    let mut reader = ImageReader::open(path)
         .with_context(what)?
         .with_guessed_format()
-        .with_context(what)?
-        .decode()
         .with_context(what)?;
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(max_bytes);
+    reader.limits(limits);
+    let img = reader.decode().with_context(what)?;
     if img.width() == 0 || img.height() == 0 {
         bail!("{}: the image is empty", path.display());
     }

@@ -1,6 +1,7 @@
 //! A run's checkpoints: where it starts ([`Start`]: fresh, `--resume`, `--init`) and what it
-//! saves ([`Checkpoints`]): `last.safetensors` after every epoch and when the run stops early,
-//! `best.safetensors` a copy of the last whose test top-1 is the best of the run so far.
+//! saves ([`Checkpoints`]): `last.safetensors` after every epoch, during one as
+//! `--checkpoint-every` asks, and when the run stops early; `best.safetensors` a copy of the last
+//! whose test top-1 is the best of the run so far.
 //! What a checkpoint holds is [`crate::state`]'s.
 //!
 //! `last.safetensors` is what the seed reported (its 70.7% is the last epoch's). `best` is chosen
@@ -8,9 +9,11 @@
 //! output and the README say so wherever it appears.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::metrics::EpochRecord;
 use crate::model::ResNet;
@@ -37,8 +40,8 @@ pub enum Start {
 
 impl Start {
     /// `--resume path`, read now, with the settings the run continues with: those it was saved
-    /// with, but for its length (epochs, step limit), the device and the threads, which come
-    /// from `cfg` (this command line).
+    /// with, but for its length (epochs, step limit), the device, the threads and how often it
+    /// checkpoints, which come from `cfg` (this command line).
     ///
     /// # Errors
     /// A checkpoint that cannot be read, naming the flag and the file.
@@ -50,6 +53,7 @@ impl Start {
         saved.run.max_steps = cfg.run.max_steps;
         saved.run.device = cfg.run.device;
         saved.run.threads = cfg.run.threads;
+        saved.run.checkpoint_every = cfg.run.checkpoint_every;
         eprintln!(
             "resuming {} at step {}, epoch {} (batch {}), with its saved settings",
             path.display(),
@@ -127,6 +131,8 @@ pub struct Checkpoints<'a> {
     class_names: &'a [String],
     /// The finished epoch with the best test top-1 so far (the first of equals).
     best: Option<BestEpoch>,
+    /// When `last.safetensors` was last written (or the run started), for `--checkpoint-every`.
+    saved_at: Instant,
 }
 
 impl<'a> Checkpoints<'a> {
@@ -152,12 +158,21 @@ impl<'a> Checkpoints<'a> {
             cfg,
             class_names,
             best,
+            saved_at: Instant::now(),
         }
     }
 
     /// The epoch `best.safetensors` holds, if an epoch finished.
     pub fn best(&self) -> Option<BestEpoch> {
         self.best
+    }
+
+    /// Whether `--checkpoint-every` asks for `last.safetensors` after step `step` of the run.
+    pub fn due(&self, step: u64) -> bool {
+        self.cfg
+            .run
+            .checkpoint_every
+            .due(step, self.saved_at.elapsed())
     }
 
     /// The path of `last.safetensors`.
@@ -171,18 +186,19 @@ impl<'a> Checkpoints<'a> {
     /// # Errors
     /// The file cannot be written.
     pub fn save_last(
-        &self,
+        &mut self,
         model: &mut ResNet,
         optimizer: &mut Optimizer,
         st: &RunState,
     ) -> anyhow::Result<()> {
         let (cfg, names) = (self.cfg, self.class_names);
         state::save(&self.last(), model, Some(optimizer), cfg, names, st)?;
+        self.saved_at = Instant::now();
         Ok(())
     }
 
     /// After an epoch whose test top-1 was `top1` (`st` has ended it): `last.safetensors`, copied
-    /// to `best.safetensors` when `top1` is the best so far.
+    /// (atomically) to `best.safetensors` when `top1` is the best so far.
     ///
     /// # Errors
     /// A file cannot be written or copied.
@@ -200,7 +216,7 @@ impl<'a> Checkpoints<'a> {
                 test_top1: top1,
             });
             let (last, best) = (self.last(), self.dir.join(BEST_CHECKPOINT));
-            std::fs::copy(&last, &best)
+            checkpoint::copy(&last, &best)
                 .with_context(|| format!("copying {} to {}", last.display(), best.display()))?;
         }
         Ok(())

@@ -8,7 +8,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cifar_data::{Dataset, Split};
@@ -198,6 +198,30 @@ impl TrainLog {
             eprintln!("epoch {} step {}: {msg}", st.epoch + 1, st.step);
         }
         Ok(())
+    }
+
+    /// A checkpoint written mid-epoch to `path` in `took`: a line (above the bar on a
+    /// terminal).
+    pub fn checkpointed(
+        &self,
+        progress: &EpochProgress,
+        st: &RunState,
+        path: &Path,
+        took: Duration,
+    ) {
+        let line = format!(
+            "checkpoint at step {} (epoch {}, batch {}): {} written in {:.2}s",
+            st.step,
+            st.epoch + 1,
+            st.batch_in_epoch,
+            path.display(),
+            took.as_secs_f64()
+        );
+        if self.interactive {
+            progress.bar.println(line);
+        } else {
+            eprintln!("{line}");
+        }
     }
 
     /// A finished epoch: its row of `metrics.csv` and a line on stderr, with `notes`.

@@ -35,6 +35,7 @@ use crate::config::{TrainConfig, CONFIG_FILE};
 use crate::data::TrainBatches;
 use crate::error::Error;
 use crate::evaluate::evaluate;
+use crate::memory::{explain_out_of_memory, MemoryUse};
 use crate::metrics::EpochRecord;
 use crate::model::ResNet;
 use crate::optim::Optimizer;
@@ -43,7 +44,7 @@ use crate::schedule::{KeepSchedule, LrSchedule};
 use crate::state::{self, RunState};
 
 use checkpoints::{Checkpoints, Start};
-use log::{EvalNotes, TrainLog};
+use log::{EpochProgress, EvalNotes, TrainLog};
 
 /// Set by Ctrl-C; the loop finishes its step, writes a checkpoint and stops.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -140,7 +141,13 @@ pub fn run(
         batches: &batches,
         dataset,
     };
-    trainer.fit(&data, &mut Outputs { checkpoints, log })
+    let run = trainer.fit(&data, &mut Outputs { checkpoints, log });
+    let r = &cfg.run;
+    let what = format!(
+        "training at --batch-size {} and --eval-batch-size {}",
+        r.batch_size, r.eval_batch_size
+    );
+    run.map_err(|e| explain_out_of_memory(e, &what, device))
 }
 
 /// A run in progress: the model and its optimizer, where the run is, and the schedules that
@@ -194,8 +201,10 @@ impl<'a> Trainer<'a> {
     /// # Errors
     /// The GPU cannot be opened or a copy fails.
     pub fn to_device(&mut self, device: Device) -> anyhow::Result<()> {
-        self.model.to_device(device)?;
-        self.optimizer.to_device(&mut self.model, device)?;
+        let moved = (self.model.to_device(device).map_err(Error::from))
+            .and_then(|()| self.optimizer.to_device(&mut self.model, device));
+        let what = "the model and its optimizer state";
+        moved.map_err(|e| explain_out_of_memory(e.into(), what, device))?;
         self.device = device;
         Ok(())
     }
@@ -239,8 +248,8 @@ impl<'a> Trainer<'a> {
     }
 
     /// Trains the current epoch from the run's position in it, on `data`'s batches: a step per
-    /// batch, a log line every `--log-every` steps, and the step limit and Ctrl-C checked after
-    /// each step. The epoch's running loss and correct count stay on the device (a
+    /// batch, a log line every `--log-every` steps, the step limit and Ctrl-C checked after each
+    /// step, and `last.safetensors` written mid-epoch when `--checkpoint-every` asks. The epoch's running loss and correct count stay on the device (a
     /// [`LossTally`]) and are read into the run state only when the loop logs, saves or ends.
     ///
     /// # Errors
@@ -259,7 +268,8 @@ impl<'a> Trainer<'a> {
             let batch = batch?;
             lr = self.schedule.lr(self.state.step);
             let n = batch.fine.len();
-            if let Err(diverged) = self.step(batch, lr, &mut tally)? {
+            let stepped = self.step(batch, lr, &mut tally);
+            if let Err(diverged) = stepped.map_err(|e| self.out_of_memory(e))? {
                 let err = self.diagnose(diverged, &tally, data.batches);
                 return Err(err.context(out.checkpoints.diverged_note()));
             }
@@ -272,8 +282,12 @@ impl<'a> Trainer<'a> {
             if let Some(outcome) = self.stop_requested() {
                 progress.finish();
                 self.read_tally(&tally)?;
-                self.save_stopped(outcome, &out.checkpoints)?;
+                self.save_stopped(outcome, &mut out.checkpoints)?;
                 return Ok(EpochEnd::Stopped(outcome));
+            }
+            let epoch_ends = self.state.batch_in_epoch as u64 == data.batches.per_epoch();
+            if !epoch_ends && out.checkpoints.due(self.state.step) {
+                self.save_mid_epoch(&tally, out, &progress)?;
             }
         }
         progress.finish();
@@ -362,9 +376,31 @@ impl<'a> Trainer<'a> {
         }))
     }
 
+    /// `last.safetensors` in the middle of an epoch (`--checkpoint-every`), with the epoch's
+    /// running sums read from `tally` so that a resume continues them exactly; a line says so.
+    fn save_mid_epoch(
+        &mut self,
+        tally: &LossTally,
+        out: &mut Outputs,
+        progress: &EpochProgress,
+    ) -> anyhow::Result<()> {
+        self.read_tally(tally)?;
+        let started = Instant::now();
+        let (model, optimizer) = (&mut self.model, &mut self.optimizer);
+        out.checkpoints.save_last(model, optimizer, &self.state)?;
+        let last = out.checkpoints.last();
+        out.log
+            .checkpointed(progress, &self.state, &last, started.elapsed());
+        Ok(())
+    }
+
     /// When the run stops before an epoch's end (`outcome`): `last.safetensors`, and a line
     /// saying why and where.
-    fn save_stopped(&mut self, outcome: Outcome, checkpoints: &Checkpoints) -> anyhow::Result<()> {
+    fn save_stopped(
+        &mut self,
+        outcome: Outcome,
+        checkpoints: &mut Checkpoints,
+    ) -> anyhow::Result<()> {
         checkpoints.save_last(&mut self.model, &mut self.optimizer, &self.state)?;
         let why = match outcome {
             Outcome::Interrupted => "interrupted",
@@ -377,6 +413,15 @@ impl<'a> Trainer<'a> {
             last.display()
         );
         Ok(())
+    }
+
+    /// `err`, explained if a training step ran out of GPU memory.
+    fn out_of_memory(&self, err: anyhow::Error) -> anyhow::Error {
+        let what = format!(
+            "a training step at --batch-size {}",
+            self.cfg.run.batch_size
+        );
+        explain_out_of_memory(err, &what, self.device)
     }
 
     /// The step limit or Ctrl-C, when either says the run stops now.
@@ -435,6 +480,7 @@ impl<'a> Trainer<'a> {
             lr,
             keep_prob: self.keep.keep(self.state.epoch) as f64,
             seconds: started.elapsed().as_secs_f64(),
+            memory: MemoryUse::settled(self.device),
         };
         let notes = EvalNotes {
             test_images: test.count,
