@@ -13,6 +13,8 @@
 # replays it on stable from then on.
 #
 # FUZZ_SANITIZER: address (default) or none (builds and runs faster; the targets are safe Rust).
+# FUZZ_BUILD: release (default: optimised, with debug assertions) or dev (unoptimised: builds in
+# about a third of the time, runs slower; what CI uses for its short runs).
 set -euo pipefail
 
 secs=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
@@ -20,12 +22,17 @@ shift
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo/fuzz"
 sanitizer=${FUZZ_SANITIZER:-address}
+case ${FUZZ_BUILD:-release} in
+  release) build=() ;;
+  dev) build=(--dev) ;;
+  *) echo "fuzz.sh: FUZZ_BUILD must be release or dev, not ${FUZZ_BUILD}" >&2; exit 2 ;;
+esac
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
-nice -n 10 cargo +nightly fuzz build --sanitizer "$sanitizer"
+nice -n 10 cargo +nightly fuzz build "${build[@]}" --sanitizer "$sanitizer"
 
 failed=()
 summary=()
@@ -34,7 +41,7 @@ for t in "${targets[@]}"; do
   log="artifacts/$t.log"
   echo "== $t: ${secs}s"
   set +e
-  nice -n 10 cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "corpus/$t" "seeds/$t" -- \
+  nice -n 10 cargo +nightly fuzz run "${build[@]}" --sanitizer "$sanitizer" "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
   status=$?
   set -e
