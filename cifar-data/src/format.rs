@@ -209,7 +209,7 @@ pub fn parse_records_into(
             record_size,
         });
     }
-    if bytes.len() % record_size != 0 {
+    if !bytes.len().is_multiple_of(record_size) {
         return Err(Error::RecordSize {
             path: path.to_path_buf(),
             size: bytes.len() as u64,

@@ -50,7 +50,7 @@ impl Preprocess {
     /// # Errors
     /// [`Error::Invalid`] if `images` is not a whole number of images.
     pub fn apply_to_images(self, images: &mut [u8]) -> Result<()> {
-        if images.len() % IMAGE_BYTES != 0 {
+        if !images.len().is_multiple_of(IMAGE_BYTES) {
             return Err(Error::Invalid {
                 op: "Preprocess::apply_to_images",
                 msg: format!(

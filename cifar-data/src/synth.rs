@@ -259,7 +259,7 @@ fn texel<R: Rng + ?Sized>(
         1 => (y / 2) % 2 == 0,
         2 => (x / 2) % 2 == 0,
         3 => ((x + y) / 2) % 2 == 0,
-        4 => ((x + 2 * SIDE - y) / 2) % 2 == 0,
+        4 => ((x + 2 * SIDE - y) / 2).is_multiple_of(2),
         5 => (x / 2 + y / 2) % 2 == 0,
         6 => x % 4 < 2 && y % 4 < 2,
         7 => x % 4 == 0 || y % 4 == 0,
@@ -269,7 +269,7 @@ fn texel<R: Rng + ?Sized>(
                 (x - phase.0) as f32 + 0.5 - centre.0,
                 (y - phase.1) as f32 + 0.5 - centre.1,
             );
-            ((dx * dx + dy * dy).sqrt() / 2.0) as usize % 2 == 0
+            (((dx * dx + dy * dy).sqrt() / 2.0) as usize).is_multiple_of(2)
         }
     }
 }

@@ -236,7 +236,7 @@ impl CheckpointEvery {
     pub fn due(self, step: u64, since: Duration) -> bool {
         match self {
             CheckpointEvery::Time(t) => since >= t,
-            CheckpointEvery::Steps(n) => step % n == 0,
+            CheckpointEvery::Steps(n) => step.is_multiple_of(n),
             CheckpointEvery::Off => false,
         }
     }

@@ -274,7 +274,7 @@ impl<'a> Trainer<'a> {
                 return Err(err.context(out.checkpoints.diverged_note()));
             }
             progress.stepped(n);
-            if self.state.step % self.cfg.run.log_every == 0 {
+            if self.state.step.is_multiple_of(self.cfg.run.log_every) {
                 let last = self.read_tally(&tally)?;
                 out.log
                     .step(&progress, &self.state, &last, n, lr, keep_prob)?;
