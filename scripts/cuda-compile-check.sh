@@ -20,18 +20,26 @@ fi
 
 PTX_DIR=target/cuda-ptx
 rm -rf "$PTX_DIR"
-cargo build --quiet -p kernels --example cuda_compile_check
+# The test profile (target/debug too): `cargo test` then reuses the kernels crate, its
+# dependencies and the emulator's C++ instead of building them a second time.
+cargo build --quiet --profile test -p kernels --example cuda_compile_check
 LD_LIBRARY_PATH="$CU/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     target/debug/examples/cuda_compile_check "$PTX_DIR" "${ARCHS[@]}"
 
 REPORT=kernels/cuda-resources.txt
 LOG="$PTX_DIR/ptxas.log"
+# One ptxas per PTX file, as many at a time as there are CPUs, each into its own log; the logs
+# are joined in file order so the report does not depend on which finished first.
+export CU
+# shellcheck disable=SC2016
+printf '%s\0' "$PTX_DIR"/*.ptx | xargs -0 -n1 -P "$(nproc)" bash -c '
+    ptx=$1 arch=${1%.ptx}
+    arch=${arch##*.}
+    { echo "## $(basename "$ptx")"; "$CU/bin/ptxas" -v -arch="$arch" "$ptx" -o /dev/null 2>&1; } > "$ptx.log" ||
+        { cat "$ptx.log" >&2; exit 255; }' _
 : > "$LOG"
 for ptx in "$PTX_DIR"/*.ptx; do
-    arch=${ptx%.ptx}
-    arch=${arch##*.}
-    echo "## $(basename "$ptx")" >> "$LOG"
-    "$CU/bin/ptxas" -v -arch="$arch" "$ptx" -o /dev/null 2>> "$LOG"
+    cat "$ptx.log" >> "$LOG"
 done
 
 "$VENV/bin/python" - "$LOG" "$REPORT" <<'PY'

@@ -446,11 +446,11 @@ fn resident_memory_stays_flat_over_twenty_epochs() {
         "--preset",
         "tiny",
         "--synth-train",
-        "60",
+        "200",
         "--synth-test",
-        "20",
+        "50",
         "--batch-size",
-        "20",
+        "50",
         "--epochs",
         "20",
         "--patience",
@@ -463,7 +463,20 @@ fn resident_memory_stays_flat_over_twenty_epochs() {
         return;
     }
     let rss: Vec<f64> = rows.iter().map(|r| r.memory.rss_mib.unwrap()).collect();
-    let growth = rss[19] / rss[1] - 1.0;
-    assert!(growth.abs() <= 0.05, "resident MiB per epoch: {rss:?}");
+    let peak: Vec<f64> = rows
+        .iter()
+        .map(|r| r.memory.peak_rss_mib.unwrap())
+        .collect();
+    let report = format!("resident MiB per epoch: {rss:?}\npeak resident MiB per epoch: {peak:?}");
+    // What a leak would do: a step's activations (several MiB here) or the caching allocator's
+    // blocks kept epoch after epoch would add tens of MiB over 18 epochs. What the bounds allow
+    // is what was measured without one, on a loaded 2-core machine (several runs): the peak, which
+    // holds the step's working set (about 100 MiB), rose by up to 6.6% from epoch 2 to 20 as
+    // transient spikes raise it; the resident set after an epoch (heaps trimmed), the
+    // process's base of about 17 MiB, by up to 2.5 MiB (glibc's small-block heaps, whose
+    // fragmentation malloc_trim does not undo, are the suspected cause; not yet explained).
+    assert!(peak[19] <= 1.10 * peak[1], "{report}");
+    let growth = rss[19] - rss[1];
+    assert!(growth.abs() <= (0.05 * rss[1]).max(4.0), "{report}");
     assert!(rows.iter().all(|r| r.memory.gpu_mib.is_none()));
 }
