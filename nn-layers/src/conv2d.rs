@@ -1,9 +1,10 @@
 //! The convolution layer (no bias), on the GEMM-based kernels of [`kernels::conv2d`].
 
 use kernels::conv2d::{
-    conv2d_backward_data_using, conv2d_backward_weight_using, conv2d_forward_using, Conv2dDims,
+    conv2d_backward_data_in, conv2d_backward_weight_in, conv2d_forward_in, Conv2dDims,
 };
 pub use kernels::conv2d::{Conv2dAlgo, Conv2dGeom};
+use kernels::precision::Precision;
 use rand::Rng;
 use tensor_core::{Shape, Tensor};
 
@@ -21,7 +22,9 @@ use crate::{join, Error, Mode, Param, Parameters, Result};
 /// Initialisation: Xavier uniform with fan_in = KH KW C and fan_out = KH KW K.
 ///
 /// The arithmetic is [`Conv2dAlgo::choose`]'s pick for each call's shape and pass (direct im2col,
-/// Winograd F(2x2) or F(4x4)), unless [`Conv2d::with_algo`] pins one for all three passes.
+/// Winograd F(2x2) or F(4x4)), unless [`Conv2d::with_algo`] pins one for all three passes. On a
+/// CUDA device, [`Conv2d::precision`] picks the FP32 kernels or the tensor-core ones (TF32 or
+/// BF16 operands; the weight, its gradient and every output stay FP32).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
     /// weight: (K, C, KH, KW)
@@ -29,6 +32,8 @@ pub struct Conv2d {
     pub geom: Conv2dGeom,
     /// The algorithm of every pass; `None`: [`Conv2dAlgo::choose`] per call and pass.
     pub algo: Option<Conv2dAlgo>,
+    /// The number format of the three passes' products ([`Precision`]; FP32 by default).
+    pub precision: Precision,
 }
 
 /// What [`Conv2d::backward`] needs from its forward: its input x, (N, C, H, W), or, once
@@ -104,6 +109,7 @@ impl Conv2d {
             weight: Param::new(weight),
             geom,
             algo: None,
+            precision: Precision::Fp32,
         })
     }
 
@@ -130,7 +136,8 @@ impl Conv2d {
             self.geom,
         )?;
         let mut y = x.new_zeros(d.y_dims())?;
-        conv2d_forward_using(self.algo, &mut y, &x, &self.weight.value, self.geom)?;
+        let (p, w) = (self.precision, &self.weight.value);
+        conv2d_forward_in(p, self.algo, &mut y, &x, w, self.geom)?;
         Ok((
             y,
             Conv2dCache {
@@ -184,8 +191,9 @@ impl Conv2d {
     fn backward_from(&mut self, dy: &Tensor, x: &Tensor) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::Conv, Pass::Backward);
         let mut dx = dy.new_zeros(x.shape().clone())?;
-        conv2d_backward_data_using(self.algo, &mut dx, dy, &self.weight.value, self.geom)?;
-        conv2d_backward_weight_using(self.algo, &mut self.weight.grad, dy, x, self.geom)?;
+        let (p, algo, geom) = (self.precision, self.algo, self.geom);
+        conv2d_backward_data_in(p, algo, &mut dx, dy, &self.weight.value, geom)?;
+        conv2d_backward_weight_in(p, algo, &mut self.weight.grad, dy, x, geom)?;
         Ok(dx)
     }
 }

@@ -1,6 +1,7 @@
 //! The fully-connected layer (no bias), on the GEMM of [`kernels::gemm`].
 
-use kernels::gemm::{matmul, Trans};
+use kernels::gemm::{matmul_in, Trans};
+use kernels::precision::Precision;
 use rand::Rng;
 use tensor_core::Tensor;
 
@@ -8,7 +9,9 @@ use crate::profile::{self, LayerKind, Pass};
 use crate::{join, Error, Mode, Param, Parameters, Result};
 
 /// Fully-connected layer without bias: x: (N, F) -> y: (N, O), weight: (O, F) as PyTorch
-/// stores it; three products through [`kernels::gemm::matmul`].
+/// stores it; three products through [`kernels::gemm::matmul_in`], in [`Linear::precision`]
+/// (on a CUDA device, TF32 or BF16 operands run the tensor-core GEMMs; the weight, its gradient
+/// and every output stay FP32).
 ///
 /// The formulas, forward and backward: `docs/walkthrough.md`, "Linear", in its
 /// sections 2 and 3. `dweight` is
@@ -19,6 +22,8 @@ use crate::{join, Error, Mode, Param, Parameters, Result};
 pub struct Linear {
     /// weight: (O, F)
     pub weight: Param,
+    /// The number format of the products' operands ([`Precision`]; FP32 by default).
+    pub precision: Precision,
 }
 
 /// What [`Linear::backward`] needs from its forward.
@@ -45,6 +50,7 @@ impl Linear {
             Tensor::xavier_uniform([out_features, in_features], in_features, out_features, rng)?;
         Ok(Linear {
             weight: Param::new(weight),
+            precision: Precision::Fp32,
         })
     }
 
@@ -74,7 +80,8 @@ impl Linear {
             }
         };
         let mut y = x.new_zeros([n, o])?;
-        matmul(
+        matmul_in(
+            self.precision,
             1.0,
             &x,
             Trans::No,
@@ -96,7 +103,8 @@ impl Linear {
         let n = cache.x.dims()[0];
         dy.expect_shape("Linear::backward", "dy", &[n, o])?;
         let mut dx = dy.new_zeros([n, f])?;
-        matmul(
+        matmul_in(
+            self.precision,
             1.0,
             dy,
             Trans::No,
@@ -105,7 +113,8 @@ impl Linear {
             0.0,
             &mut dx,
         )?;
-        matmul(
+        matmul_in(
+            self.precision,
             1.0,
             dy,
             Trans::Yes,

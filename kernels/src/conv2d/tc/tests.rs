@@ -283,3 +283,114 @@ fn emu_conv2d_forward_tc_refuses_bad_buffers() {
     );
     assert!(e.unwrap_err().to_string().contains("channels"));
 }
+
+/// The precision entry points of conv2d and matmul run exactly the tensor-core kernels on the
+/// emulated device (bit for bit what this module's functions give on BF16 copies or TF32-rounded
+/// FP32), and refuse TF32 and BF16 on the CPU, naming the op and the mode.
+#[test]
+fn emu_precision_entry_points_run_the_tensor_core_kernels() {
+    use crate::conv2d::{conv2d_backward_weight_in, conv2d_forward_in};
+    use crate::cuda::to_device;
+    use crate::gemm::{matmul_in, Trans};
+    use crate::precision::Precision;
+    use tensor_core::{Device, Tensor};
+
+    let dev = Emu;
+    let (xd, wd, geom) = ([2, 3, 7, 9], [5, 3, 3, 3], Conv2dGeom::SAME_3X3);
+    let d = Conv2dDims::new("test", &xd, &wd, geom).unwrap();
+    let (x, w) = (
+        uniform(1, 2 * 3 * 7 * 9, -1.0, 1.0),
+        uniform(2, 5 * 27, -1.0, 1.0),
+    );
+    let dy = uniform(3, d.y_dims().iter().product(), -1.0, 1.0);
+    let on_emu = |v: &[f32], dims: &[usize]| {
+        to_device(
+            &Tensor::from_vec(dims, v.to_vec()).unwrap(),
+            Device::CudaEmu,
+        )
+        .unwrap()
+    };
+    let (xt, wt, dyt) = (on_emu(&x, &xd), on_emu(&w, &wd), on_emu(&dy, &d.y_dims()));
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+
+    let mut y = on_emu(&vec![0.0; dy.len()], &d.y_dims());
+    conv2d_forward_in(Precision::Tf32, None, &mut y, &xt, &wt, geom).unwrap();
+    let mut want = dev.alloc::<f32>(dy.len()).unwrap();
+    let (xb, wb) = (dev.upload(&x).unwrap(), dev.upload(&w).unwrap());
+    conv2d_forward_tc(&dev, None, &mut want, &xb, &wb, &xd, &wd, geom).unwrap();
+    assert_eq!(
+        bits(y.try_to_vec().unwrap()),
+        bits(dev.download(&want).unwrap())
+    );
+
+    let mut dw = on_emu(&vec![0.5; w.len()], &wd);
+    conv2d_backward_weight_in(Precision::Bf16, None, &mut dw, &dyt, &xt, geom).unwrap();
+    let mut want = dev.upload(&vec![0.5; w.len()]).unwrap();
+    let (dyh, xh) = (
+        dev.upload(&to_bf16(&dy)).unwrap(),
+        dev.upload(&to_bf16(&x)).unwrap(),
+    );
+    conv2d_backward_weight_tc(&dev, None, &mut want, &dyh, &xh, &xd, &wd, geom).unwrap();
+    assert_eq!(
+        bits(dw.try_to_vec().unwrap()),
+        bits(dev.download(&want).unwrap())
+    );
+
+    // matmul: c (5, 5) = w (5, 27) w^T in BF16, against the rounded operands' f64 product.
+    let wm = on_emu(&w, &[5, 27]);
+    let mut c = on_emu(&[0.0; 25], &[5, 5]);
+    matmul_in(
+        Precision::Bf16,
+        1.0,
+        &wm,
+        Trans::No,
+        &wm,
+        Trans::Yes,
+        0.0,
+        &mut c,
+    )
+    .unwrap();
+    let wr: Vec<f64> = w.iter().map(|&v| f64::from(bf16_round(v))).collect();
+    for (i, &got) in c.try_to_vec().unwrap().iter().enumerate() {
+        let (r, s) = (i / 5, i % 5);
+        let (mut want, mut magnitude) = (0.0, 0.0);
+        for k in 0..27 {
+            want += wr[r * 27 + k] * wr[s * 27 + k];
+            magnitude += (wr[r * 27 + k] * wr[s * 27 + k]).abs();
+        }
+        // As Pass::check: 27 exact products summed in FP32, twice Higham's bound.
+        let bound = 2.0 * 27.0 * f64::from(f32::EPSILON) / 2.0 * magnitude;
+        assert!(
+            (f64::from(got) - want).abs() <= bound,
+            "matmul bf16 at {i}: {got} vs {want}"
+        );
+    }
+
+    let cpu = |v: &[f32], dims: &[usize]| Tensor::from_vec(dims, v.to_vec()).unwrap();
+    let mut y = Tensor::zeros(d.y_dims());
+    let e = conv2d_forward_in(
+        Precision::Tf32,
+        None,
+        &mut y,
+        &cpu(&x, &xd),
+        &cpu(&w, &wd),
+        geom,
+    );
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "conv2d_forward: precision tf32: the CPU runs fp32 only"
+    );
+    let wm = cpu(&w, &[5, 27]);
+    let mut c = Tensor::zeros([5, 5]);
+    let e = matmul_in(
+        Precision::Bf16,
+        1.0,
+        &wm,
+        Trans::No,
+        &wm,
+        Trans::Yes,
+        0.0,
+        &mut c,
+    );
+    assert!(e.unwrap_err().to_string().contains("precision bf16"));
+}
