@@ -205,7 +205,7 @@ impl Parameters for Conv2d {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
@@ -229,6 +229,77 @@ mod tests {
         let forward = |conv: &Conv2d, x: Tensor| conv.forward(x, Mode::Train).unwrap().0;
         probe.assert_gradient(&format!("{case}: dx"), &x, &dx, |x| forward(&conv, x));
         probe.assert_param_gradients(&case, &mut conv, |conv| forward(conv, x.clone()));
+    }
+
+    /// Every value of `t`'s magnitude, on the CPU.
+    pub(crate) fn abs(t: &Tensor) -> Tensor {
+        let v = t.try_to_vec().unwrap().iter().map(|v| v.abs()).collect();
+        Tensor::from_vec(t.dims(), v).unwrap()
+    }
+
+    /// Asserts |got - want| <= (2 u + 2 terms 2^-24) magnitude, value by value.
+    pub(crate) fn within_rounding(
+        what: &str,
+        got: &Tensor,
+        want: &Tensor,
+        magnitude: &Tensor,
+        u: f32,
+        terms: usize,
+    ) {
+        let (got, want, magnitude) = (got.try_to_vec().unwrap(), want.to_vec(), magnitude.to_vec());
+        let rel = 2.0 * u + 2.0 * terms as f32 * f32::EPSILON / 2.0;
+        for (i, ((&g, &w), &m)) in got.iter().zip(&want).zip(&magnitude).enumerate() {
+            assert!(
+                (g - w).abs() <= rel * m,
+                "{what}: first mismatch at {i}: {g} vs fp32 {w} (bound {})",
+                rel * m
+            );
+        }
+    }
+
+    /// In TF32 and BF16 on the emulated device, the layer's forward, dx and dweight against the
+    /// FP32 layer's on the CPU. Each value sums `terms` products whose two operands are each
+    /// rounded once in the tensor-core modes (a relative error of at most 2u + u^2, u the mode's
+    /// unit roundoff), and both devices add them in FP32 (at most terms 2^-24 each, Higham's
+    /// bound): |tc - fp32| <= (2u + 2 terms 2^-24) sum |term|, the sums of |term| given by the
+    /// same layer on |x|, |weight| and |dy|.
+    #[test]
+    fn emu_tensor_core_precisions_match_fp32_within_their_rounding() {
+        use kernels::precision::{BF16_UNIT_ROUNDOFF, TF32_UNIT_ROUNDOFF};
+        use tensor_core::Device;
+
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (n, c, k, h, w) = (2, 4, 6, 7, 9);
+        let conv = Conv2d::new(c, k, 3, Conv2dGeom::SAME_3X3, &mut rng).unwrap();
+        let x = Tensor::uniform([n, c, h, w], -1.0, 1.0, &mut rng).unwrap();
+        let dy = Tensor::uniform([n, k, h, w], -1.0, 1.0, &mut rng).unwrap();
+        let run = |mut conv: Conv2d, x: &Tensor, dy: &Tensor, device: Device| {
+            crate::params_to_device(&mut conv, device).unwrap();
+            let x = crate::into_device(x.clone(), device).unwrap();
+            let (y, cache) = conv.forward(x, Mode::Train).unwrap();
+            let dx = conv
+                .backward(&crate::into_device(dy.clone(), device).unwrap(), cache)
+                .unwrap();
+            (y, dx, conv.weight.grad)
+        };
+        let (y, dx, dw) = run(conv.clone(), &x, &dy, Device::Cpu);
+        let mut magnitude = conv.clone();
+        magnitude.weight.value = abs(&conv.weight.value);
+        let (y_mag, dx_mag, dw_mag) = run(magnitude, &abs(&x), &abs(&dy), Device::Cpu);
+        for (precision, u) in [
+            (Precision::Tf32, TF32_UNIT_ROUNDOFF),
+            (Precision::Bf16, BF16_UNIT_ROUNDOFF),
+        ] {
+            let tc = Conv2d {
+                precision,
+                ..conv.clone()
+            };
+            let (ty, tdx, tdw) = run(tc, &x, &dy, Device::CudaEmu);
+            let p = precision.name();
+            within_rounding(&format!("{p} y"), &ty, &y, &y_mag, u, c * 9);
+            within_rounding(&format!("{p} dx"), &tdx, &dx, &dx_mag, u, k * 9);
+            within_rounding(&format!("{p} dweight"), &tdw, &dw, &dw_mag, u, n * h * w);
+        }
     }
 
     #[test]

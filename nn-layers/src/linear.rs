@@ -141,6 +141,49 @@ mod tests {
     use super::*;
     use crate::gradcheck::Probe;
 
+    /// As the convolution's test (conv2d.rs): the layer in TF32 and BF16 on the emulated device
+    /// against FP32 on the CPU, within (2u + 2 terms 2^-24) of the sums of |term|.
+    #[test]
+    fn emu_tensor_core_precisions_match_fp32_within_their_rounding() {
+        use crate::conv2d::tests::{abs, within_rounding};
+        use kernels::precision::{BF16_UNIT_ROUNDOFF, TF32_UNIT_ROUNDOFF};
+        use tensor_core::Device;
+
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let (n, f, o) = (5, 37, 11);
+        let fc = Linear::new(f, o, &mut rng).unwrap();
+        let x = Tensor::uniform([n, f], -1.0, 1.0, &mut rng).unwrap();
+        let dy = Tensor::uniform([n, o], -1.0, 1.0, &mut rng).unwrap();
+        let run = |mut fc: Linear, x: &Tensor, dy: &Tensor, device: Device| {
+            crate::params_to_device(&mut fc, device).unwrap();
+            let (y, cache) = fc
+                .forward(crate::into_device(x.clone(), device).unwrap(), Mode::Train)
+                .unwrap();
+            let dx = fc
+                .backward(&crate::into_device(dy.clone(), device).unwrap(), cache)
+                .unwrap();
+            (y, dx, fc.weight.grad)
+        };
+        let (y, dx, dw) = run(fc.clone(), &x, &dy, Device::Cpu);
+        let mut magnitude = fc.clone();
+        magnitude.weight.value = abs(&fc.weight.value);
+        let (y_mag, dx_mag, dw_mag) = run(magnitude, &abs(&x), &abs(&dy), Device::Cpu);
+        for (precision, u) in [
+            (Precision::Tf32, TF32_UNIT_ROUNDOFF),
+            (Precision::Bf16, BF16_UNIT_ROUNDOFF),
+        ] {
+            let tc = Linear {
+                precision,
+                ..fc.clone()
+            };
+            let (ty, tdx, tdw) = run(tc, &x, &dy, Device::CudaEmu);
+            let p = precision.name();
+            within_rounding(&format!("{p} y"), &ty, &y, &y_mag, u, f);
+            within_rounding(&format!("{p} dx"), &tdx, &dx, &dx_mag, u, o);
+            within_rounding(&format!("{p} dweight"), &tdw, &dw, &dw_mag, u, n);
+        }
+    }
+
     #[test]
     fn gradients_match_finite_differences() {
         let mut rng = ChaCha8Rng::seed_from_u64(21);
