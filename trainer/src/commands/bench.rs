@@ -50,8 +50,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut bench = Bench::new(&cfg, args, device)?;
     let w = cfg.model.widths;
     println!(
-        "bench: widths {}/{}/{}/{}, hidden {}, {} parameters, batch {}, {device}, {} threads, \
-         conv {}, precision {}",
+        "bench: widths {}/{}/{}/{}, hidden {}, {} parameters, batch {}, {device}, precision {}, \
+         {} threads, conv {}",
         w[0],
         w[1],
         w[2],
@@ -59,11 +59,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         cfg.model.hidden,
         bench.model.param_count(),
         args.batch_size,
+        kernels::precision::Precision::from(cfg.run.precision).name(),
         rayon::current_num_threads(),
         args.conv_algo
             .to_possible_value()
-            .map_or("?".into(), |v| v.get_name().to_string()),
-        kernels::precision::Precision::from(cfg.run.precision).name()
+            .map_or("?".into(), |v| v.get_name().to_string())
     );
     let flops = bench.model.forward_flops_per_image() as f64;
     println!(
