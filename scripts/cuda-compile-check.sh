@@ -3,7 +3,8 @@
 # .venv-cuda/) compiles each module in kernels/src/modules.rs (a unit test keeps that list
 # equal to the .cu files on disk) for sm_80 and sm_90 exactly as the GPU backend does at run time,
 # then `ptxas -v` assembles each PTX and the register / shared-memory / spill report is written to
-# kernels/cuda-resources.txt (committed: refresh it when kernels change). Any error fails.
+# kernels/cuda-resources.txt (committed: refresh it when kernels change). Any error fails, and so
+# does a kernel that spills registers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,4 +72,8 @@ with open(report, "w") as f:
     for r in rows:
         f.write(f"{r['arch']:<6} {r['kernel']:<32} {r['regs']:>5} {r['smem']:>6} {r['stack']:>6} {r['spill_st']:>9} {r['spill_ld']:>9}\n")
 print(f"ptxas: {len(rows)} kernel builds, report in {report}")
+spills = [f"{r['arch']} {r['kernel']}" for r in rows if r["spill_st"] or r["spill_ld"]]
+if spills:
+    print("ptxas: register spills (every kernel is kept free of them):", ", ".join(spills))
+    sys.exit(1)
 PY

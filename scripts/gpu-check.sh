@@ -13,14 +13,18 @@
 #                                3. the CPU-versus-CUDA parity suite on GPU 0 (the `gpu_*` tests,
 #                                   ignored elsewhere; NVRTC compiles for the card's architecture);
 #                                4. `trainer bench --device cuda`: the seed network's training step
-#                                   at batch 250 (our images/s, with the per-layer profile);
+#                                   at batch 250 (our images/s, with the per-layer profile), in
+#                                   each --precision (fp32, tf32, bf16);
 #                                5. the same network in PyTorch at batch 250, fp32 with TF32 off
-#                                   and on (scripts/torch_seed.py);
+#                                   and on, and AMP bf16 with channels_last (scripts/torch_seed.py);
 #                                6. a one-epoch synthetic training run of the seed network at batch
-#                                   250 (`trainer synth`, then `trainer train --device cuda
-#                                   --epochs 1`), its training set sized from step 4's images/s
-#                                   to fit TRAIN_BUDGET_S (50,000 images, a full CIFAR epoch, when
-#                                   that fits; the log says which size ran and why);
+#                                   250 in each precision of TRAIN_PRECISIONS (`trainer synth`,
+#                                   then `trainer train --device cuda --epochs 1 --precision M`),
+#                                   the training set sized from step 4's fp32 images/s so that the
+#                                   fp32 run fits its share of TRAIN_BUDGET_S (50,000 images, a
+#                                   full CIFAR epoch, when that fits; the log says which size ran
+#                                   and why); each mode's loss curve (steps.csv) compared with
+#                                   fp32's (see compare_curves);
 #                                7. memory over a long run: the small network for 20 short
 #                                   epochs on the GPU, the device's used memory and the resident
 #                                   set after epoch 20 within 5% of epoch 2 (metrics.csv's gpu_mib
@@ -29,17 +33,18 @@
 #                                8. the CUDA criterion benches (cuBLAS SGEMM as the yardstick).
 #                                Everything lands in $OUT: gpu-check.log (the whole run),
 #                                summary.txt (each part's exit status and the lines to copy into
-#                                BENCHMARKS.md), torch_seed.txt, bench.txt, train-metrics.csv,
-#                                train-steps.csv, memory-metrics.csv, memory-oom.txt,
-#                                cuda-bench.txt.
+#                                BENCHMARKS.md), torch_seed.txt, bench-{fp32,tf32,bf16}.txt
+#                                (bench.txt: fp32's), train-metrics-M.csv, train-steps-M.csv,
+#                                memory-metrics.csv, memory-oom.txt, cuda-bench.txt.
 #
-# Here, the synthetic epoch alone on the CPU (a test of this script):
-#   OUTDIR=/tmp/o TRAIN_BUDGET_S=1 TRAIN_DEVICE=cpu TRAIN_PRESET=tiny scripts/gpu-check.sh synthetic-epoch
+# Here, the synthetic epoch alone on the CPU (a test of this script; the CPU runs fp32 only):
+#   OUTDIR=/tmp/o TRAIN_BUDGET_S=1 TRAIN_DEVICE=cpu TRAIN_PRESET=tiny TRAIN_PRECISIONS=fp32 \
+#       scripts/gpu-check.sh synthetic-epoch
 # and its memory check (step 7) on the CPU:
 #   OUTDIR=/tmp/o TRAIN_DEVICE=cpu MEMORY_PRESET=tiny scripts/gpu-check.sh memory
 #
 # Device call: run(command="bash scripts/gpu-check.sh run", carry=["target/gpu-check"],
-#                  timeout_s=540). The parts' limits add up to under 480 s (GPU_CHECK_BUDGET_S).
+#                  timeout_s=540). Every part stops at the run's deadline, GPU_CHECK_BUDGET_S (470 s).
 # GPU_CHECK_PARTS=parity,bench,... runs only the parts named (see `want`); CUDA_BENCH_FILTER
 # narrows the criterion benches, e.g. CUDA_BENCH_FILTER=conv2d.
 set -uo pipefail
@@ -107,6 +112,21 @@ part() {
     RESULTS+=("$name: exit $rc after ${took}s$([ "$rc" = 124 ] && echo ' (stopped at its time limit)')")
 }
 
+# Step 4 in each precision: `trainer bench` of the seed network at batch 250, into
+# bench-M.txt (and fp32's also into bench.txt, which step 6 sizes its epoch from). A mode that
+# fails does not stop the others; the exit status is the last failure's.
+bench_modes() {
+    local m rc=0
+    for m in fp32 tf32 bf16; do
+        echo "-- trainer bench --precision $m"
+        "$DIR/trainer" bench --device cuda --preset seed --batch-size 250 --steps 5 --profile \
+            --precision "$m" > "$OUTDIR/bench-$m.txt" 2>&1 || rc=$?
+        cat "$OUTDIR/bench-$m.txt"
+    done
+    cp "$OUTDIR/bench-fp32.txt" "$OUTDIR/bench.txt" 2>/dev/null
+    return $rc
+}
+
 # The seed network's training images/s of `trainer bench` (step 4), or empty.
 bench_images_per_s() {
     sed -n 's/^training: .* \([0-9.]*\) images\/s.*/\1/p' "$OUTDIR/bench.txt" 2>/dev/null | tail -1
@@ -125,10 +145,53 @@ print(n)
 PY
 }
 
+# How far a mode's loss curve may stray from fp32's: the mean loss over the last quarter of the
+# logged steps within CURVE_RTOL of fp32's. A first bound, not yet measured on a GPU: the two
+# runs start from the same weights and batches, and their losses drift apart only by the
+# products' rounding (tf32: 2^-11, bf16: 2^-8 per operand) compounded over the steps.
+CURVE_RTOL=0.05
+
+# Compares each mode's steps.csv with fp32's: per logged step the relative loss difference
+# (largest and mean), and the last quarter's mean loss, which must be within CURVE_RTOL.
+compare_curves() {
+    python3 - "$CURVE_RTOL" "$@" <<'PY'
+import csv, math, sys
+rtol, files = float(sys.argv[1]), sys.argv[2:]
+curves = {}
+for f in files:
+    mode = f.rsplit("-", 1)[1].removesuffix(".csv")
+    curves[mode] = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(open(f))]
+ref, ok = curves.get("fp32"), True
+if not ref:
+    print("curves: no fp32 run to compare with")
+    sys.exit(1)
+tail = lambda c: c[len(c) - max(1, len(c) // 4):]
+for mode, c in curves.items():
+    if not all(math.isfinite(l) for _, l in c):
+        print(f"curves: {mode} has a non-finite loss")
+        ok = False
+        continue
+    if mode == "fp32":
+        continue
+    pairs = [(a, b) for (sa, a), (sb, b) in zip(c, ref) if sa == sb]
+    rel = [abs(a - b) / abs(b) for a, b in pairs]
+    mean_mode = sum(l for _, l in tail(c)) / len(tail(c))
+    mean_ref = sum(l for _, l in tail(ref)) / len(tail(ref))
+    last = abs(mean_mode - mean_ref) / abs(mean_ref)
+    print(f"curves: {mode} against fp32 over {len(pairs)} logged steps: loss differs by "
+          f"{max(rel):.2%} at most, {sum(rel) / len(rel):.2%} on average; last quarter's mean "
+          f"loss {mean_mode:.4f} against {mean_ref:.4f} ({last:.2%}, bound {rtol:.0%})")
+    ok &= last <= rtol
+sys.exit(0 if ok else 1)
+PY
+}
+
 synthetic_epoch() {
-    local ips n data=/tmp/gpu-check-synth run=/tmp/gpu-check-run
+    local ips n m rc=0 data=/tmp/gpu-check-synth run=/tmp/gpu-check-run
+    local precisions=(${TRAIN_PRECISIONS:-fp32 tf32 bf16})
     ips=$(bench_images_per_s)
-    n=$(synthetic_size "${ips:-0}" "$TRAIN_BUDGET_S")
+    # fp32 is the slowest mode: sized for its share of the budget, every mode fits.
+    n=$(synthetic_size "${ips:-0}" "$((TRAIN_BUDGET_S / ${#precisions[@]}))")
     if [ -z "$ips" ]; then
         echo "synthetic epoch: $n training images (trainer bench measured no speed)"
     elif [ "$n" -lt 50000 ]; then
@@ -137,14 +200,20 @@ synthetic_epoch() {
     else
         echo "synthetic epoch: the full 50,000 training images"
     fi
-    rm -rf "$data" "$run"
+    rm -rf "$data"
     "$DIR/trainer" synth --dir "$data" --train "$n" --test 2000 || return
-    local rc=0
-    "$DIR/trainer" train --data "$data" --dataset synthetic --device "${TRAIN_DEVICE:-cuda}" \
-        --preset "${TRAIN_PRESET:-seed}" \
-        --batch-size 250 --epochs 1 --out "$run" || rc=$?
-    cp "$run/metrics.csv" "$OUTDIR/train-metrics.csv" 2>/dev/null
-    cp "$run/steps.csv" "$OUTDIR/train-steps.csv" 2>/dev/null
+    local curves=()
+    for m in "${precisions[@]}"; do
+        echo "-- synthetic epoch, --precision $m"
+        rm -rf "$run"
+        "$DIR/trainer" train --data "$data" --dataset synthetic --device "${TRAIN_DEVICE:-cuda}" \
+            --preset "${TRAIN_PRESET:-seed}" --precision "$m" --log-every 5 \
+            --batch-size 250 --epochs 1 --out "$run" || rc=$?
+        cp "$run/metrics.csv" "$OUTDIR/train-metrics-$m.csv" 2>/dev/null
+        cp "$run/steps.csv" "$OUTDIR/train-steps-$m.csv" 2>/dev/null &&
+            curves+=("$OUTDIR/train-steps-$m.csv")
+    done
+    compare_curves "${curves[@]}" || rc=1
     return $rc
 }
 
@@ -227,11 +296,11 @@ run() {
         python3 scripts/torch_seed.py --device cpu --batch-size 2 --steps 1 --warmup 0
     want parity && part "parity suite on the GPU (gpu_*)" 120 \
         "$DIR/kernels-tests" --ignored gpu_ --test-threads=1
-    want bench && part "trainer bench --device cuda (seed, batch 250)" 90 \
-        bash -c "set -o pipefail; '$DIR/trainer' bench --device cuda --preset seed --batch-size 250 --steps 5 --profile | tee '$OUTDIR/bench.txt'"
-    want torch && part "PyTorch seed network (cuda, batch 250, TF32 off and on)" 100 \
+    want bench && part "trainer bench --device cuda (seed, batch 250, fp32 tf32 bf16)" 150 \
+        bash scripts/gpu-check.sh bench-modes
+    want torch && part "PyTorch seed network (cuda, batch 250, TF32 off and on, AMP bf16)" 130 \
         python3 scripts/torch_seed.py --device cuda --batch-size 250 --out "$OUTDIR/torch_seed.txt"
-    want epoch && part "synthetic epoch (trainer train --device cuda --epochs 1)" $((TRAIN_BUDGET_S + 60)) \
+    want epoch && part "synthetic epoch per precision (trainer train --device cuda --epochs 1)" $((TRAIN_BUDGET_S + 90)) \
         bash scripts/gpu-check.sh synthetic-epoch
     want memory && part "memory over 20 epochs, and a batch too large for the GPU" 100 \
         bash scripts/gpu-check.sh memory
@@ -242,9 +311,10 @@ run() {
         echo "== gpu-check summary"
         printf '%s\n' "${RESULTS[@]}"
         echo "-- for BENCHMARKS.md"
-        grep -h '^training:\|^inference:\|^bench:' "$OUTDIR/bench.txt" 2>/dev/null
+        grep -h '^training:\|^inference:\|^bench:' "$OUTDIR"/bench-*.txt 2>/dev/null
         grep -h '^RESULT\|^|' "$OUTDIR/torch_seed.txt" 2>/dev/null
-        grep -h '^epoch 1/' "$OUTDIR/gpu-check.log" 2>/dev/null | tail -1
+        grep -h '^epoch 1/' "$OUTDIR/gpu-check.log" 2>/dev/null | tail -3
+        grep -h '^curves:' "$OUTDIR/gpu-check.log" 2>/dev/null
         grep -h '^memory:' "$OUTDIR/gpu-check.log" 2>/dev/null
     } | tee "$OUTDIR/summary.txt"
     # Non-zero when any part failed, ran out of time or was skipped.
@@ -260,6 +330,8 @@ build) build ;;
 run) run ;;
 # Step 6 of `run`, a command of its own so that `timeout` can stop it.
 synthetic-epoch) synthetic_epoch ;;
+# Step 4 of `run`.
+bench-modes) bench_modes ;;
 # Step 7 of `run`.
 memory) memory_check ;;
 *)

@@ -11,7 +11,11 @@ The network, loss and optimizer follow /work/shared/SPEC.md (the same as trainer
     mean softmax cross-entropy, gradients clipped to global norm 100, Adam lr 5e-4.
 
 It times a full training step (zero the gradients, forward, loss, backward, clip, update) at
-batch 250 in fp32, with TF32 off and with TF32 on, as `trainer bench` does: DropBlock at the keep
+batch 250 in fp32 with TF32 off, with TF32 on (PyTorch's default for convolutions), and in
+automatic mixed precision with BF16 and channels_last tensors (`--amp`: the forward under
+torch.autocast(bfloat16), so convolutions and linear layers run in BF16 with FP32 accumulation,
+batch norm and the loss in FP32; the weights and Adam stay FP32; model and input channels_last,
+NHWC in memory, cuDNN's preferred layout for tensor cores), as `trainer bench` does: DropBlock at the keep
 probability of the second epoch (0.995, masks drawn) and dropout 0.5 active. cuDNN may pick its
 fastest algorithms (cudnn.benchmark); tensors are NCHW. Each mode: `--warmup` untimed steps, then
 `--steps` steps timed one by one with CUDA events (synchronising after each), the median reported.
@@ -20,7 +24,7 @@ Output: one `RESULT` line per mode and one Markdown table row (`| PyTorch ...`) 
 BENCHMARKS.md; with `--out FILE` the same lines are appended to FILE.
 
     python3 scripts/torch_seed.py --device cpu --batch-size 2 --steps 1   # smoke run
-    python3 scripts/torch_seed.py --device cuda                           # TF32 off, then on
+    python3 scripts/torch_seed.py --device cuda                           # TF32 off, on, AMP bf16
     python3 scripts/torch_seed.py --self-test                             # no torch needed
 
 Adam here is PyTorch's (epsilon added to the bias-corrected sqrt(v)), where the seed and this
@@ -110,6 +114,9 @@ def self_test():
     g = dropblock_gamma(32, 32)
     assert abs(g - 0.005 * 1024 / 25 / (28 * 28)) < 1e-15, g
     assert median_ms([3.0, 1.0, 2.0, 10.0]) == 2.5
+    assert cuda_modes("both", "on") == [("fp32 TF32 off", False, False), ("fp32 TF32 on", True, False),
+                                        ("AMP bf16 channels_last", True, True)]
+    assert cuda_modes("off", "off") == [("fp32 TF32 off", False, False)]
     r, row = result_lines("fp32 TF32 off", "NVIDIA H100", 250, [100.0, 100.0, 140.0], "2.11.0")
     assert "median 100.0 ms/step" in r and "2500.0 images/s" in r, r
     assert row == "| PyTorch 2.11.0, seed network, fp32 TF32 off | NVIDIA H100 | 250 | 100.0 ms | 2500.0 |"
@@ -215,7 +222,16 @@ def set_tf32(torch, on):
         return f"allow_tf32={on}"
 
 
-def time_mode(torch, device, batch, warmup, steps, seed):
+def cuda_modes(tf32, amp):
+    """The (label, TF32 on, AMP bf16) modes a CUDA run times, in order."""
+    modes = [(f"fp32 TF32 {'on' if on else 'off'}", on, False)
+             for on in {"off": [False], "on": [True], "both": [False, True]}[tf32]]
+    if amp == "on":
+        modes.append(("AMP bf16 channels_last", True, True))
+    return modes
+
+
+def time_mode(torch, device, batch, warmup, steps, seed, amp=False):
     torch.manual_seed(seed)
     model = build(torch, device)
     model.train()
@@ -224,10 +240,20 @@ def time_mode(torch, device, batch, warmup, steps, seed):
     y = torch.randint(0, CLASSES, (batch,), device=device)
     params = sum(p.numel() for p in model.parameters())
     assert params == expected_params(), f"{params} parameters, expected {expected_params()}"
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def forward_loss():
+        if amp:
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                logits = model(x)
+            return torch.nn.functional.cross_entropy(logits.float(), y)
+        return torch.nn.functional.cross_entropy(model(x), y)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = forward_loss()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         opt.step()
@@ -264,6 +290,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--tf32", choices=["off", "on", "both"], default="both",
                     help="cuda only; the CPU runs plain fp32")
+    ap.add_argument("--amp", choices=["off", "on"], default="on",
+                    help="cuda only: also time AMP bf16 with channels_last")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="append the RESULT lines and table rows to this file")
     ap.add_argument("--self-test", action="store_true", help="check the pure-Python parts and exit")
@@ -282,20 +310,19 @@ def main():
             sys.exit("torch_seed: --device cuda, but PyTorch sees no GPU")
         name = torch.cuda.get_device_name(device)
         torch.backends.cudnn.benchmark = True
-        modes = {"off": [False], "on": [True], "both": [False, True]}[args.tf32]
+        modes = cuda_modes(args.tf32, args.amp)
     else:
         name = "CPU"
-        modes = [None]
+        modes = [("fp32", None, False)]
     print(f"torch_seed: torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
           f"device {device} ({name})", flush=True)
     lines = []
-    for tf32 in modes:
-        label = "fp32" if tf32 is None else f"fp32 TF32 {'on' if tf32 else 'off'}"
+    for label, tf32, amp in modes:
         if tf32 is not None:
             how = set_tf32(torch, tf32)
             print(f"torch_seed: {label} ({how})", flush=True)
         times, params, loss = time_mode(torch, device, args.batch_size, args.warmup, args.steps,
-                                        args.seed)
+                                        args.seed, amp)
         result, row = result_lines(label, name, args.batch_size, times, torch.__version__)
         print(f"torch_seed: {params} parameters, last loss {loss:.4f}, steps (ms): "
               + " ".join(f"{t:.1f}" for t in times))

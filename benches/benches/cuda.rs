@@ -24,7 +24,7 @@ use kernels::batchnorm::cuda::{
     BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs,
 };
 use kernels::batchnorm::{self, BatchNormConfig, StatsSource};
-use kernels::conv2d::tc::conv2d_forward_tc;
+use kernels::conv2d::tc::{conv2d_backward_data_tc, conv2d_backward_weight_tc, conv2d_forward_tc};
 use kernels::conv2d::{self, Conv2dDims, Conv2dGeom};
 use kernels::cuda::gpu::{self, Gpu};
 use kernels::cuda::Backend;
@@ -510,6 +510,36 @@ fn tensor_cores(c: &mut Criterion, g: &Gpu, blas: Option<&CudaBlas>) {
             &format!("conv2d_forward_bf16_{name}"),
             g,
             || conv2d_forward_tc(g, None, &mut y, &x16, &w16, &xd, &wd, geom).unwrap(),
+        );
+        // The backward passes: the same FLOPs, so each compares with the forward and with
+        // cublasGemmEx on block 1's forward as a GEMM above (dweight accumulates across runs).
+        let dy = random(g, d.y_dims().iter().product(), -1.0, 1.0, 23);
+        let dy16 = to_bf16(&dy);
+        let mut dx = g.alloc::<f32>(xd.iter().product()).unwrap();
+        let mut dw = g.alloc::<f32>(wd.iter().product()).unwrap();
+        bench(
+            &mut group,
+            &format!("conv2d_backward_data_tf32_{name}"),
+            g,
+            || conv2d_backward_data_tc(g, None, &mut dx, &dy, &w, &xd, &wd, geom).unwrap(),
+        );
+        bench(
+            &mut group,
+            &format!("conv2d_backward_data_bf16_{name}"),
+            g,
+            || conv2d_backward_data_tc(g, None, &mut dx, &dy16, &w16, &xd, &wd, geom).unwrap(),
+        );
+        bench(
+            &mut group,
+            &format!("conv2d_backward_weight_tf32_{name}"),
+            g,
+            || conv2d_backward_weight_tc(g, None, &mut dw, &dy, &x, &xd, &wd, geom).unwrap(),
+        );
+        bench(
+            &mut group,
+            &format!("conv2d_backward_weight_bf16_{name}"),
+            g,
+            || conv2d_backward_weight_tc(g, None, &mut dw, &dy16, &x16, &xd, &wd, geom).unwrap(),
         );
     }
     group.finish();

@@ -1,9 +1,10 @@
 //! The convolution layer (no bias), on the GEMM-based kernels of [`kernels::conv2d`].
 
 use kernels::conv2d::{
-    conv2d_backward_data_using, conv2d_backward_weight_using, conv2d_forward_using, Conv2dDims,
+    conv2d_backward_data_in, conv2d_backward_weight_in, conv2d_forward_in, Conv2dDims,
 };
 pub use kernels::conv2d::{Conv2dAlgo, Conv2dGeom};
+use kernels::precision::Precision;
 use rand::Rng;
 use tensor_core::{Shape, Tensor};
 
@@ -21,7 +22,9 @@ use crate::{join, Error, Mode, Param, Parameters, Result};
 /// Initialisation: Xavier uniform with fan_in = KH KW C and fan_out = KH KW K.
 ///
 /// The arithmetic is [`Conv2dAlgo::choose`]'s pick for each call's shape and pass (direct im2col,
-/// Winograd F(2x2) or F(4x4)), unless [`Conv2d::with_algo`] pins one for all three passes.
+/// Winograd F(2x2) or F(4x4)), unless [`Conv2d::with_algo`] pins one for all three passes. On a
+/// CUDA device, [`Conv2d::precision`] picks the FP32 kernels or the tensor-core ones (TF32 or
+/// BF16 operands; the weight, its gradient and every output stay FP32).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
     /// weight: (K, C, KH, KW)
@@ -29,6 +32,8 @@ pub struct Conv2d {
     pub geom: Conv2dGeom,
     /// The algorithm of every pass; `None`: [`Conv2dAlgo::choose`] per call and pass.
     pub algo: Option<Conv2dAlgo>,
+    /// The number format of the three passes' products ([`Precision`]; FP32 by default).
+    pub precision: Precision,
 }
 
 /// What [`Conv2d::backward`] needs from its forward: its input x, (N, C, H, W), or, once
@@ -104,6 +109,7 @@ impl Conv2d {
             weight: Param::new(weight),
             geom,
             algo: None,
+            precision: Precision::Fp32,
         })
     }
 
@@ -130,7 +136,8 @@ impl Conv2d {
             self.geom,
         )?;
         let mut y = x.new_zeros(d.y_dims())?;
-        conv2d_forward_using(self.algo, &mut y, &x, &self.weight.value, self.geom)?;
+        let (p, w) = (self.precision, &self.weight.value);
+        conv2d_forward_in(p, self.algo, &mut y, &x, w, self.geom)?;
         Ok((
             y,
             Conv2dCache {
@@ -184,8 +191,9 @@ impl Conv2d {
     fn backward_from(&mut self, dy: &Tensor, x: &Tensor) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::Conv, Pass::Backward);
         let mut dx = dy.new_zeros(x.shape().clone())?;
-        conv2d_backward_data_using(self.algo, &mut dx, dy, &self.weight.value, self.geom)?;
-        conv2d_backward_weight_using(self.algo, &mut self.weight.grad, dy, x, self.geom)?;
+        let (p, algo, geom) = (self.precision, self.algo, self.geom);
+        conv2d_backward_data_in(p, algo, &mut dx, dy, &self.weight.value, geom)?;
+        conv2d_backward_weight_in(p, algo, &mut self.weight.grad, dy, x, geom)?;
         Ok(dx)
     }
 }
@@ -197,7 +205,7 @@ impl Parameters for Conv2d {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
@@ -221,6 +229,77 @@ mod tests {
         let forward = |conv: &Conv2d, x: Tensor| conv.forward(x, Mode::Train).unwrap().0;
         probe.assert_gradient(&format!("{case}: dx"), &x, &dx, |x| forward(&conv, x));
         probe.assert_param_gradients(&case, &mut conv, |conv| forward(conv, x.clone()));
+    }
+
+    /// Every value of `t`'s magnitude, on the CPU.
+    pub(crate) fn abs(t: &Tensor) -> Tensor {
+        let v = t.try_to_vec().unwrap().iter().map(|v| v.abs()).collect();
+        Tensor::from_vec(t.dims(), v).unwrap()
+    }
+
+    /// Asserts |got - want| <= (2 u + 2 terms 2^-24) magnitude, value by value.
+    pub(crate) fn within_rounding(
+        what: &str,
+        got: &Tensor,
+        want: &Tensor,
+        magnitude: &Tensor,
+        u: f32,
+        terms: usize,
+    ) {
+        let (got, want, magnitude) = (got.try_to_vec().unwrap(), want.to_vec(), magnitude.to_vec());
+        let rel = 2.0 * u + 2.0 * terms as f32 * f32::EPSILON / 2.0;
+        for (i, ((&g, &w), &m)) in got.iter().zip(&want).zip(&magnitude).enumerate() {
+            assert!(
+                (g - w).abs() <= rel * m,
+                "{what}: first mismatch at {i}: {g} vs fp32 {w} (bound {})",
+                rel * m
+            );
+        }
+    }
+
+    /// In TF32 and BF16 on the emulated device, the layer's forward, dx and dweight against the
+    /// FP32 layer's on the CPU. Each value sums `terms` products whose two operands are each
+    /// rounded once in the tensor-core modes (a relative error of at most 2u + u^2, u the mode's
+    /// unit roundoff), and both devices add them in FP32 (at most terms 2^-24 each, Higham's
+    /// bound): |tc - fp32| <= (2u + 2 terms 2^-24) sum |term|, the sums of |term| given by the
+    /// same layer on |x|, |weight| and |dy|.
+    #[test]
+    fn emu_tensor_core_precisions_match_fp32_within_their_rounding() {
+        use kernels::precision::{BF16_UNIT_ROUNDOFF, TF32_UNIT_ROUNDOFF};
+        use tensor_core::Device;
+
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (n, c, k, h, w) = (2, 4, 6, 7, 9);
+        let conv = Conv2d::new(c, k, 3, Conv2dGeom::SAME_3X3, &mut rng).unwrap();
+        let x = Tensor::uniform([n, c, h, w], -1.0, 1.0, &mut rng).unwrap();
+        let dy = Tensor::uniform([n, k, h, w], -1.0, 1.0, &mut rng).unwrap();
+        let run = |mut conv: Conv2d, x: &Tensor, dy: &Tensor, device: Device| {
+            crate::params_to_device(&mut conv, device).unwrap();
+            let x = crate::into_device(x.clone(), device).unwrap();
+            let (y, cache) = conv.forward(x, Mode::Train).unwrap();
+            let dx = conv
+                .backward(&crate::into_device(dy.clone(), device).unwrap(), cache)
+                .unwrap();
+            (y, dx, conv.weight.grad)
+        };
+        let (y, dx, dw) = run(conv.clone(), &x, &dy, Device::Cpu);
+        let mut magnitude = conv.clone();
+        magnitude.weight.value = abs(&conv.weight.value);
+        let (y_mag, dx_mag, dw_mag) = run(magnitude, &abs(&x), &abs(&dy), Device::Cpu);
+        for (precision, u) in [
+            (Precision::Tf32, TF32_UNIT_ROUNDOFF),
+            (Precision::Bf16, BF16_UNIT_ROUNDOFF),
+        ] {
+            let tc = Conv2d {
+                precision,
+                ..conv.clone()
+            };
+            let (ty, tdx, tdw) = run(tc, &x, &dy, Device::CudaEmu);
+            let p = precision.name();
+            within_rounding(&format!("{p} y"), &ty, &y, &y_mag, u, c * 9);
+            within_rounding(&format!("{p} dx"), &tdx, &dx, &dx_mag, u, k * 9);
+            within_rounding(&format!("{p} dweight"), &tdw, &dw, &dw_mag, u, n * h * w);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The fully-connected layer (no bias), on the GEMM of [`kernels::gemm`].
 
-use kernels::gemm::{matmul, Trans};
+use kernels::gemm::{matmul_in, Trans};
+use kernels::precision::Precision;
 use rand::Rng;
 use tensor_core::Tensor;
 
@@ -8,7 +9,9 @@ use crate::profile::{self, LayerKind, Pass};
 use crate::{join, Error, Mode, Param, Parameters, Result};
 
 /// Fully-connected layer without bias: x: (N, F) -> y: (N, O), weight: (O, F) as PyTorch
-/// stores it; three products through [`kernels::gemm::matmul`].
+/// stores it; three products through [`kernels::gemm::matmul_in`], in [`Linear::precision`]
+/// (on a CUDA device, TF32 or BF16 operands run the tensor-core GEMMs; the weight, its gradient
+/// and every output stay FP32).
 ///
 /// The formulas, forward and backward: `docs/walkthrough.md`, "Linear", in its
 /// sections 2 and 3. `dweight` is
@@ -19,6 +22,8 @@ use crate::{join, Error, Mode, Param, Parameters, Result};
 pub struct Linear {
     /// weight: (O, F)
     pub weight: Param,
+    /// The number format of the products' operands ([`Precision`]; FP32 by default).
+    pub precision: Precision,
 }
 
 /// What [`Linear::backward`] needs from its forward.
@@ -45,6 +50,7 @@ impl Linear {
             Tensor::xavier_uniform([out_features, in_features], in_features, out_features, rng)?;
         Ok(Linear {
             weight: Param::new(weight),
+            precision: Precision::Fp32,
         })
     }
 
@@ -74,7 +80,8 @@ impl Linear {
             }
         };
         let mut y = x.new_zeros([n, o])?;
-        matmul(
+        matmul_in(
+            self.precision,
             1.0,
             &x,
             Trans::No,
@@ -96,7 +103,8 @@ impl Linear {
         let n = cache.x.dims()[0];
         dy.expect_shape("Linear::backward", "dy", &[n, o])?;
         let mut dx = dy.new_zeros([n, f])?;
-        matmul(
+        matmul_in(
+            self.precision,
             1.0,
             dy,
             Trans::No,
@@ -105,7 +113,8 @@ impl Linear {
             0.0,
             &mut dx,
         )?;
-        matmul(
+        matmul_in(
+            self.precision,
             1.0,
             dy,
             Trans::Yes,
@@ -131,6 +140,49 @@ mod tests {
 
     use super::*;
     use crate::gradcheck::Probe;
+
+    /// As the convolution's test (conv2d.rs): the layer in TF32 and BF16 on the emulated device
+    /// against FP32 on the CPU, within (2u + 2 terms 2^-24) of the sums of |term|.
+    #[test]
+    fn emu_tensor_core_precisions_match_fp32_within_their_rounding() {
+        use crate::conv2d::tests::{abs, within_rounding};
+        use kernels::precision::{BF16_UNIT_ROUNDOFF, TF32_UNIT_ROUNDOFF};
+        use tensor_core::Device;
+
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let (n, f, o) = (5, 37, 11);
+        let fc = Linear::new(f, o, &mut rng).unwrap();
+        let x = Tensor::uniform([n, f], -1.0, 1.0, &mut rng).unwrap();
+        let dy = Tensor::uniform([n, o], -1.0, 1.0, &mut rng).unwrap();
+        let run = |mut fc: Linear, x: &Tensor, dy: &Tensor, device: Device| {
+            crate::params_to_device(&mut fc, device).unwrap();
+            let (y, cache) = fc
+                .forward(crate::into_device(x.clone(), device).unwrap(), Mode::Train)
+                .unwrap();
+            let dx = fc
+                .backward(&crate::into_device(dy.clone(), device).unwrap(), cache)
+                .unwrap();
+            (y, dx, fc.weight.grad)
+        };
+        let (y, dx, dw) = run(fc.clone(), &x, &dy, Device::Cpu);
+        let mut magnitude = fc.clone();
+        magnitude.weight.value = abs(&fc.weight.value);
+        let (y_mag, dx_mag, dw_mag) = run(magnitude, &abs(&x), &abs(&dy), Device::Cpu);
+        for (precision, u) in [
+            (Precision::Tf32, TF32_UNIT_ROUNDOFF),
+            (Precision::Bf16, BF16_UNIT_ROUNDOFF),
+        ] {
+            let tc = Linear {
+                precision,
+                ..fc.clone()
+            };
+            let (ty, tdx, tdw) = run(tc, &x, &dy, Device::CudaEmu);
+            let p = precision.name();
+            within_rounding(&format!("{p} y"), &ty, &y, &y_mag, u, f);
+            within_rounding(&format!("{p} dx"), &tdx, &dx, &dx_mag, u, o);
+            within_rounding(&format!("{p} dweight"), &tdw, &dw, &dw_mag, u, n);
+        }
+    }
 
     #[test]
     fn gradients_match_finite_differences() {

@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
     at_least_one, validate_threads, AugmentKind, CheckpointEvery, DataConfig, DataRecipe,
-    DatasetKind, DeviceArg, ModelConfig, OptimizerConfig, OrderKind, PreprocessKind, Preset,
-    RegularizationConfig, RuleFlags, RunConfig, Switch, TrainConfig,
+    DatasetKind, DeviceArg, ModelConfig, OptimizerConfig, OrderKind, PrecisionKind, PreprocessKind,
+    Preset, RegularizationConfig, RuleFlags, RunConfig, Switch, TrainConfig,
 };
 use crate::error::Result;
 use crate::optim::OptimizerKind;
@@ -238,6 +238,11 @@ pub struct RuntimeArgs {
     /// CPU threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// The convolution and linear products' operands: fp32, or on a CUDA GPU of sm_80 or newer
+    /// tf32 or bf16 (tensor cores, FP32 accumulation; weights, optimizer, batch norm and loss
+    /// stay FP32) [default: fp32; eval, predict and --resume: the checkpoint's].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub precision: Option<PrecisionKind>,
 }
 
 /// `trainer train`.
@@ -312,6 +317,7 @@ impl TrainArgs {
                 device: self.runtime.device,
                 threads: self.runtime.threads,
                 checkpoint_every: run.checkpoint_every,
+                precision: self.runtime.precision.unwrap_or_default(),
             },
         };
         config.validate()?;

@@ -6,11 +6,11 @@
 //!
 //! The choices are enums shared by the command line and `config.toml` (clap's `ValueEnum` and
 //! serde on one type): [`DatasetKind`], [`Preset`], [`AugmentKind`], [`PreprocessKind`],
-//! [`OrderKind`], [`DeviceArg`] here, [`OptimizerKind`] and [`UpdateRule`] with the optimizer,
+//! [`OrderKind`], [`DeviceArg`], [`PrecisionKind`] here, [`OptimizerKind`] and [`UpdateRule`] with the optimizer,
 //! [`ScheduleKind`] with the schedules, [`PreciseBnWhen`] with precise batch norm.
 //!
 //! Settings added after the first release (`preprocess`, `order`, `precise_bn`,
-//! `precise_bn_when`) have serde defaults, so a `config.toml` or checkpoint written before them
+//! `precise_bn_when`, `precision`) have serde defaults, so a `config.toml` or checkpoint written before them
 //! still loads: `preprocess` then means none (those runs did not sharpen), `order` fixed, and
 //! precise batch norm takes today's defaults (it changes no weight).
 
@@ -207,6 +207,60 @@ impl TryFrom<String> for DeviceArg {
 
     fn try_from(s: String) -> std::result::Result<Self, String> {
         s.parse()
+    }
+}
+
+/// `--precision`: the number format of the convolution and linear products' operands
+/// ([`kernels::precision::Precision`]); weights, optimizer state, batch norm, the loss and the
+/// gradient norm are FP32 in every mode. A configuration without the field means `fp32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionKind {
+    /// The FP32 kernels, on every device.
+    #[default]
+    Fp32,
+    /// Tensor cores with operands rounded to TF32, FP32 accumulation (CUDA, sm_80 or newer).
+    Tf32,
+    /// Tensor cores with BF16 copies of the operands, FP32 accumulation (CUDA, sm_80 or newer).
+    Bf16,
+}
+
+impl From<PrecisionKind> for kernels::precision::Precision {
+    fn from(p: PrecisionKind) -> Self {
+        use kernels::precision::Precision;
+        match p {
+            PrecisionKind::Fp32 => Precision::Fp32,
+            PrecisionKind::Tf32 => Precision::Tf32,
+            PrecisionKind::Bf16 => Precision::Bf16,
+        }
+    }
+}
+
+impl PrecisionKind {
+    /// `Err` naming the flag unless `device` runs this mode: tf32 and bf16 need a CUDA GPU of
+    /// compute capability 8.0 or newer (or the emulated device); the CPU runs fp32 only.
+    ///
+    /// # Errors
+    /// As above, naming the mode and the device (a GPU by its compute capability).
+    pub fn check_device(self, device: tensor_core::Device) -> Result<()> {
+        let precision = kernels::precision::Precision::from(self);
+        let mode = precision.name();
+        if device == tensor_core::Device::Cpu && self != PrecisionKind::Fp32 {
+            return Err(Error::invalid(
+                "invalid setting",
+                format!("--precision {mode}: the CPU runs fp32 only; use --device cuda or --precision fp32"),
+            ));
+        }
+        precision.check_device(device).map_err(|e| {
+            let why = match e {
+                kernels::Error::Invalid { msg, .. } => msg,
+                other => other.to_string(),
+            };
+            Error::invalid(
+                "invalid setting",
+                format!("--precision {mode} on --device {device}: {why}; use --precision fp32"),
+            )
+        })
     }
 }
 
@@ -431,6 +485,9 @@ pub struct RunConfig {
     /// existed: the default).
     #[serde(default)]
     pub checkpoint_every: CheckpointEvery,
+    /// The products' number format (absent in configs written before it existed: fp32).
+    #[serde(default)]
+    pub precision: PrecisionKind,
 }
 
 fn default_precise_bn() -> u64 {

@@ -21,6 +21,7 @@
 
 use kernels::batchnorm::BatchNormConfig;
 use kernels::conv2d::Conv2dAlgo;
+use kernels::precision::Precision;
 use nn_layers::{
     join, FcStage, FcStageCache, ForwardCtx, Param, Parameters, ResidualBlock, ResidualBlockCache,
 };
@@ -151,6 +152,20 @@ impl ResNet {
                 cb.conv1.algo = algo;
                 cb.conv2.algo = algo;
             }
+        }
+    }
+
+    /// Runs every convolution and fully-connected product in `precision` (the FP32 kernels, or
+    /// tensor cores with TF32 or BF16 operands; weights and everything else stay FP32).
+    pub fn set_precision(&mut self, precision: Precision) {
+        for b in &mut self.blocks {
+            for cb in [&mut b.conv_block1, &mut b.conv_block2] {
+                cb.conv1.precision = precision;
+                cb.conv2.precision = precision;
+            }
+        }
+        for fc in [&mut self.fc1, &mut self.fc2, &mut self.fc3] {
+            fc.linear.precision = precision;
         }
     }
 

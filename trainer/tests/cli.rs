@@ -548,3 +548,57 @@ fn download_takes_a_local_archive() {
     };
     assert_eq!(d.archive, Some(PathBuf::from("x.tar.gz")));
 }
+
+/// `--precision` on train, eval, bench and predict: fp32 by default, recorded in config.toml (a
+/// config written before the setting loads as fp32), a bad mode refused by the parser, and a
+/// tensor-core mode refused on the CPU, before any data is read, naming the mode and the device.
+#[test]
+fn precision_reaches_the_config_and_is_checked_against_the_device() {
+    use trainer::config::PrecisionKind;
+
+    assert_eq!(train_config("").run.precision, PrecisionKind::Fp32);
+    let c = train_config("--precision bf16 --device cuda");
+    assert_eq!(c.run.precision, PrecisionKind::Bf16);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    c.save(&path).unwrap();
+    assert_eq!(TrainConfig::load(&path).unwrap(), c);
+    let text = c.to_toml().unwrap();
+    assert!(text.contains("precision = \"bf16\""), "{text}");
+    let old: String = text
+        .lines()
+        .filter(|l| !l.starts_with("precision ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(old, text);
+    std::fs::write(&path, old).unwrap();
+    assert_eq!(
+        TrainConfig::load(&path).unwrap().run.precision,
+        PrecisionKind::Fp32
+    );
+
+    for args in [
+        "eval --checkpoint c.safetensors --precision tf32",
+        "bench --precision bf16",
+        "predict --checkpoint c.safetensors x.png --precision fp32",
+    ] {
+        parse(args).unwrap_or_else(|e| panic!("{args}: {e}"));
+    }
+    let e = parse("train --precision fp16").unwrap_err().to_string();
+    assert!(e.contains("fp16") && e.contains("tf32"), "{e}");
+
+    let e = PrecisionKind::Tf32.check_device(Device::Cpu).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid setting: --precision tf32: the CPU runs fp32 only; use --device cuda or \
+         --precision fp32"
+    );
+    PrecisionKind::Fp32.check_device(Device::Cpu).unwrap();
+    PrecisionKind::Bf16.check_device(Device::CudaEmu).unwrap();
+    let args = train_args("--device cpu --precision bf16 --data /nonexistent --preset tiny");
+    let e = trainer::commands::train::run(&args).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("--precision bf16: the CPU runs fp32 only"),
+        "{e:#}"
+    );
+}

@@ -1,10 +1,12 @@
 //! One full training step of the `tiny` preset on the emulated CUDA device (the `.cu` kernels
 //! compiled as host C++, driven by the same launch code as a GPU) against the same step on the
-//! CPU: forward, softmax cross-entropy, backward, clipping and the Adam update. `cargo test emu`
-//! selects it. The loss and the correct count come from the loss tally kept on the device, as
+//! CPU: forward, softmax cross-entropy, backward, clipping and the Adam update; and the same step
+//! on the emulated device with the convolution and linear products on tensor cores (TF32, BF16)
+//! against its FP32 step. `cargo test emu` selects them. The loss and the correct count come from the loss tally kept on the device, as
 //! the training loop reads them (only when it logs).
 
 use kernels::cuda::to_device;
+use kernels::precision::Precision;
 use kernels::softmax_ce::LossTally;
 use nn_layers::{params_to_device, ForwardCtx, Parameters, SoftmaxCrossEntropy};
 use rand::{Rng, SeedableRng};
@@ -56,6 +58,8 @@ fn tiny_spec() -> NetSpec {
 struct StepResult {
     loss: f32,
     correct: u64,
+    /// Every parameter's gradient of the step (before clipping), by name.
+    grads: Vec<(String, Vec<f32>)>,
     /// Every parameter value after the step, by name.
     params: Vec<(String, Vec<f32>)>,
     /// The eval-mode logits of the same batch after the step.
@@ -65,8 +69,14 @@ struct StepResult {
 /// One training step on `device`, from the same seeded model and batch, then an eval-mode
 /// forward of the batch.
 fn step_on(device: Device) -> StepResult {
+    step_in(device, Precision::Fp32)
+}
+
+/// [`step_on`] with the model's products in `precision`.
+fn step_in(device: Device, precision: Precision) -> StepResult {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut model = ResNet::new(&tiny_spec(), &mut rng).unwrap();
+    model.set_precision(precision);
     let mut opt = Optimizer::new(
         UpdateRule::Adam {
             beta1: 0.9,
@@ -101,6 +111,10 @@ fn step_on(device: Device) -> StepResult {
     assert_eq!(tallied.correct, tallied.last_correct, "{device}");
     let dlogits = SoftmaxCrossEntropy.backward(ce).unwrap();
     model.backward(&dlogits, cache).unwrap();
+    let mut grads = Vec::new();
+    model.visit_params("", &mut |name, p| {
+        grads.push((name.to_string(), p.grad.to_vec()))
+    });
     opt.step(&mut model, 5e-4, 5.0).unwrap();
     // Evaluation after the step: batch norm from the running statistics the step updated.
     let (eval_logits, _) = model.forward(x, ForwardCtx::EVAL).unwrap();
@@ -113,6 +127,7 @@ fn step_on(device: Device) -> StepResult {
     StepResult {
         loss,
         correct: tallied.correct,
+        grads,
         params,
         eval_logits: eval_logits.to_vec(),
     }
@@ -160,4 +175,105 @@ fn emu_tiny_training_step() {
         worst <= EVAL_RTOL * scale,
         "eval-mode logits after the step: cpu and emu differ by {worst} (largest logit {scale})"
     );
+}
+
+/// |a - b| / |b| over all the values of a list of named tensors (the L2 norms).
+fn relative_l2(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for ((name, a), (b_name, b)) in a.iter().zip(b) {
+        assert_eq!(name, b_name);
+        for (&x, &y) in a.iter().zip(b) {
+            diff += (f64::from(x) - f64::from(y)).powi(2);
+            norm += f64::from(y).powi(2);
+        }
+    }
+    (diff / norm).sqrt()
+}
+
+/// Every parameter's change in a step: after minus before.
+fn changes(before: &[(String, Vec<f32>)], after: &[(String, Vec<f32>)]) -> Vec<(String, Vec<f32>)> {
+    before
+        .iter()
+        .zip(after)
+        .map(|((name, b), (_, a))| (name.clone(), a.iter().zip(b).map(|(a, b)| a - b).collect()))
+        .collect()
+}
+
+/// The parameters before any step, by name (the seeded initialisation every step starts from).
+fn initial_params() -> Vec<(String, Vec<f32>)> {
+    let mut model = ResNet::new(&tiny_spec(), &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
+    let mut params = Vec::new();
+    model.visit_params("", &mut |name, p| {
+        params.push((name.to_string(), p.value.to_vec()))
+    });
+    params
+}
+
+/// The tiny step on the emulated device in `precision` against the FP32 step on the CPU: the
+/// loss within `loss_rtol`, every gradient and parameter finite; the gradient's and the
+/// parameters' change's distance from FP32's (relative L2) printed, per parameter too.
+fn matches_fp32_step(precision: Precision, loss_rtol: f32) {
+    let fp32 = step_on(Device::Cpu);
+    let mode = step_in(Device::CudaEmu, precision);
+    let name = precision.name();
+    let loss_diff = (mode.loss - fp32.loss).abs() / fp32.loss.abs();
+    let grad_diff = relative_l2(&mode.grads, &fp32.grads);
+    let initial = initial_params();
+    let change_diff = relative_l2(
+        &changes(&initial, &mode.params),
+        &changes(&initial, &fp32.params),
+    );
+    eprintln!(
+        "{name} against fp32: loss {} vs {} (relative {loss_diff:e}), gradient relative L2 \
+         {grad_diff:e}, parameter change relative L2 {change_diff:e}",
+        mode.loss, fp32.loss
+    );
+    for (g, f) in mode.grads.iter().zip(&fp32.grads) {
+        let d = relative_l2(std::slice::from_ref(g), std::slice::from_ref(f));
+        eprintln!("{name} gradient of {}: relative L2 {d:e}", g.0);
+    }
+    assert!(
+        loss_diff <= loss_rtol,
+        "{name}: loss {} vs fp32 {}",
+        mode.loss,
+        fp32.loss
+    );
+    for (what, list) in [("gradient", &mode.grads), ("parameter", &mode.params)] {
+        for (n, v) in list.iter() {
+            assert!(
+                v.iter().all(|x| x.is_finite()),
+                "{name}: {what} {n} is not finite"
+            );
+        }
+    }
+}
+
+// The two tests below take about 6 minutes each on the emulated device (its threads meet at every
+// mma.sync, ldmatrix and cp.async wait; on 2 shared cores), far over CI's budget: they are
+// ignored, and run by `cargo test -p trainer --test emu_training -- --ignored`.
+//
+// Measured (2026-12-02): tf32 loss 5.31994 against fp32's 5.32204 (relative 4.0e-4), bf16 5.45633
+// (2.5e-2). The gradients differ far more than the products' rounding explains at the layer
+// level (where nn-layers' emu_tensor_core_precisions_match_fp32_within_their_rounding holds them
+// within 2u): relative L2 0.65 in tf32 and 1.48 in bf16 over the whole network, growing from
+// 0.06 at fc3.weight (whose product sums K = 4 batch rows of a gradient that batch norm has made
+// mean-free, a cancellation that amplifies the operands' rounding) to 0.6-2 in the first block.
+// Whether that amplification is all batch norm over 4 samples, or a kernel fault that the layer
+// tests' shapes miss, is not settled: see the report of this change. So only the loss is bounded.
+
+/// TF32 keeps 10 mantissa bits (unit roundoff u = 2^-11 = 4.9e-4). Each product's operands are
+/// rounded once, a relative error of about 2u per product, partly averaged out over its sums;
+/// through the network's ~20 layers, batch norm renormalising each, the loss moves by a few u:
+/// bound 20u (1e-2).
+#[test]
+#[ignore = "about 6 minutes on the emulated device; run with --ignored"]
+fn emu_tiny_training_step_tf32() {
+    matches_fp32_step(Precision::Tf32, 1e-2);
+}
+
+/// BF16 keeps 7 mantissa bits (u = 2^-8 = 3.9e-3, 8 times TF32's): TF32's bound times 8 (8e-2).
+#[test]
+#[ignore = "about 6 minutes on the emulated device; run with --ignored"]
+fn emu_tiny_training_step_bf16() {
+    matches_fp32_step(Precision::Bf16, 8e-2);
 }

@@ -96,6 +96,46 @@ fn split_count(tiles: usize, max_splits: usize) -> usize {
     })
 }
 
+/// The block tile of backward-weight for `d`, and how many slices its pixel sum is cut into
+/// ([`split_count`]).
+pub(super) fn backward_weight_plan(d: &Conv2dDims) -> (GemmTile, usize) {
+    let (m, n, pixels) = (d.k, d.c * d.kh * d.kw, d.n * d.oh * d.ow);
+    let max_splits = (pixels / MIN_PIXELS_PER_SPLIT).clamp(1, MAX_SPLITS);
+    let tile = GemmTile::for_output(m, n, max_splits);
+    let (bm, bn) = tile.dims();
+    let tiles = m.div_ceil(bm) * n.div_ceil(bn);
+    (tile, split_count(tiles, max_splits))
+}
+
+/// Pixels per slice and the slice count of a sum over `pixels` cut into about `splits` slices
+/// (clamped to 1..=64), each a whole number of `step`s (the kernel's k step); the last may be
+/// shorter.
+pub(super) fn split_pixels(pixels: usize, splits: usize, step: usize) -> (usize, usize) {
+    let per_split = pixels
+        .div_ceil(splits.clamp(1, MAX_SPLITS))
+        .next_multiple_of(step);
+    (per_split, pixels.div_ceil(per_split))
+}
+
+/// dweight (out_len values) += the sum of `partial`'s `splits` slices of out_len values, in slice
+/// order.
+pub(super) fn sum_splits<B: Backend>(
+    dev: &B,
+    dweight: &mut B::Buf<f32>,
+    partial: &B::Buf<f32>,
+    out_len: usize,
+    splits: usize,
+) -> Result<()> {
+    let q = SumSplitsParams {
+        out: dev.addr_mut(dweight),
+        partial: dev.addr(partial),
+        n: out_len as u32,
+        splits: splits as u32,
+    };
+    // SAFETY: the callers pass dweight of out_len values and partial of splits * out_len.
+    unsafe { dev.launch(CONV2D_SUM_SPLITS, LaunchConfig::elementwise(out_len), &q) }
+}
+
 /// The sizes of `d` as the kernels' 32-bit geometry, every tensor checked to fit.
 pub(super) fn geom(op: &'static str, d: &Conv2dDims) -> Result<ConvGeomC> {
     for dims in [d.x_dims(), d.weight_dims(), d.y_dims()] {
@@ -282,12 +322,7 @@ pub fn conv2d_backward_weight<B: Backend>(
     geometry: Conv2dGeom,
 ) -> Result<()> {
     let d = Conv2dDims::new("cuda conv2d_backward_weight", x_dims, weight_dims, geometry)?;
-    let (m, n, pixels) = (d.k, d.c * d.kh * d.kw, d.n * d.oh * d.ow);
-    let max_splits = (pixels / MIN_PIXELS_PER_SPLIT).clamp(1, MAX_SPLITS);
-    let tile = GemmTile::for_output(m, n, max_splits);
-    let (bm, bn) = tile.dims();
-    let tiles = m.div_ceil(bm) * n.div_ceil(bn);
-    let splits = split_count(tiles, max_splits);
+    let (tile, splits) = backward_weight_plan(&d);
     conv2d_backward_weight_with(
         dev,
         tile,
@@ -319,11 +354,7 @@ pub(crate) fn conv2d_backward_weight_with<B: Backend>(
     let bufs = [("x", x), ("dweight", &*dweight), ("dy", dy)];
     let (d, g) = dims(OP, dev, x_dims, weight_dims, geometry, bufs)?;
     let (taps, pixels) = (d.c * d.kh * d.kw, d.n * d.oh * d.ow);
-    // At most MAX_SPLITS slices, each a whole number of k steps; the last may be shorter.
-    let per_split = pixels
-        .div_ceil(splits.clamp(1, MAX_SPLITS))
-        .next_multiple_of(GEMM_TILE_K);
-    let splits = pixels.div_ceil(per_split);
+    let (per_split, splits) = split_pixels(pixels, splits, GEMM_TILE_K);
     let out_len = d.k * taps;
     let mut partial = if splits > 1 {
         count(OP, splits * out_len)?;
@@ -348,14 +379,7 @@ pub(crate) fn conv2d_backward_weight_with<B: Backend>(
     // one split, else partial with splits*k*taps; slice z writes only its own k*taps values.
     unsafe { dev.launch(kernel(CONV2D_BACKWARD_WEIGHT, tile), cfg, &p) }?;
     if let Some(partial) = partial {
-        let q = SumSplitsParams {
-            out: dev.addr_mut(dweight),
-            partial: dev.addr(&partial),
-            n: out_len as u32,
-            splits: splits as u32,
-        };
-        // SAFETY: dweight holds out_len values, partial splits * out_len.
-        unsafe { dev.launch(CONV2D_SUM_SPLITS, LaunchConfig::elementwise(out_len), &q) }?;
+        sum_splits(dev, dweight, &partial, out_len, splits)?;
     }
     Ok(())
 }

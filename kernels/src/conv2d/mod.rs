@@ -35,6 +35,8 @@ mod winograd;
 use tensor_core::{Shape, Tensor};
 
 use crate::cuda::{dispatch, TensorBackend};
+use crate::precision::cuda::bf16_copy;
+use crate::precision::Precision;
 use crate::{Error, Result};
 
 /// Stride and zero padding of a convolution, the same on both axes.
@@ -302,6 +304,22 @@ pub fn conv2d_forward_using(
     weight: &Tensor,
     geom: Conv2dGeom,
 ) -> Result<()> {
+    conv2d_forward_in(Precision::Fp32, algo, y, x, weight, geom)
+}
+
+/// As [`conv2d_forward_using`], with the products' operands in `precision`: on a CUDA device,
+/// TF32 or BF16 run the tensor-core kernels ([`tc`]), FP32 the FP32 ones.
+///
+/// # Errors
+/// As [`conv2d_forward_using`]; [`Error::Invalid`] for TF32 or BF16 on the CPU.
+pub fn conv2d_forward_in(
+    precision: Precision,
+    algo: Option<Conv2dAlgo>,
+    y: &mut Tensor,
+    x: &Tensor,
+    weight: &Tensor,
+    geom: Conv2dGeom,
+) -> Result<()> {
     const OP: &str = "conv2d_forward";
     let d = Conv2dDims::new(OP, x.dims(), weight.dims(), geom)?;
     y.expect_shape(OP, "y", &d.y_dims())?;
@@ -311,12 +329,21 @@ pub fn conv2d_forward_using(
     // On a CUDA device the implicit-GEMM kernels run whatever `algo` says.
     dispatch!(OP, [("y", y), ("x", x), ("weight", weight)],
         cpu => {
+            precision.cpu_only_fp32(OP)?;
             let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
             run_cpu(algo, Conv2dPass::Forward, y, (x, w), &d)
         },
         cuda |b| => {
             let (yb, xb, wb) = (b.buf_mut(OP, y)?, b.buf(OP, x)?, b.buf(OP, weight)?);
-            cuda::conv2d_forward(b, yb, xb, wb, x.dims(), weight.dims(), geom)
+            let (xd, wd) = (x.dims(), weight.dims());
+            match precision {
+                Precision::Fp32 => cuda::conv2d_forward(b, yb, xb, wb, xd, wd, geom),
+                Precision::Tf32 => tc::conv2d_forward_tc(b, None, yb, xb, wb, xd, wd, geom),
+                Precision::Bf16 => {
+                    let (xh, wh) = (bf16_copy(b, xb)?, bf16_copy(b, wb)?);
+                    tc::conv2d_forward_tc(b, None, yb, &xh, &wh, xd, wd, geom)
+                }
+            }
         },
     )
 }
@@ -384,6 +411,22 @@ pub fn conv2d_backward_data_using(
     weight: &Tensor,
     geom: Conv2dGeom,
 ) -> Result<()> {
+    conv2d_backward_data_in(Precision::Fp32, algo, dx, dy, weight, geom)
+}
+
+/// As [`conv2d_backward_data_using`], with the products' operands in `precision`, as
+/// [`conv2d_forward_in`].
+///
+/// # Errors
+/// As [`conv2d_backward_data_using`]; [`Error::Invalid`] for TF32 or BF16 on the CPU.
+pub fn conv2d_backward_data_in(
+    precision: Precision,
+    algo: Option<Conv2dAlgo>,
+    dx: &mut Tensor,
+    dy: &Tensor,
+    weight: &Tensor,
+    geom: Conv2dGeom,
+) -> Result<()> {
     const OP: &str = "conv2d_backward_data";
     let d = Conv2dDims::new(OP, dx.dims(), weight.dims(), geom)?;
     dy.expect_shape(OP, "dy", &d.y_dims())?;
@@ -392,12 +435,23 @@ pub fn conv2d_backward_data_using(
     }
     dispatch!(OP, [("dx", dx), ("dy", dy), ("weight", weight)],
         cpu => {
+            precision.cpu_only_fp32(OP)?;
             let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
             run_cpu(algo, Conv2dPass::BackwardData, dx, (dy, w), &d)
         },
         cuda |b| => {
             let (dxb, dyb, wb) = (b.buf_mut(OP, dx)?, b.buf(OP, dy)?, b.buf(OP, weight)?);
-            cuda::conv2d_backward_data(b, dxb, dyb, wb, &d.x_dims(), weight.dims(), geom)
+            let (xd, wd) = (&d.x_dims(), weight.dims());
+            match precision {
+                Precision::Fp32 => cuda::conv2d_backward_data(b, dxb, dyb, wb, xd, wd, geom),
+                Precision::Tf32 => {
+                    tc::conv2d_backward_data_tc(b, None, dxb, dyb, wb, xd, wd, geom)
+                }
+                Precision::Bf16 => {
+                    let (dyh, wh) = (bf16_copy(b, dyb)?, bf16_copy(b, wb)?);
+                    tc::conv2d_backward_data_tc(b, None, dxb, &dyh, &wh, xd, wd, geom)
+                }
+            }
         },
     )
 }
@@ -432,6 +486,22 @@ pub fn conv2d_backward_weight_using(
     x: &Tensor,
     geom: Conv2dGeom,
 ) -> Result<()> {
+    conv2d_backward_weight_in(Precision::Fp32, algo, dweight, dy, x, geom)
+}
+
+/// As [`conv2d_backward_weight_using`], with the products' operands in `precision`, as
+/// [`conv2d_forward_in`].
+///
+/// # Errors
+/// As [`conv2d_backward_weight_using`]; [`Error::Invalid`] for TF32 or BF16 on the CPU.
+pub fn conv2d_backward_weight_in(
+    precision: Precision,
+    algo: Option<Conv2dAlgo>,
+    dweight: &mut Tensor,
+    dy: &Tensor,
+    x: &Tensor,
+    geom: Conv2dGeom,
+) -> Result<()> {
     const OP: &str = "conv2d_backward_weight";
     let d = Conv2dDims::new(OP, x.dims(), dweight.dims(), geom)?;
     dy.expect_shape(OP, "dy", &d.y_dims())?;
@@ -440,12 +510,23 @@ pub fn conv2d_backward_weight_using(
     }
     dispatch!(OP, [("dweight", dweight), ("dy", dy), ("x", x)],
         cpu => {
+            precision.cpu_only_fp32(OP)?;
             let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
             run_cpu(algo, Conv2dPass::BackwardWeight, dw, (dy, x), &d)
         },
         cuda |b| => {
             let (dwb, dyb, xb) = (b.buf_mut(OP, dweight)?, b.buf(OP, dy)?, b.buf(OP, x)?);
-            cuda::conv2d_backward_weight(b, dwb, dyb, xb, x.dims(), &d.weight_dims(), geom)
+            let (xd, wd) = (x.dims(), &d.weight_dims());
+            match precision {
+                Precision::Fp32 => cuda::conv2d_backward_weight(b, dwb, dyb, xb, xd, wd, geom),
+                Precision::Tf32 => {
+                    tc::conv2d_backward_weight_tc(b, None, dwb, dyb, xb, xd, wd, geom)
+                }
+                Precision::Bf16 => {
+                    let (dyh, xh) = (bf16_copy(b, dyb)?, bf16_copy(b, xb)?);
+                    tc::conv2d_backward_weight_tc(b, None, dwb, &dyh, &xh, xd, wd, geom)
+                }
+            }
         },
     )
 }

@@ -76,6 +76,7 @@ pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     arch: &'static str,
+    capability: (i32, i32),
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
 }
 
@@ -113,6 +114,7 @@ impl Gpu {
             ctx,
             stream,
             arch: arch_name(major, minor),
+            capability: (major, minor),
             functions: Mutex::new(HashMap::new()),
         })
     }
@@ -130,6 +132,11 @@ impl Gpu {
     /// NVRTC's name of the device's architecture, e.g. "sm_90".
     pub fn arch(&self) -> &'static str {
         self.arch
+    }
+
+    /// The device's compute capability (major, minor), e.g. (9, 0) for an H100 or H200.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.capability
     }
 
     /// The stream every launch goes to, for a library that must order its work with ours

@@ -17,6 +17,8 @@ pub mod tc;
 use tensor_core::Tensor;
 
 use crate::cuda::{dispatch, TensorBackend};
+use crate::precision::cuda::bf16_copy;
+use crate::precision::Precision;
 use crate::{Error, Result};
 
 /// Whether a product uses an operand as stored or transposed.
@@ -167,6 +169,25 @@ pub fn matmul(
     beta: f32,
     c: &mut Tensor,
 ) -> Result<()> {
+    matmul_in(Precision::Fp32, alpha, a, ta, b, tb, beta, c)
+}
+
+/// As [`matmul`], with the operands in `precision`: on a CUDA device, TF32 or BF16 run the
+/// tensor-core GEMMs ([`tc`]; BF16 on copies of a and b), FP32 [`cuda::sgemm`].
+///
+/// # Errors
+/// As [`matmul`]; [`Error::Invalid`] for TF32 or BF16 on the CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_in(
+    precision: Precision,
+    alpha: f32,
+    a: &Tensor,
+    ta: Trans,
+    b: &Tensor,
+    tb: Trans,
+    beta: f32,
+    c: &mut Tensor,
+) -> Result<()> {
     const OP: &str = "matmul";
     // (rows, cols) of op(x), for a rank-2 x.
     let op_dims = |what: &'static str, x: &Tensor, t: Trans| match *x.dims() {
@@ -197,6 +218,7 @@ pub fn matmul(
     }
     dispatch!(OP, [("a", a), ("b", b), ("c", c)],
         cpu => {
+            precision.cpu_only_fp32(OP)?;
             let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
             sgemm(alpha, oa, ob, beta, c.as_mut_slice()?)
         },
@@ -215,7 +237,21 @@ pub fn matmul(
                     trans: tb,
                 },
             );
-            cuda::sgemm(dev, alpha, oa, ob, beta, dev.buf_mut(OP, c)?)
+            let c = dev.buf_mut(OP, c)?;
+            match precision {
+                Precision::Fp32 => cuda::sgemm(dev, alpha, oa, ob, beta, c),
+                Precision::Tf32 => tc::gemm_tf32(dev, alpha, oa, ob, beta, c),
+                Precision::Bf16 => {
+                    let (ah, bh) = (bf16_copy(dev, oa.data)?, bf16_copy(dev, ob.data)?);
+                    let half = |x: &cuda::DevOperand<'_, _>, data| tc::TcOperand {
+                        data,
+                        rows: x.rows,
+                        cols: x.cols,
+                        trans: x.trans,
+                    };
+                    tc::gemm_bf16(dev, alpha, half(&oa, &ah), half(&ob, &bh), beta, c)
+                }
+            }
         },
     )
 }

@@ -65,6 +65,17 @@ pub fn bf16_to_f32<B: Backend>(dev: &B, out: &mut B::Buf<f32>, x: &B::Buf<Bf16>)
     convert(dev, "cuda bf16_to_f32", BF16_TO_F32, out, x)
 }
 
+/// A fresh BF16 copy of x (each value rounded as [`f32_to_bf16`] rounds it): the operand copies of
+/// the BF16 products. x: (n) -> (n).
+///
+/// # Errors
+/// A failed allocation or launch.
+pub fn bf16_copy<B: Backend>(dev: &B, x: &B::Buf<f32>) -> Result<B::Buf<Bf16>> {
+    let mut out = dev.alloc::<Bf16>(dev.len(x))?;
+    f32_to_bf16(dev, &mut out, x)?;
+    Ok(out)
+}
+
 /// out = x rounded to TF32 (cvt.rna), as [`super::tf32_round`]. x: (n) -> out: (n).
 ///
 /// # Errors

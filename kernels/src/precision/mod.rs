@@ -16,8 +16,84 @@
 pub mod cuda;
 
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
+use tensor_core::Device;
 
 use crate::cuda::Elem;
+use crate::{Error, Result};
+
+/// The number format of a model's convolution and linear products: the operands of their GEMMs
+/// (and nothing else: weights, optimizer state, batch-norm statistics, the loss and the gradient
+/// norm stay FP32 in every mode, and so do the products' outputs and accumulators).
+/// - `Fp32`: the FP32 kernels, on every device.
+/// - `Tf32`: tensor cores, operands rounded to TF32 ([`tf32_round`]) in the kernel.
+/// - `Bf16`: tensor cores, operands copied to BF16 ([`Bf16::from_f32`]) before each product.
+///
+/// Tensor-core modes run on a CUDA device of compute capability 8.0 (sm_80) or newer, and on the
+/// emulated device; the CPU runs `Fp32` only ([`Precision::check_device`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Tf32,
+    Bf16,
+}
+
+impl Precision {
+    /// Every mode, FP32 first.
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Tf32, Precision::Bf16];
+
+    /// The lower-case name the command line and config files use: `fp32`, `tf32`, `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// `Err` if `device` cannot run this mode: a tensor-core mode on the CPU, or on a GPU older
+    /// than sm_80 (the message names the mode, the GPU and its compute capability).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] as above; [`Error::Device`] if the GPU cannot be opened.
+    pub fn check_device(self, device: Device) -> Result<()> {
+        const OP: &str = "precision";
+        let mode = self.name();
+        match (self, device) {
+            (Precision::Fp32, _) | (_, Device::CudaEmu) => Ok(()),
+            (_, Device::Cpu) => Err(Error::Invalid {
+                op: OP,
+                msg: format!("{mode}: the CPU runs fp32 only"),
+            }),
+            (_, Device::Cuda(ordinal)) => {
+                let gpu = crate::cuda::gpu::Gpu::shared(ordinal)?;
+                let (major, minor) = gpu.compute_capability();
+                if major >= 8 {
+                    return Ok(());
+                }
+                Err(Error::Invalid {
+                    op: OP,
+                    msg: format!(
+                        "{mode} needs tensor cores of compute capability 8.0 (sm_80) or newer; \
+                         GPU {ordinal} ({}) has compute capability {major}.{minor}",
+                        gpu.name()?
+                    ),
+                })
+            }
+        }
+    }
+
+    /// `Err` naming `op` unless this is [`Precision::Fp32`]: what a CPU kernel answers.
+    pub(crate) fn cpu_only_fp32(self, op: &'static str) -> Result<()> {
+        match self {
+            Precision::Fp32 => Ok(()),
+            mode => Err(Error::Invalid {
+                op,
+                msg: format!("precision {}: the CPU runs fp32 only", mode.name()),
+            }),
+        }
+    }
+}
 
 /// Relative error bound of one rounding to TF32 (10 mantissa bits): 2^-11.
 pub const TF32_UNIT_ROUNDOFF: f32 = 1.0 / 2048.0;

@@ -46,11 +46,12 @@ const EPOCH: u64 = 1;
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let device = super::setup_runtime(&args.runtime)?;
     let cfg = bench_config(args)?;
+    cfg.run.precision.check_device(device)?;
     let mut bench = Bench::new(&cfg, args, device)?;
     let w = cfg.model.widths;
     println!(
-        "bench: widths {}/{}/{}/{}, hidden {}, {} parameters, batch {}, {device}, {} threads, \
-         conv {}",
+        "bench: widths {}/{}/{}/{}, hidden {}, {} parameters, batch {}, {device}, precision {}, \
+         {} threads, conv {}",
         w[0],
         w[1],
         w[2],
@@ -58,6 +59,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         cfg.model.hidden,
         bench.model.param_count(),
         args.batch_size,
+        kernels::precision::Precision::from(cfg.run.precision).name(),
         rayon::current_num_threads(),
         args.conv_algo
             .to_possible_value()
@@ -148,6 +150,7 @@ fn bench_config(args: &BenchArgs) -> anyhow::Result<TrainConfig> {
     };
     let mut cfg = defaults.config()?;
     cfg.model = args.model.config()?;
+    cfg.run.precision = args.runtime.precision.unwrap_or_default();
     Ok(cfg)
 }
 
@@ -177,6 +180,7 @@ impl<'a> Bench<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
         let mut model = ResNet::new(&spec, &mut rng)?;
         model.pin_conv_algo(args.conv_algo.pinned());
+        model.set_precision(cfg.run.precision.into());
         let mut optimizer = Optimizer::new(cfg.optimizer.rule, &mut model);
         let n = args.batch_size;
         let dims = [n, IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE];

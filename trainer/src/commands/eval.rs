@@ -24,6 +24,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let ckpt = &args.checkpoint;
     let (mut model, loaded) = state::load_model(ckpt)
         .with_context(|| format!("--checkpoint {}: cannot load the model", ckpt.display()))?;
+    super::set_precision(&mut model, args.runtime.precision, &loaded, device)?;
     model.to_device(device)?;
     let data_cfg = data_config(args, &loaded.config.data);
     let dataset = data::load(&data_cfg).context("loading the test set")?;

@@ -5,7 +5,9 @@ use kernels::cuda::gpu::Gpu;
 use tensor_core::Device;
 
 use crate::cli::RuntimeArgs;
-use crate::config::DeviceArg;
+use crate::config::{DeviceArg, PrecisionKind};
+use crate::model::ResNet;
+use crate::state::Loaded;
 
 pub mod bench;
 pub mod download;
@@ -44,6 +46,23 @@ pub fn describe_device(device: Device) -> String {
         },
         _ => format!("{device} ({} threads)", rayon::current_num_threads()),
     }
+}
+
+/// Runs a loaded checkpoint's model in `--precision` when given, else in the mode it was trained
+/// in (its weights are FP32 either way), after checking that `device` runs that mode.
+///
+/// # Errors
+/// A mode `device` cannot run, naming both.
+pub fn set_precision(
+    model: &mut ResNet,
+    flag: Option<PrecisionKind>,
+    loaded: &Loaded,
+    device: Device,
+) -> anyhow::Result<()> {
+    let precision = flag.unwrap_or(loaded.config.run.precision);
+    precision.check_device(device)?;
+    model.set_precision(precision.into());
+    Ok(())
 }
 
 /// The device `--device` names: `auto` is GPU 0 when the CUDA driver loads and the GPU opens,

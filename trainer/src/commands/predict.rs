@@ -38,6 +38,7 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let ckpt = &args.checkpoint;
     let (mut model, loaded) = state::load_model(ckpt)
         .with_context(|| format!("--checkpoint {}: cannot load the model", ckpt.display()))?;
+    super::set_precision(&mut model, args.runtime.precision, &loaded, device)?;
     model.to_device(device)?;
     let preprocess = Preprocess::from(loaded.config.data.preprocess);
     let images: Vec<Vec<f32>> = images

@@ -21,11 +21,16 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         (Some(path), _) => {
             let (start, saved) = Start::resume(path, &cfg)?;
             cfg = saved;
+            // A checkpoint holds FP32 weights: it resumes in any mode.
+            if let Some(precision) = args.runtime.precision {
+                cfg.run.precision = precision;
+            }
             start
         }
         (None, Some(path)) => Start::Init(path.clone()),
         (None, None) => Start::Fresh,
     };
+    cfg.run.precision.check_device(device)?;
     let dataset = crate::data::load(&cfg.data)?;
     let out = &args.run.out;
     let outcome = training::run(&cfg, &dataset, out, start, device)?;

@@ -174,6 +174,7 @@ impl<'a> Trainer<'a> {
     pub fn new(cfg: &'a TrainConfig, classes: usize, steps_per_epoch: u64) -> anyhow::Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.run.seed);
         let mut model = ResNet::new(&state::net_spec(cfg, classes, 0), &mut rng)?;
+        model.set_precision(cfg.run.precision.into());
         let optimizer = Optimizer::new(cfg.optimizer.rule, &mut model);
         let o = &cfg.optimizer;
         let schedule = LrSchedule {
