@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CI step for the fuzzers: installs what scripts/fuzz.sh needs if it is missing (the nightly
-# toolchain, cargo-fuzz from crates.io) and runs every target for FUZZ_SECONDS (default 10) each,
+# toolchain, cargo-fuzz from crates.io) and runs every target for FUZZ_SECONDS (default 5) each,
 # built unoptimised without a sanitizer (FUZZ_BUILD=dev, FUZZ_SANITIZER=none: the optimised
 # AddressSanitizer build took 13 minutes on a busy 2-core machine, the dev build 4; the targets are
 # safe Rust, so what the short run looks for is panics, hangs and memory blow-ups).
@@ -10,5 +10,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-FUZZ_BUILD=${FUZZ_BUILD:-dev} FUZZ_SANITIZER=${FUZZ_SANITIZER:-none} \
-    exec "$repo/scripts/fuzz.sh" "${FUZZ_SECONDS:-10}"
+export FUZZ_BUILD=${FUZZ_BUILD:-dev} FUZZ_SANITIZER=${FUZZ_SANITIZER:-none}
+# FUZZ_BUILD_ONLY=1: install and build, run nothing (.ci/run builds while other steps run).
+if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then
+    exec "$repo/scripts/fuzz.sh" --build-only
+fi
+exec "$repo/scripts/fuzz.sh" "${FUZZ_SECONDS:-5}"

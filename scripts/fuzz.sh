@@ -4,6 +4,7 @@
 # over 10 s) or ran out of memory (over 2 GB).
 #
 #   scripts/fuzz.sh SECONDS [TARGET...]     every target (`cargo fuzz list`), or the ones named
+#   scripts/fuzz.sh --build-only             build them, run nothing
 #
 # Each target starts from its committed seeds (fuzz/seeds/TARGET/, read only) and its working
 # corpus (fuzz/corpus/TARGET/, ignored by git, growing across runs); its output goes to
@@ -17,7 +18,7 @@
 # about a third of the time, runs slower; what CI uses for its short runs).
 set -euo pipefail
 
-secs=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
+secs=${1:?usage: scripts/fuzz.sh SECONDS|--build-only [TARGET...]}
 shift
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo/fuzz"
@@ -33,6 +34,7 @@ else
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 nice -n 10 cargo +nightly fuzz build "${build[@]}" --sanitizer "$sanitizer"
+[ "$secs" = --build-only ] && exit 0
 
 failed=()
 summary=()
