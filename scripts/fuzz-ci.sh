@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The short run of the fuzzers (too long for .ci/run, which took 20 min 50 s with it): installs
-# what scripts/fuzz.sh needs if it is missing (the nightly toolchain, cargo-fuzz from crates.io) and runs every target for FUZZ_SECONDS (default 5) each,
+# what scripts/fuzz.sh needs if it is missing (the nightly toolchain, cargo-fuzz from crates.io)
+# and runs every target for FUZZ_SECONDS (default 5) each,
 # built unoptimised without a sanitizer (FUZZ_BUILD=dev, FUZZ_SANITIZER=none: the optimised
 # AddressSanitizer build took 13 minutes on a busy 2-core machine, the dev build 4; the targets are
 # safe Rust, so what the short run looks for is panics, hangs and memory blow-ups).
