@@ -15,7 +15,8 @@ use crate::model::ResNet;
 pub struct EvalReport {
     /// Images evaluated.
     pub count: usize,
-    /// Mean softmax cross-entropy.
+    /// Mean softmax cross-entropy: each image's from its logits in f64, summed in split order, so
+    /// the figure does not depend on the batch size it was evaluated at.
     pub loss: f64,
     /// Fraction whose top class is the label.
     pub top1: f64,
@@ -40,6 +41,16 @@ impl EvalReport {
     }
 }
 
+/// One image's softmax cross-entropy, `log(sum(exp(logits))) - logits[label]`, in f64 (shifted
+/// by the largest logit, so no exponential overflows).
+fn cross_entropy(logits: &[f32], label: usize) -> f64 {
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+    let sum: f64 = logits.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+    max + sum.ln() - f64::from(logits[label])
+}
+
 /// Runs `model` over every image of `split` in order, `batch_size` at a time. `progress` is
 /// called with the number of images done after each batch.
 pub fn evaluate(
@@ -61,8 +72,12 @@ pub fn evaluate(
         let n = batch.fine.len();
         let images = into_device(batch.images, device)?;
         let (logits, _) = model.forward(images, ForwardCtx::EVAL)?;
-        let (loss, cache) = SoftmaxCrossEntropy.forward(&logits, &batch.fine)?;
-        loss_sum += loss as f64 * n as f64;
+        let (_, cache) = SoftmaxCrossEntropy.forward(&logits, &batch.fine)?;
+        // Not the kernel's batch mean (an f32 sum whose rounding depends on the batch size).
+        let host_logits = logits.try_to_vec()?;
+        for (row, &label) in host_logits.chunks_exact(classes).zip(&batch.fine) {
+            loss_sum += cross_entropy(row, label as usize);
+        }
         let probs = &cache.probs().try_to_vec()?;
         for (row, &label) in probs.chunks_exact(classes).zip(&batch.fine) {
             let ranked = top_k(row, 5);
@@ -105,5 +120,21 @@ mod tests {
     fn top_k_orders_by_value_then_index() {
         assert_eq!(top_k(&[0.1, 0.5, 0.2, 0.5, 0.0], 3), vec![1, 3, 2]);
         assert_eq!(top_k(&[1.0, 2.0], 5), vec![1, 0]);
+    }
+
+    #[test]
+    fn cross_entropy_is_the_softmax_loss_without_overflow() {
+        assert!((cross_entropy(&[0.0; 100], 7) - 100f64.ln()).abs() < 1e-12);
+        let direct = |l: &[f32], k: usize| {
+            let s: f64 = l.iter().map(|&v| f64::from(v).exp()).sum();
+            -(f64::from(l[k]).exp() / s).ln()
+        };
+        let logits = [1.5, -2.0, 0.25, 3.0];
+        for k in 0..4 {
+            assert!((cross_entropy(&logits, k) - direct(&logits, k)).abs() < 1e-12);
+        }
+        // exp(1000) overflows f64; shifted by the largest logit it does not.
+        assert_eq!(cross_entropy(&[1000.0, 0.0], 1), 1000.0);
+        assert!(cross_entropy(&[1000.0, 0.0], 0).abs() < 1e-300);
     }
 }
