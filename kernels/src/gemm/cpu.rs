@@ -6,7 +6,7 @@
 //! in the same microkernel. So a product is bit-identical whatever the number of threads, which
 //! `tests::threads_do_not_change_the_result` checks on shapes large enough to be split.
 
-use gemm::Parallelism;
+use gemm_common::Parallelism;
 
 use super::{Operand, Trans};
 
@@ -52,7 +52,7 @@ pub(crate) fn sgemm(
     // `c` is borrowed mutably, so it cannot alias `a` or `b`. The crate computes
     // dst := alpha_g * dst + beta_g * lhs * rhs, hence our beta goes first and our alpha second.
     unsafe {
-        gemm::gemm(
+        gemm_f32::gemm::f32::get_gemm_fn()(
             m,
             n,
             k,
