@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The short run of the fuzzers (too long for .ci/run, which took 20 min 50 s with it): installs
+# The short run of the fuzzers, CI's last step (.ci/run): installs
 # what scripts/fuzz.sh needs if it is missing (the nightly toolchain, cargo-fuzz from crates.io)
 # and runs every target for FUZZ_SECONDS (default 5) each,
 # built unoptimised without a sanitizer (FUZZ_BUILD=dev, FUZZ_SANITIZER=none: the optimised
@@ -12,7 +12,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export FUZZ_BUILD=${FUZZ_BUILD:-dev} FUZZ_SANITIZER=${FUZZ_SANITIZER:-none}
-# FUZZ_BUILD_ONLY=1: install and build, run nothing (.ci/run builds while other steps run).
+# FUZZ_BUILD_ONLY=1: install and build, run nothing (.ci/run builds in the background, at idle
+# priority, while its other steps run).
 if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then
     exec "$repo/scripts/fuzz.sh" --build-only
 fi
