@@ -473,8 +473,10 @@ fn resident_memory_stays_flat_over_twenty_epochs() {
     // is what was measured without one, on a loaded 2-core machine (several runs): the peak, which
     // holds the step's working set (about 100 MiB), rose by up to 6.6% from epoch 2 to 20 as
     // transient spikes raise it; the resident set after an epoch (heaps trimmed), the
-    // process's base of about 17 MiB, by up to 2.5 MiB (glibc's small-block heaps, whose
-    // fragmentation malloc_trim does not undo, are the suspected cause; not yet explained).
+    // process's base of about 17 MiB, by up to 2.5 MiB either way. That is glibc's dynamic mmap
+    // threshold and per-thread heaps (the batch loader is a new thread each epoch): with
+    // MALLOC_MMAP_THRESHOLD_=131072 or MALLOC_ARENA_MAX=1 the same run stays within 1.3% and
+    // 2.3%, at a cost in speed the trainer does not pay (README, "Memory").
     assert!(peak[19] <= 1.10 * peak[1], "{report}");
     let growth = rss[19] - rss[1];
     assert!(growth.abs() <= (0.05 * rss[1]).max(4.0), "{report}");
