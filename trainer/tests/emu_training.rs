@@ -240,7 +240,7 @@ fn matches_fp32_step(precision: Precision, round: fn(f32) -> f32, loss_rtol: f32
     let name = precision.name();
     let loss_diff = (mode.loss - fp32.loss).abs() / fp32.loss.abs();
     let grad_diff = relative_l2(&mode.grads, &fp32.grads);
-    let sensitivity = rounding_sensitivity(round);
+    let sensitivity = rounding_sensitivity(&fp32, round);
     let initial = initial_params();
     let change_diff = relative_l2(
         &changes(&initial, &mode.params),
@@ -305,12 +305,11 @@ fn emu_tiny_training_step_bf16() {
     matches_fp32_step(Precision::Bf16, bf16_round, 8e-2);
 }
 
-/// The relative L2 distance between the FP32 step's gradient and the gradient of the same FP32
-/// step whose images and initial weights were rounded once by `round` (on the CPU, in well under
-/// a second): how far the step's own conditioning moves the gradient for operands that differ
-/// by one rounding.
-fn rounding_sensitivity(round: fn(f32) -> f32) -> f64 {
-    let fp32 = step_on(Device::Cpu);
+/// The relative L2 distance between the FP32 step's gradient (`fp32`, [`step_on`] the CPU) and
+/// the gradient of the same FP32 step whose images and initial weights were rounded once by
+/// `round` (on the CPU, in well under a second): how far the step's own conditioning moves the
+/// gradient for operands that differ by one rounding.
+fn rounding_sensitivity(fp32: &StepResult, round: fn(f32) -> f32) -> f64 {
     let rounded = step_in(Device::Cpu, Precision::Fp32, Some(round));
     relative_l2(&rounded.grads, &fp32.grads)
 }
@@ -322,20 +321,21 @@ fn rounding_sensitivity(round: fn(f32) -> f32) -> f64 {
 /// multiple of these figures below. Also: the CPU step repeats bit for bit.
 #[test]
 fn the_tiny_steps_gradient_amplifies_operand_rounding() {
+    let fp32 = step_on(Device::Cpu);
     assert_eq!(
-        rounding_sensitivity(|x| x),
+        rounding_sensitivity(&fp32, |x| x),
         0.0,
         "the CPU step repeats exactly"
     );
-    let one_ulp = rounding_sensitivity(|x| {
+    let one_ulp = rounding_sensitivity(&fp32, |x| {
         if x == 0.0 {
             x
         } else {
             f32::from_bits(x.to_bits() + 1)
         }
     });
-    let tf32 = rounding_sensitivity(tf32_round);
-    let bf16 = rounding_sensitivity(bf16_round);
+    let tf32 = rounding_sensitivity(&fp32, tf32_round);
+    let bf16 = rounding_sensitivity(&fp32, bf16_round);
     eprintln!("gradient moved by: one ulp {one_ulp:e}, TF32 rounding {tf32:e}, BF16 {bf16:e}");
     assert!((1e-6..1e-2).contains(&one_ulp), "one ulp: {one_ulp:e}");
     assert!(

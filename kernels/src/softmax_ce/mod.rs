@@ -15,6 +15,7 @@ mod tally;
 #[cfg(test)]
 mod tests;
 
+pub use cpu::cross_entropy;
 pub use tally::{count_correct, softmax_ce_forward_tallied, LossTally, TallyReport, TALLY_LEN};
 
 use tensor_core::Tensor;

@@ -138,3 +138,28 @@ fn bad_arguments_are_errors() {
     );
     assert!(softmax_ce_backward(&mut wrong, &logits, &[0, 1]).is_err());
 }
+
+#[test]
+fn cross_entropy_is_the_softmax_loss_without_overflow() {
+    assert!((cross_entropy(&[0.0; 100], 7) - 100f64.ln()).abs() < 1e-12);
+    let direct = |l: &[f32], k: usize| {
+        let s: f64 = l.iter().map(|&v| f64::from(v).exp()).sum();
+        -(f64::from(l[k]).exp() / s).ln()
+    };
+    let logits = [1.5, -2.0, 0.25, 3.0];
+    for k in 0..4 {
+        assert!((cross_entropy(&logits, k) - direct(&logits, k)).abs() < 1e-12);
+    }
+    // exp(1000) overflows f64; shifted by the largest logit it does not.
+    assert_eq!(cross_entropy(&[1000.0, 0.0], 1), 1000.0);
+    assert!(cross_entropy(&[1000.0, 0.0], 0).abs() < 1e-300);
+    // The rows' losses are what the forward pass sums, to the bit.
+    let logits = Tensor::from_vec([2, 4], vec![1.5, -2.0, 0.25, 3.0, 0.5, 0.5, -1.0, 2.0]).unwrap();
+    let mut probs = Tensor::zeros([2, 4]);
+    let x = logits.as_slice().unwrap();
+    let summed = super::cpu::forward(probs.as_mut_slice().unwrap(), x, &[3, 1], 4);
+    assert_eq!(
+        summed,
+        cross_entropy(&x[..4], 3) + cross_entropy(&x[4..], 1)
+    );
+}
