@@ -10,25 +10,39 @@
 //! workspaces through every signature; a caching allocator, like PyTorch's for CUDA memory, gives
 //! the same effect behind the ordinary `Vec`.
 //!
-//! How: a block of [`MIN_CACHED`] bytes or more is rounded up to its size class (32 classes per
-//! power of two, so at most 3.2% is wasted) and, when freed, kept on its class's free list instead
-//! of going back to the system; the next request of that class takes it (zeroing it first if the
-//! request asks for zeroed memory). Smaller blocks, and the rare ones that need an alignment above
-//! [`ALIGN`], go straight to the system allocator. A step repeats the same shapes, so after the
-//! first step most large requests are served from the lists.
+//! How: a block of [`MIN_CACHED`] bytes or more is rounded up, with a prefix of [`ALIGN`] bytes
+//! that records its class, to its size class (32 classes per power of two, so at most 3.2% is
+//! wasted) and, when freed, kept on its class's free list instead of going back to the system.
+//! A request takes the smallest cached block of its class or of the next [`REACH`] classes (a
+//! block up to twice its size), zeroing it first if it asks for zeroed memory. Smaller blocks,
+//! and the rare ones that need an alignment above [`ALIGN`], go straight to the system
+//! allocator. A step repeats the same shapes, so after the first step every large request is
+//! served from the lists.
 //!
-//! The cache never makes the process hold more than its largest live set (plus the block being
-//! allocated): when a request its class cannot serve would push the blocks held past that, the
-//! least recently freed blocks of other classes go back to the system first (`release_oldest`). Measured on the seed at batch 64 (`trainer bench`): without that rule a
-//! warm step took no block from the system but the process held 2,045 MiB of large blocks for
-//! 1,682 MiB live (peak RSS 1,992 MiB); with it, 95 of a step's 164 large blocks come from the
-//! system (32,000 page faults, 126 MiB, about 1% of the step) and the peak RSS is 1,811 MiB.
-//! [`stats`] counts both kinds, and `trainer bench` prints them per warm step.
+//! The cache holds at most a quarter more than the process's largest live set (plus the block
+//! being allocated): when a request the lists cannot serve would push the blocks held past that,
+//! the least recently freed blocks go back to the system first (`release_oldest`). Both rules
+//! were tuned on the measure that counts, a warm step (`trainer bench`, AMD EPYC, 2026-12-02):
+//! with exact classes and no slack above the live set, `small` at batch 250 took 84 of a step's
+//! 172 large blocks from the system (7,700 page faults); taking larger blocks with no slack, 51
+//! (70,000 page faults on fresh pages); a block up to twice the request and a quarter of slack,
+//! 0.4 (244 page faults), at the same speed, holding 579 MiB for a live set of 482.
+//!
+//! The blocks are anonymous mappings of their own (`mmap` on Unix; the system allocator
+//! elsewhere), returned to the kernel whole when released, so that the resident set is what the
+//! cache holds. Blocks taken from the C heap instead (as they were before) shared it with the
+//! small blocks, and glibc kept them there after they were freed, in a layout that drifted from
+//! epoch to epoch: `trainer bench` measured a peak resident set of 671 MiB for `small` at batch
+//! 250 with them (now 604) and 74 MiB for `tiny` at batch 100 (now 64), and a 20-epoch `tiny`
+//! run's peak rose by up to 6.7% after epoch 2 (now under 1%).
+//! [`stats`] counts the blocks taken from the system and the ones reused, and `trainer bench`
+//! prints them per warm step.
 //!
 //! The free lists are intrusive (a freed block stores the pointer to the next one, and when it
-//! was freed, in its first bytes), so the allocator never allocates for itself, and one mutex guards them: large requests
-//! are a few hundred per step, so it is never contended. [`trim`] returns every cached block to
-//! the system (for a long-lived process that moves on to other work).
+//! was freed, in its first bytes), so the allocator never allocates for itself, and one mutex
+//! guards them: large requests are a few hundred per step, so it is never contended. [`trim`]
+//! returns every cached block to the system (`train` does after each epoch, before it reads the
+//! resident set).
 //!
 //! Install it in a binary with
 //! ```ignore
@@ -52,6 +66,10 @@ pub const ALIGN: usize = 64;
 
 /// Size classes per power of two (a power of two itself).
 const SUBCLASSES: usize = 32;
+
+/// How many classes above its own a request may take a cached block from: a power of two's
+/// worth, so a block up to twice the request (see the module docs for why).
+pub const REACH: usize = SUBCLASSES;
 const SUBCLASS_BITS: usize = SUBCLASSES.trailing_zeros() as usize;
 
 /// Classes cover MIN_CACHED (2^18) up to 2^48 bytes.
@@ -134,13 +152,18 @@ fn class_size(class: usize) -> usize {
     (1usize << e) + (class % SUBCLASSES) * (1usize << (e - SUBCLASS_BITS))
 }
 
-/// Whether the cache handles `layout`, and if so its class and block layout.
-fn cached_layout(layout: Layout) -> Option<(usize, Layout)> {
+/// Whether the cache handles `layout`, and if so the class of the block it needs (the request
+/// after a prefix of ALIGN bytes).
+fn cached_class(layout: Layout) -> Option<usize> {
     if layout.size() < MIN_CACHED || layout.align() > ALIGN {
         return None;
     }
-    let (class, size) = class_of(layout.size())?;
-    Some((class, Layout::from_size_align(size, ALIGN).ok()?))
+    Some(class_of(layout.size().checked_add(ALIGN)?)?.0)
+}
+
+/// The layout of a block of `class` as the system allocator gets it.
+fn class_layout(class: usize) -> Layout {
+    Layout::from_size_align(class_size(class), ALIGN).expect("class sizes are valid layouts")
 }
 
 fn lock() -> std::sync::MutexGuard<'static, FreeLists> {
@@ -149,18 +172,18 @@ fn lock() -> std::sync::MutexGuard<'static, FreeLists> {
     LISTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Takes a block of `class` off its free list, if any.
-fn pop(class: usize, size: usize) -> Option<*mut u8> {
+/// Takes the smallest cached block of `class` or up to [`REACH`] classes above it, if any: the
+/// block and its class.
+fn pop(class: usize) -> Option<(*mut u8, usize)> {
     let mut lists = lock();
-    let head = lists.heads[class];
-    if head.is_null() {
-        return None;
-    }
+    let last = (class + REACH).min(CLASSES - 1);
+    let found = (class..=last).find(|&c| !lists.heads[c].is_null())?;
+    let head = lists.heads[found];
     // SAFETY: every listed block is at least MIN_CACHED bytes, ALIGN-aligned, and starts with
     // the header written by `push`.
-    lists.heads[class] = unsafe { (*head.cast::<Header>()).next };
-    lists.cached_bytes -= size as u64;
-    Some(head)
+    lists.heads[found] = unsafe { (*head.cast::<Header>()).next };
+    lists.cached_bytes -= class_size(found) as u64;
+    Some((head, found))
 }
 
 /// Puts a freed block of `class` on its free list.
@@ -177,18 +200,20 @@ fn push(class: usize, size: usize, block: *mut u8) {
     lists.cached_bytes += size as u64;
 }
 
-/// Called when a request its class cannot serve is about to take a new block from the system:
+/// Called when a request the lists cannot serve is about to take a new block from the system:
 /// if the blocks held (live, counting the new one, plus cached) would then exceed the largest
-/// live set so far, returns the least recently freed cached blocks to the system until they no
-/// longer do (or the lists are empty). So the cache never makes the process hold more than its
-/// largest live set plus one block, and it keeps every block while it holds less. (Without
-/// this, the cache held up to a fifth more than the largest live set: the seed at batch 64 held
-/// 2,045 MiB for 1,682 MiB live.) The blocks freed longest ago are the ones least likely to be
-/// asked for soon; when they are, they come from the system again.
+/// live set so far by more than a quarter, returns the least recently freed cached blocks to the
+/// system until they no longer do (or the lists are empty). So the cache never makes the process
+/// hold more than 1.25 times its largest live set plus one block, and it keeps every block while
+/// it holds less. (Without a bound, the seed at batch 64 held 2,045 MiB for 1,682 MiB live; with
+/// no slack above the live set, blocks of the classes a step needs late were released to make
+/// room and taken again from the system in every step: module docs.) The blocks freed longest
+/// ago are the ones least likely to be asked for soon.
 fn release_oldest() {
     let mut lists = lock();
     let held = LIVE.load(Ordering::Relaxed) + lists.cached_bytes;
-    let excess = held.saturating_sub(PEAK_LIVE.load(Ordering::Relaxed));
+    let peak = PEAK_LIVE.load(Ordering::Relaxed);
+    let excess = held.saturating_sub(peak + peak / 4);
     if excess == 0 {
         return;
     }
@@ -221,7 +246,7 @@ fn release_oldest() {
                 (*prev.cast::<Header>()).next = next;
             }
             let size = class_size(class);
-            System.dealloc(node, Layout::from_size_align_unchecked(size, ALIGN));
+            pages::unmap(node, class_layout(class));
             released += size as u64;
         }
     }
@@ -230,7 +255,7 @@ fn release_oldest() {
 
 impl CachingAlloc {
     fn take(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        let Some((class, block)) = cached_layout(layout) else {
+        let Some(class) = cached_class(layout) else {
             // SAFETY: forwarded unchanged.
             return unsafe {
                 if zeroed {
@@ -240,31 +265,52 @@ impl CachingAlloc {
                 }
             };
         };
-        add_live(block.size());
-        if let Some(p) = pop(class, block.size()) {
-            REUSED.fetch_add(1, Ordering::Relaxed);
-            if zeroed {
-                // SAFETY: the block has block.size() >= layout.size() bytes.
-                unsafe { ptr::write_bytes(p, 0, layout.size()) };
+        let (block, class, reused) = match pop(class) {
+            Some((block, found)) => {
+                REUSED.fetch_add(1, Ordering::Relaxed);
+                add_live(class_size(found));
+                (block, found, true)
             }
-            return p;
-        }
-        release_oldest();
-        SYSTEM_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: block has a non-zero size.
+            None => {
+                add_live(class_size(class));
+                release_oldest();
+                SYSTEM_ALLOCS.fetch_add(1, Ordering::Relaxed);
+                let layout = class_layout(class);
+                // SAFETY: the layout has a non-zero size.
+                let block = unsafe { pages::map(layout) };
+                if block.is_null() {
+                    LIVE.fetch_sub(class_size(class) as u64, Ordering::Relaxed);
+                    return block;
+                }
+                (block, class, false)
+            }
+        };
+        // SAFETY: the block has class_size(class) >= ALIGN + layout.size() bytes; its prefix
+        // records the class, the caller gets what follows.
         unsafe {
-            if zeroed {
-                System.alloc_zeroed(block)
-            } else {
-                System.alloc(block)
+            block.cast::<usize>().write(class);
+            let p = block.add(ALIGN);
+            if zeroed && reused {
+                ptr::write_bytes(p, 0, layout.size());
             }
+            p
         }
     }
 }
 
-// SAFETY: every pointer handed out is either the system allocator's for the caller's layout, or a
-// block of the caller's size class (at least as large, ALIGN-aligned) that no one else holds; a
-// block is freed with the layout it was allocated with (the class is a function of the size).
+/// The class recorded in the prefix of the block that `p` (a pointer [`CachingAlloc`] handed
+/// out for a cached layout) starts after.
+///
+/// # Safety
+/// `p` must be such a pointer, not yet freed.
+unsafe fn class_of_block(p: *mut u8) -> (*mut u8, usize) {
+    let block = p.sub(ALIGN);
+    (block, block.cast::<usize>().read())
+}
+
+// SAFETY: every pointer handed out is either the system allocator's for the caller's layout, or
+// ALIGN bytes into a block of at least the caller's size class (ALIGN-aligned) that no one else
+// holds, whose prefix records its class; a block goes back to the system with its class's layout.
 unsafe impl GlobalAlloc for CachingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.take(layout, false)
@@ -275,21 +321,22 @@ unsafe impl GlobalAlloc for CachingAlloc {
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        match cached_layout(layout) {
-            Some((class, block)) => {
-                LIVE.fetch_sub(block.size() as u64, Ordering::Relaxed);
-                push(class, block.size(), p)
-            }
-            None => System.dealloc(p, layout),
+        if cached_class(layout).is_some() {
+            let (block, class) = class_of_block(p);
+            let size = class_size(class);
+            LIVE.fetch_sub(size as u64, Ordering::Relaxed);
+            push(class, size, block)
+        } else {
+            System.dealloc(p, layout)
         }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-        match (cached_layout(layout), cached_layout(new_layout)) {
+        match (cached_class(layout), cached_class(new_layout)) {
             (None, None) => System.realloc(p, layout, new_size),
-            // The same class: the block already has room.
-            (Some((a, _)), Some((b, _))) if a == b => p,
+            // The block already has room.
+            (Some(_), Some(b)) if b <= class_of_block(p).1 => p,
             _ => {
                 let q = self.alloc(new_layout);
                 if !q.is_null() {
@@ -299,6 +346,62 @@ unsafe impl GlobalAlloc for CachingAlloc {
                 q
             }
         }
+    }
+}
+
+/// Where the cache's blocks come from and go back to: on Unix, anonymous mappings of their own
+/// (zeroed pages, returned to the kernel whole when unmapped), so that they never share the C
+/// heap with small blocks; elsewhere the system allocator.
+mod pages {
+    use std::alloc::Layout;
+
+    /// A new zeroed block of `layout` (page-aligned on Unix), or null.
+    ///
+    /// # Safety
+    /// `layout` has a non-zero size.
+    #[cfg(unix)]
+    pub unsafe fn map(layout: Layout) -> *mut u8 {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            layout.size(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            std::ptr::null_mut()
+        } else {
+            p.cast()
+        }
+    }
+
+    /// Returns a block from [`map`] with its layout.
+    ///
+    /// # Safety
+    /// `p` came from [`map`] with `layout` and is not used afterwards.
+    #[cfg(unix)]
+    pub unsafe fn unmap(p: *mut u8, layout: Layout) {
+        libc::munmap(p.cast(), layout.size());
+    }
+
+    #[cfg(not(unix))]
+    pub unsafe fn map(layout: Layout) -> *mut u8 {
+        std::alloc::GlobalAlloc::alloc_zeroed(&std::alloc::System, layout)
+    }
+
+    #[cfg(not(unix))]
+    pub unsafe fn unmap(p: *mut u8, layout: Layout) {
+        std::alloc::GlobalAlloc::dealloc(&std::alloc::System, p, layout)
+    }
+}
+
+/// The bytes a request of `size` bytes (aligned to at most [`ALIGN`]) holds: its block, prefix
+/// and rounding included, for a request the cache handles; `size` itself for a smaller one.
+pub fn block_size(size: usize) -> usize {
+    match Layout::from_size_align(size, 1).ok().and_then(cached_class) {
+        Some(class) => class_size(class),
+        None => size,
     }
 }
 
@@ -318,20 +421,19 @@ pub fn reset_peak() {
     PEAK_LIVE.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
-/// Returns every cached block to the system allocator; returns the bytes released.
+/// Returns every cached block to the system; returns the bytes released.
 pub fn trim() -> u64 {
     let mut lists = lock();
     let mut released = 0;
     for (class, head) in lists.heads.iter_mut().enumerate() {
-        let size = class_size(class);
-        let layout = Layout::from_size_align(size, ALIGN).expect("class sizes are valid layouts");
+        let (size, layout) = (class_size(class), class_layout(class));
         while !head.is_null() {
             let block = *head;
-            // SAFETY: listed blocks start with the header `push` wrote and were allocated from
-            // System with exactly this layout.
+            // SAFETY: listed blocks start with the header `push` wrote and were mapped with
+            // exactly this layout.
             unsafe {
                 *head = (*block.cast::<Header>()).next;
-                System.dealloc(block, layout);
+                pages::unmap(block, layout);
             }
             released += size as u64;
         }
@@ -363,9 +465,60 @@ mod tests {
 
     #[test]
     fn small_or_overaligned_requests_bypass_the_cache() {
-        assert!(cached_layout(Layout::from_size_align(MIN_CACHED - 1, 4).unwrap()).is_none());
-        assert!(cached_layout(Layout::from_size_align(MIN_CACHED, 128).unwrap()).is_none());
-        let (_, block) = cached_layout(Layout::from_size_align(MIN_CACHED, 64).unwrap()).unwrap();
-        assert_eq!(block.align(), ALIGN);
+        assert!(cached_class(Layout::from_size_align(MIN_CACHED - 1, 4).unwrap()).is_none());
+        assert!(cached_class(Layout::from_size_align(MIN_CACHED, 128).unwrap()).is_none());
+        // The prefix moves a request of exactly MIN_CACHED to the next class.
+        assert_eq!(
+            cached_class(Layout::from_size_align(MIN_CACHED, 64).unwrap()),
+            Some(1)
+        );
+    }
+
+    /// The cache itself, called directly (it is not the global allocator in these tests, and
+    /// this is the only test that uses it, so its lists and counters are this test's alone).
+    #[test]
+    fn freed_blocks_serve_requests_up_to_twice_smaller_zeroed_when_asked() {
+        let cache = CachingAlloc;
+        let layout = |size| Layout::from_size_align(size, 8).unwrap();
+        let big = 3 << 20;
+        let before = stats();
+        unsafe {
+            let p = cache.alloc(layout(big));
+            assert!(!p.is_null() && (p as usize).is_multiple_of(ALIGN));
+            ptr::write_bytes(p, 0xAB, big);
+            cache.dealloc(p, layout(big));
+            assert_eq!(
+                stats().cached_bytes,
+                before.cached_bytes + 3 * (1 << 20) + (1 << 16)
+            );
+
+            // Somewhat smaller (within REACH classes): the same block, zeroed on request.
+            let q = cache.alloc_zeroed(layout(2 << 20));
+            assert_eq!(q, p);
+            assert!(std::slice::from_raw_parts(q, 2 << 20)
+                .iter()
+                .all(|&b| b == 0));
+            // Growing within the block keeps it; past it, a move that keeps the contents.
+            ptr::write_bytes(q, 7, 2 << 20);
+            let r = cache.realloc(q, layout(2 << 20), big);
+            assert_eq!(r, q);
+            let s = cache.realloc(r, layout(big), 2 * big);
+            assert_ne!(s, r);
+            assert!(std::slice::from_raw_parts(s, 2 << 20)
+                .iter()
+                .all(|&b| b == 7));
+            cache.dealloc(s, layout(2 * big));
+
+            // More than twice smaller: a block of its own class, not the cached 3 MiB one.
+            let t = cache.alloc(layout(1 << 20));
+            assert_ne!(t, p);
+            cache.dealloc(t, layout(1 << 20));
+        }
+        let after = stats();
+        assert_eq!(after.live_bytes, before.live_bytes);
+        assert_eq!(after.reused, before.reused + 1);
+        assert_eq!(after.system_allocs, before.system_allocs + 3);
+        assert!(trim() >= 3 << 20);
+        assert_eq!(stats().cached_bytes, 0);
     }
 }

@@ -80,25 +80,25 @@ fn a_miss_returns_the_oldest_cached_blocks_when_more_than_the_largest_live_set_w
     alloc::reset_peak();
     // Four 2 MiB blocks live (the largest live set), then cached, the first freed first.
     let blocks: Vec<Vec<u8>> = (0..4).map(|_| vec![1u8; 2 * MIB]).collect();
-    let first = blocks[0].as_ptr();
+    let kept: Vec<*const u8> = blocks[2..].iter().map(|b| b.as_ptr()).collect();
     drop(blocks);
+    let two = alloc::block_size(2 * MIB) as u64;
     let held = |s: alloc::Stats| s.live_bytes + s.cached_bytes;
     let before = alloc::stats();
-    assert!(before.cached_bytes >= (8 * MIB) as u64);
-    // A 5 MiB request misses its class; 5 MiB live and 8 MiB cached would exceed the 8 MiB live
-    // before, so 6 MiB (the three oldest 2 MiB blocks) go back first.
+    assert_eq!(before.cached_bytes, 4 * two);
+    // A 5 MiB request misses (the cached blocks are smaller); 5 MiB live and 8 MiB cached would
+    // exceed 1.25 times the 8 MiB live before, so the two oldest 2 MiB blocks go back first.
     let big = vec![2u8; 5 * MIB];
     let after = alloc::stats();
     assert_eq!(after.system_allocs, before.system_allocs + 1);
-    assert!(held(after) <= held(before), "{before:?} -> {after:?}");
-    assert_eq!(
-        after.cached_bytes,
-        (2 * MIB) as u64,
-        "the newest 2 MiB block stays"
+    assert!(
+        held(after) <= held(before) * 5 / 4,
+        "{before:?} -> {after:?}"
     );
-    // The one left is the last freed, not the first.
+    assert_eq!(after.cached_bytes, 2 * two, "the newest two blocks stay");
+    // The ones left are the last freed.
     let again = vec![3u8; 2 * MIB];
-    assert_ne!(again.as_ptr(), first);
+    assert!(kept.contains(&again.as_ptr()));
     drop((big, again));
 }
 
@@ -110,8 +110,8 @@ fn a_miss_keeps_the_cache_while_less_than_the_largest_live_set_is_held() {
     // 12 MiB live at most, then given back to the system.
     drop(vec![1u8; 12 * MIB]);
     alloc::trim();
-    // An 8 MiB block cached, then 3 MiB asked for: 3 + 8 <= 12, so the cached block stays
-    // (though it alone would cover the request).
+    // An 8 MiB block cached, then 3 MiB asked for: the block is more than twice the request, so
+    // it does not serve it, and 3 + 8 <= 1.25 x 12, so it stays.
     drop(vec![1u8; 8 * MIB]);
     let cached = alloc::stats().cached_bytes;
     assert!(cached >= (8 * MIB) as u64);

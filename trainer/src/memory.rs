@@ -45,9 +45,8 @@ impl MemoryUse {
 
 /// Hands the free pages of the C allocator's heaps back to the system (glibc's `malloc_trim`;
 /// nothing elsewhere). Blocks below the caching allocator's size (`tensor_core::alloc`) come
-/// from glibc, which keeps freed memory in its heaps and raises its mmap threshold as blocks are
-/// freed, so that the resident set drifts up and down by several MiB from epoch to epoch with
-/// no change in what is live; once an epoch, the trim makes it a measure of what the run holds.
+/// from glibc, which keeps freed memory in its heaps; once an epoch, the trim makes the resident
+/// set a measure of what the run holds rather than of what glibc kept.
 pub fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -147,6 +147,13 @@ pub fn save(
     class_names: &[String],
     state: &RunState,
 ) -> Result<()> {
+    // The copy below is as large as the model and its optimizer state (890 MiB for the seed), and
+    // it comes when the caching allocator holds a step's worth of free blocks: they go back to
+    // the system first, so that the copy takes their place instead of adding to them, and the
+    // copy's blocks go back after the write (`trainer bench`, seed at batch 64, AMD EPYC: the
+    // peak resident set 2,343 MiB instead of 2,630; the next step maps its blocks again: on
+    // `small` at batch 250, a checkpoint after every step cost 0.24 s each instead of 0.10).
+    tensor_core::alloc::trim();
     let mut ckpt = Checkpoint::default();
     let mut push = |name: &str, t: &mut Tensor| {
         ckpt.tensors.push(NamedTensor {
@@ -173,7 +180,10 @@ pub fn save(
     ckpt.set_meta("epoch_loss_sum", state.epoch_loss_sum);
     ckpt.set_meta("epoch_correct", state.epoch_correct);
     ckpt.set_meta("epoch_seen", state.epoch_seen);
-    checkpoint::save(path, &ckpt)
+    let saved = checkpoint::save(path, &ckpt);
+    drop(ckpt);
+    tensor_core::alloc::trim();
+    saved
 }
 
 /// A checkpoint read back: the settings it was trained with and where the run was.
