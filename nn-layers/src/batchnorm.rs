@@ -3,12 +3,14 @@
 
 use kernels::batchnorm::{
     batchnorm_apply, batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
+    batchnorm_relu_apply, batchnorm_relu_forward_eval, batchnorm_relu_forward_train,
     BatchNormConfig, BatchNormStats,
 };
+use kernels::relu::ReluMask;
 use tensor_core::Tensor;
 
 use crate::profile::{self, LayerKind, Pass};
-use crate::{join, Error, Mode, Param, Parameters, Result};
+use crate::{join, Error, Mode, Param, Parameters, ReluCache, Result};
 
 /// Batch norm over the channels of (N, C, H, W) maps (statistics over N, H, W).
 pub type BatchNorm2d = BatchNorm<4>;
@@ -126,11 +128,39 @@ impl<const RANK: usize> BatchNorm<RANK> {
     /// x of the wrong rank or channel count; with batch statistics, fewer than 2 values per
     /// channel.
     pub fn forward(&mut self, x: Tensor, mode: Mode) -> Result<(Tensor, BatchNormCache)> {
+        let (y, cache, _) = self.forward_then(x, mode, false)?;
+        Ok((y, cache))
+    }
+
+    /// This layer and the ReLU after it: the same output, cache and running statistics, to the
+    /// bit, as [`BatchNorm::forward`] then [`ReLU::forward`](crate::ReLU::forward), in one pass
+    /// over the output on the CPU instead of two (`kernels::batchnorm::
+    /// batchnorm_relu_forward_train`). Profiled as batch norm.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::forward`].
+    pub fn forward_relu(
+        &mut self,
+        x: Tensor,
+        mode: Mode,
+    ) -> Result<(Tensor, BatchNormCache, ReluCache)> {
+        let (y, cache, mask) = self.forward_then(x, mode, true)?;
+        let mask = mask.expect("a mask was asked for");
+        Ok((y, cache, ReluCache::from_mask(mask)))
+    }
+
+    /// Both forwards; with `relu`, y = relu(...) and its mask.
+    fn forward_then(
+        &mut self,
+        x: Tensor,
+        mode: Mode,
+        relu: bool,
+    ) -> Result<(Tensor, BatchNormCache, Option<ReluMask>)> {
         let _timer = profile::timed(LayerKind::BatchNorm, Pass::Forward);
         self.check_input(&x)?;
         let mut y = x.new_zeros(x.shape().clone())?;
-        let stats = match mode {
-            Mode::Train => self.forward_batch(&mut y, &x, self.config)?,
+        let (stats, mask) = match mode {
+            Mode::Train => self.forward_batch(&mut y, &x, self.config, relu)?,
             Mode::RecomputeStats { averaged } => {
                 // running = keep * running + (1 - keep) * batch with keep = averaged / (averaged + 1).
                 let keep = (averaged as f64 / (averaged as f64 + 1.0)) as f32;
@@ -138,37 +168,39 @@ impl<const RANK: usize> BatchNorm<RANK> {
                     momentum: keep,
                     ..self.config
                 };
-                self.forward_batch(&mut y, &x, equal_weights)?
+                self.forward_batch(&mut y, &x, equal_weights, relu)?
             }
-            Mode::Eval => batchnorm_forward_eval(
-                &mut y,
-                &x,
-                &self.weight.value,
-                &self.bias.value,
-                &self.running_mean,
-                &self.running_var,
-                self.config.eps,
-            )?,
+            Mode::Eval => {
+                let (w, b) = (&self.weight.value, &self.bias.value);
+                let (rm, rv, eps) = (&self.running_mean, &self.running_var, self.config.eps);
+                if relu {
+                    let (stats, mask) = batchnorm_relu_forward_eval(&mut y, &x, w, b, rm, rv, eps)?;
+                    (stats, Some(mask))
+                } else {
+                    (batchnorm_forward_eval(&mut y, &x, w, b, rm, rv, eps)?, None)
+                }
+            }
         };
-        Ok((y, BatchNormCache { x, stats }))
+        Ok((y, BatchNormCache { x, stats }, mask))
     }
 
-    /// y from the batch's statistics, which move the running ones as `config` says.
+    /// y from the batch's statistics, which move the running ones as `config` says; with
+    /// `relu`, y = relu(...) and its mask.
     fn forward_batch(
         &mut self,
         y: &mut Tensor,
         x: &Tensor,
         config: BatchNormConfig,
-    ) -> Result<BatchNormStats> {
-        Ok(batchnorm_forward_train(
-            y,
-            x,
-            &self.weight.value,
-            &self.bias.value,
-            &mut self.running_mean,
-            &mut self.running_var,
-            &config,
-        )?)
+        relu: bool,
+    ) -> Result<(BatchNormStats, Option<ReluMask>)> {
+        let (w, b) = (&self.weight.value, &self.bias.value);
+        let (rm, rv) = (&mut self.running_mean, &mut self.running_var);
+        Ok(if relu {
+            let (stats, mask) = batchnorm_relu_forward_train(y, x, w, b, rm, rv, &config)?;
+            (stats, Some(mask))
+        } else {
+            (batchnorm_forward_train(y, x, w, b, rm, rv, &config)?, None)
+        })
     }
 
     /// The forward's output again, bit for bit, from its cache: y = weight (x - mean) inv_std +
@@ -178,15 +210,27 @@ impl<const RANK: usize> BatchNorm<RANK> {
     /// # Errors
     /// The cache is not on the CPU.
     pub fn recompute_output(&self, cache: &BatchNormCache) -> Result<Tensor> {
+        self.recompute(cache, false)
+    }
+
+    /// relu of [`BatchNorm::recompute_output`], in the same pass: what [`BatchNorm::forward_relu`]
+    /// returned, bit for bit. CPU tensors only.
+    ///
+    /// # Errors
+    /// The cache is not on the CPU.
+    pub fn recompute_relu_output(&self, cache: &BatchNormCache) -> Result<Tensor> {
+        self.recompute(cache, true)
+    }
+
+    fn recompute(&self, cache: &BatchNormCache, relu: bool) -> Result<Tensor> {
         let _timer = profile::timed(LayerKind::BatchNorm, Pass::Backward);
         let mut y = cache.x.new_zeros(cache.x.shape().clone())?;
-        batchnorm_apply(
-            &mut y,
-            &cache.x,
-            &self.weight.value,
-            &self.bias.value,
-            &cache.stats,
-        )?;
+        let (w, b) = (&self.weight.value, &self.bias.value);
+        if relu {
+            batchnorm_relu_apply(&mut y, &cache.x, w, b, &cache.stats)?;
+        } else {
+            batchnorm_apply(&mut y, &cache.x, w, b, &cache.stats)?;
+        }
         Ok(y)
     }
 

@@ -16,7 +16,7 @@
 //! stages take the biased one).
 
 use kernels::batchnorm::{BatchNormConfig, RunningVariance};
-use kernels::relu::{add_relu_forward_in_place, relu_forward_in_place};
+use kernels::relu::add_relu_forward_in_place;
 use rand::Rng;
 use tensor_core::{Device, Tensor};
 
@@ -86,12 +86,11 @@ impl ConvBlock {
                 cache
             }
         };
-        let (a, bn1) = self.bn1.forward(x, mode)?;
-        let (a, relu1) = ReLU.forward(a, mode)?;
+        // Each batch norm and its ReLU in one pass (BatchNorm::forward_relu).
+        let (a, bn1, relu1) = self.bn1.forward_relu(x, mode)?;
         let (a, conv1) = self.conv1.forward(a, mode)?;
         let conv1 = keep(conv1);
-        let (a, bn2) = self.bn2.forward(a, mode)?;
-        let (a, relu2) = ReLU.forward(a, mode)?;
+        let (a, bn2, relu2) = self.bn2.forward_relu(a, mode)?;
         let (y, conv2) = self.conv2.forward(a, mode)?;
         let conv2 = keep(conv2);
         let cache = ConvBlockCache {
@@ -128,8 +127,7 @@ fn conv_backward(
     if cache.keeps_input() {
         return conv.backward(dy, cache);
     }
-    let mut a = bn.recompute_output(bn_cache)?;
-    relu_forward_in_place(&mut a)?;
+    let a = bn.recompute_relu_output(bn_cache)?;
     conv.backward_with_input(dy, &a, cache)
 }
 

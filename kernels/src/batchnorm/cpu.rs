@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::{BatchNormConfig, StatsSource};
+use crate::relu::cpu::relu;
 use crate::simd::{self, multiversion};
 
 /// x viewed as (n, c, inner): channel `ch` of sample `s` is the run
@@ -112,7 +113,19 @@ fn channel_moment_impl(x: &[f32], d: Dims, ch: usize) -> (f64, f64) {
     (k + shift, (s2 / m - shift * shift).max(0.0))
 }
 
-/// y = gamma * (x - mean) * inv_std + beta, per channel.
+/// What [`normalize`] does to each value after the normalisation, in the same pass.
+pub(super) enum Then<'a> {
+    /// Nothing: y = gamma (x - mean) inv_std + beta.
+    Identity,
+    /// y = relu(...), as `relu::relu_forward_in_place` would make it (a NaN stays NaN).
+    Relu,
+    /// y = relu(...), and mask[i] = 1 where the normalised value was > 0, else 0: the byte mask
+    /// of `relu::relu_forward_in_place`.
+    ReluMask(&'a mut [u8]),
+}
+
+/// y = gamma * (x - mean) * inv_std + beta, per channel, followed by `then`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn normalize(
     y: &mut [f32],
     x: &[f32],
@@ -121,15 +134,26 @@ pub(super) fn normalize(
     inv_std: &[f32],
     gamma: &[f32],
     beta: &[f32],
+    then: Then<'_>,
 ) {
     let sample = d.c * d.inner;
     let isa = simd::isa();
     let coef: Vec<(f32, f32, f32)> = (0..d.c)
         .map(|ch| (mean[ch], gamma[ch] * inv_std[ch], beta[ch]))
         .collect();
-    y.par_chunks_mut(sample)
-        .zip(x.par_chunks(sample))
-        .for_each(|(ys, xs)| normalize_sample(isa, ys, xs, d.inner, &coef));
+    let (ys, xs) = (y.par_chunks_mut(sample), x.par_chunks(sample));
+    match then {
+        Then::Identity => ys
+            .zip(xs)
+            .for_each(|(ys, xs)| normalize_sample(isa, ys, xs, d.inner, &coef)),
+        Then::Relu => ys
+            .zip(xs)
+            .for_each(|(ys, xs)| normalize_relu_sample(isa, ys, xs, d.inner, &coef)),
+        Then::ReluMask(mask) => ys
+            .zip(xs)
+            .zip(mask.par_chunks_mut(sample))
+            .for_each(|((ys, xs), ms)| normalize_relu_mask_sample(isa, ys, xs, ms, d.inner, &coef)),
+    }
 }
 
 multiversion! {
@@ -137,6 +161,27 @@ multiversion! {
     fn normalize_sample = normalize_sample_impl(
         ys: &mut [f32],
         xs: &[f32],
+        inner: usize,
+        coef: &[(f32, f32, f32)],
+    )
+}
+
+multiversion! {
+    /// [`normalize_relu_sample_impl`] compiled for `isa`.
+    fn normalize_relu_sample = normalize_relu_sample_impl(
+        ys: &mut [f32],
+        xs: &[f32],
+        inner: usize,
+        coef: &[(f32, f32, f32)],
+    )
+}
+
+multiversion! {
+    /// [`normalize_relu_mask_sample_impl`] compiled for `isa`.
+    fn normalize_relu_mask_sample = normalize_relu_mask_sample_impl(
+        ys: &mut [f32],
+        xs: &[f32],
+        ms: &mut [u8],
         inner: usize,
         coef: &[(f32, f32, f32)],
     )
@@ -152,6 +197,43 @@ fn normalize_sample_impl(ys: &mut [f32], xs: &[f32], inner: usize, coef: &[(f32,
     {
         for (o, &v) in yr.iter_mut().zip(xr) {
             *o = (v - mu) * scale + shift;
+        }
+    }
+}
+
+/// One sample of [`normalize`] with [`Then::Relu`].
+#[inline(always)]
+fn normalize_relu_sample_impl(ys: &mut [f32], xs: &[f32], inner: usize, coef: &[(f32, f32, f32)]) {
+    for ((yr, xr), &(mu, scale, shift)) in ys
+        .chunks_exact_mut(inner)
+        .zip(xs.chunks_exact(inner))
+        .zip(coef)
+    {
+        for (o, &v) in yr.iter_mut().zip(xr) {
+            *o = relu((v - mu) * scale + shift);
+        }
+    }
+}
+
+/// One sample of [`normalize`] with [`Then::ReluMask`].
+#[inline(always)]
+fn normalize_relu_mask_sample_impl(
+    ys: &mut [f32],
+    xs: &[f32],
+    ms: &mut [u8],
+    inner: usize,
+    coef: &[(f32, f32, f32)],
+) {
+    for (((yr, xr), mr), &(mu, scale, shift)) in ys
+        .chunks_exact_mut(inner)
+        .zip(xs.chunks_exact(inner))
+        .zip(ms.chunks_exact_mut(inner))
+        .zip(coef)
+    {
+        for ((o, &v), m) in yr.iter_mut().zip(xr).zip(mr) {
+            let z = (v - mu) * scale + shift;
+            *m = (z > 0.0) as u8;
+            *o = relu(z);
         }
     }
 }
@@ -246,7 +328,8 @@ pub(super) struct Running<'a> {
 /// The training forward: y = gamma (x - mean) inv_std + beta with the batch's statistics, which
 /// it returns as (mean, inv_std), (C,) each; the running averages move towards them, the
 /// variance times [`RunningVariance::factor`](super::RunningVariance::factor) (M / (M - 1) when
-/// unbiased). M >= 2 values per channel.
+/// unbiased). M >= 2 values per channel. `then` follows the normalisation in the same pass.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward_train(
     y: &mut [f32],
     x: &[f32],
@@ -255,6 +338,7 @@ pub(super) fn forward_train(
     beta: &[f32],
     running: Running<'_>,
     cfg: &BatchNormConfig,
+    then: Then<'_>,
 ) -> (Vec<f32>, Vec<f32>) {
     let m = d.per_channel();
     let moments = channel_moments(x, d);
@@ -268,7 +352,7 @@ pub(super) fn forward_train(
         rm[c] = (keep * rm[c] as f64 + (1.0 - keep) * mu) as f32;
         rv[c] = (keep * rv[c] as f64 + (1.0 - keep) * var * factor) as f32;
     }
-    normalize(y, x, d, &mean, &inv_std, gamma, beta);
+    normalize(y, x, d, &mean, &inv_std, gamma, beta, then);
     (mean, inv_std)
 }
 
@@ -378,10 +462,14 @@ mod tests {
             let sample = d.c * d.inner;
             let mut y = vec![0.0; sample];
             normalize_sample(isa, &mut y, &x[..sample], d.inner, &coef);
+            let mut y_relu = vec![0.0; sample];
+            normalize_relu_sample(isa, &mut y_relu, &x[..sample], d.inner, &coef);
+            let (mut y_mask, mut mask) = (vec![0.0; sample], vec![0u8; sample]);
+            normalize_relu_mask_sample(isa, &mut y_mask, &x[..sample], &mut mask, d.inner, &coef);
             let mut dx = vec![0.0; sample];
             let dy_x = (&dy[..sample], &x[..sample]);
             input_grad_sample(isa, &mut dx, dy_x, d.inner, (&coef, &stats));
-            (moments, grads, y, dx)
+            (moments, grads, (y, y_relu, y_mask, mask), dx)
         };
         let portable = run(Isa::Portable);
         for isa in Isa::available_all() {

@@ -39,8 +39,9 @@ use tensor_core::Tensor;
 use crate::cuda::{dispatch, TensorBackend};
 use cuda::{BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs};
 
+use crate::relu::{relu_forward_in_place, ReluMask};
 use crate::{Error, Result};
-use cpu::Dims;
+use cpu::{Dims, Then};
 
 /// eps added to the variance, as in the seed (and PyTorch's default).
 pub const BATCHNORM_EPS: f32 = 1e-5;
@@ -190,12 +191,73 @@ pub fn batchnorm_forward_train(
     running_var: &mut Tensor,
     cfg: &BatchNormConfig,
 ) -> Result<BatchNormStats> {
-    const OP: &str = "batchnorm_forward_train";
-    cfg.check(OP)?;
-    let d = dims(OP, x)?;
-    y.expect_shape(OP, "y", x.dims())?;
+    let channels = TrainChannels {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+    };
+    let (stats, _) = forward_train("batchnorm_forward_train", y, x, channels, cfg, false)?;
+    Ok(stats)
+}
+
+/// [`batchnorm_forward_train`] followed by [`relu_forward_in_place`] on y, with the same
+/// results to the bit; on the CPU in one pass over y instead of two (the ReLU reads and writes
+/// the whole map again), on a GPU the two kernels.
+///
+/// # Shapes
+/// As [`batchnorm_forward_train`]; also returns the ReLU's mask, for
+/// [`relu_backward_in_place`](crate::relu::relu_backward_in_place).
+///
+/// # Errors
+/// As [`batchnorm_forward_train`].
+pub fn batchnorm_relu_forward_train(
+    y: &mut Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    cfg: &BatchNormConfig,
+) -> Result<(BatchNormStats, ReluMask)> {
+    let channels = TrainChannels {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+    };
+    let (stats, mask) = forward_train("batchnorm_relu_forward_train", y, x, channels, cfg, true)?;
+    Ok((stats, mask.expect("a mask was asked for")))
+}
+
+/// The per-channel tensors of a training forward.
+struct TrainChannels<'a> {
+    gamma: &'a Tensor,
+    beta: &'a Tensor,
+    running_mean: &'a mut Tensor,
+    running_var: &'a mut Tensor,
+}
+
+/// Both training forwards: with `relu`, y = relu(...) and its mask.
+fn forward_train(
+    op: &'static str,
+    y: &mut Tensor,
+    x: &Tensor,
+    ch: TrainChannels<'_>,
+    cfg: &BatchNormConfig,
+    relu: bool,
+) -> Result<(BatchNormStats, Option<ReluMask>)> {
+    let TrainChannels {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+    } = ch;
+    cfg.check(op)?;
+    let d = dims(op, x)?;
+    y.expect_shape(op, "y", x.dims())?;
     expect_channels(
-        OP,
+        op,
         d.c,
         &[
             ("gamma", gamma),
@@ -207,15 +269,15 @@ pub fn batchnorm_forward_train(
     let m = d.n * d.inner;
     if m < 2 {
         return Err(Error::Shape {
-            op: OP,
+            op,
             msg: format!(
                 "x has shape {}: {m} value per channel, batch statistics need at least 2",
                 x.shape()
             ),
         });
     }
-    let (mean, inv_std) = dispatch!(
-        OP,
+    let (mean, inv_std, mask) = dispatch!(
+        op,
         [
             ("y", y),
             ("x", x),
@@ -229,33 +291,42 @@ pub fn batchnorm_forward_train(
                 mean: running_mean.as_mut_slice()?,
                 var: running_var.as_mut_slice()?,
             };
+            let shape = y.shape().clone();
             let (y, x) = (y.as_mut_slice()?, x.as_slice()?);
             let (gamma, beta) = (gamma.as_slice()?, beta.as_slice()?);
-            let (mean, inv_std) = cpu::forward_train(y, x, d, gamma, beta, running, cfg);
-            Ok((Tensor::from_vec([d.c], mean)?, Tensor::from_vec([d.c], inv_std)?))
+            let mut keep = vec![0u8; if relu { x.len() } else { 0 }];
+            let then = if relu { Then::ReluMask(&mut keep) } else { Then::Identity };
+            let (mean, inv_std) = cpu::forward_train(y, x, d, gamma, beta, running, cfg, then);
+            let mask = relu.then_some(ReluMask::Bytes { shape, keep });
+            Ok((Tensor::from_vec([d.c], mean)?, Tensor::from_vec([d.c], inv_std)?, mask))
         },
         cuda |b| => {
             let (mut mean, mut inv_std) = (b.zeros([d.c])?, b.zeros([d.c])?);
             let stats = BatchNormStatsBufs {
-                mean: b.buf_mut(OP, &mut mean)?,
-                inv_std: b.buf_mut(OP, &mut inv_std)?,
+                mean: b.buf_mut(op, &mut mean)?,
+                inv_std: b.buf_mut(op, &mut inv_std)?,
             };
             let channels = BatchNormChannels {
-                gamma: b.buf(OP, gamma)?,
-                beta: b.buf(OP, beta)?,
-                running_mean: b.buf_mut(OP, running_mean)?,
-                running_var: b.buf_mut(OP, running_var)?,
+                gamma: b.buf(op, gamma)?,
+                beta: b.buf(op, beta)?,
+                running_mean: b.buf_mut(op, running_mean)?,
+                running_var: b.buf_mut(op, running_var)?,
             };
-            let (yb, xb) = (b.buf_mut(OP, y)?, b.buf(OP, x)?);
+            let (yb, xb) = (b.buf_mut(op, y)?, b.buf(op, x)?);
             cuda::batchnorm_forward_train(b, yb, stats, xb, x.dims(), channels, cfg)?;
-            Ok((mean, inv_std))
+            Ok((mean, inv_std, None))
         },
     )?;
-    Ok(BatchNormStats {
+    let mask = match mask {
+        None if relu => Some(relu_forward_in_place(y)?),
+        mask => mask,
+    };
+    let stats = BatchNormStats {
         mean,
         inv_std,
         source: StatsSource::Batch,
-    })
+    };
+    Ok((stats, mask))
 }
 
 /// y = gamma (x - mean) inv_std + beta with the statistics a forward returned: that forward's
@@ -274,11 +345,38 @@ pub fn batchnorm_apply(
     beta: &Tensor,
     stats: &BatchNormStats,
 ) -> Result<()> {
-    const OP: &str = "batchnorm_apply";
-    let d = dims(OP, x)?;
-    y.expect_shape(OP, "y", x.dims())?;
+    apply("batchnorm_apply", y, x, gamma, beta, stats, Then::Identity)
+}
+
+/// [`batchnorm_apply`] followed by a ReLU, in one pass: relu(bn(x)) as
+/// [`batchnorm_relu_forward_train`] (or its evaluation twin) made it, without the mask. CPU
+/// tensors only.
+///
+/// # Shapes and errors
+/// As [`batchnorm_apply`].
+pub fn batchnorm_relu_apply(
+    y: &mut Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &BatchNormStats,
+) -> Result<()> {
+    apply("batchnorm_relu_apply", y, x, gamma, beta, stats, Then::Relu)
+}
+
+fn apply(
+    op: &'static str,
+    y: &mut Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &BatchNormStats,
+    then: Then<'_>,
+) -> Result<()> {
+    let d = dims(op, x)?;
+    y.expect_shape(op, "y", x.dims())?;
     expect_channels(
-        OP,
+        op,
         d.c,
         &[
             ("gamma", gamma),
@@ -295,6 +393,7 @@ pub fn batchnorm_apply(
         stats.inv_std.as_slice()?,
         gamma.as_slice()?,
         beta.as_slice()?,
+        then,
     );
     Ok(())
 }
@@ -317,12 +416,48 @@ pub fn batchnorm_forward_eval(
     running_var: &Tensor,
     eps: f32,
 ) -> Result<BatchNormStats> {
-    const OP: &str = "batchnorm_forward_eval";
-    check_eps(OP, eps)?;
-    let d = dims(OP, x)?;
-    y.expect_shape(OP, "y", x.dims())?;
+    let channels = [gamma, beta, running_mean, running_var];
+    let (stats, _) = forward_eval("batchnorm_forward_eval", y, x, channels, eps, false)?;
+    Ok(stats)
+}
+
+/// [`batchnorm_forward_eval`] followed by [`relu_forward_in_place`] on y, with the same results
+/// to the bit, in one pass on the CPU (see [`batchnorm_relu_forward_train`]).
+///
+/// # Shapes
+/// As [`batchnorm_forward_eval`]; also returns the ReLU's mask.
+///
+/// # Errors
+/// As [`batchnorm_forward_eval`].
+pub fn batchnorm_relu_forward_eval(
+    y: &mut Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+) -> Result<(BatchNormStats, ReluMask)> {
+    let channels = [gamma, beta, running_mean, running_var];
+    let (stats, mask) = forward_eval("batchnorm_relu_forward_eval", y, x, channels, eps, true)?;
+    Ok((stats, mask.expect("a mask was asked for")))
+}
+
+/// Both evaluation forwards: with `relu`, y = relu(...) and its mask. `channels`: gamma, beta,
+/// running_mean, running_var.
+fn forward_eval(
+    op: &'static str,
+    y: &mut Tensor,
+    x: &Tensor,
+    [gamma, beta, running_mean, running_var]: [&Tensor; 4],
+    eps: f32,
+    relu: bool,
+) -> Result<(BatchNormStats, Option<ReluMask>)> {
+    check_eps(op, eps)?;
+    let d = dims(op, x)?;
+    y.expect_shape(op, "y", x.dims())?;
     expect_channels(
-        OP,
+        op,
         d.c,
         &[
             ("gamma", gamma),
@@ -331,8 +466,8 @@ pub fn batchnorm_forward_eval(
             ("running_var", running_var),
         ],
     )?;
-    let (mean, inv_std) = dispatch!(
-        OP,
+    let (mean, inv_std, mask) = dispatch!(
+        op,
         [
             ("y", y),
             ("x", x),
@@ -345,37 +480,47 @@ pub fn batchnorm_forward_eval(
             let rv = running_var.as_slice()?;
             if let Some(c) = rv.iter().position(|&v| v.is_nan() || v < 0.0) {
                 return Err(Error::Invalid {
-                    op: OP,
+                    op,
                     msg: format!("running_var[{c}] is {}, expected >= 0", rv[c]),
                 });
             }
             let inv_std = cpu::running_inv_std(rv, eps);
             let (rm, gamma, beta) = (running_mean.as_slice()?, gamma.as_slice()?, beta.as_slice()?);
-            cpu::normalize(y.as_mut_slice()?, x.as_slice()?, d, rm, &inv_std, gamma, beta);
-            Ok((running_mean.clone(), Tensor::from_vec([d.c], inv_std)?))
+            let shape = y.shape().clone();
+            let (y, x) = (y.as_mut_slice()?, x.as_slice()?);
+            let mut keep = vec![0u8; if relu { x.len() } else { 0 }];
+            let then = if relu { Then::ReluMask(&mut keep) } else { Then::Identity };
+            cpu::normalize(y, x, d, rm, &inv_std, gamma, beta, then);
+            let mask = relu.then_some(ReluMask::Bytes { shape, keep });
+            Ok((running_mean.clone(), Tensor::from_vec([d.c], inv_std)?, mask))
         },
         cuda |b| => {
             let (mut mean, mut inv_std) = (b.zeros([d.c])?, b.zeros([d.c])?);
             let stats = BatchNormStatsBufs {
-                mean: b.buf_mut(OP, &mut mean)?,
-                inv_std: b.buf_mut(OP, &mut inv_std)?,
+                mean: b.buf_mut(op, &mut mean)?,
+                inv_std: b.buf_mut(op, &mut inv_std)?,
             };
             let channels = BatchNormEvalChannels {
-                gamma: b.buf(OP, gamma)?,
-                beta: b.buf(OP, beta)?,
-                running_mean: b.buf(OP, running_mean)?,
-                running_var: b.buf(OP, running_var)?,
+                gamma: b.buf(op, gamma)?,
+                beta: b.buf(op, beta)?,
+                running_mean: b.buf(op, running_mean)?,
+                running_var: b.buf(op, running_var)?,
             };
-            let (yb, xb) = (b.buf_mut(OP, y)?, b.buf(OP, x)?);
+            let (yb, xb) = (b.buf_mut(op, y)?, b.buf(op, x)?);
             cuda::batchnorm_forward_eval(b, yb, stats, xb, x.dims(), channels, eps)?;
-            Ok((mean, inv_std))
+            Ok((mean, inv_std, None))
         },
     )?;
-    Ok(BatchNormStats {
+    let mask = match mask {
+        None if relu => Some(relu_forward_in_place(y)?),
+        mask => mask,
+    };
+    let stats = BatchNormStats {
         mean,
         inv_std,
         source: StatsSource::Running,
-    })
+    };
+    Ok((stats, mask))
 }
 
 /// Backward of either forward; `stats` is what that forward returned.

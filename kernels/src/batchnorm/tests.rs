@@ -367,3 +367,65 @@ fn bad_shapes_name_the_op_and_the_shapes() {
         .to_string();
     assert_eq!(e, "batchnorm_forward_train: momentum 1.5 is outside [0, 1]");
 }
+
+/// The fused forwards against the layer pair they replace: batch norm, then
+/// `relu_forward_in_place` on its output. Same y, mask, statistics and running averages, to the
+/// bit, in training and evaluation, on an odd shape, with a NaN (which must stay NaN) and values
+/// that normalise to exactly 0 (a constant channel: not > 0, so masked).
+#[test]
+fn fused_relu_forwards_equal_batch_norm_then_relu_to_the_bit() {
+    let (n, c, h, w) = (3, 5, 7, 3);
+    let mut x = random(&[n, c, h, w], 11).to_vec();
+    x[17] = f32::NAN;
+    for s in 0..n {
+        // Channel 2 is constant: its normalised values are beta exactly.
+        x[(s * c + 2) * h * w..][..h * w].fill(0.75);
+    }
+    let x = Tensor::from_vec([n, c, h, w], x).unwrap();
+    let gamma = random(&[c], 12);
+    let mut beta = random(&[c], 13).to_vec();
+    beta[2] = 0.0;
+    let beta = Tensor::from_vec([c], beta).unwrap();
+    let cfg = BatchNormConfig::default();
+    let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let running = || {
+        let rv = random(&[c], 15).to_vec().iter().map(|v| v.abs()).collect();
+        (random(&[c], 14), Tensor::from_vec([c], rv).unwrap())
+    };
+
+    // Training.
+    let (mut rm, mut rv) = running();
+    let mut y = Tensor::zeros([n, c, h, w]);
+    let stats = batchnorm_forward_train(&mut y, &x, &gamma, &beta, &mut rm, &mut rv, &cfg).unwrap();
+    let mask = relu_forward_in_place(&mut y).unwrap();
+    let (mut frm, mut frv) = running();
+    let mut fy = Tensor::zeros([n, c, h, w]);
+    let (fstats, fmask) =
+        batchnorm_relu_forward_train(&mut fy, &x, &gamma, &beta, &mut frm, &mut frv, &cfg).unwrap();
+    assert_eq!(bits(&fy), bits(&y));
+    assert_eq!(fmask, mask);
+    // (The NaN makes its channel's mean NaN: compared as bits.)
+    let stat_bits = |s: &BatchNormStats| (bits(&s.mean), bits(&s.inv_std), s.source);
+    assert_eq!(stat_bits(&fstats), stat_bits(&stats));
+    assert_eq!((bits(&frm), bits(&frv)), (bits(&rm), bits(&rv)));
+    assert!(fy.to_vec()[17].is_nan());
+    assert!(
+        matches!(&fmask, ReluMask::Bytes { keep, .. } if keep[(2 * h * w)..][..h * w].iter().all(|&k| k == 0))
+    );
+
+    // Recomputed from the statistics, without the mask.
+    let mut again = Tensor::zeros([n, c, h, w]);
+    batchnorm_relu_apply(&mut again, &x, &gamma, &beta, &fstats).unwrap();
+    assert_eq!(bits(&again), bits(&fy));
+
+    // Evaluation.
+    let mut y = Tensor::zeros([n, c, h, w]);
+    let stats = batchnorm_forward_eval(&mut y, &x, &gamma, &beta, &rm, &rv, cfg.eps).unwrap();
+    let mask = relu_forward_in_place(&mut y).unwrap();
+    let mut fy = Tensor::zeros([n, c, h, w]);
+    let (fstats, fmask) =
+        batchnorm_relu_forward_eval(&mut fy, &x, &gamma, &beta, &rm, &rv, cfg.eps).unwrap();
+    assert_eq!(bits(&fy), bits(&y));
+    assert_eq!(fmask, mask);
+    assert_eq!(stat_bits(&fstats), stat_bits(&stats));
+}

@@ -8,7 +8,7 @@ pub(super) const CHUNK: usize = 1 << 14;
 /// y = max(x, 0), except that a NaN stays NaN (as in PyTorch and TensorFlow): a diverged
 /// activation must not be silently turned into a clean 0.
 #[inline(always)]
-fn relu(v: f32) -> f32 {
+pub(crate) fn relu(v: f32) -> f32 {
     if v > 0.0 || v.is_nan() {
         v
     } else {

@@ -1,7 +1,7 @@
 //! ReLU: y = max(x, 0); dx = dy where x > 0, else 0 (the subgradient 0 at x = 0, as TensorFlow
 //! and PyTorch take it).
 
-mod cpu;
+pub(crate) mod cpu;
 pub mod cuda;
 #[cfg(test)]
 mod cuda_tests;

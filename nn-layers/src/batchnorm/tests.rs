@@ -288,3 +288,34 @@ fn recompute_output_gives_the_forwards_bits() {
     let (y, cache) = bn.forward(x, Mode::Train).unwrap();
     assert_eq!(bn.recompute_output(&cache).unwrap().to_vec(), y.to_vec());
 }
+
+#[test]
+fn forward_relu_is_forward_then_relu_in_every_mode() {
+    let x = random(&[4, 3, 5, 5], -2.0, 3.0, 45);
+    let modes = [
+        Mode::Train,
+        Mode::RecomputeStats { averaged: 2 },
+        Mode::Eval,
+    ];
+    for mode in modes {
+        let (mut bn, mut fused) = (random_layer::<4>(3, 41), random_layer::<4>(3, 41));
+        let (y, cache) = bn.forward(x.clone(), mode).unwrap();
+        let (y, relu) = crate::ReLU.forward(y, mode).unwrap();
+        let (fy, fcache, frelu) = fused.forward_relu(x.clone(), mode).unwrap();
+        assert_eq!(fy.to_vec(), y.to_vec(), "{mode:?}");
+        assert_eq!(frelu, relu, "{mode:?}");
+        assert_eq!(fcache.stats, cache.stats, "{mode:?}");
+        assert_eq!(
+            fused.running_mean.to_vec(),
+            bn.running_mean.to_vec(),
+            "{mode:?}"
+        );
+        assert_eq!(
+            fused.running_var.to_vec(),
+            bn.running_var.to_vec(),
+            "{mode:?}"
+        );
+        let again = fused.recompute_relu_output(&fcache).unwrap();
+        assert_eq!(again.to_vec(), fy.to_vec(), "{mode:?}");
+    }
+}
