@@ -106,6 +106,23 @@ fn assert_resumes_bit_identically(dir: &Path, order: &str, epoch_boundary: bool)
         assert!(log.contains("resuming"), "{log}");
         assert_same_checkpoint(&straight.join("last.safetensors"), &last);
         assert_eq!(epochs(&straight), epochs(&split));
+
+        // Stopped by the step limit right after the epoch's last step (4 of 4), before its
+        // evaluation: the resumed run evaluates it with no batch left, and its row must still
+        // carry that epoch's learning rate, not the next step's.
+        let at_end = dir.join(format!("at-end-{order}"));
+        train(&at_end, &[&flags("2")[..], &["--max-steps", "4"]].concat());
+        let last = at_end.join("last.safetensors");
+        assert_eq!(
+            checkpoint::load(&last).unwrap().metadata["batch_in_epoch"],
+            "4"
+        );
+        train(
+            &at_end,
+            &[&flags("2")[..], &["--resume", s(&last)]].concat(),
+        );
+        assert_same_checkpoint(&straight.join("last.safetensors"), &last);
+        assert_eq!(epochs(&straight), epochs(&at_end));
     }
 
     // From the middle of an epoch: 3 of the 4 steps of epoch 1, then the rest and epoch 2.

@@ -261,7 +261,13 @@ impl<'a> Trainer<'a> {
         let mut progress = out.log.start_epoch(&self.state);
         let (sum, correct) = (self.state.epoch_loss_sum, self.state.epoch_correct);
         let mut tally = LossTally::new(self.device, sum, correct)?;
-        let mut lr = self.schedule.lr(self.state.step);
+        // The rate of the epoch's last step so far: when a resumed run finds no batch left in
+        // this epoch (it was stopped right after the last one), its metrics row must still carry
+        // this epoch's rate, not the next step's.
+        let mut lr = match self.state.batch_in_epoch {
+            0 => self.schedule.lr(self.state.step),
+            _ => self.schedule.lr(self.state.step - 1),
+        };
         for batch in data
             .batches
             .epoch(self.state.epoch, self.state.batch_in_epoch)?
