@@ -124,6 +124,19 @@ pub(super) enum Then<'a> {
     ReluMask(&'a mut [u8]),
 }
 
+impl<'a> Then<'a> {
+    /// [`Then::ReluMask`] into `keep`, resized to `len` bytes, with `relu`; else
+    /// [`Then::Identity`].
+    pub(super) fn relu_mask_if(relu: bool, keep: &'a mut Vec<u8>, len: usize) -> Then<'a> {
+        if relu {
+            keep.resize(len, 0);
+            Then::ReluMask(keep)
+        } else {
+            Then::Identity
+        }
+    }
+}
+
 /// y = gamma * (x - mean) * inv_std + beta, per channel, followed by `then`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn normalize(

@@ -238,6 +238,19 @@ struct TrainChannels<'a> {
     running_var: &'a mut Tensor,
 }
 
+/// With `relu`, the mask a forward's CPU pass made, or else (on a GPU) the ReLU in its own
+/// kernel on y; without, none.
+fn relu_unless_done(
+    y: &mut Tensor,
+    relu: bool,
+    mask: Option<ReluMask>,
+) -> Result<Option<ReluMask>> {
+    match mask {
+        None if relu => Ok(Some(relu_forward_in_place(y)?)),
+        mask => Ok(mask),
+    }
+}
+
 /// Both training forwards: with `relu`, y = relu(...) and its mask.
 fn forward_train(
     op: &'static str,
@@ -294,8 +307,8 @@ fn forward_train(
             let shape = y.shape().clone();
             let (y, x) = (y.as_mut_slice()?, x.as_slice()?);
             let (gamma, beta) = (gamma.as_slice()?, beta.as_slice()?);
-            let mut keep = vec![0u8; if relu { x.len() } else { 0 }];
-            let then = if relu { Then::ReluMask(&mut keep) } else { Then::Identity };
+            let mut keep = Vec::new();
+            let then = Then::relu_mask_if(relu, &mut keep, x.len());
             let (mean, inv_std) = cpu::forward_train(y, x, d, gamma, beta, running, cfg, then);
             let mask = relu.then_some(ReluMask::Bytes { shape, keep });
             Ok((Tensor::from_vec([d.c], mean)?, Tensor::from_vec([d.c], inv_std)?, mask))
@@ -317,10 +330,7 @@ fn forward_train(
             Ok((mean, inv_std, None))
         },
     )?;
-    let mask = match mask {
-        None if relu => Some(relu_forward_in_place(y)?),
-        mask => mask,
-    };
+    let mask = relu_unless_done(y, relu, mask)?;
     let stats = BatchNormStats {
         mean,
         inv_std,
@@ -488,8 +498,8 @@ fn forward_eval(
             let (rm, gamma, beta) = (running_mean.as_slice()?, gamma.as_slice()?, beta.as_slice()?);
             let shape = y.shape().clone();
             let (y, x) = (y.as_mut_slice()?, x.as_slice()?);
-            let mut keep = vec![0u8; if relu { x.len() } else { 0 }];
-            let then = if relu { Then::ReluMask(&mut keep) } else { Then::Identity };
+            let mut keep = Vec::new();
+            let then = Then::relu_mask_if(relu, &mut keep, x.len());
             cpu::normalize(y, x, d, rm, &inv_std, gamma, beta, then);
             let mask = relu.then_some(ReluMask::Bytes { shape, keep });
             Ok((running_mean.clone(), Tensor::from_vec([d.c], inv_std)?, mask))
@@ -511,10 +521,7 @@ fn forward_eval(
             Ok((mean, inv_std, None))
         },
     )?;
-    let mask = match mask {
-        None if relu => Some(relu_forward_in_place(y)?),
-        mask => mask,
-    };
+    let mask = relu_unless_done(y, relu, mask)?;
     let stats = BatchNormStats {
         mean,
         inv_std,
