@@ -203,27 +203,31 @@ multiversion! {
 /// One sample of [`normalize`]: coef[ch] = (mean, gamma inv_std, beta).
 #[inline(always)]
 fn normalize_sample_impl(ys: &mut [f32], xs: &[f32], inner: usize, coef: &[(f32, f32, f32)]) {
-    for ((yr, xr), &(mu, scale, shift)) in ys
-        .chunks_exact_mut(inner)
-        .zip(xs.chunks_exact(inner))
-        .zip(coef)
-    {
-        for (o, &v) in yr.iter_mut().zip(xr) {
-            *o = (v - mu) * scale + shift;
-        }
-    }
+    normalize_rows(ys, xs, inner, coef, |z| z);
 }
 
 /// One sample of [`normalize`] with [`Then::Relu`].
 #[inline(always)]
 fn normalize_relu_sample_impl(ys: &mut [f32], xs: &[f32], inner: usize, coef: &[(f32, f32, f32)]) {
+    normalize_rows(ys, xs, inner, coef, relu);
+}
+
+/// y = then((x - mean) * scale + shift) over one sample's channels (rows of `inner` values).
+#[inline(always)]
+fn normalize_rows(
+    ys: &mut [f32],
+    xs: &[f32],
+    inner: usize,
+    coef: &[(f32, f32, f32)],
+    then: impl Fn(f32) -> f32,
+) {
     for ((yr, xr), &(mu, scale, shift)) in ys
         .chunks_exact_mut(inner)
         .zip(xs.chunks_exact(inner))
         .zip(coef)
     {
         for (o, &v) in yr.iter_mut().zip(xr) {
-            *o = relu((v - mu) * scale + shift);
+            *o = then((v - mu) * scale + shift);
         }
     }
 }
