@@ -16,6 +16,8 @@
 # FUZZ_SANITIZER: address (default) or none (builds and runs faster; the targets are safe Rust).
 # FUZZ_BUILD: release (default: optimised, with debug assertions) or dev (unoptimised: builds in
 # about a third of the time, runs slower; what CI uses for its short runs).
+# FUZZ_SEED: libFuzzer's -seed (default: a new random one each run, which explores more): with a
+# fixed seed a run from the same corpus draws the same inputs, so a finding reproduces.
 set -euo pipefail
 
 secs=${1:?usage: scripts/fuzz.sh SECONDS|--build-only [TARGET...]}
@@ -44,7 +46,7 @@ for t in "${targets[@]}"; do
   echo "== $t: ${secs}s"
   set +e
   nice -n 10 cargo +nightly fuzz run "${build[@]}" --sanitizer "$sanitizer" "$t" "corpus/$t" "seeds/$t" -- \
-    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${FUZZ_SEED:+-seed="$FUZZ_SEED"} >"$log" 2>&1
   status=$?
   set -e
   runs=$(awk '/^stat::number_of_executed_units/ { print $2 }' "$log" | tail -1)

@@ -574,11 +574,14 @@ pub(crate) fn validate_threads(threads: Option<usize>) -> Result<()> {
 }
 
 /// `value` is a finite number greater than 0.
+///
+/// The kernels read these settings as `f32`, so the value must also be a normal `f32` (from
+/// about 1.2e-38 to 3.4e38): 1e-50 would become 0 there and 1e39 infinity.
 fn positive(value: f64, flag: &str) -> Result<()> {
     check(
-        value.is_finite() && value > 0.0,
+        value > 0.0 && (value as f32).is_normal(),
         flag,
-        "must be a finite number > 0",
+        "must be a finite number > 0 (1.2e-38 to 3.4e38, an f32's range)",
         value,
     )
 }
@@ -593,22 +596,26 @@ fn non_negative(value: f64, flag: &str) -> Result<()> {
     )
 }
 
-/// `value` is a probability in (0, 1].
+/// `value` is a probability in (0, 1], and a normal `f32` as the layers read it: a keep
+/// probability of 1e-50 would be 0 there (a layer that refuses it), 1e-40 one whose reciprocal,
+/// the kept values' scale, is infinite.
 fn keep_probability(value: f64, flag: &str) -> Result<()> {
     check(
-        value > 0.0 && value <= 1.0,
+        value <= 1.0 && (value as f32).is_normal() && value > 0.0,
         flag,
-        "must be a probability in (0, 1]",
+        "must be a probability in (0, 1] (at least 1.2e-38, an f32's smallest normal)",
         value,
     )
 }
 
 /// `value` is in [0, 1): a momentum or an Adam beta.
+///
+/// The kernels read it as an `f32`, which must be below 1 too: 0.999999999 would round to 1.
 fn unit_interval(value: f64, flag: &str) -> Result<()> {
     check(
-        (0.0..1.0).contains(&value),
+        value >= 0.0 && (value as f32) < 1.0,
         flag,
-        "must be in [0, 1)",
+        "must be in [0, 1) (at most 0.99999994, the largest f32 below 1)",
         value,
     )
 }
@@ -703,10 +710,11 @@ impl OptimizerConfig {
             "must be in (0, 1]",
             self.lr_decay,
         )?;
+        // Infinity turns clipping off; a norm that would be 0 as the kernels' f32 is refused.
         check(
-            self.clip_norm > 0.0,
+            self.clip_norm as f32 >= f32::MIN_POSITIVE,
             "--clip-norm",
-            "must be > 0",
+            "must be > 0 (at least 1.2e-38; inf turns clipping off)",
             self.clip_norm,
         )?;
         check(

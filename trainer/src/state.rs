@@ -294,7 +294,9 @@ fn run_state(path: &Path, ckpt: &Checkpoint) -> Result<RunState> {
 /// with the model's shape (optimizer state in the file is ignored here).
 ///
 /// # Errors
-/// [`Error::Mismatch`] naming each missing, extra or wrongly shaped tensor with both shapes.
+/// [`Error::Mismatch`] naming each missing, extra or wrongly shaped tensor with both shapes;
+/// [`Error::Format`] if a batch-norm running variance is negative or NaN (no run writes one,
+/// and the layers refuse it).
 pub fn load_weights(path: &Path, ckpt: &Checkpoint, model: &mut ResNet) -> Result<()> {
     let model_only = Checkpoint {
         tensors: ckpt
@@ -306,6 +308,7 @@ pub fn load_weights(path: &Path, ckpt: &Checkpoint, model: &mut ResNet) -> Resul
         metadata: Default::default(),
     };
     model_only.validate(path, &model_layout(model))?;
+    check_variances(path, ckpt, |name| name.ends_with(".running_var"))?;
     let mut failure = None;
     let mut copy = |name: &str, t: &mut Tensor| {
         let src = ckpt.tensor(name).expect("validated above");
@@ -317,17 +320,31 @@ pub fn load_weights(path: &Path, ckpt: &Checkpoint, model: &mut ResNet) -> Resul
     failure.map_or(Ok(()), |e| Err(e.into()))
 }
 
+/// [`Error::Format`] if a tensor of `ckpt` whose name `is_variance` (a running variance, an
+/// Adam second moment) holds a negative or NaN value.
+fn check_variances(path: &Path, ckpt: &Checkpoint, is_variance: fn(&str) -> bool) -> Result<()> {
+    for t in ckpt.tensors.iter().filter(|t| is_variance(&t.name)) {
+        if let Some((i, v)) = t.data.iter().enumerate().find(|(_, v)| v.is_nan() || **v < 0.0) {
+            let msg = format!("tensor {}[{i}] is {v}, a variance must be >= 0", t.name);
+            return Err(Error::format(path, msg));
+        }
+    }
+    Ok(())
+}
+
 /// Copies the optimizer state saved in the checkpoint into `optimizer`.
 ///
 /// # Errors
 /// [`Error::Mismatch`] if the checkpoint lacks state for a parameter or holds another shape (a
-/// checkpoint of the other update rule, say).
+/// checkpoint of the other update rule, say); [`Error::Format`] if an Adam second moment is
+/// negative or NaN.
 pub fn load_optimizer(
     path: &Path,
     ckpt: &Checkpoint,
     model: &mut ResNet,
     optimizer: &mut Optimizer,
 ) -> Result<()> {
+    check_variances(path, ckpt, |name| name.starts_with("optimizer.v."))?;
     let mut problems = Vec::new();
     optimizer.visit_state(model, &mut |name, t| match ckpt.tensor(name) {
         Some(src) if src.shape == t.dims() => {
@@ -456,6 +473,44 @@ mod tests {
             load(&from_cpu).unwrap().checkpoint,
             "the same state writes the same checkpoint from either device"
         );
+    }
+
+    /// A negative or NaN variance (a batch-norm running variance, an Adam second moment) in a
+    /// checkpoint is a format error naming the file and the tensor, before anything is copied:
+    /// the layers would refuse it at the first forward (a fuzzer's finding).
+    #[test]
+    fn negative_or_nan_variances_are_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tiny_config();
+        let (mut model, mut opt) = fresh(&cfg, 1);
+        let good = dir.path().join("good.safetensors");
+        save_into(&good, &mut model, &mut opt, &cfg);
+        let cases = [
+            ("blocks.1.conv_block1.bn1.running_var", -2.6e-7),
+            ("fc2.bn.running_var", f32::NAN),
+            ("optimizer.v.fc3.weight", -1.0),
+        ];
+        for (name, value) in cases {
+            let mut ckpt = load(&good).unwrap().checkpoint;
+            let t = ckpt.tensors.iter_mut().find(|t| t.name == name);
+            let t = t.unwrap_or_else(|| panic!("{name} is in the checkpoint"));
+            t.data[3] = value;
+            let (mut model, mut opt) = fresh(&cfg, 2);
+            let path = dir.path().join("bad.safetensors");
+            let result = if name.starts_with("optimizer.") {
+                load_optimizer(&path, &ckpt, &mut model, &mut opt)
+            } else {
+                load_weights(&path, &ckpt, &mut model)
+            };
+            let err = result.unwrap_err();
+            assert!(matches!(err, Error::Format { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("bad.safetensors"), "{msg}");
+            assert!(
+                msg.contains(&format!("tensor {name}[3] is {value}")),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -177,9 +177,9 @@ fn devices_parse_and_resolve() {
 
 /// Each bad `train` value, and a piece of the message that must name it.
 const TRAIN_REFUSALS: &[(&str, &str)] = &[
-    ("--lr -0.1", "--lr must be a finite number > 0, got -0.1"),
+    ("--lr -0.1", "--lr must be a finite number > 0 (1.2e-38 to 3.4e38, an f32's range), got -0.1"),
     ("--lr 0", "--lr must be a finite number > 0"),
-    ("--lr nan", "--lr must be a finite number > 0, got NaN"),
+    ("--lr nan", "--lr must be a finite number > 0 (1.2e-38 to 3.4e38, an f32's range), got NaN"),
     ("--lr-decay 1.5", "--lr-decay must be in (0, 1]"),
     ("--lr-decay 0", "--lr-decay must be in (0, 1]"),
     ("--batch-size 0", "--batch-size must be at least 1"),
@@ -190,13 +190,16 @@ const TRAIN_REFUSALS: &[(&str, &str)] = &[
     ("--epochs 0", "--epochs must be at least 1"),
     ("--clip-norm 0", "--clip-norm must be > 0"),
     ("--clip-norm -5", "--clip-norm must be > 0"),
+    ("--clip-norm 1e-50", "--clip-norm must be > 0"),
+    ("--clip-norm nan", "--clip-norm must be > 0"),
+    ("--lr 1e39", "--lr must be a finite number > 0"),
     (
         "--dropout-keep 0",
-        "--dropout-keep must be a probability in (0, 1], got 0",
+        "--dropout-keep must be a probability in (0, 1] (at least 1.2e-38, an f32's smallest normal), got 0",
     ),
     (
         "--dropout-keep 1.5",
-        "--dropout-keep must be a probability in (0, 1], got 1.5",
+        "--dropout-keep must be a probability in (0, 1] (at least 1.2e-38, an f32's smallest normal), got 1.5",
     ),
     (
         "--dropblock-keep-start 1.2",
@@ -205,6 +208,14 @@ const TRAIN_REFUSALS: &[(&str, &str)] = &[
     (
         "--dropblock-keep-end 0",
         "--dropblock-keep-end must be a probability in (0, 1]",
+    ),
+    (
+        "--dropblock-keep-end 1e-50",
+        "--dropblock-keep-end must be a probability in (0, 1]",
+    ),
+    (
+        "--dropout-keep 1e-40",
+        "--dropout-keep must be a probability in (0, 1]",
     ),
     (
         "--dropblock-keep-start 0.8 --dropblock-keep-end 0.9",
@@ -216,7 +227,9 @@ const TRAIN_REFUSALS: &[(&str, &str)] = &[
     ),
     ("--dropblock-size 0", "--dropblock-size must be at least 1"),
     ("--bn-momentum 1", "--bn-momentum must be in [0, 1)"),
+    ("--bn-momentum 0.999999999", "--bn-momentum must be in [0, 1)"),
     ("--bn-epsilon 0", "--bn-epsilon must be a finite number > 0"),
+    ("--bn-epsilon 1e-50", "--bn-epsilon must be a finite number > 0"),
     (
         "--widths 8,16,32",
         "--widths needs exactly 4 values, got [8, 16, 32]",
