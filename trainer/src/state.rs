@@ -324,7 +324,12 @@ pub fn load_weights(path: &Path, ckpt: &Checkpoint, model: &mut ResNet) -> Resul
 /// Adam second moment) holds a negative or NaN value.
 fn check_variances(path: &Path, ckpt: &Checkpoint, is_variance: fn(&str) -> bool) -> Result<()> {
     for t in ckpt.tensors.iter().filter(|t| is_variance(&t.name)) {
-        if let Some((i, v)) = t.data.iter().enumerate().find(|(_, v)| v.is_nan() || **v < 0.0) {
+        if let Some((i, v)) = t
+            .data
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.is_nan() || **v < 0.0)
+        {
             let msg = format!("tensor {}[{i}] is {v}, a variance must be >= 0", t.name);
             return Err(Error::format(path, msg));
         }
