@@ -88,7 +88,8 @@ impl Cli {
 /// Which algorithm computes the CPU convolutions (`trainer bench --conv-algo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ConvAlgoArg {
-    /// Each convolution and pass by `Conv2dAlgo::choose`'s measured rule.
+    /// Each convolution and pass by the algorithm calibrated on this machine, or with
+    /// `--conv-calibration off` by `Conv2dAlgo::choose`'s fixed rule.
     Auto,
     /// im2col + GEMM everywhere (the reference path).
     Direct,
@@ -243,6 +244,19 @@ pub struct RuntimeArgs {
     /// stay FP32) [default: fp32; eval, predict and --resume: the checkpoint's].
     #[arg(long, value_enum, value_name = "MODE")]
     pub precision: Option<PrecisionKind>,
+    /// On the CPU: time each convolution's passes by every algorithm on their first call and
+    /// keep the fastest (cached per CPU model and instruction set in
+    /// ~/.cache/resnet-kernels/), or with `off` take a fixed rule, the same algorithms on every
+    /// machine. KERNELS_CONV_CALIBRATE=0 or 1 in the environment overrides it.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "on|off",
+        default_value_t = Switch::On,
+        num_args = 0..=1,
+        default_missing_value = "on"
+    )]
+    pub conv_calibration: Switch,
 }
 
 /// `trainer train`.
@@ -646,8 +660,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub profile: bool,
     /// The CPU convolutions' algorithm: every pass of every convolution pinned to one, or each
-    /// chosen by the measured rule (all the seed's convolutions are 3x3, stride 1, pad 1, so
-    /// every algorithm computes them).
+    /// chosen as `--conv-calibration` says (all the seed's convolutions are 3x3, stride 1, pad
+    /// 1, so every algorithm computes them).
     #[arg(long, value_enum, default_value_t = ConvAlgoArg::Auto, value_name = "ALGO")]
     pub conv_algo: ConvAlgoArg,
 }

@@ -2,6 +2,7 @@
 //! subcommands on tiny inputs, and their refusals: a clear message and a non-zero exit, never a
 //! panic.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -24,6 +25,7 @@ use trainer::state::{self, RunState};
 /// Runs the binary with `args`.
 fn trainer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .env("KERNELS_CONV_CALIBRATE", "0")
         .args(args)
         .output()
         .expect("the trainer binary runs")
@@ -652,6 +654,46 @@ fn bench_pins_the_convolution_algorithm() {
         assert!(out.contains(&format!("threads, conv {algo}\n")), "{out}");
         assert!(out.contains("training: 1 steps"), "{out}");
     }
+}
+
+/// On the CPU the convolutions are calibrated unless `--conv-calibration off` says otherwise:
+/// the choices land in the cache file of `KERNELS_CACHE_DIR`, one line per layer shape and
+/// pass; with calibration off no file is written and bench names the fixed rule.
+#[test]
+fn convolutions_are_calibrated_by_default_and_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = |calibration: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .env_remove("KERNELS_CONV_CALIBRATE")
+            .env("KERNELS_CACHE_DIR", tmp.path())
+            .args([
+                "bench",
+                "--preset",
+                "tiny",
+                "--batch-size",
+                "2",
+                "--steps",
+                "1",
+            ])
+            .args(["--device", "cpu", "--conv-calibration", calibration])
+            .output()
+            .expect("the trainer binary runs");
+        ok(o)
+    };
+    let out = bench("off");
+    assert!(out.contains("conv: the fixed rule"), "{out}");
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "{out}");
+    let out = bench("on");
+    assert!(
+        out.contains("conv: calibrated on this machine, cache"),
+        "{out}"
+    );
+    let files: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "{out}");
+    let cache = fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    // tiny: 8 convolution shapes, 3 passes each.
+    assert_eq!(cache.lines().count(), 8 * 3, "{cache}");
+    assert!(cache.lines().all(|l| l.starts_with("2 ")), "{cache}");
 }
 
 #[test]

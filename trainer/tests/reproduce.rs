@@ -13,6 +13,7 @@ fn reproduce_sh_trains_evaluates_and_reports_beside_the_seed() {
     let run = tmp.path().join("repro");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let o = Command::new("bash")
+        .env("KERNELS_CONV_CALIBRATE", "0")
         .arg(root.join("scripts/reproduce.sh"))
         .args(["--synthetic", "--synth-train", "200", "--synth-test", "100"])
         .args(["--preset", "tiny", "--epochs", "1", "--device", "cpu"])

@@ -11,6 +11,7 @@ use trainer::metrics::{self, EpochRecord};
 
 fn trainer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .env("KERNELS_CONV_CALIBRATE", "0")
         .args(args)
         .output()
         .expect("the trainer binary runs")
@@ -331,6 +332,7 @@ fn ctrl_c_finishes_the_step_and_writes_a_checkpoint() {
     args.extend(TINY);
     args.extend(["--epochs", "1000"]);
     let child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .env("KERNELS_CONV_CALIBRATE", "0")
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -415,6 +417,7 @@ fn a_run_killed_mid_epoch_resumes_bit_identically() {
     let mut args = vec!["train", "--out", s(&killed)];
     args.extend(flags);
     let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .env("KERNELS_CONV_CALIBRATE", "0")
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -1,6 +1,7 @@
 //! The convolution algorithm chosen by measurement on this machine.
 //!
-//! With calibration on ([`set_calibration`], or `KERNELS_CONV_CALIBRATE=1` in the environment),
+//! With calibration on ([`set_calibration`], `trainer`'s default on the CPU; or
+//! `KERNELS_CONV_CALIBRATE=1` in the environment, and `0` to force it off),
 //! the first CPU call of a pass on convolutions of given sizes (batch included) runs that pass
 //! by every algorithm that computes it, twice each on the call's own buffers, and keeps the
 //! fastest: for the rest of the process, and in a cache file named after the CPU model and the
@@ -26,16 +27,22 @@ use crate::Result;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Turns calibration on or off for this process (off unless `KERNELS_CONV_CALIBRATE=1`).
+/// Turns calibration on or off for this process (off by default). `KERNELS_CONV_CALIBRATE` in
+/// the environment overrides it: `1` on, `0` off.
 pub fn set_calibration(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
-/// Whether CPU convolutions without a pinned algorithm are calibrated.
+/// Whether CPU convolutions without a pinned algorithm are calibrated: `KERNELS_CONV_CALIBRATE`
+/// (`1` or `0`) when set, else what [`set_calibration`] last said.
 pub fn calibration() -> bool {
-    static FROM_ENV: OnceLock<bool> = OnceLock::new();
-    ENABLED.load(Ordering::Relaxed)
-        || *FROM_ENV.get_or_init(|| std::env::var("KERNELS_CONV_CALIBRATE").is_ok_and(|v| v == "1"))
+    static FROM_ENV: OnceLock<Option<bool>> = OnceLock::new();
+    let from_env = FROM_ENV.get_or_init(|| match std::env::var("KERNELS_CONV_CALIBRATE") {
+        Ok(v) if v == "1" => Some(true),
+        Ok(v) if v == "0" => Some(false),
+        _ => None,
+    });
+    from_env.unwrap_or_else(|| ENABLED.load(Ordering::Relaxed))
 }
 
 /// The cache file of this machine: `conv2d-<cpu model>-<isa>.txt` in `$KERNELS_CACHE_DIR`, else

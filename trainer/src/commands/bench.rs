@@ -15,9 +15,10 @@
 //! training step as three forwards), not whatever the code happens to execute. On the CPU the
 //! benchmark first prints the CPU's name, the instruction set its hand-written kernels run
 //! ([`kernels::simd`]) and the FMA peak of all threads measured by a short loop, and gives each
-//! GFLOP/s figure as a share of that peak. Unless `--conv-algo` pins one, the convolutions'
-//! algorithms are calibrated on this machine (`kernels::conv2d::calibrate`): measured during
-//! the warm-up step the first time, read from the cache file afterwards.
+//! GFLOP/s figure as a share of that peak. Unless `--conv-algo` pins one or `--conv-calibration
+//! off` asks for the fixed rule, the convolutions' algorithms are calibrated on this machine
+//! (`kernels::conv2d::calibrate`), as `train`, `eval` and `predict` do: measured during the
+//! warm-up step the first time, read from the cache file afterwards.
 
 use std::time::{Duration, Instant};
 
@@ -75,10 +76,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{line}");
         peak
     });
-    if !device.is_cuda() && args.conv_algo.pinned().is_none() {
+    if !device.is_cuda()
+        && args.conv_algo.pinned().is_none()
+        && kernels::conv2d::calibrate::calibration()
+    {
         // The warm-up step measures each new convolution's algorithms (see
         // kernels::conv2d::calibrate); the timed steps run the fastest.
-        kernels::conv2d::calibrate::set_calibration(true);
         println!(
             "conv: calibrated on this machine, cache {}",
             kernels::conv2d::calibrate::cache_file()
@@ -86,6 +89,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     .display()
                     .to_string())
         );
+    } else if !device.is_cuda() && args.conv_algo.pinned().is_none() {
+        println!("conv: the fixed rule (Conv2dAlgo::choose), calibration off");
     }
 
     let step_at = format!("a training step at --batch-size {}", args.batch_size);

@@ -31,6 +31,8 @@ pub fn setup_runtime(runtime: &RuntimeArgs) -> anyhow::Result<Device> {
             .build_global()
             .with_context(|| format!("--threads {threads}: could not start the thread pool"))?;
     }
+    // Calibration measures CPU convolutions only; a GPU run never calls them.
+    kernels::conv2d::calibrate::set_calibration(runtime.conv_calibration.is_on());
     Ok(device)
 }
 
