@@ -6,7 +6,8 @@ use tensor_core::{Device, Tensor};
 use crate::adam::{adam_update, Adam};
 use crate::add::{add, add_assign};
 use crate::batchnorm::{
-    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNormConfig,
+    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, batchnorm_relu_backward,
+    batchnorm_relu_forward_train, BatchNormConfig,
 };
 use crate::cuda::parity::{assert_close, uniform, Tol, EXACT};
 use crate::cuda::to_device;
@@ -183,6 +184,22 @@ fn emu_tensor_batchnorm_matches_cpu() {
     batchnorm_forward_eval(&mut y, &x, &gamma, &beta, &rm, &rv, cfg.eps).unwrap();
     batchnorm_forward_eval(&mut ey, &emu(&x), &eg, &eb, &erm, &erv, cfg.eps).unwrap();
     assert_close("bn eval y", &ey.to_vec(), &y.to_vec(), BN_TOL);
+
+    // relu(bn(x)) and its backward: the CPU folds the ReLU's mask into its passes, the device
+    // runs the ReLU's backward on a copy of dy first.
+    let s = batchnorm_relu_forward_train(&mut y, &x, &gamma, &beta, &mut rm, &mut rv, &cfg);
+    let (s, mask) = s.unwrap();
+    let (ex, edy) = (emu(&x), emu(&dy));
+    let es = batchnorm_relu_forward_train(&mut ey, &ex, &eg, &eb, &mut erm, &mut erv, &cfg);
+    let (es, emask) = es.unwrap();
+    assert_close("bn relu train y", &ey.to_vec(), &y.to_vec(), BN_TOL);
+    batchnorm_relu_backward(&mut dx, &mut dg, &mut db, &dy, &mask, &x, &gamma, &s).unwrap();
+    let (edx_, edg_, edb_) = (&mut edx, &mut edg, &mut edb);
+    batchnorm_relu_backward(edx_, edg_, edb_, &edy, &emask, &ex, &eg, &es).unwrap();
+    assert_close("bn relu dx", &edx.to_vec(), &dx.to_vec(), BN_TOL);
+    assert_close("bn relu dgamma", &edg.to_vec(), &dg.to_vec(), BN_TOL);
+    assert_close("bn relu dbeta", &edb.to_vec(), &db.to_vec(), BN_TOL);
+    assert_eq!(edy.to_vec(), dy.to_vec(), "dy is read, not written");
 }
 
 #[test]

@@ -3,14 +3,14 @@
 
 use kernels::batchnorm::{
     batchnorm_apply, batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
-    batchnorm_relu_apply, batchnorm_relu_forward_eval, batchnorm_relu_forward_train,
-    BatchNormConfig, BatchNormStats,
+    batchnorm_relu_apply, batchnorm_relu_backward, batchnorm_relu_forward_eval,
+    batchnorm_relu_forward_train, BatchNormConfig, BatchNormStats,
 };
 use kernels::relu::ReluMask;
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
 
 use crate::profile::{self, LayerKind, Pass};
-use crate::{join, Error, Mode, Param, Parameters, ReluCache, Result};
+use crate::{join, Error, Mode, Param, Parameters, ReLU, ReluCache, Result};
 
 /// Batch norm over the channels of (N, C, H, W) maps (statistics over N, H, W).
 pub type BatchNorm2d = BatchNorm<4>;
@@ -247,6 +247,39 @@ impl<const RANK: usize> BatchNorm<RANK> {
             &mut self.weight.grad,
             &mut self.bias.grad,
             dy,
+            &cache.x,
+            &self.weight.value,
+            &cache.stats,
+        )?;
+        Ok(dx)
+    }
+
+    /// The backward of [`BatchNorm::forward_relu`]: dy is the gradient of the ReLU's output,
+    /// `relu` the cache that forward returned. The same dx and gradients, to the bit, as
+    /// [`ReLU::backward_owned`](crate::ReLU::backward_owned) then [`BatchNorm::backward`]; on the
+    /// CPU in the batch norm's passes alone (`kernels::batchnorm::batchnorm_relu_backward`),
+    /// elsewhere the two in turn, the ReLU's in dy's buffer. Profiled as batch norm.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::backward`].
+    pub fn backward_relu(
+        &mut self,
+        dy: Tensor,
+        relu: ReluCache,
+        cache: BatchNormCache,
+    ) -> Result<Tensor> {
+        if dy.device() != Device::Cpu {
+            let dy = ReLU.backward_owned(dy, relu)?;
+            return self.backward(&dy, cache);
+        }
+        let _timer = profile::timed(LayerKind::BatchNorm, Pass::Backward);
+        let mut dx = dy.new_zeros(cache.x.shape().clone())?;
+        batchnorm_relu_backward(
+            &mut dx,
+            &mut self.weight.grad,
+            &mut self.bias.grad,
+            &dy,
+            relu.mask(),
             &cache.x,
             &self.weight.value,
             &cache.stats,

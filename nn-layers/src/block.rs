@@ -107,11 +107,10 @@ impl ConvBlock {
     /// dy: (N, K, H, W) -> dx: (N, C, H, W). Accumulates every parameter's gradient.
     pub fn backward(&mut self, dy: &Tensor, cache: ConvBlockCache) -> Result<Tensor> {
         let d = conv_backward(&mut self.conv2, dy, cache.conv2, &self.bn2, &cache.bn2)?;
-        let d = ReLU.backward_owned(d, cache.relu2)?;
-        let d = self.bn2.backward(&d, cache.bn2)?;
+        // Each ReLU's backward within its batch norm's (BatchNorm::backward_relu).
+        let d = self.bn2.backward_relu(d, cache.relu2, cache.bn2)?;
         let d = conv_backward(&mut self.conv1, &d, cache.conv1, &self.bn1, &cache.bn1)?;
-        let d = ReLU.backward_owned(d, cache.relu1)?;
-        self.bn1.backward(&d, cache.bn1)
+        self.bn1.backward_relu(d, cache.relu1, cache.bn1)
     }
 }
 

@@ -30,6 +30,11 @@ impl ReluCache {
     pub fn from_mask(mask: ReluMask) -> ReluCache {
         ReluCache { mask }
     }
+
+    /// Where the forward's input was > 0.
+    pub fn mask(&self) -> &ReluMask {
+        &self.mask
+    }
 }
 
 impl ReLU {

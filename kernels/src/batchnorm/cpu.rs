@@ -3,9 +3,11 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::lanes_x86;
 use super::{BatchNormConfig, StatsSource};
 use crate::relu::cpu::relu;
-use crate::simd::{self, multiversion};
+use crate::simd::{self, multiversion, Isa};
 
 /// x viewed as (n, c, inner): channel `ch` of sample `s` is the run
 /// `x[(s * c + ch) * inner..][..inner]`.
@@ -28,13 +30,26 @@ impl Dims {
         let (c, inner) = (self.c, self.inner);
         (0..self.n).map(move |s| &v[(s * c + ch) * inner..][..inner])
     }
+
+    /// [`Dims::runs`] of a byte mask of x's shape.
+    #[inline(always)]
+    fn runs_u8<'a>(&self, v: &'a [u8], ch: usize) -> impl Iterator<Item = &'a [u8]> {
+        let (c, inner) = (self.c, self.inner);
+        (0..self.n).map(move |s| &v[(s * c + ch) * inner..][..inner])
+    }
 }
 
 /// Independent f64 accumulators per sum: enough to hide the latency of an add and fill the
 /// vector registers. Value i of a run (one sample's values of one channel) goes to accumulator
 /// i % LANES, runs in sample order, and the accumulators are added in lane order at the end: a
 /// fixed order, so the sums do not depend on the thread count.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
+
+/// A chunk of [`LANES`] values as an array, its length known to the compiler.
+#[inline(always)]
+fn lanes<T>(chunk: &[T]) -> &[T; LANES] {
+    chunk.try_into().expect("chunks of LANES values")
+}
 
 /// K sums over the values of one channel, each split over [`LANES`] accumulators.
 struct LaneSums<const K: usize> {
@@ -54,26 +69,68 @@ impl<const K: usize> LaneSums<K> {
     fn add_run(&mut self, a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> [f64; K]) {
         let (mut ga, mut gb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         for (ca, cb) in (&mut ga).zip(&mut gb) {
-            for l in 0..LANES {
-                let t = f(ca[l] as f64, cb[l] as f64);
-                for (acc, t) in self.acc.iter_mut().zip(t) {
-                    acc[l] += t;
-                }
-            }
+            self.add_lanes(lanes(ca), lanes(cb), &f);
         }
         for (l, (&va, &vb)) in ga.remainder().iter().zip(gb.remainder()).enumerate() {
-            let t = f(va as f64, vb as f64);
-            for (acc, t) in self.acc.iter_mut().zip(t) {
-                acc[l] += t;
+            self.add_one(l, f(va as f64, vb as f64));
+        }
+    }
+
+    /// [`LaneSums::add_run`] with a[i] read as 0 where gate[i] is 0: the ReLU's backward
+    /// (dy where its input was > 0, else 0) folded into the read of a.
+    #[inline(always)]
+    fn add_gated_run(
+        &mut self,
+        a: &[f32],
+        gate: &[u8],
+        b: &[f32],
+        f: impl Fn(f64, f64) -> [f64; K],
+    ) {
+        let (mut ga, mut gm, mut gb) = (
+            a.chunks_exact(LANES),
+            gate.chunks_exact(LANES),
+            b.chunks_exact(LANES),
+        );
+        for ((ca, cm), cb) in (&mut ga).zip(&mut gm).zip(&mut gb) {
+            let (ca, cm) = (lanes(ca), lanes(cm));
+            let ca: [f32; LANES] = std::array::from_fn(|l| gated(ca[l], cm[l]));
+            self.add_lanes(&ca, lanes(cb), &f);
+        }
+        let rest = ga
+            .remainder()
+            .iter()
+            .zip(gm.remainder())
+            .zip(gb.remainder());
+        for (l, ((&va, &m), &vb)) in rest.enumerate() {
+            self.add_one(l, f(gated(va, m) as f64, vb as f64));
+        }
+    }
+
+    /// Adds f(a[l], b[l]) to lane l of each sum, for every lane: one sum at a time, each a loop
+    /// over the lanes that the compiler turns into vector code (f is cheap and evaluated once per
+    /// sum). Adding the K terms of each lane in turn made it pair the K sums of one lane in a
+    /// vector instead, which left the lanes scalar: 3x slower.
+    #[inline(always)]
+    fn add_lanes(&mut self, a: &[f32; LANES], b: &[f32; LANES], f: &impl Fn(f64, f64) -> [f64; K]) {
+        for (k, acc) in self.acc.iter_mut().enumerate() {
+            for l in 0..LANES {
+                acc[l] += f(a[l] as f64, b[l] as f64)[k];
             }
         }
     }
 
-    /// The K totals, lanes added in order.
+    /// Adds the K terms t to lane l.
     #[inline(always)]
-    fn totals(&self) -> [f64; K] {
-        self.acc.map(|lanes| lanes.iter().sum())
+    fn add_one(&mut self, l: usize, t: [f64; K]) {
+        for (acc, t) in self.acc.iter_mut().zip(t) {
+            acc[l] += t;
+        }
     }
+}
+
+/// The K totals of K sums' lanes, each added in lane order.
+fn totals<const K: usize>(acc: &[[f64; LANES]; K]) -> [f64; K] {
+    acc.map(|lanes| lanes.iter().sum())
 }
 
 /// Per channel (mean, biased variance) in f64, in one pass over x.
@@ -91,24 +148,31 @@ pub(super) fn channel_moments(x: &[f32], d: Dims) -> Vec<(f64, f64)> {
         .collect()
 }
 
-multiversion! {
-    /// [`channel_moment_impl`] compiled for `isa` (the same sums, in the same order).
-    fn channel_moment = channel_moment_impl(x: &[f32], d: Dims, ch: usize) -> (f64, f64)
-}
-
-/// (mean, biased variance) of channel `ch`, for [`channel_moments`].
-#[inline(always)]
-fn channel_moment_impl(x: &[f32], d: Dims, ch: usize) -> (f64, f64) {
+/// (mean, biased variance) of channel `ch`, for [`channel_moments`]: the lane sums in `isa`'s
+/// registers (`lanes_x86`) or in plain Rust ([`LaneSums`]), the same additions either way.
+fn channel_moment(isa: Isa, x: &[f32], d: Dims, ch: usize) -> (f64, f64) {
     let m = d.per_channel() as f64;
     let k = x[ch * d.inner] as f64;
-    let mut sums = LaneSums::<2>::new();
-    for run in d.runs(x, ch) {
-        sums.add_run(run, run, |v, _| {
-            let e = v - k;
-            [e, e * e]
-        });
-    }
-    let [s1, s2] = sums.totals();
+    let lanes = match isa {
+        // SAFETY: `isa` is available on this CPU (`simd::isa`, or a test that asks
+        // `Isa::available`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { lanes_x86::moment_avx512(x, d, ch, k) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { lanes_x86::moment_avx2(x, d, ch, k) },
+        _ => {
+            let mut sums = LaneSums::<2>::new();
+            for run in d.runs(x, ch) {
+                sums.add_run(run, run, |v, _| {
+                    let e = v - k;
+                    [e, e * e]
+                });
+            }
+            sums.acc
+        }
+    };
+    let [s1, s2] = totals(&lanes);
     let shift = s1 / m;
     (k + shift, (s2 / m - shift * shift).max(0.0))
 }
@@ -255,10 +319,28 @@ fn normalize_relu_mask_sample_impl(
     }
 }
 
+/// g where the ReLU after the batch norm let its input through (gate 1), else 0: exactly what
+/// `relu::relu_backward_in_place` writes.
+/// (A gate of 1 is all ones as a u32 mask, 0 all zeros: the bits of g or of +0.0, as an AND the
+/// compiler vectorises where a branch or select on bytes did not: measured 30% slower.)
+#[inline(always)]
+pub(super) fn gated(g: f32, gate: u8) -> f32 {
+    debug_assert!(gate <= 1, "a ReLU mask holds 0 or 1");
+    f32::from_bits(g.to_bits() & 0u32.wrapping_sub(gate as u32))
+}
+
+/// The gradient a backward reads: dy itself, or, when a ReLU followed the batch norm, dy and
+/// that ReLU's byte mask (1 where its input was > 0), the ReLU's backward folded into the reads.
+#[derive(Clone, Copy)]
+pub(super) struct Upstream<'a> {
+    pub dy: &'a [f32],
+    pub relu_mask: Option<&'a [u8]>,
+}
+
 /// Per channel (sum dy, sum dy * x_hat), in f64, one pass over dy and x:
 /// sum dy * x_hat = inv_std * sum dy * (x - mean).
 pub(super) fn channel_grad_sums(
-    dy: &[f32],
+    up: Upstream<'_>,
     x: &[f32],
     d: Dims,
     mean: &[f32],
@@ -268,32 +350,59 @@ pub(super) fn channel_grad_sums(
     (0..d.c)
         .into_par_iter()
         .map(|ch| {
-            let (sum_dy, sum_dy_xc) = channel_grad_sum(isa, dy, x, d, mean[ch] as f64, ch);
+            let (sum_dy, sum_dy_xc) = channel_grad_sum(isa, up, x, d, mean[ch] as f64, ch);
             (sum_dy, sum_dy_xc * inv_std[ch] as f64)
         })
         .collect()
 }
 
-multiversion! {
-    /// [`channel_grad_sum_impl`] compiled for `isa` (the same sums, in the same order).
-    fn channel_grad_sum = channel_grad_sum_impl(
-        dy: &[f32],
-        x: &[f32],
-        d: Dims,
-        mu: f64,
-        ch: usize,
-    ) -> (f64, f64)
+/// (sum dy, sum dy (x - mu)) of channel `ch`, for [`channel_grad_sums`]: in `isa`'s registers
+/// or in plain Rust, as [`channel_moment`].
+fn channel_grad_sum(
+    isa: Isa,
+    up: Upstream<'_>,
+    x: &[f32],
+    d: Dims,
+    mu: f64,
+    ch: usize,
+) -> (f64, f64) {
+    let lanes = match isa {
+        // SAFETY: `isa` is available on this CPU, as in `channel_moment`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { lanes_x86::grad_avx512(up.dy, up.relu_mask, x, d, ch, mu) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { lanes_x86::grad_avx2(up.dy, up.relu_mask, x, d, ch, mu) },
+        _ => channel_grad_lanes(up, x, d, mu, ch),
+    };
+    let [sum_dy, sum_dy_xc] = totals(&lanes);
+    (sum_dy, sum_dy_xc)
 }
 
-/// (sum dy, sum dy (x - mu)) of channel `ch`, for [`channel_grad_sums`].
-#[inline(always)]
-fn channel_grad_sum_impl(dy: &[f32], x: &[f32], d: Dims, mu: f64, ch: usize) -> (f64, f64) {
+/// The lanes of [`channel_grad_sum`] in plain Rust.
+fn channel_grad_lanes(
+    up: Upstream<'_>,
+    x: &[f32],
+    d: Dims,
+    mu: f64,
+    ch: usize,
+) -> [[f64; LANES]; 2] {
     let mut sums = LaneSums::<2>::new();
-    for (g, v) in d.runs(dy, ch).zip(d.runs(x, ch)) {
-        sums.add_run(g, v, |g, v| [g, g * (v - mu)]);
+    let term = |g: f64, v: f64| [g, g * (v - mu)];
+    match up.relu_mask {
+        None => {
+            for (g, v) in d.runs(up.dy, ch).zip(d.runs(x, ch)) {
+                sums.add_run(g, v, term);
+            }
+        }
+        Some(mask) => {
+            let runs = d.runs(up.dy, ch).zip(d.runs_u8(mask, ch));
+            for ((g, m), v) in runs.zip(d.runs(x, ch)) {
+                sums.add_gated_run(g, m, v, term);
+            }
+        }
     }
-    let [sum_dy, sum_dy_xc] = sums.totals();
-    (sum_dy, sum_dy_xc)
+    sums.acc
 }
 
 /// One channel's (gamma inv_std, mean of dy, mean of dy x_hat) in [`input_grad`].
@@ -311,7 +420,7 @@ pub(super) struct Saved<'a> {
 
 /// dx = gamma * inv_std * (dy - sum(dy)/M - x_hat * sum(dy x_hat)/M) for batch statistics,
 /// dx = gamma * inv_std * dy for running ones; overwritten.
-pub(super) fn input_grad(dx: &mut [f32], dy: &[f32], x: &[f32], d: Dims, s: Saved<'_>) {
+pub(super) fn input_grad(dx: &mut [f32], up: Upstream<'_>, x: &[f32], d: Dims, s: Saved<'_>) {
     let m = d.per_channel() as f64;
     // Per channel: scale = gamma * inv_std, and the two subtracted means (0 for running stats).
     let coef: Vec<GradCoef> = (0..d.c)
@@ -329,11 +438,23 @@ pub(super) fn input_grad(dx: &mut [f32], dy: &[f32], x: &[f32], d: Dims, s: Save
     let sample = d.c * d.inner;
     let isa = simd::isa();
     let stats: Vec<(f32, f32)> = (0..d.c).map(|ch| (s.mean[ch], s.inv_std[ch])).collect();
-    dx.par_chunks_mut(sample)
-        .zip(dy.par_chunks(sample).zip(x.par_chunks(sample)))
-        .for_each(|(dxs, (dys, xs))| {
-            input_grad_sample(isa, dxs, (dys, xs), d.inner, (&coef, &stats))
-        });
+    let per_channel = (&coef[..], &stats[..]);
+    let (dxs, dys, xs) = (
+        dx.par_chunks_mut(sample),
+        up.dy.par_chunks(sample),
+        x.par_chunks(sample),
+    );
+    match up.relu_mask {
+        None => dxs.zip(dys.zip(xs)).for_each(|(dxs, (dys, xs))| {
+            input_grad_sample(isa, dxs, (dys, xs), d.inner, per_channel)
+        }),
+        Some(mask) => {
+            dxs.zip(dys.zip(mask.par_chunks(sample)).zip(xs))
+                .for_each(|(dxs, ((dys, ms), xs))| {
+                    input_grad_gated_sample(isa, dxs, (dys, ms, xs), d.inner, per_channel)
+                })
+        }
+    }
 }
 
 /// A layer's running averages, (C,) each, updated by a training forward.
@@ -397,12 +518,12 @@ pub(super) fn backward(
     dx: &mut [f32],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
-    dy: &[f32],
+    up: Upstream<'_>,
     x: &[f32],
     d: Dims,
     n: Normalized<'_>,
 ) {
-    let sums = channel_grad_sums(dy, x, d, n.mean, n.inv_std);
+    let sums = channel_grad_sums(up, x, d, n.mean, n.inv_std);
     for (c, &(sum_dy, sum_dy_xhat)) in sums.iter().enumerate() {
         dbeta[c] += sum_dy as f32;
         dgamma[c] += sum_dy_xhat as f32;
@@ -414,7 +535,7 @@ pub(super) fn backward(
         sums: &sums,
         source: n.source,
     };
-    input_grad(dx, dy, x, d, saved);
+    input_grad(dx, up, x, d, saved);
 }
 
 multiversion! {
@@ -425,6 +546,38 @@ multiversion! {
         inner: usize,
         per_channel: (&[GradCoef], &[(f32, f32)]),
     )
+}
+
+multiversion! {
+    /// [`input_grad_gated_sample_impl`] compiled for `isa`.
+    fn input_grad_gated_sample = input_grad_gated_sample_impl(
+        dxs: &mut [f32],
+        dy_mask_x: (&[f32], &[u8], &[f32]),
+        inner: usize,
+        per_channel: (&[GradCoef], &[(f32, f32)]),
+    )
+}
+
+/// [`input_grad_sample_impl`] of dy gated by the ReLU mask (see [`gated`]).
+#[inline(always)]
+fn input_grad_gated_sample_impl(
+    dxs: &mut [f32],
+    (dys, ms, xs): (&[f32], &[u8], &[f32]),
+    inner: usize,
+    (coef, stats): (&[GradCoef], &[(f32, f32)]),
+) {
+    for ((((o, g), m), v), (&(scale, mean_dy, mean_dy_xhat), &(mu, inv))) in dxs
+        .chunks_exact_mut(inner)
+        .zip(dys.chunks_exact(inner))
+        .zip(ms.chunks_exact(inner))
+        .zip(xs.chunks_exact(inner))
+        .zip(coef.iter().zip(stats))
+    {
+        for (((o, &g), &m), &v) in o.iter_mut().zip(g).zip(m).zip(v) {
+            let x_hat = (v - mu) * inv;
+            *o = scale * (gated(g, m) - mean_dy - x_hat * mean_dy_xhat);
+        }
+    }
 }
 
 /// One sample of [`input_grad`]: per channel (gamma inv_std, mean dy, mean dy x_hat) and
@@ -456,12 +609,14 @@ mod tests {
 
     #[test]
     fn every_instruction_set_gives_the_same_bits() {
-        // 3 samples of 5 channels of 37 values (runs that are not a multiple of the lanes).
-        let d = Dims {
-            n: 3,
-            c: 5,
-            inner: 37,
-        };
+        // Runs of 37 values (two chunks of the lanes and a remainder), of 16 (one chunk), and
+        // of 1 ((N, F) rows: remainders only).
+        for (n, c, inner) in [(3, 5, 37), (2, 3, 16), (9, 4, 1)] {
+            same_bits_on_every_instruction_set(Dims { n, c, inner });
+        }
+    }
+
+    fn same_bits_on_every_instruction_set(d: Dims) {
         let len = d.n * d.c * d.inner;
         let x: Vec<f32> = (0..len)
             .map(|i| ((i * 7919) % 1000) as f32 / 300.0 - 1.5)
@@ -469,12 +624,24 @@ mod tests {
         let dy: Vec<f32> = (0..len)
             .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
             .collect();
+        let gate: Vec<u8> = (0..len).map(|i| (i % 3 != 1) as u8).collect();
         let coef: Vec<(f32, f32, f32)> = (0..d.c).map(|c| (0.1 * c as f32, 1.5, -0.25)).collect();
         let stats: Vec<(f32, f32)> = (0..d.c).map(|c| (0.2 * c as f32, 0.75)).collect();
         let run = |isa: Isa| {
             let moments: Vec<_> = (0..d.c).map(|ch| channel_moment(isa, &x, d, ch)).collect();
+            let plain = Upstream {
+                dy: &dy,
+                relu_mask: None,
+            };
+            let gated_up = Upstream {
+                dy: &dy,
+                relu_mask: Some(&gate),
+            };
             let grads: Vec<_> = (0..d.c)
-                .map(|ch| channel_grad_sum(isa, &dy, &x, d, 0.3, ch))
+                .map(|ch| channel_grad_sum(isa, plain, &x, d, 0.3, ch))
+                .collect();
+            let gated_grads: Vec<_> = (0..d.c)
+                .map(|ch| channel_grad_sum(isa, gated_up, &x, d, 0.3, ch))
                 .collect();
             let sample = d.c * d.inner;
             let mut y = vec![0.0; sample];
@@ -486,11 +653,18 @@ mod tests {
             let mut dx = vec![0.0; sample];
             let dy_x = (&dy[..sample], &x[..sample]);
             input_grad_sample(isa, &mut dx, dy_x, d.inner, (&coef, &stats));
-            (moments, grads, (y, y_relu, y_mask, mask), dx)
+            let mut gated_dx = vec![0.0; sample];
+            let dy_gate_x = (&dy[..sample], &gate[..sample], &x[..sample]);
+            input_grad_gated_sample(isa, &mut gated_dx, dy_gate_x, d.inner, (&coef, &stats));
+            let grads = (grads, gated_grads);
+            (moments, grads, (y, y_relu, y_mask, mask), (dx, gated_dx))
         };
         let portable = run(Isa::Portable);
         for isa in Isa::available_all() {
-            assert!(run(isa) == portable, "{isa} differs from the portable code");
+            assert!(
+                run(isa) == portable,
+                "{isa} differs from the portable code, {d:?}"
+            );
         }
     }
 }

@@ -33,13 +33,15 @@ mod cpu;
 pub mod cuda;
 #[cfg(test)]
 mod cuda_tests;
+#[cfg(target_arch = "x86_64")]
+mod lanes_x86;
 
-use tensor_core::Tensor;
+use tensor_core::{Device, Tensor};
 
 use crate::cuda::{dispatch, TensorBackend};
 use cuda::{BatchNormChannels, BatchNormEvalChannels, BatchNormSaved, BatchNormStatsBufs};
 
-use crate::relu::{relu_forward_in_place, ReluMask};
+use crate::relu::{relu_backward_in_place, relu_forward_in_place, ReluMask};
 use crate::{Error, Result};
 use cpu::{Dims, Then};
 
@@ -547,12 +549,72 @@ pub fn batchnorm_backward(
     gamma: &Tensor,
     stats: &BatchNormStats,
 ) -> Result<()> {
-    const OP: &str = "batchnorm_backward";
-    let d = dims(OP, x)?;
-    dy.expect_shape(OP, "dy", x.dims())?;
-    dx.expect_shape(OP, "dx", x.dims())?;
+    let grads = Grads { dx, dgamma, dbeta };
+    backward("batchnorm_backward", grads, dy, None, x, gamma, stats)
+}
+
+/// Backward of relu(bn(x)) ([`batchnorm_relu_forward_train`] or its evaluation twin): dy is the
+/// gradient of the ReLU's output and `relu_mask` the mask that forward returned. The same
+/// results, to the bit, as [`relu_backward_in_place`](crate::relu::relu_backward_in_place) on
+/// dy followed by [`batchnorm_backward`]; on the CPU the ReLU's backward is folded into the
+/// batch norm's two reads of dy (a pass over dy fewer, and no gated copy written), on a GPU
+/// the two run one after the other on a copy of dy.
+///
+/// # Shapes
+/// As [`batchnorm_backward`]; `relu_mask` of x's shape.
+///
+/// # Errors
+/// Mismatched shapes; a byte mask with tensors that are not on the CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_relu_backward(
+    dx: &mut Tensor,
+    dgamma: &mut Tensor,
+    dbeta: &mut Tensor,
+    dy: &Tensor,
+    relu_mask: &ReluMask,
+    x: &Tensor,
+    gamma: &Tensor,
+    stats: &BatchNormStats,
+) -> Result<()> {
+    const OP: &str = "batchnorm_relu_backward";
+    // x against the shape the ReLU's forward saw.
+    x.expect_shape(OP, "x", relu_mask.shape().dims())?;
+    let grads = Grads { dx, dgamma, dbeta };
+    match relu_mask {
+        ReluMask::Bytes { keep, .. } if dy.device() == Device::Cpu => {
+            backward(OP, grads, dy, Some(keep), x, gamma, stats)
+        }
+        _ => {
+            let mut gated = dy.clone();
+            relu_backward_in_place(&mut gated, relu_mask)?;
+            backward(OP, grads, &gated, None, x, gamma, stats)
+        }
+    }
+}
+
+/// The gradients a backward writes: dx overwritten, dgamma and dbeta accumulated.
+struct Grads<'a> {
+    dx: &'a mut Tensor,
+    dgamma: &'a mut Tensor,
+    dbeta: &'a mut Tensor,
+}
+
+/// Both backwards; `relu_mask`, a CPU byte mask, gates dy as the ReLU's backward would.
+fn backward(
+    op: &'static str,
+    grads: Grads<'_>,
+    dy: &Tensor,
+    relu_mask: Option<&[u8]>,
+    x: &Tensor,
+    gamma: &Tensor,
+    stats: &BatchNormStats,
+) -> Result<()> {
+    let Grads { dx, dgamma, dbeta } = grads;
+    let d = dims(op, x)?;
+    dy.expect_shape(op, "dy", x.dims())?;
+    dx.expect_shape(op, "dx", x.dims())?;
     expect_channels(
-        OP,
+        op,
         d.c,
         &[
             ("gamma", gamma),
@@ -563,7 +625,7 @@ pub fn batchnorm_backward(
         ],
     )?;
     dispatch!(
-        OP,
+        op,
         [
             ("dx", dx),
             ("dgamma", dgamma),
@@ -582,19 +644,23 @@ pub fn batchnorm_backward(
                 source: stats.source,
             };
             let (dgamma, dbeta) = (dgamma.as_mut_slice()?, dbeta.as_mut_slice()?);
-            let (dx, dy, x) = (dx.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
-            cpu::backward(dx, dgamma, dbeta, dy, x, d, normalized);
+            let up = cpu::Upstream {
+                dy: dy.as_slice()?,
+                relu_mask,
+            };
+            cpu::backward(dx.as_mut_slice()?, dgamma, dbeta, up, x.as_slice()?, d, normalized);
             Ok(())
         },
         cuda |b| => {
+            debug_assert!(relu_mask.is_none(), "a byte mask is gated on the CPU only");
             let saved = BatchNormSaved {
-                mean: b.buf(OP, &stats.mean)?,
-                inv_std: b.buf(OP, &stats.inv_std)?,
+                mean: b.buf(op, &stats.mean)?,
+                inv_std: b.buf(op, &stats.inv_std)?,
                 source: stats.source,
             };
-            let (dgamma, dbeta) = (b.buf_mut(OP, dgamma)?, b.buf_mut(OP, dbeta)?);
-            let dxb = b.buf_mut(OP, dx)?;
-            let (dyb, xb, gamma) = (b.buf(OP, dy)?, b.buf(OP, x)?, b.buf(OP, gamma)?);
+            let (dgamma, dbeta) = (b.buf_mut(op, dgamma)?, b.buf_mut(op, dbeta)?);
+            let dxb = b.buf_mut(op, dx)?;
+            let (dyb, xb, gamma) = (b.buf(op, dy)?, b.buf(op, x)?, b.buf(op, gamma)?);
             cuda::batchnorm_backward(b, dxb, dgamma, dbeta, dyb, xb, x.dims(), gamma, saved)
         },
     )

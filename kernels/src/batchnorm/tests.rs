@@ -429,3 +429,87 @@ fn fused_relu_forwards_equal_batch_norm_then_relu_to_the_bit() {
     assert_eq!(fmask, mask);
     assert_eq!(stat_bits(&fstats), stat_bits(&stats));
 }
+
+/// The fused backward against the pair it replaces: `relu_backward_in_place` on dy, then
+/// [`batchnorm_backward`]. Same dx, dgamma and dbeta, to the bit, with batch and running
+/// statistics, on an odd NCHW shape and on (N, F) rows, on one and two threads, with a NaN in dy
+/// where the ReLU let its input through (it must reach dx) and one where it did not (it must
+/// not).
+#[test]
+fn fused_relu_backward_equals_relu_then_batch_norm_backward_to_the_bit() {
+    let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for dims in [&[3, 5, 7, 3][..], &[9, 6][..]] {
+        let c = dims[1];
+        let x = random(dims, 21);
+        let (gamma, beta) = (random(&[c], 22), random(&[c], 23));
+        let cfg = BatchNormConfig::default();
+        let (mut rm, mut rv) = (Tensor::zeros([c]), Tensor::full([c], 1.0));
+        let mut a = Tensor::zeros(dims);
+        let (batch, mask) =
+            batchnorm_relu_forward_train(&mut a, &x, &gamma, &beta, &mut rm, &mut rv, &cfg)
+                .unwrap();
+        let (running, _) =
+            batchnorm_relu_forward_eval(&mut a, &x, &gamma, &beta, &rm, &rv, cfg.eps).unwrap();
+        let ReluMask::Bytes { keep, .. } = &mask else {
+            panic!("a CPU forward keeps a byte mask")
+        };
+        let (open, shut) = (
+            keep.iter().position(|&k| k == 1).unwrap(),
+            keep.iter().position(|&k| k == 0).unwrap(),
+        );
+        let mut dy = random(dims, 24).to_vec();
+        dy[open] = f32::NAN;
+        dy[shut] = f32::NAN;
+        let dy = Tensor::from_vec(dims, dy).unwrap();
+        for stats in [&batch, &running] {
+            let run = |fused: bool| {
+                let mut dx = Tensor::full(dims, 7.0);
+                let (mut dg, mut db) = (Tensor::full([c], 0.5), Tensor::full([c], -0.5));
+                if fused {
+                    let (dx, dg, db) = (&mut dx, &mut dg, &mut db);
+                    batchnorm_relu_backward(dx, dg, db, &dy, &mask, &x, &gamma, stats).unwrap();
+                } else {
+                    let mut g = dy.clone();
+                    relu_backward_in_place(&mut g, &mask).unwrap();
+                    batchnorm_backward(&mut dx, &mut dg, &mut db, &g, &x, &gamma, stats).unwrap();
+                }
+                [bits(&dx), bits(&dg), bits(&db)]
+            };
+            let want = run(false);
+            assert_eq!(
+                in_pool(1, || run(true)),
+                want,
+                "{dims:?}, {:?}",
+                stats.source
+            );
+            assert_eq!(
+                in_pool(2, || run(true)),
+                want,
+                "{dims:?}, {:?}",
+                stats.source
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_relu_backward_refuses_a_mask_of_another_shape() {
+    let x = random(&[2, 3, 4, 4], 25);
+    let (g, b) = (Tensor::full([3], 1.0), Tensor::zeros([3]));
+    let (mut rm, mut rv) = (Tensor::zeros([3]), Tensor::full([3], 1.0));
+    let cfg = BatchNormConfig::default();
+    let mut y = Tensor::zeros([2, 3, 4, 4]);
+    let stats = batchnorm_forward_train(&mut y, &x, &g, &b, &mut rm, &mut rv, &cfg).unwrap();
+    let mut other = Tensor::zeros([2, 3, 4, 5]);
+    let mask = relu_forward_in_place(&mut other).unwrap();
+    let (mut dg, mut db) = (Tensor::zeros([3]), Tensor::zeros([3]));
+    let mut dx = Tensor::zeros([2, 3, 4, 4]);
+    let dy = Tensor::zeros([2, 3, 4, 4]);
+    let e = batchnorm_relu_backward(&mut dx, &mut dg, &mut db, &dy, &mask, &x, &g, &stats)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "batchnorm_relu_backward: x has shape (2, 3, 4, 4), expected (2, 3, 4, 5)"
+    );
+}
