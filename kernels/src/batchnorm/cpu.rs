@@ -106,16 +106,13 @@ impl<const K: usize> LaneSums<K> {
         }
     }
 
-    /// Adds f(a[l], b[l]) to lane l of each sum, for every lane: one sum at a time, each a loop
-    /// over the lanes that the compiler turns into vector code (f is cheap and evaluated once per
-    /// sum). Adding the K terms of each lane in turn made it pair the K sums of one lane in a
-    /// vector instead, which left the lanes scalar: 3x slower.
+    /// Adds f(a[l], b[l]) to lane l of each sum, for every lane. (The plain form, for CPUs
+    /// without AVX2; the compiler does not vectorise it: `lanes_x86` holds the vector form of
+    /// these same additions.)
     #[inline(always)]
     fn add_lanes(&mut self, a: &[f32; LANES], b: &[f32; LANES], f: &impl Fn(f64, f64) -> [f64; K]) {
-        for (k, acc) in self.acc.iter_mut().enumerate() {
-            for l in 0..LANES {
-                acc[l] += f(a[l] as f64, b[l] as f64)[k];
-            }
+        for l in 0..LANES {
+            self.add_one(l, f(a[l] as f64, b[l] as f64));
         }
     }
 

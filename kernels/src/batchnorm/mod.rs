@@ -582,6 +582,17 @@ pub fn batchnorm_relu_backward(
     let grads = Grads { dx, dgamma, dbeta };
     match relu_mask {
         ReluMask::Bytes { keep, .. } if dy.device() == Device::Cpu => {
+            // The vector sums read the mask beside x: its length is checked, not its shape's.
+            if keep.len() != x.len() {
+                return Err(Error::Invalid {
+                    op: OP,
+                    msg: format!(
+                        "relu_mask holds {} bytes for a shape of {} values",
+                        keep.len(),
+                        x.len()
+                    ),
+                });
+            }
             backward(OP, grads, dy, Some(keep), x, gamma, stats)
         }
         _ => {

@@ -512,4 +512,16 @@ fn fused_relu_backward_refuses_a_mask_of_another_shape() {
         e,
         "batchnorm_relu_backward: x has shape (2, 3, 4, 4), expected (2, 3, 4, 5)"
     );
+    // A byte mask whose bytes do not match its own shape (the enum is public).
+    let short = ReluMask::Bytes {
+        shape: x.shape().clone(),
+        keep: vec![1; 10],
+    };
+    let e = batchnorm_relu_backward(&mut dx, &mut dg, &mut db, &dy, &short, &x, &g, &stats)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "batchnorm_relu_backward: relu_mask holds 10 bytes for a shape of 96 values"
+    );
 }
