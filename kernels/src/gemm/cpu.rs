@@ -8,7 +8,7 @@
 
 use gemm_common::Parallelism;
 
-use super::{Operand, Trans};
+use super::{shallow, Operand, Trans};
 
 /// Products with fewer multiply-adds than this run on the calling thread: below it, waking the
 /// pool costs more than it saves.
@@ -22,6 +22,29 @@ fn strides(x: &Operand<'_>) -> (isize, isize) {
         Trans::Yes => (1, ld),
     }
 }
+
+/// Whether [`shallow::shallow_at`] computes this product: c (+)= a^T b (alpha 1, beta 0 or 1)
+/// with a depth of at most [`shallow::MAX_DEPTH`], an output large enough to be worth it, on a
+/// CPU with AVX2 or AVX-512 (elsewhere the `gemm` crate's own code serves).
+fn shallow_applies(
+    isa: crate::simd::Isa,
+    a: &Operand<'_>,
+    b: &Operand<'_>,
+    alpha: f32,
+    beta: f32,
+    (m, n, k): (usize, usize, usize),
+) -> bool {
+    isa != crate::simd::Isa::Portable
+        && a.trans == Trans::Yes
+        && b.trans == Trans::No
+        && alpha == 1.0
+        && (beta == 0.0 || beta == 1.0)
+        && k <= shallow::MAX_DEPTH
+        && m * n >= SHALLOW_MIN_OUTPUT
+}
+
+/// Outputs smaller than this (values of c) keep the `gemm` crate even when shallow.
+const SHALLOW_MIN_OUTPUT: usize = 64 * 64;
 
 /// c = alpha * op(a) op(b) + beta * c, with shapes already checked by the caller:
 /// op(a): (m, k), op(b): (k, n), c: (m, n), all row-major. With `beta == 0`, `c` is not read (a NaN
@@ -38,6 +61,13 @@ pub(crate) fn sgemm(
     let n = b.op_dims().1;
     debug_assert_eq!(c.len(), m * n);
     if m == 0 || n == 0 {
+        return;
+    }
+    let isa = crate::simd::isa();
+    if shallow_applies(isa, a, b, alpha, beta, (m, n, k)) {
+        let accumulate = beta != 0.0;
+        let parallel = parallel && m * n * k >= PARALLEL_MIN_MACS;
+        shallow::shallow_at(isa, (a.data, b.data), c, (m, n, k), accumulate, parallel);
         return;
     }
     let parallelism = if parallel && m * n * k >= PARALLEL_MIN_MACS {

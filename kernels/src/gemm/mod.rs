@@ -12,6 +12,7 @@ mod cpu;
 pub mod cuda;
 #[cfg(test)]
 mod cuda_tests;
+mod shallow;
 pub mod tc;
 
 use tensor_core::Tensor;
