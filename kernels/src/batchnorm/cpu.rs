@@ -24,16 +24,10 @@ impl Dims {
         self.n * self.inner
     }
 
-    /// The runs of channel `ch`, one per sample, in sample order.
+    /// The runs of channel `ch`, one per sample, in sample order (of x, dy, or a byte mask of
+    /// their shape).
     #[inline(always)]
-    fn runs<'a>(&self, v: &'a [f32], ch: usize) -> impl Iterator<Item = &'a [f32]> {
-        let (c, inner) = (self.c, self.inner);
-        (0..self.n).map(move |s| &v[(s * c + ch) * inner..][..inner])
-    }
-
-    /// [`Dims::runs`] of a byte mask of x's shape.
-    #[inline(always)]
-    fn runs_u8<'a>(&self, v: &'a [u8], ch: usize) -> impl Iterator<Item = &'a [u8]> {
+    fn runs<'a, T>(&self, v: &'a [T], ch: usize) -> impl Iterator<Item = &'a [T]> {
         let (c, inner) = (self.c, self.inner);
         (0..self.n).map(move |s| &v[(s * c + ch) * inner..][..inner])
     }
@@ -318,8 +312,8 @@ fn normalize_relu_mask_sample_impl(
 
 /// g where the ReLU after the batch norm let its input through (gate 1), else 0: exactly what
 /// `relu::relu_backward_in_place` writes.
-/// (A gate of 1 is all ones as a u32 mask, 0 all zeros: the bits of g or of +0.0, as an AND the
-/// compiler vectorises where a branch or select on bytes did not: measured 30% slower.)
+/// (A gate of 1 is all ones as a u32 mask, 0 all zeros: the bits of g or of +0.0, an AND of the
+/// bits as `lanes_x86` does it in vectors, so the two agree for any byte.)
 #[inline(always)]
 pub(super) fn gated(g: f32, gate: u8) -> f32 {
     debug_assert!(gate <= 1, "a ReLU mask holds 0 or 1");
@@ -393,7 +387,7 @@ fn channel_grad_lanes(
             }
         }
         Some(mask) => {
-            let runs = d.runs(up.dy, ch).zip(d.runs_u8(mask, ch));
+            let runs = d.runs(up.dy, ch).zip(d.runs(mask, ch));
             for ((g, m), v) in runs.zip(d.runs(x, ch)) {
                 sums.add_gated_run(g, m, v, term);
             }

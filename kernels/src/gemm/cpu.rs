@@ -63,14 +63,14 @@ pub(crate) fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
+    let parallel = parallel && m * n * k >= PARALLEL_MIN_MACS;
     let isa = crate::simd::isa();
     if shallow_applies(isa, a, b, alpha, beta, (m, n, k)) {
         let accumulate = beta != 0.0;
-        let parallel = parallel && m * n * k >= PARALLEL_MIN_MACS;
         shallow::shallow_at(isa, (a.data, b.data), c, (m, n, k), accumulate, parallel);
         return;
     }
-    let parallelism = if parallel && m * n * k >= PARALLEL_MIN_MACS {
+    let parallelism = if parallel {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
         Parallelism::None

@@ -162,7 +162,8 @@ pub(crate) fn shallow_at(
 ) {
     assert!(a.len() >= k * m && b.len() >= k * n && c.len() == m * n);
     let shared = SharedC(c.as_mut_ptr());
-    let task = |j0: usize| {
+    let task = |panel: usize| {
+        let j0 = panel * PANEL;
         let p = Panel {
             a,
             b,
@@ -176,11 +177,11 @@ pub(crate) fn shallow_at(
         };
         panel_on(isa, &p);
     };
-    let starts = (0..n).step_by(PANEL);
+    let panels = n.div_ceil(PANEL);
     if parallel {
-        starts.collect::<Vec<_>>().into_par_iter().for_each(task);
+        (0..panels).into_par_iter().for_each(task);
     } else {
-        starts.for_each(task);
+        (0..panels).for_each(task);
     }
 }
 
