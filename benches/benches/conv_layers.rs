@@ -11,14 +11,18 @@
 //! effective GFLOP/s (the direct convolution's arithmetic over the time), and the process CPU
 //! time per call (all threads; it counts a waiting rayon worker's spinning). `*` marks what
 //! `Conv2dAlgo::choose` picks. A fourth argument keeps only the algorithms whose names contain it.
-//! Last, the network's totals per pass through `choose`, as one training step spends them.
+//! On a CPU with AVX-512 BF16, one more row per pass: `bf16`, the `--precision bf16` kernels
+//! (`conv2d/sliding/bf16.rs`), their GFLOP/s counting each BF16 product as an FMA's two.
+//! Last, the network's totals per pass through `choose` (and in BF16), as one training step
+//! spends them.
 
 use std::time::Instant;
 
 use kernels::conv2d::{
-    conv2d_backward_data_using, conv2d_backward_weight_using, conv2d_forward_using, Conv2dAlgo,
-    Conv2dDims, Conv2dGeom, Conv2dPass,
+    bf16_available, conv2d_backward_data_in, conv2d_backward_weight_in, conv2d_forward_in,
+    Conv2dAlgo, Conv2dDims, Conv2dGeom, Conv2dPass,
 };
+use kernels::precision::Precision;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor_core::Tensor;
@@ -96,6 +100,7 @@ fn main() {
     let geom = Conv2dGeom::SAME_3X3;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut totals = [0.0f64; 3];
+    let mut bf16_totals = [0.0f64; 3];
     println!(
         "{:<22} {:<16} {:<10} {:>9} {:>8} {:>9}",
         "layer", "pass", "algo", "ms", "GFLOP/s", "cpu ms"
@@ -117,26 +122,41 @@ fn main() {
         for (p, pass) in passes.into_iter().enumerate() {
             let chosen = Conv2dAlgo::choose(&d, pass);
             let run = |a: &Conv2dAlgo| a.computes(&d) && a.name().contains(only);
-            for algo in Conv2dAlgo::ALL.into_iter().filter(run) {
-                let a = Some(algo);
+            // (name, precision, algorithm) of each row: the FP32 algorithms, then BF16.
+            let mut rows: Vec<(String, Precision, Option<Conv2dAlgo>)> = Conv2dAlgo::ALL
+                .into_iter()
+                .filter(run)
+                .map(|a| {
+                    let star = if a == chosen { "*" } else { "" };
+                    (format!("{}{star}", a.name()), Precision::Fp32, Some(a))
+                })
+                .collect();
+            if bf16_available() && "bf16".contains(only) {
+                rows.push(("bf16".into(), Precision::Bf16, None));
+            }
+            for (label, precision, a) in rows {
                 let (wall, cpu) = time(reps, || match pass {
                     Conv2dPass::Forward => {
-                        conv2d_forward_using(a, &mut y, &x, &weight, geom).unwrap()
+                        conv2d_forward_in(precision, a, &mut y, &x, &weight, geom).unwrap()
                     }
                     Conv2dPass::BackwardData => {
-                        conv2d_backward_data_using(a, &mut dx, &dy, &weight, geom).unwrap()
+                        conv2d_backward_data_in(precision, a, &mut dx, &dy, &weight, geom).unwrap()
                     }
                     Conv2dPass::BackwardWeight => {
-                        conv2d_backward_weight_using(a, &mut dweight, &dy, &x, geom).unwrap()
+                        conv2d_backward_weight_in(precision, a, &mut dweight, &dy, &x, geom)
+                            .unwrap()
                     }
                 });
-                if algo == chosen {
+                if a == Some(chosen) {
                     totals[p] += wall * count as f64;
+                }
+                if precision == Precision::Bf16 {
+                    bf16_totals[p] += wall * count as f64;
                 }
                 println!(
                     "{name:<22} {:<16} {:<10} {:>9.2} {:>8.1} {:>9.1}",
                     format!("{pass:?}"),
-                    format!("{}{}", algo.name(), if algo == chosen { "*" } else { "" }),
+                    label,
                     wall * 1e3,
                     d.flops() as f64 / wall / 1e9,
                     cpu * 1e3
@@ -152,4 +172,14 @@ fn main() {
         totals[2] * 1e3,
         (totals[1] + totals[2]) / totals[0]
     );
+    if bf16_totals.iter().any(|&t| t > 0.0) {
+        println!(
+            "total in bf16, ms per step: forward {:.1}, backward-data {:.1}, backward-weight \
+             {:.1} (backward / forward {:.2})",
+            bf16_totals[0] * 1e3,
+            bf16_totals[1] * 1e3,
+            bf16_totals[2] * 1e3,
+            (bf16_totals[1] + bf16_totals[2]) / bf16_totals[0]
+        );
+    }
 }

@@ -302,6 +302,54 @@ pub(crate) mod tests {
         }
     }
 
+    /// BF16 on the CPU (the `vdpbf16ps` kernels for a "same" 3x3 convolution, the im2col path on
+    /// rounded operands for a strided one) against the FP32 layer, within the bound of
+    /// [`emu_tensor_core_precisions_match_fp32_within_their_rounding`]. Skipped, saying so, on a
+    /// CPU without AVX-512 BF16.
+    #[test]
+    fn cpu_bf16_matches_fp32_within_its_rounding() {
+        use kernels::precision::BF16_UNIT_ROUNDOFF as U;
+        if !kernels::conv2d::bf16_available() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let (n, c, k, h, w) = (3, 5, 6, 7, 9);
+        for geom in [Conv2dGeom::SAME_3X3, Conv2dGeom { stride: 2, pad: 1 }] {
+            let conv = Conv2d::new(c, k, 3, geom, &mut rng).unwrap();
+            let x = Tensor::uniform([n, c, h, w], -1.0, 1.0, &mut rng).unwrap();
+            let (oh, ow) = ((h + 2 - 3) / geom.stride + 1, (w + 2 - 3) / geom.stride + 1);
+            let dy = Tensor::uniform([n, k, oh, ow], -1.0, 1.0, &mut rng).unwrap();
+            let run = |mut conv: Conv2d, x: &Tensor, dy: &Tensor| {
+                let (y, cache) = conv.forward(x.clone(), Mode::Train).unwrap();
+                let dx = conv.backward(dy, cache).unwrap();
+                (y, dx, conv.weight.grad)
+            };
+            let (y, dx, dw) = run(conv.clone(), &x, &dy);
+            let mut magnitude = conv.clone();
+            magnitude.weight.value = abs(&conv.weight.value);
+            let (y_mag, dx_mag, dw_mag) = run(magnitude, &abs(&x), &abs(&dy));
+            let bf16 = Conv2d {
+                precision: Precision::Bf16,
+                ..conv.clone()
+            };
+            let (by, bdx, bdw) = run(bf16, &x, &dy);
+            let s = geom.stride;
+            within_rounding(&format!("stride {s}: y"), &by, &y, &y_mag, U, c * 9);
+            within_rounding(&format!("stride {s}: dx"), &bdx, &dx, &dx_mag, U, k * 9);
+            within_rounding(
+                &format!("stride {s}: dw"),
+                &bdw,
+                &dw,
+                &dw_mag,
+                U,
+                n * oh * ow,
+            );
+            // Not FP32's values: the operands were rounded.
+            assert_ne!(by.to_vec(), y.to_vec(), "stride {s}: bf16 gave fp32's bits");
+        }
+    }
+
     #[test]
     fn gradients_match_finite_differences_same_3x3_by_every_algorithm() {
         // 5x7 maps: partial tiles on the bottom and right for both Winograd tile sizes.

@@ -168,16 +168,21 @@ mod tests {
         let mut magnitude = fc.clone();
         magnitude.weight.value = abs(&fc.weight.value);
         let (y_mag, dx_mag, dw_mag) = run(magnitude, &abs(&x), &abs(&dy), Device::Cpu);
-        for (precision, u) in [
-            (Precision::Tf32, TF32_UNIT_ROUNDOFF),
-            (Precision::Bf16, BF16_UNIT_ROUNDOFF),
-        ] {
+        let mut modes = vec![
+            (Precision::Tf32, TF32_UNIT_ROUNDOFF, Device::CudaEmu),
+            (Precision::Bf16, BF16_UNIT_ROUNDOFF, Device::CudaEmu),
+        ];
+        // And BF16 on the CPU where it runs (FP32 products of operands rounded to BF16).
+        if kernels::conv2d::bf16_available() {
+            modes.push((Precision::Bf16, BF16_UNIT_ROUNDOFF, Device::Cpu));
+        }
+        for (precision, u, device) in modes {
             let tc = Linear {
                 precision,
                 ..fc.clone()
             };
-            let (ty, tdx, tdw) = run(tc, &x, &dy, Device::CudaEmu);
-            let p = precision.name();
+            let (ty, tdx, tdw) = run(tc, &x, &dy, device);
+            let p = format!("{} on {device}", precision.name());
             within_rounding(&format!("{p} y"), &ty, &y, &y_mag, u, f);
             within_rounding(&format!("{p} dx"), &tdx, &dx, &dx_mag, u, o);
             within_rounding(&format!("{p} dweight"), &tdw, &dw, &dw_mag, u, n);

@@ -239,9 +239,10 @@ pub struct RuntimeArgs {
     /// CPU threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// The convolution and linear products' operands: fp32, or on a CUDA GPU of sm_80 or newer
-    /// tf32 or bf16 (tensor cores, FP32 accumulation; weights, optimizer, batch norm and loss
-    /// stay FP32) [default: fp32; eval, predict and --resume: the checkpoint's].
+    /// The convolution and linear products' operands: fp32; on a CUDA GPU of sm_80 or newer
+    /// tf32 or bf16 (tensor cores, FP32 accumulation); on a CPU with AVX-512 BF16 bf16 (the
+    /// convolutions by `vdpbf16ps`, FP32 accumulation). Weights, optimizer, batch norm and loss
+    /// stay FP32 [default: fp32; eval, predict and --resume: the checkpoint's].
     #[arg(long, value_enum, value_name = "MODE")]
     pub precision: Option<PrecisionKind>,
     /// On the CPU: time each convolution's passes by every algorithm on their first call and

@@ -221,7 +221,9 @@ pub enum PrecisionKind {
     Fp32,
     /// Tensor cores with operands rounded to TF32, FP32 accumulation (CUDA, sm_80 or newer).
     Tf32,
-    /// Tensor cores with BF16 copies of the operands, FP32 accumulation (CUDA, sm_80 or newer).
+    /// BF16 copies of the operands, FP32 accumulation: tensor cores (CUDA, sm_80 or newer), or
+    /// on a CPU with AVX-512 BF16 `vdpbf16ps` convolutions (the linear layers' products in FP32
+    /// on operands rounded to BF16).
     Bf16,
 }
 
@@ -237,20 +239,20 @@ impl From<PrecisionKind> for kernels::precision::Precision {
 }
 
 impl PrecisionKind {
-    /// `Err` naming the flag unless `device` runs this mode: tf32 and bf16 need a CUDA GPU of
-    /// compute capability 8.0 or newer (or the emulated device); the CPU runs fp32 only.
+    /// `Err` naming the flag unless `device` runs this mode: tf32 needs a CUDA GPU of compute
+    /// capability 8.0 or newer (or the emulated device); bf16 that, or a CPU with AVX-512 BF16.
     ///
     /// # Errors
     /// As above, naming the mode and the device (a GPU by its compute capability).
     pub fn check_device(self, device: tensor_core::Device) -> Result<()> {
         let precision = kernels::precision::Precision::from(self);
         let mode = precision.name();
-        if device == tensor_core::Device::Cpu && self != PrecisionKind::Fp32 {
-            return Err(Error::invalid(
-                "invalid setting",
-                format!("--precision {mode}: the CPU runs fp32 only; use --device cuda or --precision fp32"),
-            ));
-        }
+        let hint = match (self, device) {
+            (PrecisionKind::Tf32, tensor_core::Device::Cpu) => {
+                "use --device cuda or --precision fp32"
+            }
+            _ => "use --precision fp32",
+        };
         precision.check_device(device).map_err(|e| {
             let why = match e {
                 kernels::Error::Invalid { msg, .. } => msg,
@@ -258,7 +260,7 @@ impl PrecisionKind {
             };
             Error::invalid(
                 "invalid setting",
-                format!("--precision {mode} on --device {device}: {why}; use --precision fp32"),
+                format!("--precision {mode} on --device {device}: {why}; {hint}"),
             )
         })
     }

@@ -329,9 +329,8 @@ pub fn conv2d_forward_in(
     // On a CUDA device the implicit-GEMM kernels run whatever `algo` says.
     dispatch!(OP, [("y", y), ("x", x), ("weight", weight)],
         cpu => {
-            precision.cpu_only_fp32(OP)?;
             let (y, x, w) = (y.as_mut_slice()?, x.as_slice()?, weight.as_slice()?);
-            run_cpu(algo, Conv2dPass::Forward, y, (x, w), &d)
+            run_cpu_in(OP, precision, algo, Conv2dPass::Forward, y, (x, w), &d)
         },
         cuda |b| => {
             let (yb, xb, wb) = (b.buf_mut(OP, y)?, b.buf(OP, x)?, b.buf(OP, weight)?);
@@ -346,6 +345,39 @@ pub fn conv2d_forward_in(
             }
         },
     )
+}
+
+/// Whether this CPU runs convolutions with BF16 operands (`--precision bf16`): AVX-512 BF16 and
+/// the avx512 kernels chosen ([`crate::simd::isa`]).
+pub fn bf16_available() -> bool {
+    sliding::bf16::available()
+}
+
+/// `pass` of `d` on the CPU in `precision`: FP32 by [`run_cpu`]; BF16 by the `vdpbf16ps` sliding
+/// kernels (`sliding/bf16.rs`) where they apply, else the im2col path on operands rounded to
+/// BF16. `algo` pins the FP32 algorithm only: BF16 has one of each.
+fn run_cpu_in(
+    op: &'static str,
+    precision: Precision,
+    algo: Option<Conv2dAlgo>,
+    pass: Conv2dPass,
+    out: &mut [f32],
+    (a, b): (&[f32], &[f32]),
+    d: &Conv2dDims,
+) -> Result<()> {
+    if precision == Precision::Bf16 && sliding::applies(d) && bf16_available() {
+        // The kernels round the operands as they copy them into their layouts.
+        match pass {
+            Conv2dPass::Forward => sliding::bf16::forward(out, a, b, d),
+            Conv2dPass::BackwardData => sliding::bf16::backward_data(out, a, b, d),
+            Conv2dPass::BackwardWeight => sliding::bf16::backward_weight(out, a, b, d),
+        }
+        return Ok(());
+    }
+    match precision.cpu_operands(op, [a, b])? {
+        None => run_cpu(algo, pass, out, (a, b), d),
+        Some([ra, rb]) => run_cpu(Some(Conv2dAlgo::Direct), pass, out, (&ra, &rb), d),
+    }
 }
 
 /// `pass` of `d` on the CPU by `algo` (`None`: [`calibrate::run_calibrated`]), into `out` (y, dx
@@ -435,9 +467,8 @@ pub fn conv2d_backward_data_in(
     }
     dispatch!(OP, [("dx", dx), ("dy", dy), ("weight", weight)],
         cpu => {
-            precision.cpu_only_fp32(OP)?;
             let (dx, dy, w) = (dx.as_mut_slice()?, dy.as_slice()?, weight.as_slice()?);
-            run_cpu(algo, Conv2dPass::BackwardData, dx, (dy, w), &d)
+            run_cpu_in(OP, precision, algo, Conv2dPass::BackwardData, dx, (dy, w), &d)
         },
         cuda |b| => {
             let (dxb, dyb, wb) = (b.buf_mut(OP, dx)?, b.buf(OP, dy)?, b.buf(OP, weight)?);
@@ -510,9 +541,8 @@ pub fn conv2d_backward_weight_in(
     }
     dispatch!(OP, [("dweight", dweight), ("dy", dy), ("x", x)],
         cpu => {
-            precision.cpu_only_fp32(OP)?;
             let (dw, dy, x) = (dweight.as_mut_slice()?, dy.as_slice()?, x.as_slice()?);
-            run_cpu(algo, Conv2dPass::BackwardWeight, dw, (dy, x), &d)
+            run_cpu_in(OP, precision, algo, Conv2dPass::BackwardWeight, dw, (dy, x), &d)
         },
         cuda |b| => {
             let (dwb, dyb, xb) = (b.buf_mut(OP, dweight)?, b.buf(OP, dy)?, b.buf(OP, x)?);

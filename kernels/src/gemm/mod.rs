@@ -219,8 +219,13 @@ pub fn matmul_in(
     }
     dispatch!(OP, [("a", a), ("b", b), ("c", c)],
         cpu => {
-            precision.cpu_only_fp32(OP)?;
-            let (oa, ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
+            let (mut oa, mut ob) = (operand(OP, "a", a, ta)?, operand(OP, "b", b, tb)?);
+            // BF16 on the CPU: the FP32 GEMM on operands rounded to BF16 (the same values a
+            // BF16 kernel multiplies, FP32 sums; a linear layer is a few % of a CPU step).
+            let rounded = precision.cpu_operands(OP, [oa.data, ob.data])?;
+            if let Some([ra, rb]) = &rounded {
+                (oa.data, ob.data) = (ra, rb);
+            }
             sgemm(alpha, oa, ob, beta, c.as_mut_slice()?)
         },
         cuda |dev| => {

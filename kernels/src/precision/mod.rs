@@ -26,10 +26,13 @@ use crate::{Error, Result};
 /// norm stay FP32 in every mode, and so do the products' outputs and accumulators).
 /// - `Fp32`: the FP32 kernels, on every device.
 /// - `Tf32`: tensor cores, operands rounded to TF32 ([`tf32_round`]) in the kernel.
-/// - `Bf16`: tensor cores, operands copied to BF16 ([`Bf16::from_f32`]) before each product.
+/// - `Bf16`: tensor cores (or AVX-512 BF16 on the CPU), operands copied to BF16
+///   ([`Bf16::from_f32`]) before each product.
 ///
 /// Tensor-core modes run on a CUDA device of compute capability 8.0 (sm_80) or newer, and on the
-/// emulated device; the CPU runs `Fp32` only ([`Precision::check_device`]).
+/// emulated device; the CPU runs `Fp32`, and `Bf16` where it has AVX-512 BF16 (the convolutions
+/// by `vdpbf16ps` kernels, `conv2d/sliding/bf16.rs`; other products in FP32 on operands rounded
+/// to BF16) ([`Precision::check_device`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     #[default]
@@ -51,8 +54,9 @@ impl Precision {
         }
     }
 
-    /// `Err` if `device` cannot run this mode: a tensor-core mode on the CPU, or on a GPU older
-    /// than sm_80 (the message names the mode, the GPU and its compute capability).
+    /// `Err` if `device` cannot run this mode: TF32 on the CPU, BF16 on a CPU without AVX-512
+    /// BF16 (or with `KERNELS_ISA` below avx512), a tensor-core mode on a GPU older than sm_80
+    /// (the message names the mode, the device and what it lacks).
     ///
     /// # Errors
     /// [`Error::Invalid`] as above; [`Error::Device`] if the GPU cannot be opened.
@@ -61,10 +65,12 @@ impl Precision {
         let mode = self.name();
         match (self, device) {
             (Precision::Fp32, _) | (_, Device::CudaEmu) => Ok(()),
-            (_, Device::Cpu) => Err(Error::Invalid {
+            (Precision::Tf32, Device::Cpu) => Err(Error::Invalid {
                 op: OP,
-                msg: format!("{mode}: the CPU runs fp32 only"),
+                msg: "the CPU has no TF32 arithmetic (it runs fp32, and bf16 where it has AVX-512 BF16)"
+                    .into(),
             }),
+            (Precision::Bf16, Device::Cpu) => Self::cpu_bf16(OP),
             (_, Device::Cuda(ordinal)) => {
                 let gpu = crate::cuda::gpu::Gpu::shared(ordinal)?;
                 let (major, minor) = gpu.compute_capability();
@@ -83,13 +89,46 @@ impl Precision {
         }
     }
 
-    /// `Err` naming `op` unless this is [`Precision::Fp32`]: what a CPU kernel answers.
-    pub(crate) fn cpu_only_fp32(self, op: &'static str) -> Result<()> {
+    /// `Err` naming `op` unless this CPU runs the BF16 kernels.
+    fn cpu_bf16(op: &'static str) -> Result<()> {
+        if crate::conv2d::bf16_available() {
+            return Ok(());
+        }
+        Err(Error::Invalid {
+            op,
+            msg: format!(
+                "bf16 on the CPU needs AVX-512 BF16 (avx512_bf16 in /proc/cpuinfo) and the \
+                 avx512 kernels; this CPU runs {} kernels{}",
+                crate::simd::isa(),
+                if crate::simd::isa() == crate::simd::Isa::Avx512 {
+                    " without BF16"
+                } else {
+                    ""
+                }
+            ),
+        })
+    }
+
+    /// What a CPU product that is not a BF16 kernel does with its operands in this mode: `None`
+    /// in FP32 (use them as they are), their copies rounded to BF16 in BF16 (the values a BF16
+    /// kernel would multiply), and `Err` naming `op` for TF32 or for BF16 where
+    /// [`Precision::check_device`] refuses it.
+    pub(crate) fn cpu_operands<const N: usize>(
+        self,
+        op: &'static str,
+        operands: [&[f32]; N],
+    ) -> Result<Option<[Vec<f32>; N]>> {
         match self {
-            Precision::Fp32 => Ok(()),
-            mode => Err(Error::Invalid {
+            Precision::Fp32 => Ok(None),
+            Precision::Bf16 => {
+                Self::cpu_bf16(op)?;
+                Ok(Some(
+                    operands.map(|xs| xs.iter().map(|&x| bf16_round(x)).collect()),
+                ))
+            }
+            Precision::Tf32 => Err(Error::Invalid {
                 op,
-                msg: format!("precision {}: the CPU runs fp32 only", mode.name()),
+                msg: "precision tf32: the CPU has no TF32 arithmetic".into(),
             }),
         }
     }

@@ -25,6 +25,7 @@
 //! adds the ranges' sums in range order. So no result depends on the number of threads; each
 //! instruction set rounds in its own order (its lane count), which the tests bound.
 
+pub(crate) mod bf16;
 #[cfg(test)]
 mod tests;
 
