@@ -11,6 +11,10 @@ The same network, loss and optimizer as trainer/src/model.rs and scripts/torch_s
     tiny 8/16/32/64, 128; then FC -> BN -> ReLU -> dropout twice, FC 100 -> BN (no biases),
     mean softmax cross-entropy, gradients clipped to global norm 100, Adam lr 5e-4.
 
+`--precision bf16` is Keras' "mixed_bfloat16" policy, the counterpart of `trainer bench --precision
+bf16`: layers compute in BF16 (oneDNN's AVX-512 BF16 kernels where the CPU has them) on FP32
+variables, the logits cast back to FP32 for the loss.
+
 DropBlock runs at the keep probability `trainer bench` uses (the second epoch's, 0.995, masks
 drawn), dropout 0.5 is active. TensorFlow's CPU build runs its convolutions through oneDNN, NHWC.
 One traced `tf.function` step (forward, loss, backward, clip, update); `--warmup` untimed steps,
@@ -19,6 +23,7 @@ then `--steps` timed one by one. The output line has the form of `trainer bench`
     training: 3 steps, median 5.123 s each, 12.5 images/s
 
     python3 scripts/tf_seed.py --preset small --batch-size 250 --steps 5
+    python3 scripts/tf_seed.py --preset small --batch-size 250 --precision bf16
     python3 scripts/tf_seed.py --self-test          # the pure-Python parts, no TensorFlow needed
 
 Differences that do not change the cost: Keras' Adam (epsilon added to sqrt(v_hat)) where the
@@ -110,7 +115,7 @@ def build(tf, widths, hidden):
                                        [before, w - ws - before], [0, 0]])
             mask = 1 - tf.nn.max_pool2d(centres, b, 1, "SAME")
             kept = tf.reduce_sum(mask)
-            scale = tf.where(kept > 0, tf.cast(tf.size(mask), x.dtype) / kept, 0.0)
+            scale = tf.where(kept > 0, tf.cast(tf.size(mask), x.dtype) / kept, tf.zeros_like(kept))
             return x * mask * scale
 
     def conv_block(x, cout):
@@ -132,6 +137,8 @@ def build(tf, widths, hidden):
         x = layers.Dense(hidden, use_bias=False)(x)
         x = layers.Dropout(DROPOUT_RATE)(layers.ReLU()(bn()(x)))
     x = bn()(layers.Dense(CLASSES, use_bias=False)(x))
+    # FP32 logits for the loss (a no-op under the FP32 policy).
+    x = layers.Activation("linear", dtype="float32")(x)
     return tf.keras.Model(inp, x)
 
 
@@ -143,6 +150,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0,
                     help="intra-op threads (0: TensorFlow's default, every core)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: Keras' mixed_bfloat16 policy (BF16 compute, FP32 variables)")
     ap.add_argument("--self-test", action="store_true", help="check the pure-Python parts and exit")
     args = ap.parse_args()
     if args.self_test:
@@ -158,6 +167,8 @@ def main():
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
+    if args.precision == "bf16":
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     widths, hidden = PRESETS[args.preset]
     tf.random.set_seed(0)
     model = build(tf, widths, hidden)
@@ -182,7 +193,7 @@ def main():
     yb = tf.constant((np.arange(n) % CLASSES).astype(np.int32))
     print(f"tf_seed: TensorFlow {tf.__version__}, preset {args.preset} (widths "
           f"{'/'.join(map(str, widths))}, hidden {hidden}), {params} parameters, batch {n}, "
-          f"intra-op threads {args.threads or 'default'}", flush=True)
+          f"intra-op threads {args.threads or 'default'}, precision {args.precision}", flush=True)
     for _ in range(args.warmup):
         step(xb, yb).numpy()
     times = []
