@@ -57,8 +57,7 @@ const NC2: usize = 8;
 const PAIR_LANES: usize = 16;
 const BF16_LANES: usize = 32;
 
-/// The bits of `x` rounded to BF16.
-#[inline(always)]
+/// The bits of `x` rounded to BF16 (the weights, packed once per call).
 fn bits(x: f32) -> u32 {
     u32::from(Bf16::from_f32(x).0)
 }
@@ -86,18 +85,77 @@ fn pair_channels(pairs: &mut [u32], input: &[f32], depth: usize, hw: usize) {
         .for_each(|(dst, src)| {
             for (e2, out) in dst.chunks_exact_mut(hw).enumerate() {
                 let lo = &src[2 * e2 * hw..][..hw];
-                if 2 * e2 + 1 < depth {
-                    let hi = &src[(2 * e2 + 1) * hw..][..hw];
-                    for ((o, &a), &b) in out.iter_mut().zip(lo).zip(hi) {
-                        *o = bits(a) | bits(b) << 16;
-                    }
-                } else {
-                    for (o, &a) in out.iter_mut().zip(lo) {
-                        *o = bits(a);
-                    }
-                }
+                let hi = (2 * e2 + 1 < depth).then(|| &src[(2 * e2 + 1) * hw..][..hw]);
+                // SAFETY: `available` (asserted by every caller) says the CPU has AVX-512 F, BW
+                // and BF16; the slices are one plane each.
+                unsafe { pair_plane(out, lo, hi) }
             }
         });
+}
+
+/// One plane of [`pair_channels`]: out[p] = BF16(lo[p]) | BF16(hi[p]) << 16 (0 without `hi`),
+/// 16 pixels at a time: `vcvtne2ps2bf16` rounds 32 values (to nearest, ties to even, as
+/// [`Bf16::from_f32`], but subnormal inputs flushed to zero: `vdpbf16ps` would take them as zero
+/// anyway) and a word permutation interleaves them.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and BF16; `lo` and `hi` at least as long as `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pair_plane(out: &mut [u32], lo: &[f32], hi: Option<&[f32]>) {
+    use std::arch::x86_64::*;
+    // Word 2p from lo's pixel p (word p of the conversion), word 2p + 1 from hi's (word 16 + p).
+    const INTERLEAVE: [u16; 32] = {
+        let mut idx = [0u16; 32];
+        let mut p = 0;
+        while p < 16 {
+            idx[2 * p] = p as u16;
+            idx[2 * p + 1] = 16 + p as u16;
+            p += 1;
+        }
+        idx
+    };
+    let idx = _mm512_loadu_si512(INTERLEAVE.as_ptr().cast());
+    for p in (0..out.len()).step_by(PAIR_LANES) {
+        let n = PAIR_LANES.min(out.len() - p);
+        let m = (u32::MAX >> (32 - n)) as __mmask16;
+        let a = _mm512_maskz_loadu_ps(m, lo.as_ptr().add(p));
+        let b = hi.map_or(_mm512_setzero_ps(), |hi| {
+            _mm512_maskz_loadu_ps(m, hi.as_ptr().add(p))
+        });
+        // Words 0..16: a's values, 16..32: b's.
+        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+        let v = _mm512_permutexvar_epi16(idx, v);
+        _mm512_mask_storeu_epi32(out.as_mut_ptr().add(p).cast(), m, v);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pair_plane(_: &mut [u32], _: &[f32], _: Option<&[f32]>) {
+    unreachable!("the BF16 kernels run only where `available` says so")
+}
+
+/// dst[i] = BF16(src[i]), 32 values at a time, rounded as [`pair_plane`] rounds.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and BF16; `src` at least as long as `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn to_bf16(dst: &mut [u16], src: &[f32]) {
+    use std::arch::x86_64::*;
+    for p in (0..dst.len()).step_by(BF16_LANES) {
+        let n = BF16_LANES.min(dst.len() - p);
+        let m = (u64::MAX >> (64 - n)) as __mmask32;
+        let a = _mm512_maskz_loadu_ps(m as __mmask16, src.as_ptr().add(p));
+        let b = _mm512_maskz_loadu_ps((m >> 16) as __mmask16, src.as_ptr().wrapping_add(p + 16));
+        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+        _mm512_mask_storeu_epi16(dst.as_mut_ptr().add(p).cast(), m, v);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn to_bf16(_: &mut [u16], _: &[f32]) {
+    unreachable!("the BF16 kernels run only where `available` says so")
 }
 
 /// Packs the weight as the FP32 `pack` does, in channel pairs: block b holds
@@ -358,14 +416,21 @@ fn pack_rows(pack: &mut [u16], t: &[f32], rows: usize, s: &Slots, j0: usize, ima
     pack.par_chunks_mut(stride)
         .enumerate()
         .for_each(|(r, dst)| {
-            dst.fill(0);
             for j in 0..images {
                 let at = j / s.per_slot * s.slot + j % s.per_slot * hw;
                 let src = &t[((j0 + j) * rows + r) * hw..][..hw];
-                for (o, &v) in dst[at..at + hw].iter_mut().zip(src) {
-                    *o = Bf16::from_f32(v).0;
+                // SAFETY: `available` (asserted by the caller); `src` is as long as the row's part.
+                unsafe { to_bf16(&mut dst[at..at + hw], src) };
+                if s.per_slot == 1 {
+                    dst[at + hw..at + s.slot].fill(0);
                 }
             }
+            let end = if s.per_slot == 1 {
+                images * s.slot
+            } else {
+                images * hw
+            };
+            dst[end..].fill(0);
         });
 }
 
