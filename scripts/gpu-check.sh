@@ -37,7 +37,8 @@
 #                                (bench.txt: fp32's), train-metrics-M.csv, train-steps-M.csv,
 #                                memory-metrics.csv, memory-oom.txt, cuda-bench.txt.
 #
-# Here, the synthetic epoch alone on the CPU (a test of this script; the CPU runs fp32 only):
+# Here, the synthetic epoch alone on the CPU (a test of this script; fp32, or also bf16 on a CPU
+# with AVX-512 BF16):
 #   OUTDIR=/tmp/o TRAIN_BUDGET_S=1 TRAIN_DEVICE=cpu TRAIN_PRESET=tiny TRAIN_PRECISIONS=fp32 \
 #       scripts/gpu-check.sh synthetic-epoch
 # and its memory check (step 7) on the CPU:

@@ -164,14 +164,16 @@ fn main() {
             }
         }
     }
-    println!(
-        "total through choose, ms per step: forward {:.1}, backward-data {:.1}, backward-weight \
-         {:.1} (backward / forward {:.2})",
-        totals[0] * 1e3,
-        totals[1] * 1e3,
-        totals[2] * 1e3,
-        (totals[1] + totals[2]) / totals[0]
-    );
+    if totals.iter().any(|&t| t > 0.0) {
+        println!(
+            "total through choose, ms per step: forward {:.1}, backward-data {:.1}, backward-weight \
+             {:.1} (backward / forward {:.2})",
+            totals[0] * 1e3,
+            totals[1] * 1e3,
+            totals[2] * 1e3,
+            (totals[1] + totals[2]) / totals[0]
+        );
+    }
     if bf16_totals.iter().any(|&t| t > 0.0) {
         println!(
             "total in bf16, ms per step: forward {:.1}, backward-data {:.1}, backward-weight \
