@@ -602,6 +602,44 @@ fn bench_prints_throughput_and_memory() {
     assert!(reused >= 10.0 && held <= live + 2.0, "{line}");
 }
 
+/// `--precision bf16` on the CPU: a bench runs where the CPU has AVX-512 BF16 and says its FLOP
+/// rate is measured against FP32's peak; with the kernels held to AVX2 (or on a CPU without it)
+/// the mode is refused before any work, naming what is missing.
+#[test]
+fn bench_in_bf16_on_the_cpu_runs_where_it_can_and_is_refused_elsewhere() {
+    let args = [
+        "bench",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--precision",
+        "bf16",
+    ];
+    if kernels::conv2d::bf16_available() {
+        let out = ok(trainer(&args));
+        assert!(out.contains("precision bf16"), "{out}");
+        assert!(out.contains("of the FP32 FMA peak"), "{out}");
+    }
+    let narrow = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .env("KERNELS_CONV_CALIBRATE", "0")
+        .env("KERNELS_ISA", "avx2")
+        .args(args)
+        .output()
+        .unwrap();
+    refused(
+        narrow,
+        &[
+            "--precision bf16 on --device cpu: bf16 on the CPU needs AVX-512 BF16",
+            "use --precision fp32",
+        ],
+    );
+}
+
 #[test]
 fn bench_profiles_steps_of_its_own() {
     let out = ok(trainer(&[
