@@ -164,24 +164,18 @@ fn main() {
             }
         }
     }
-    if totals.iter().any(|&t| t > 0.0) {
+    for (what, t) in [("through choose", totals), ("in bf16", bf16_totals)] {
+        // Nothing timed (a fourth argument left these rows out, or no BF16 on this CPU).
+        if t.iter().all(|&t| t == 0.0) {
+            continue;
+        }
         println!(
-            "total through choose, ms per step: forward {:.1}, backward-data {:.1}, backward-weight \
+            "total {what}, ms per step: forward {:.1}, backward-data {:.1}, backward-weight \
              {:.1} (backward / forward {:.2})",
-            totals[0] * 1e3,
-            totals[1] * 1e3,
-            totals[2] * 1e3,
-            (totals[1] + totals[2]) / totals[0]
-        );
-    }
-    if bf16_totals.iter().any(|&t| t > 0.0) {
-        println!(
-            "total in bf16, ms per step: forward {:.1}, backward-data {:.1}, backward-weight \
-             {:.1} (backward / forward {:.2})",
-            bf16_totals[0] * 1e3,
-            bf16_totals[1] * 1e3,
-            bf16_totals[2] * 1e3,
-            (bf16_totals[1] + bf16_totals[2]) / bf16_totals[0]
+            t[0] * 1e3,
+            t[1] * 1e3,
+            t[2] * 1e3,
+            (t[1] + t[2]) / t[0]
         );
     }
 }

@@ -609,23 +609,7 @@ pub(crate) fn backward_weight(dweight: &mut [f32], dy: &[f32], x: &[f32], d: &Co
                     // pixels of the pack's images.
                     unsafe { weight_task(&mut task) }
                 });
-            let sums = &*sums;
-            dweight
-                .par_chunks_mut(d.c * taps)
-                .enumerate()
-                .for_each(|(k, dw_k)| {
-                    let (kb, r) = (k / MR2, k % MR2);
-                    for (ci, dw_kc) in dw_k.chunks_exact_mut(taps).enumerate() {
-                        let (cb, i) = (ci / NC2, ci % NC2);
-                        for range in 0..ranges {
-                            let task = (range * k_blocks + kb) * c_blocks + cb;
-                            let sum = &sums[task * out_len + (r * NC2 + i) * taps..][..taps];
-                            for (o, v) in dw_kc.iter_mut().zip(sum) {
-                                *o += v;
-                            }
-                        }
-                    }
-                });
+            super::add_range_sums(dweight, sums, d, (MR2, NC2), ranges);
         }
     });
 }
@@ -637,11 +621,7 @@ mod tests {
     //! on odd shapes; the same bits for any thread count. Skipped, saying so, on a CPU without
     //! AVX-512 BF16.
 
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
-
     use super::*;
-    use crate::conv2d::tests::random;
     use crate::conv2d::{cpu, Conv2dGeom};
     use crate::precision::bf16_round;
 
@@ -661,23 +641,15 @@ mod tests {
         true
     }
 
-    /// Random operands of shape (n, c, k, h, w, kernel), rounded to BF16, and their dims.
+    /// The FP32 test's random operands of shape (n, c, k, h, w, kernel), x, weight and dy
+    /// rounded to BF16, and their dims.
     fn case(
-        (n, c, k, h, w, kernel): (usize, usize, usize, usize, usize, usize),
+        shape: (usize, usize, usize, usize, usize, usize),
         seed: u64,
     ) -> ([Vec<f32>; 4], Conv2dDims) {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let geom = Conv2dGeom {
-            stride: 1,
-            pad: kernel / 2,
-        };
-        let x = random(&[n, c, h, w], &mut rng);
-        let wt = random(&[k, c, kernel, kernel], &mut rng);
-        let d = Conv2dDims::new("test", x.dims(), wt.dims(), geom).unwrap();
-        let dy = random(&d.y_dims(), &mut rng);
-        let dw0 = random(&d.weight_dims(), &mut rng).to_vec();
-        let round = |t: &tensor_core::Tensor| t.to_vec().into_iter().map(bf16_round).collect();
-        ([round(&x), round(&wt), round(&dy), dw0], d)
+        let ([x, w, dy, dw0], d) = super::super::tests::case(shape, seed);
+        let round = |v: Vec<f32>| v.into_iter().map(bf16_round).collect();
+        ([round(x), round(w), round(dy), dw0], d)
     }
 
     /// [y, dx, dweight] of the BF16 kernels; outputs start as NaN (dweight as `dw0`).
@@ -696,27 +668,16 @@ mod tests {
         if skip() {
             return;
         }
-        // (N, C, K, H, W, kernel): odd depths (a zero channel in the last pair), planes under,
-        // over and not multiples of 16 and 32 values, small planes that share a 32-value vector
-        // (4x4, 2x2, 1x1) with a batch that leaves the last vector part empty, 1xW maps,
-        // partial register tiles, 1x1 and 5x5 kernels, several packs and ranges.
-        let shapes = [
-            (2, 3, 5, 7, 9, 3),
-            (1, 1, 1, 1, 1, 3),
-            (3, 2, 3, 1, 6, 3),
-            (4, 6, 9, 5, 2, 3),
-            (3, 5, 7, 4, 4, 3),
-            (37, 5, 7, 4, 4, 3),
+        // The FP32 test's shapes, and small planes that share a 32-value vector (2x2 maps, 4
+        // images each) with a batch that leaves the last vector part empty, and 4x4 maps of
+        // more channels than one register tile, over several packs and ranges.
+        let extra = [
             (11, 9, 4, 2, 2, 3),
-            (3, 19, 17, 10, 13, 3),
-            (2, 4, 6, 8, 8, 1),
-            (2, 3, 4, 6, 7, 5),
-            (70, 2, 3, 12, 12, 3),
-            (5, 3, 8, 32, 32, 3),
-            (3, 40, 24, 8, 8, 3),
+            (3, 5, 7, 4, 4, 3),
             (40, 64, 48, 4, 4, 3),
         ];
-        for (i, &shape) in shapes.iter().enumerate() {
+        let shapes = super::super::tests::ODD_SHAPES.into_iter().chain(extra);
+        for (i, shape) in shapes.enumerate() {
             let ([x, w, dy, dw0], d) = case(shape, 300 + i as u64);
             let mut want_y = vec![0.0; dy.len()];
             cpu::forward(&mut want_y, &x, &w, &d).unwrap();

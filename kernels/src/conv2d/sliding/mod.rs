@@ -558,6 +558,38 @@ fn pack_rows(pack: &mut [f32], t: &[f32], (rows, hw): (usize, usize), j0: usize,
     });
 }
 
+/// dweight: (K, C, taps) += the backward-weight tasks' sums, range after range: `sums` holds
+/// `ranges` ranges of tasks (range, block of MR2 output channels, block of NC2 input channels),
+/// each [MR2][NC2][taps]. One task per output channel; the ranges are added in order, so the
+/// result does not depend on the thread count.
+fn add_range_sums(
+    dweight: &mut [f32],
+    sums: &[f32],
+    d: &Conv2dDims,
+    (mr2, nc2): (usize, usize),
+    ranges: usize,
+) {
+    let taps = d.kh * d.kw;
+    let (k_blocks, c_blocks) = (d.k.div_ceil(mr2), d.c.div_ceil(nc2));
+    let slot = mr2 * nc2 * taps;
+    dweight
+        .par_chunks_mut(d.c * taps)
+        .enumerate()
+        .for_each(|(k, dw_k)| {
+            let (kb, r) = (k / mr2, k % mr2);
+            for (ci, dw_kc) in dw_k.chunks_exact_mut(taps).enumerate() {
+                let (cb, i) = (ci / nc2, ci % nc2);
+                for range in 0..ranges {
+                    let task = (range * k_blocks + kb) * c_blocks + cb;
+                    let s = &sums[task * slot + (r * nc2 + i) * taps..][..taps];
+                    for (o, v) in dw_kc.iter_mut().zip(s) {
+                        *o += v;
+                    }
+                }
+            }
+        });
+}
+
 /// Planes of fewer vectors than this are packed for backward-weight (see there).
 const PACK_BELOW_VECTORS: usize = 8;
 
@@ -653,24 +685,7 @@ pub(super) fn backward_weight(
                     },
                 )
             });
-            // dweight[k, c, t] += the ranges' sums in range order; one task per output channel.
-            let sums = &*sums;
-            dweight
-                .par_chunks_mut(d.c * taps.count)
-                .enumerate()
-                .for_each(|(k, dw_k)| {
-                    let (kb, r) = (k / mr2, k % mr2);
-                    for (ci, dw_kc) in dw_k.chunks_exact_mut(taps.count).enumerate() {
-                        let (cb, i) = (ci / nc2, ci % nc2);
-                        for range in 0..ranges {
-                            let task = (range * k_blocks + kb) * c_blocks + cb;
-                            let s = &sums[task * slot + (r * nc2 + i) * taps.count..];
-                            for (o, v) in dw_kc.iter_mut().zip(&s[..taps.count]) {
-                                *o += v;
-                            }
-                        }
-                    }
-                });
+            add_range_sums(dweight, sums, d, (mr2, nc2), ranges);
         }
     });
     Ok(())
