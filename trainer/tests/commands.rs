@@ -602,8 +602,8 @@ fn bench_prints_throughput_and_memory() {
     assert!(reused >= 10.0 && held <= live + 2.0, "{line}");
 }
 
-/// `--precision bf16` on the CPU: a bench runs where the CPU has AVX-512 BF16 and says its FLOP
-/// rate is measured against FP32's peak; with the kernels held to AVX2 (or on a CPU without it)
+/// `--precision bf16` on the CPU: a bench runs where the CPU has AVX-512 BF16, says which kernels
+/// and that its FLOP rate is measured against FP32's peak, and refuses `--conv-algo`; with the kernels held to AVX2 (or on a CPU without it)
 /// the mode is refused before any work, naming what is missing.
 #[test]
 fn bench_in_bf16_on_the_cpu_runs_where_it_can_and_is_refused_elsewhere() {
@@ -623,7 +623,14 @@ fn bench_in_bf16_on_the_cpu_runs_where_it_can_and_is_refused_elsewhere() {
     if kernels::conv2d::bf16_available() {
         let out = ok(trainer(&args));
         assert!(out.contains("precision bf16"), "{out}");
+        assert!(out.contains("conv: the BF16 sliding kernels"), "{out}");
         assert!(out.contains("of the FP32 FMA peak"), "{out}");
+        // --conv-algo pins FP32 algorithms, which bf16 does not run: refused, not ignored.
+        let pinned = [&args[..], &["--conv-algo", "winograd4"]].concat();
+        refused(
+            trainer(&pinned),
+            &["--conv-algo pins the CPU's FP32 convolution algorithms"],
+        );
     }
     let narrow = Command::new(env!("CARGO_BIN_EXE_trainer"))
         .env("KERNELS_CONV_CALIBRATE", "0")

@@ -33,7 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use tensor_core::{alloc, Device, Tensor};
 
 use crate::cli::{BenchArgs, Cli, Command};
-use crate::config::TrainConfig;
+use crate::config::{PrecisionKind, TrainConfig};
 use crate::memory::{explain_out_of_memory, MemoryUse};
 use crate::model::{ResNet, IMAGE_CHANNELS, IMAGE_SIDE};
 use crate::optim::Optimizer;
@@ -49,6 +49,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let device = super::setup_runtime(&args.runtime)?;
     let cfg = bench_config(args)?;
     cfg.run.precision.check_device(device)?;
+    let cpu_bf16 = !device.is_cuda() && cfg.run.precision == PrecisionKind::Bf16;
+    if cpu_bf16 && args.conv_algo.pinned().is_some() {
+        return Err(crate::Error::invalid(
+            "invalid setting",
+            "--conv-algo pins the CPU's FP32 convolution algorithms; --precision bf16 runs its own \
+             kernels (the BF16 sliding convolution); leave --conv-algo at auto or use --precision \
+             fp32",
+        )
+        .into());
+    }
     let mut bench = Bench::new(&cfg, args, device)?;
     let w = cfg.model.widths;
     println!(
@@ -77,7 +87,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{line}");
         peak
     });
-    if !device.is_cuda()
+    if cpu_bf16 {
+        println!(
+            "conv: the BF16 sliding kernels (vdpbf16ps) for every 3x3 convolution, no calibration"
+        );
+    } else if !device.is_cuda()
         && args.conv_algo.pinned().is_none()
         && kernels::conv2d::calibrate::calibration()
     {
@@ -100,7 +114,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .context("warm-up training step")?;
     let before = MemoryCounters::now();
     let train = time(args.steps, || bench.train_step())?;
-    let bf16 = cfg.run.precision == crate::config::PrecisionKind::Bf16;
+    let bf16 = cfg.run.precision == PrecisionKind::Bf16;
     let peak = peak.map(remeasure_peak);
     report(
         "training",
