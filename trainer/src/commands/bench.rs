@@ -114,7 +114,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .context("warm-up training step")?;
     let before = MemoryCounters::now();
     let train = time(args.steps, || bench.train_step())?;
-    let bf16 = cfg.run.precision == PrecisionKind::Bf16;
     let peak = peak.map(remeasure_peak);
     report(
         "training",
@@ -122,7 +121,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         &train,
         args.batch_size,
         3.0 * flops,
-        peak.map(|p| (p, bf16)),
+        peak.map(|p| (p, cpu_bf16)),
     );
     println!("{}", MemoryCounters::now().since(&before, train.len()));
     let (bytes, took) = bench.time_checkpoint()?;
@@ -155,7 +154,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         &inference,
         args.batch_size,
         flops,
-        peak.map(|p| (p, bf16)),
+        peak.map(|p| (p, cpu_bf16)),
     );
 
     match MemoryUse::now(device).peak_rss_mib {

@@ -16,10 +16,12 @@
 //!   position's product goes into the same sum. Planes smaller than 32 pixels that divide 32
 //!   (4x4, 2x2, 1x1 maps) share a vector: 32 / (H W) images side by side, masked per image.
 //!
-//! Every operand is rounded to BF16 as [`Bf16::from_f32`] rounds it (to nearest, ties to even)
-//! when it is copied; products of two BF16 values are exact in FP32, and the sums are FP32. The
-//! instruction treats BF16 subnormals as zero and flushes a subnormal sum to zero (Intel's
-//! definition of `vdpbf16ps`), which no value of a training step comes near.
+//! Every operand is rounded to BF16 when it is copied, to nearest with ties to even: the weight
+//! by [`Bf16::from_f32`], the input, dy and x by `vcvtne2ps2bf16` ([`pair_plane`], [`to_bf16`]),
+//! which rounds the same way but takes FP32 subnormals as zero. Products of two BF16 values are
+//! exact in FP32, and the sums are FP32. `vdpbf16ps` treats BF16 subnormals as zero and flushes a
+//! subnormal sum to zero (Intel's definition), a range (under 1.2e-38) no value of a training
+//! step comes near.
 //!
 //! Determinism as the FP32 kernels: forward and backward-data compute each output in one tile in
 //! a fixed order; backward-weight cuts the batch into image ranges fixed by the shapes and adds
