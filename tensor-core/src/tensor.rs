@@ -2,6 +2,7 @@ use cudarc::driver::CudaSlice;
 use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
+use rayon::prelude::*;
 
 use crate::{Device, Error, Result, Shape};
 
@@ -73,6 +74,22 @@ impl PartialEq for Storage {
     }
 }
 
+/// Below this many values [`host_zeros`] writes its zeros on one thread.
+const PARALLEL_ZEROS: usize = 1 << 16;
+
+/// `n` zeros in host memory, written by every rayon thread when `n` is large. Layers allocate
+/// their outputs this way ([`Tensor::new_zeros`]) and the kernels then overwrite them: zeroing a
+/// block the allocator reuses (`alloc.rs`) on one thread while the other waited was 8% of the
+/// tiny preset's CPU step (`perf record`).
+fn host_zeros(n: usize) -> Vec<f32> {
+    if n < PARALLEL_ZEROS {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0.0, n));
+    v
+}
+
 /// A dense, row-major `f32` tensor: a shape and the storage that holds `shape.len()` values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -121,8 +138,8 @@ impl Tensor {
     pub fn new_zeros(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         let storage = match &self.storage {
-            Storage::Cpu(_) => Storage::Cpu(vec![0.0; shape.len()]),
-            Storage::Emu(_) => Storage::Emu(vec![0.0; shape.len()]),
+            Storage::Cpu(_) => Storage::Cpu(host_zeros(shape.len())),
+            Storage::Emu(_) => Storage::Emu(host_zeros(shape.len())),
             Storage::Cuda { ordinal, buf } => Storage::Cuda {
                 ordinal: *ordinal,
                 buf: buf
@@ -533,6 +550,18 @@ mod tests {
         assert!(Tensor::from_storage([3], Storage::Emu(vec![0.0; 2])).is_err());
         let z = t.new_zeros([3]).unwrap();
         assert_eq!((z.device(), z.to_vec()), (Device::CudaEmu, vec![0.0; 3]));
+    }
+
+    #[test]
+    fn new_zeros_is_all_zeros_on_both_sides_of_the_parallel_threshold() {
+        let cpu = Tensor::zeros([1]);
+        for n in [PARALLEL_ZEROS - 1, PARALLEL_ZEROS, 3 * PARALLEL_ZEROS + 5] {
+            // Freed blocks of ones first, so a reused block that kept its old values shows.
+            drop(Tensor::full([n], 1.0));
+            let z = cpu.new_zeros([n]).unwrap();
+            assert_eq!(z.len(), n);
+            assert!(z.to_vec().iter().all(|&v| v == 0.0), "n = {n}");
+        }
     }
 
     #[test]
