@@ -45,9 +45,15 @@ pub fn calibration() -> bool {
     from_env.unwrap_or_else(|| ENABLED.load(Ordering::Relaxed))
 }
 
-/// The cache file of this machine: `conv2d-<cpu model>-<isa>.txt` in `$KERNELS_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/resnet-kernels`, else `$HOME/.cache/resnet-kernels`; `None` without any of
-/// them.
+/// The revision of the CPU convolution kernels' speeds, in the cache file's name: raised when a
+/// kernel gets faster or slower enough to change what calibration picks, so that a cache
+/// written before is not read (it would keep the old picks). 2: backward-weight's sliding
+/// kernel without its L1 chunks.
+const KERNELS_REVISION: u32 = 2;
+
+/// The cache file of this machine: `conv2d-r<revision>-<cpu model>-<isa>.txt`
+/// ([`KERNELS_REVISION`]) in `$KERNELS_CACHE_DIR`, else `$XDG_CACHE_HOME/resnet-kernels`, else
+/// `$HOME/.cache/resnet-kernels`; `None` without any of them.
 pub fn cache_file() -> Option<PathBuf> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     let dir = var("KERNELS_CACHE_DIR").map(PathBuf::from).or_else(|| {
@@ -71,7 +77,8 @@ pub fn cache_file() -> Option<PathBuf> {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join("-");
-    Some(dir.join(format!("conv2d-{model}-{}.txt", crate::simd::isa())))
+    let isa = crate::simd::isa();
+    Some(dir.join(format!("conv2d-r{KERNELS_REVISION}-{model}-{isa}.txt")))
 }
 
 type Key = (Conv2dDims, Conv2dPass);

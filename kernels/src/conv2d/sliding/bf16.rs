@@ -455,8 +455,9 @@ struct WeightTask<'a> {
     slots: &'a Slots,
 }
 
-/// Vectors a task walks for every tap before moving on (as the FP32 kernel's chunk: its 11 rows
-/// stay in the L1 cache across the taps).
+/// Vectors a task walks for every tap before moving on: its 11 rows stay in the L1 cache across
+/// the taps. (The FP32 kernel walks its whole range for each tap instead, 4 to 10% faster there;
+/// here that measured no faster on `small` in bf16: BENCHMARKS.md.)
 const CHUNK_VECTORS: usize = 32;
 
 /// The backward-weight kernel on one task: dw[k, c, t] = sum_q dy[k, q - off_t] x[c, q] over

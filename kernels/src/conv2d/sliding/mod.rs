@@ -409,9 +409,15 @@ unsafe fn weight_step<S: Simd, const MR2: usize, const NC2: usize>(
     }
 }
 
-/// Pixel vectors a backward-weight task walks for every tap before moving on: the chunk's rows
-/// (MR2 + NC2 of them, 11 vectors a step with AVX-512) stay in the L1 cache across the taps.
+/// Pixel vectors a backward-weight task walks for every tap before moving on, with AVX2: the
+/// chunk's rows (MR2 + NC2 = 6 vectors a step for 8 FMAs) stay in the L1 cache across the taps.
 const CHUNK_VECTORS: usize = 32;
+
+/// The chunk of an AVX-512 backward-weight task: all of its pixels. Its 11 loads a step feed 24
+/// FMAs, few enough to come from the L2 cache, and each tap's accumulators stay in registers
+/// for the whole walk; 32-vector chunks made whole training steps 4 to 10% slower
+/// (BENCHMARKS.md, "Backward-weight without L1 chunks").
+const WHOLE_RANGE: usize = 1 << 30;
 
 /// The backward-weight kernel on one task: sums over its images and pixel vectors into one
 /// vector per (k, c, tap), then the lanes. The sum runs over the input pixels q:
@@ -420,16 +426,18 @@ const CHUNK_VECTORS: usize = 32;
 /// and the NC2 x rows plain ones, which stay aligned with the vectors (fewer loads that cross
 /// cache lines).
 ///
-/// The pixels are taken in chunks of about [`CHUNK_VECTORS`] vectors (a run of one image's
-/// vectors, or whole planes of a few images when planes are small), and each chunk is walked
-/// once per tap while it sits in the L1 cache, each tap's accumulators loaded from and stored
-/// to memory around its walk.
+/// The pixels are taken in chunks of about `CHUNK` vectors (a run of one image's vectors, or
+/// whole planes of a few images when planes are small; [`CHUNK_VECTORS`] or [`WHOLE_RANGE`]),
+/// and each chunk is walked once per tap (while it sits in the L1 cache, if small), each tap's
+/// accumulators loaded from and stored to memory around its walk.
 ///
 /// # Safety
 /// `S`'s instruction set must be available; the task's slices must hold what their docs say.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn weight_task<S: Simd, const MR2: usize, const NC2: usize>(task: &mut WeightTask<'_>) {
+unsafe fn weight_task<S: Simd, const MR2: usize, const NC2: usize, const CHUNK: usize>(
+    task: &mut WeightTask<'_>,
+) {
     let Taps {
         lanes,
         vectors,
@@ -469,10 +477,10 @@ unsafe fn weight_task<S: Simd, const MR2: usize, const NC2: usize>(task: &mut We
         &mut heap
     };
     // Chunks: (images, vectors) ranges.
-    let (chunk_images, chunk_vectors) = if vectors >= CHUNK_VECTORS {
-        (1, CHUNK_VECTORS)
+    let (chunk_images, chunk_vectors) = if vectors >= CHUNK {
+        (1, CHUNK)
     } else {
-        ((CHUNK_VECTORS / vectors).max(1), vectors)
+        ((CHUNK / vectors).max(1), vectors)
     };
     for j0 in (0..images).step_by(chunk_images) {
         let j1 = (j0 + chunk_images).min(images);
@@ -508,13 +516,13 @@ unsafe fn weight_task<S: Simd, const MR2: usize, const NC2: usize>(task: &mut We
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn weight_task_avx512(task: &mut WeightTask<'_>) {
-    weight_task::<Avx512, 3, 8>(task)
+    weight_task::<Avx512, 3, 8, WHOLE_RANGE>(task)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn weight_task_avx2(task: &mut WeightTask<'_>) {
-    weight_task::<Avx2, 2, 4>(task)
+    weight_task::<Avx2, 2, 4, CHUNK_VECTORS>(task)
 }
 
 /// [`weight_task`] with `isa`'s instruction set and tile.
@@ -528,7 +536,7 @@ fn weight_task_on(isa: Isa, task: &mut WeightTask<'_>) {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { weight_task_avx2(task) },
         // SAFETY: plain Rust; the slices as above.
-        _ => unsafe { weight_task::<Portable, 2, 4>(task) },
+        _ => unsafe { weight_task::<Portable, 2, 4, CHUNK_VECTORS>(task) },
     }
 }
 
