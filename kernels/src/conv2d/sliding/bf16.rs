@@ -456,8 +456,8 @@ struct WeightTask<'a> {
 }
 
 /// Vectors a task walks for every tap before moving on: its 11 rows stay in the L1 cache across
-/// the taps. (The FP32 kernel walks its whole range for each tap instead, 4 to 10% faster there;
-/// here that measured no faster on `small` in bf16: BENCHMARKS.md.)
+/// the taps. (The FP32 kernel walks its whole range for each tap instead, a few percent faster
+/// there; here that measured no faster on `small` in bf16: BENCHMARKS.md.)
 const CHUNK_VECTORS: usize = 32;
 
 /// The backward-weight kernel on one task: dw[k, c, t] = sum_q dy[k, q - off_t] x[c, q] over

@@ -415,8 +415,8 @@ const CHUNK_VECTORS: usize = 32;
 
 /// The chunk of an AVX-512 backward-weight task: all of its pixels. Its 11 loads a step feed 24
 /// FMAs, few enough to come from the L2 cache, and each tap's accumulators stay in registers
-/// for the whole walk; 32-vector chunks made whole training steps 4 to 10% slower
-/// (BENCHMARKS.md, "Backward-weight without L1 chunks").
+/// for the whole walk; 32-vector chunks made whole training steps slower by about 3.5%
+/// (`small`) and 9% (`tiny`) (BENCHMARKS.md, "Backward-weight without L1 chunks").
 const WHOLE_RANGE: usize = 1 << 30;
 
 /// The backward-weight kernel on one task: sums over its images and pixel vectors into one
