@@ -603,8 +603,9 @@ fn bench_prints_throughput_and_memory() {
 }
 
 /// `--precision bf16` on the CPU: a bench runs where the CPU has AVX-512 BF16, says which kernels
-/// and that its FLOP rate is measured against FP32's peak, and refuses `--conv-algo`; with the kernels held to AVX2 (or on a CPU without it)
-/// the mode is refused before any work, naming what is missing.
+/// and that its FLOP rate is measured against FP32's peak, and refuses `--conv-algo`; with the
+/// kernels held to AVX2 (or on a CPU without it) the mode is refused before any work, naming
+/// what is missing.
 #[test]
 fn bench_in_bf16_on_the_cpu_runs_where_it_can_and_is_refused_elsewhere() {
     let args = [
