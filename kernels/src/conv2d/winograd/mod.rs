@@ -30,8 +30,10 @@
 //! order; backward-weight adds the groups in batch order.
 //!
 //! Layout of the transformed tensors: position-major, (alpha^2, rows, P), so that each position
-//! is a contiguous row-major GEMM operand. The transforms are split between threads by channel:
-//! one task writes (or, for the output, reads) the alpha^2 chunks of P values of its channel.
+//! is a contiguous row-major GEMM operand, its P columns tile-major (tile t of image g of a group
+//! of G images is column t G + g: the transforms put 16 images in a vector's lanes). The
+//! transforms are split between threads by channel: one task writes (or, for the output, reads)
+//! the alpha^2 chunks of P values of its channel.
 
 mod matrices;
 #[cfg(test)]
@@ -46,7 +48,7 @@ use crate::Result;
 pub(super) use matrices::{Tile, F2, F4};
 use transforms::{
     at_rows, chunks_by_row, grad_transform, input_transform, output_channel, transform_s,
-    weight_transform,
+    weight_transform, LANES,
 };
 
 /// Whether Winograd F(m x m, 3x3) computes this convolution: a 3x3 kernel, stride 1, pad 1.
@@ -101,8 +103,10 @@ impl Plan {
     /// transformed and multiplied one after the other, each step split between the threads, so a
     /// group is as large as the scratch memory allows (a deeper product runs closer to the GEMM's
     /// peak and, in backward-weight, costs fewer passes over the (alpha^2, K, C) accumulator).
+    /// Rounded up to a whole number of [`LANES`] images, the transforms' vectors.
     fn group(&self) -> usize {
-        self.tile.group_tiles.div_ceil(self.tiles()).min(self.n)
+        let images = self.tile.group_tiles.div_ceil(self.tiles());
+        images.next_multiple_of(LANES).min(self.n)
     }
 
     fn plane(&self) -> usize {

@@ -2,11 +2,19 @@
 //! weight U = G g G^T, output y = A^T M A, and for backward-weight the gradient tile
 //! Z = A dy A^T and the weight gradient G^T S G.
 //!
-//! The input and gradient transforms run along a row of tiles at a time and the output transform
-//! along all the tiles of a group of images, as sums of whole vectors (`combine`), so the compiler
-//! vectorises them; the small matrices' zero coefficients are left out before those loops. All
-//! three are split between threads by channel: each task copies its channel's plane into the
-//! padded phase-major layout once per image and writes the alpha^2 chunks of that channel.
+//! The input, gradient and output transforms put [`LANES`] images side by side in the lanes of
+//! a vector: each channel's planes of LANES images are copied once into one buffer whose every
+//! pixel is a [`Lanes`] (zeros around the map, the padding), and each tile is then transformed
+//! as small matrix products whose every term is one whole-vector multiply-add (`combine`), so a
+//! tile of LANES images costs what one image's would in scalar code, whatever the map's size.
+//! (Vectors along a row of tiles, as before, were 1 to 8 values long on the 4x4 to 32x32 maps
+//! and left the input transform at 43% of a Winograd pass's time.) The small matrices' zero
+//! coefficients are left out before those loops. All three are split between threads by
+//! channel.
+//!
+//! Columns of a group's transformed tensors, P = tiles x images: tile (ty, tx) of image g of
+//! the group is column p = (ty tw + tx) G + g, so the LANES images of a vector are LANES
+//! consecutive columns.
 
 use rayon::prelude::*;
 
@@ -17,84 +25,73 @@ use crate::simd::{self, multiversion};
 /// The largest input tile side, F(4x4)'s 6.
 const MAX_ALPHA: usize = 6;
 
-/// out[x] = sum_t coef_t src_t[x], the terms added in the order given (the same on every
-/// thread). Each src is read over out's length.
+/// Images side by side in the transforms' vectors: one AVX-512 register of f32, two AVX2 ones.
+pub(super) const LANES: usize = 16;
+
+/// One value (a pixel, a position of a transformed tile) of [`LANES`] images.
+pub(super) type Lanes = [f32; LANES];
+
+/// The nonzero (index, coefficient) pairs of each row of a small matrix.
+pub(super) type Rows = Vec<Vec<(usize, f32)>>;
+
+/// sum_t coef_t src_t, lane by lane, the terms added in the order given (the same on every
+/// thread).
 #[inline(always)]
-fn combine<'a>(out: &mut [f32], terms: impl IntoIterator<Item = (f32, &'a [f32])>) {
-    let mut first = true;
+fn combine<'a>(terms: impl IntoIterator<Item = (f32, &'a Lanes)>) -> Lanes {
+    let mut acc = [0.0f32; LANES];
     for (coef, src) in terms {
-        let src = &src[..out.len()];
-        if first {
-            for (o, s) in out.iter_mut().zip(src) {
-                *o = coef * s;
-            }
-            first = false;
-        } else {
-            for (o, s) in out.iter_mut().zip(src) {
-                *o += coef * s;
-            }
+        for (a, s) in acc.iter_mut().zip(src) {
+            *a += coef * s;
         }
     }
-    if first {
-        out.fill(0.0);
+    acc
+}
+
+/// out (n, n) = L src L^T, lane by lane, for the (n, k) matrix L whose rows' nonzeros are `rows`
+/// and the (k, k) tile src(a, b): t = L src (n, k) first, then out[i][j] = sum_b L[j][b] t[i][b].
+/// `t` holds at least n k values, `out` n^2.
+#[inline(always)]
+fn sandwich<'a>(
+    rows: &[Vec<(usize, f32)>],
+    k: usize,
+    src: impl Fn(usize, usize) -> &'a Lanes,
+    t: &mut [Lanes],
+    out: &mut [Lanes],
+) {
+    let n = rows.len();
+    for (i, row_i) in rows.iter().enumerate() {
+        for b in 0..k {
+            t[i * k + b] = combine(row_i.iter().map(|&(a, c)| (c, src(a, b))));
+        }
+    }
+    for i in 0..n {
+        let t_i = &t[i * k..][..k];
+        for (j, row_j) in rows.iter().enumerate() {
+            out[i * n + j] = combine(row_j.iter().map(|&(b, c)| (c, &t_i[b])));
+        }
     }
 }
 
 /// The nonzero (index, coefficient) pairs of each row of a matrix, collected once per call.
-fn nonzero_rows(rows: impl Iterator<Item = Vec<f32>>) -> Vec<Vec<(usize, f32)>> {
+fn nonzero_rows(rows: impl Iterator<Item = Vec<f32>>) -> Rows {
     rows.map(|r| nonzeros(r).collect()).collect()
 }
 
 /// The nonzero (index, coefficient) pairs of each row of A^T, for [`output_channel`].
-pub(super) fn at_rows(tile: &Tile) -> Vec<Vec<(usize, f32)>> {
+pub(super) fn at_rows(tile: &Tile) -> Rows {
     nonzero_rows((0..tile.m).map(|a| tile.at_row(a).to_vec()))
 }
 
-/// One map plane with `offset` rows and columns of zeros before it (and zeros after it, up to
-/// the last tile's extent), each row stored phase-major: padded column x = m q + r lies at
-/// r l + q. Then column m tx + b of every tile of a row of tiles is the contiguous run
-/// (b % m) l + b / m + tx, tx = 0, 1, ...
-struct PhaseRows {
-    m: usize,
-    l: usize,
-    offset: usize,
-    data: Vec<f32>,
-}
-
-impl PhaseRows {
-    /// `rows` rows of m l zeros.
-    fn new(rows: usize, m: usize, l: usize, offset: usize) -> Self {
-        PhaseRows {
-            m,
-            l,
-            offset,
-            data: vec![0.0; rows * m * l],
+/// Copies plane: (h, w) into lane `lane` of buf, a map `width` pixels wide, at (offset, offset).
+/// Cells outside the plane are not touched: every plane of a call has the same size, so the
+/// border a buffer started with (zeros) stays.
+#[inline(always)]
+fn to_lane(buf: &mut [Lanes], width: usize, offset: usize, plane: &[f32], w: usize, lane: usize) {
+    for (y, row) in plane.chunks_exact(w).enumerate() {
+        let dst = &mut buf[(y + offset) * width + offset..][..w];
+        for (d, &v) in dst.iter_mut().zip(row) {
+            d[lane] = v;
         }
-    }
-
-    /// Copies plane: (h, w) in. The border keeps its zeros: every plane of a call has the same
-    /// size, so each one overwrites exactly the cells of the one before.
-    #[inline(always)]
-    fn fill(&mut self, plane: &[f32], w: usize) {
-        let (m, l, offset) = (self.m, self.l, self.offset);
-        for (y, row) in plane.chunks_exact(w).enumerate() {
-            let dst = &mut self.data[(y + offset) * m * l..][..m * l];
-            // Phase r takes input columns ix0, ix0 + m, ... (x = ix + offset = r mod m), from
-            // q0 = x / m on: a strided gather, no division per value.
-            for (r, phase) in dst.chunks_exact_mut(l).enumerate() {
-                let ix0 = (r + m - offset % m) % m;
-                let q0 = (ix0 + offset) / m;
-                for (d, &v) in phase[q0..].iter_mut().zip(row.iter().skip(ix0).step_by(m)) {
-                    *d = v;
-                }
-            }
-        }
-    }
-
-    /// Padded row y, phase-major: m l values.
-    #[inline(always)]
-    fn row(&self, y: usize) -> &[f32] {
-        &self.data[y * self.m * self.l..][..self.m * self.l]
     }
 }
 
@@ -108,37 +105,53 @@ pub(super) fn chunks_by_row(t: &mut [f32], rows: usize, cols: usize) -> Vec<Vec<
     out
 }
 
+/// Stores the transformed tile `out` (alpha^2 positions of `lanes` images) at column p of each
+/// position's chunk.
+#[inline(always)]
+fn store(chunks: &mut [&mut [f32]], out: &[Lanes], p: usize, lanes: usize) {
+    for (chunk, o) in chunks.iter_mut().zip(out) {
+        copy_lanes(&mut chunk[p..p + lanes], o);
+    }
+}
+
+/// dst = the first dst.len() lanes of src: one vector move when all [`LANES`] are (a copy of a
+/// length known only at run time would be a call to `memcpy`).
+#[inline(always)]
+fn copy_lanes(dst: &mut [f32], src: &[f32]) {
+    match <&mut Lanes>::try_from(&mut *dst) {
+        Ok(whole) => *whole = src[..LANES].try_into().expect("LANES values"),
+        Err(_) => dst.copy_from_slice(&src[..dst.len()]),
+    }
+}
+
 /// The input transform of one channel c of a group: x_g: (G, cin, h, w) -> v_c: the alpha^2
-/// chunks (xi, c, ..) of v: (alpha^2, cin, P), each P values; tile p = image tiles + ty tw + tx.
-/// Tile (ty, tx) reads the (alpha, alpha) patch at (m ty - 1, m tx - 1), zeros outside the map.
-///
-/// Along a row of tiles: for each row i, t = row i of B^T times the alpha padded rows of the
-/// patches, then V[i][j] = sum_b B^T[j][b] t[m tx + b] for every tx at once.
+/// chunks (xi, c, ..) of v: (alpha^2, cin, P), each P values. Tile (ty, tx) reads the
+/// (alpha, alpha) patch at (m ty - 1, m tx - 1), zeros outside the map.
 #[inline(always)]
 fn input_transform_channel_impl(v_c: &mut [&mut [f32]], x_g: &[f32], c: usize, plan: &Plan) {
     let tile = plan.tile;
     let (m, alpha) = (tile.m, tile.alpha);
     let (th, tw) = plan.tiles_hw();
-    // Columns 0 ..= m tw + 1 of the padded plane: phases of tw + 1.
-    let l = tw + 1;
-    let mut padded = PhaseRows::new(m * th + 2, m, l, 1);
-    let mut t = vec![0.0f32; m * l];
+    let images = x_g.len() / (plan.cin * plan.plane());
+    // The map with one row and column of zeros before it and zeros after it up to the last
+    // tile's patch.
+    let width = m * tw + 2;
+    let mut padded = vec![[0.0f32; LANES]; (m * th + 2) * width];
     let rows = nonzero_rows((0..alpha).map(|j| tile.bt_row(j).to_vec()));
-    for (img, x_n) in x_g.chunks_exact(plan.cin * plan.plane()).enumerate() {
-        padded.fill(&x_n[c * plan.plane()..][..plan.plane()], plan.w);
+    let mut t = vec![[0.0f32; LANES]; alpha * alpha];
+    let mut out = vec![[0.0f32; LANES]; alpha * alpha];
+    for g0 in (0..images).step_by(LANES) {
+        let lanes = LANES.min(images - g0);
+        for l in 0..lanes {
+            let plane = &x_g[((g0 + l) * plan.cin + c) * plan.plane()..][..plan.plane()];
+            to_lane(&mut padded, width, 1, plane, plan.w, l);
+        }
         for ty in 0..th {
-            let p0 = img * th * tw + ty * tw;
-            for (i, row_i) in rows.iter().enumerate() {
-                combine(
-                    &mut t,
-                    row_i.iter().map(|&(a, k)| (k, padded.row(m * ty + a))),
-                );
-                for (j, row_j) in rows.iter().enumerate() {
-                    combine(
-                        &mut v_c[i * alpha + j][p0..p0 + tw],
-                        row_j.iter().map(|&(b, k)| (k, &t[(b % m) * l + b / m..])),
-                    );
-                }
+            for tx in 0..tw {
+                let at = m * ty * width + m * tx;
+                let src = |a: usize, b: usize| &padded[at + a * width + b];
+                sandwich(&rows, alpha, src, &mut t, &mut out);
+                store(v_c, &out, (ty * tw + tx) * images + g0, lanes);
             }
         }
     }
@@ -171,13 +184,13 @@ multiversion! {
         m: &[f32],
         k: usize,
         plan: &Plan,
-        rows: &[Vec<(usize, f32)>],
-        buf: &mut Vec<f32>,
+        rows: &Rows,
+        buf: &mut Vec<Lanes>,
     )
 }
 
-/// The input transform of a group, x_g: (G, cin, h, w) -> v: (alpha^2, cin, G tiles), its
-/// channels in parallel.
+/// The input transform of a group, x_g: (G, cin, h, w) -> v: (alpha^2, cin, P), its channels
+/// in parallel.
 pub(super) fn input_transform(v: &mut [f32], x_g: &[f32], plan: &Plan) {
     let isa = simd::isa();
     let cols = v.len() / (plan.positions() * plan.cin);
@@ -190,38 +203,38 @@ pub(super) fn input_transform(v: &mut [f32], x_g: &[f32], plan: &Plan) {
 /// Z = A dy_tile A^T for one output channel k of a group: dy_g: (G, K, h, w) -> z_k: the
 /// alpha^2 chunks (xi, k, ..) of z: (alpha^2, K, P). Tile (ty, tx) is the (m, m) block at
 /// (m ty, m tx); outputs past the map's edge count as 0.
-///
-/// Along a row of tiles, as [`input_transform_channel`]: row i of A is column i of A^T.
 #[inline(always)]
 fn grad_transform_channel_impl(z_k: &mut [&mut [f32]], dy_g: &[f32], k: usize, plan: &Plan) {
     let tile = plan.tile;
     let (m, alpha) = (tile.m, tile.alpha);
     let (th, tw) = plan.tiles_hw();
-    let mut padded = PhaseRows::new(m * th, m, tw, 0);
-    let mut t = vec![0.0f32; m * tw];
+    let images = dy_g.len() / (plan.cout * plan.plane());
+    // The map and zeros after it up to the last tile's extent.
+    let width = m * tw;
+    let mut padded = vec![[0.0f32; LANES]; m * th * width];
+    // Row i of A is column i of A^T.
     let rows = nonzero_rows((0..alpha).map(|j| tile.at_col(j).collect()));
-    for (img, dy_n) in dy_g.chunks_exact(plan.cout * plan.plane()).enumerate() {
-        padded.fill(&dy_n[k * plan.plane()..][..plan.plane()], plan.w);
+    let mut t = vec![[0.0f32; LANES]; alpha * m];
+    let mut out = vec![[0.0f32; LANES]; alpha * alpha];
+    for g0 in (0..images).step_by(LANES) {
+        let lanes = LANES.min(images - g0);
+        for l in 0..lanes {
+            let plane = &dy_g[((g0 + l) * plan.cout + k) * plan.plane()..][..plan.plane()];
+            to_lane(&mut padded, width, 0, plane, plan.w, l);
+        }
         for ty in 0..th {
-            let p0 = img * th * tw + ty * tw;
-            for (i, row_i) in rows.iter().enumerate() {
-                combine(
-                    &mut t,
-                    row_i.iter().map(|&(a, c)| (c, padded.row(m * ty + a))),
-                );
-                for (j, row_j) in rows.iter().enumerate() {
-                    combine(
-                        &mut z_k[i * alpha + j][p0..p0 + tw],
-                        row_j.iter().map(|&(b, c)| (c, &t[b * tw..])),
-                    );
-                }
+            for tx in 0..tw {
+                let at = m * ty * width + m * tx;
+                let src = |a: usize, b: usize| &padded[at + a * width + b];
+                sandwich(&rows, m, src, &mut t, &mut out);
+                store(z_k, &out, (ty * tw + tx) * images + g0, lanes);
             }
         }
     }
 }
 
-/// The gradient transform of a group, dy_g: (G, K, h, w) -> z: (alpha^2, K, G tiles), its
-/// channels in parallel.
+/// The gradient transform of a group, dy_g: (G, K, h, w) -> z: (alpha^2, K, P), its channels
+/// in parallel.
 pub(super) fn grad_transform(z: &mut [f32], dy_g: &[f32], plan: &Plan) {
     let isa = simd::isa();
     let cols = z.len() / (plan.positions() * plan.cout);
@@ -277,51 +290,52 @@ pub(super) fn weight_transform(
 /// the group's G planes (h, w) of channel k, by image, overwritten; `rows` are [`at_rows`], `buf`
 /// is scratch, grown as needed.
 ///
-/// Along all the P tiles of the group at once (the channel's P values at each position are
-/// contiguous in m, so the reads stream): t[a][j] = sum_i A^T[a][i] M[i][j], then
-/// y[a][b] = sum_j A^T[b][j] t[a][j], each a vector over the tiles, scattered to the planes
-/// (outputs past the map's edge dropped).
+/// For each tile of [`LANES`] images: its alpha^2 positions gathered from m (each a run of
+/// consecutive columns) and y = A^T M A into a buffer of the map's pixels, each a [`Lanes`];
+/// then each image's plane from its lane (outputs past the map's edge dropped).
 #[inline(always)]
 fn output_channel_impl(
     planes: &mut [&mut [f32]],
     m: &[f32],
     k: usize,
     plan: &Plan,
-    rows: &[Vec<(usize, f32)>],
-    buf: &mut Vec<f32>,
+    rows: &Rows,
+    buf: &mut Vec<Lanes>,
 ) {
     let tile = plan.tile;
     let (ms, alpha) = (tile.m, tile.alpha);
+    let positions = tile.positions();
     let (th, tw) = plan.tiles_hw();
-    let (h, w) = (plan.h, plan.w);
-    let cols = m.len() / (tile.positions() * plan.cout);
-    let pos = |xi: usize| &m[(xi * plan.cout + k) * cols..][..cols];
-    buf.resize((ms * alpha + 1) * cols, 0.0);
-    let (t, y) = buf.split_at_mut(ms * alpha * cols);
-    for (a, row_a) in rows.iter().enumerate() {
-        for j in 0..alpha {
-            let out = &mut t[(a * alpha + j) * cols..][..cols];
-            combine(out, row_a.iter().map(|&(i, c)| (c, pos(i * alpha + j))));
+    let w = plan.w;
+    let images = planes.len();
+    let cols = m.len() / (positions * plan.cout);
+    // The outputs of LANES images, every tile's m x m (past the map's edge too), row by row.
+    let width = ms * tw;
+    buf.resize(positions + ms * alpha + ms * th * width, [0.0; LANES]);
+    let (src, rest) = buf.split_at_mut(positions);
+    let (t, y) = rest.split_at_mut(ms * alpha);
+    let mut out = [[0.0f32; LANES]; 16];
+    let out = &mut out[..ms * ms];
+    for g0 in (0..images).step_by(LANES) {
+        let lanes = LANES.min(images - g0);
+        for ty in 0..th {
+            for tx in 0..tw {
+                let p = (ty * tw + tx) * images + g0;
+                for (xi, s) in src.iter_mut().enumerate() {
+                    copy_lanes(&mut s[..lanes], &m[(xi * plan.cout + k) * cols + p..]);
+                }
+                let src = &*src;
+                sandwich(rows, alpha, |a, b| &src[a * alpha + b], t, out);
+                for (a, out_a) in out.chunks_exact(ms).enumerate() {
+                    y[(ms * ty + a) * width + ms * tx..][..ms].copy_from_slice(out_a);
+                }
+            }
         }
-    }
-    for a in 0..ms {
-        for (b, row_b) in rows.iter().enumerate() {
-            combine(
-                y,
-                row_b
-                    .iter()
-                    .map(|&(j, c)| (c, &t[(a * alpha + j) * cols..])),
-            );
-            for (plane, y_img) in planes.iter_mut().zip(y.chunks_exact(th * tw)) {
-                for (ty, y_row) in y_img.chunks_exact(tw).enumerate() {
-                    let oy = ms * ty + a;
-                    if oy >= h {
-                        break;
-                    }
-                    let out = &mut plane[oy * w..][..w];
-                    for (ox, &v) in out.iter_mut().skip(b).step_by(ms).zip(y_row) {
-                        *ox = v;
-                    }
+        // Each image's plane written in order from its lane.
+        for (l, plane) in planes[g0..g0 + lanes].iter_mut().enumerate() {
+            for (row, y_row) in plane.chunks_exact_mut(w).zip(y.chunks_exact(width)) {
+                for (o, v) in row.iter_mut().zip(y_row) {
+                    *o = v[l];
                 }
             }
         }
