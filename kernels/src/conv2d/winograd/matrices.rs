@@ -20,8 +20,10 @@ pub(in crate::conv2d) struct Tile {
     /// A^T: (m, alpha), the output transform y = A^T M A (and Z = A dy A^T for a gradient tile).
     pub at: &'static [f32],
     /// The least number of tiles (GEMM columns) a group of images aims for; see
-    /// `winograd::Plan::group`. F(4x4) takes half as many as F(2x2): its 36 positions per tile
-    /// against 16 make the scratch memory of both about the same.
+    /// `winograd::Plan::group`. Measured on Zen 4 (`conv_layers -- small 250 2 winograd4`,
+    /// alternated): F(4x4) with 256 ran small's 64-channel 16x16 layers in 22 to 26 ms where 1024
+    /// took 34 to 46 and 512 23 to 46, the other layers alike within the noise (so also the
+    /// seed's); F(2x2) with 512 was no faster than with 2048.
     pub group_tiles: usize,
 }
 
@@ -131,5 +133,5 @@ pub(in crate::conv2d) static F4: Tile = Tile {
         0.0, 1.0, 1.0, 4.0, 4.0, 0.0,
         0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
     ],
-    group_tiles: 1024,
+    group_tiles: 256,
 };

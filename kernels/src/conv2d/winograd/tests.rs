@@ -208,7 +208,10 @@ fn check_against_direct(&(n, c, k, h, w): &(usize, usize, usize, usize, usize), 
 fn winograd_matches_the_direct_path_on_odd_shapes() {
     // Sides that are and are not multiples of 2 and 4 (partial tiles on the bottom and right),
     // 1x1 and 2x2 maps, many small images, enough channels for long sums, and several groups of
-    // images: 3x3 maps have 4 F(2x2) tiles (512 images a group) and 1 F(4x4) tile (1024).
+    // images: 3x3 maps have 4 F(2x2) tiles (512 images a group) and 1 F(4x4) tile (256), and
+    // groups are whole multiples of 16 images (the transforms' lanes) but for the last: 1100
+    // images end in a group of 76 (4 full vectors and one of 12 lanes), 37 make one group whose
+    // last vector has 5.
     for (seed, shape) in [
         (2, 3, 5, 7, 9),
         (1, 1, 1, 1, 1),
@@ -232,7 +235,7 @@ fn winograd_matches_the_direct_path_on_odd_shapes() {
 #[test]
 fn winograd_matches_the_direct_path_on_the_seed_layers() {
     // The seed network's convolutions, (C, K, side): the first 3 -> 128 and one C = K layer of each
-    // residual block, with a few images (10 at 32x32: two F(2x2) groups of 8 and 2).
+    // residual block, with a few images (10 at 32x32: one group, 10 of a vector's 16 lanes).
     for (seed, &(c, k, side, n)) in [
         (3, 128, 32, 2),
         (128, 128, 32, 10),
@@ -252,7 +255,7 @@ fn every_algorithm_gives_the_same_bits_for_any_thread_count() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let geom = Conv2dGeom::SAME_3X3;
     // Large enough for every GEMM to be split between threads; 70 images of 12x11 make two F(2x2)
-    // groups; 1100 images of 3x3 two F(4x4) groups.
+    // groups; 1100 images of 3x3 five F(4x4) groups.
     for dims in [[9, 40, 12, 12], [70, 8, 12, 11], [1100, 4, 3, 3]] {
         let x = random(&dims, &mut rng);
         let wt = random(&[72, dims[1], 3, 3], &mut rng);
