@@ -13,11 +13,14 @@ pub(in crate::conv2d) struct Tile {
     pub m: usize,
     /// Input tile side alpha = m + 2.
     pub alpha: usize,
-    /// B^T: (alpha, alpha), the input transform V = B^T d B.
+    /// B^T: (alpha, alpha), the input transform V = B^T d B. (`lines` writes B^T and A^T out as
+    /// sums; these entries are what the tests check those sums against.)
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests of `lines`"))]
     pub bt: &'static [f32],
     /// G: (alpha, 3), the weight transform U = G g G^T.
     pub g: &'static [f32],
     /// A^T: (m, alpha), the output transform y = A^T M A (and Z = A dy A^T for a gradient tile).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests of `lines`"))]
     pub at: &'static [f32],
     /// The least number of tiles (GEMM columns) a group of images aims for; see
     /// `winograd::Plan::group`. Measured on Zen 4 (`conv_layers -- small 250 2 winograd4`,
@@ -29,11 +32,13 @@ pub(in crate::conv2d) struct Tile {
 
 impl Tile {
     /// Row r of B^T.
+    #[cfg(test)]
     pub fn bt_row(&self, r: usize) -> &'static [f32] {
         &self.bt[r * self.alpha..][..self.alpha]
     }
 
     /// Row r of A^T.
+    #[cfg(test)]
     pub fn at_row(&self, r: usize) -> &'static [f32] {
         &self.at[r * self.alpha..][..self.alpha]
     }
@@ -44,6 +49,7 @@ impl Tile {
     }
 
     /// Column i of A^T (row i of A): its m entries.
+    #[cfg(test)]
     pub fn at_col(&self, i: usize) -> impl Iterator<Item = f32> + '_ {
         (0..self.m).map(move |r| self.at[r * self.alpha + i])
     }
@@ -52,12 +58,6 @@ impl Tile {
     pub fn positions(&self) -> usize {
         self.alpha * self.alpha
     }
-}
-
-/// The nonzero entries of a row or column, (index, coefficient), in index order: the transforms
-/// loop over these only, outside their inner loops.
-pub(super) fn nonzeros(v: impl IntoIterator<Item = f32>) -> impl Iterator<Item = (usize, f32)> {
-    v.into_iter().enumerate().filter(|&(_, c)| c != 0.0)
 }
 
 /// F(2x2, 3x3): 16 multiplications per 2x2 output tile and channel pair (4 per output, 2.25x

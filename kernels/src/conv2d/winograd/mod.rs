@@ -35,6 +35,7 @@
 //! transforms are split between threads by channel: one task writes (or, for the output, reads)
 //! the alpha^2 chunks of P values of its channel.
 
+mod lines;
 mod matrices;
 #[cfg(test)]
 mod tests;
@@ -47,8 +48,8 @@ use crate::gemm::{sgemm_serial, Operand};
 use crate::Result;
 pub(super) use matrices::{Tile, F2, F4};
 use transforms::{
-    at_rows, chunks_by_row, grad_transform, input_transform, output_channel, transform_s,
-    weight_transform, LANES,
+    chunks_by_row, grad_transform, input_transform, output_channel, transform_s, weight_transform,
+    LANES,
 };
 
 /// Whether Winograd F(m x m, 3x3) computes this convolution: a 3x3 kernel, stride 1, pad 1.
@@ -143,7 +144,6 @@ fn forward_core(
 ) -> Result<()> {
     let group = plan.group();
     let positions = plan.positions();
-    let at_rows = at_rows(plan.tile);
     let isa = crate::simd::isa();
     for (y_g, x_g) in y
         .chunks_mut(group * plan.cout * plan.plane())
@@ -174,7 +174,7 @@ fn forward_core(
             .par_iter_mut()
             .enumerate()
             .for_each_init(Vec::new, |buf, (k, planes)| {
-                output_channel(isa, planes, m, k, plan, &at_rows, buf)
+                output_channel(isa, planes, m, k, plan, buf)
             });
     }
     Ok(())

@@ -18,9 +18,9 @@
 
 use rayon::prelude::*;
 
-use super::matrices::{nonzeros, Tile};
-use super::{Orientation, Plan};
-use crate::simd::{self, multiversion};
+use super::matrices::Tile;
+use super::{lines, Orientation, Plan};
+use crate::simd::{self, multiversion, Isa};
 
 /// The largest input tile side, F(4x4)'s 6.
 const MAX_ALPHA: usize = 6;
@@ -31,66 +31,118 @@ pub(super) const LANES: usize = 16;
 /// One value (a pixel, a position of a transformed tile) of [`LANES`] images.
 pub(super) type Lanes = [f32; LANES];
 
-/// The nonzero (index, coefficient) pairs of each row of a small matrix.
-pub(super) type Rows = Vec<Vec<(usize, f32)>>;
+/// A 16 x 16 block of values: 16 images' values of 16 pixels, one row per image (as the planes
+/// store them) or one row per pixel (as the transforms read them); [`transpose`] turns one into
+/// the other.
+type Block = [Lanes; LANES];
 
-/// sum_t coef_t src_t, lane by lane, the terms added in the order given (the same on every
-/// thread).
+/// Transposes `block` in place: block[i][j] and block[j][i] swap.
 #[inline(always)]
-fn combine<'a>(terms: impl IntoIterator<Item = (f32, &'a Lanes)>) -> Lanes {
-    let mut acc = [0.0f32; LANES];
-    for (coef, src) in terms {
-        for (a, s) in acc.iter_mut().zip(src) {
-            *a += coef * s;
-        }
+fn transpose(isa: Isa, block: &mut Block) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: `isa` is `simd::isa`'s, Avx512 only on a CPU with AVX-512 F.
+        unsafe { transpose_avx512(block) };
+        return;
     }
-    acc
+    let _ = isa;
+    *block = std::array::from_fn(|i| std::array::from_fn(|j| block[j][i]));
 }
 
-/// out (n, n) = L src L^T, lane by lane, for the (n, k) matrix L whose rows' nonzeros are `rows`
-/// and the (k, k) tile src(a, b): t = L src (n, k) first, then out[i][j] = sum_b L[j][b] t[i][b].
-/// `t` holds at least n k values, `out` n^2.
+/// [`transpose`] in 16 AVX-512 registers: four rounds of `vpermt2ps` that swap the off-diagonal
+/// d x d blocks of every 2d x 2d block, d = 8, 4, 2, 1 (64 permutes for 256 values, where the
+/// compiler's own transposing copy was a scatter of single values).
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn transpose_avx512(block: &mut Block) {
+    use std::arch::x86_64::*;
+    // SAFETY: each row is 16 f32, one unaligned 512-bit load or store.
+    let mut r: [__m512; LANES] =
+        std::array::from_fn(|i| unsafe { _mm512_loadu_ps(block[i].as_ptr()) });
+    for d in [8, 4, 2, 1] {
+        // Row i (bit d clear) takes its own values where column bit d is clear and row i + d's
+        // d columns before them where it is set; row i + d the other two quarters.
+        let lo: [i32; 16] = std::array::from_fn(|j| if j & d == 0 { j } else { 16 + j - d } as i32);
+        let hi: [i32; 16] = std::array::from_fn(|j| if j & d == 0 { j + d } else { 16 + j } as i32);
+        // SAFETY: 16 i32 each.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_epi32(lo.as_ptr()),
+                _mm512_loadu_epi32(hi.as_ptr()),
+            )
+        };
+        for i in (0..LANES).filter(|i| i & d == 0) {
+            let (a, b) = (r[i], r[i + d]);
+            r[i] = _mm512_permutex2var_ps(a, lo, b);
+            r[i + d] = _mm512_permutex2var_ps(a, hi, b);
+        }
+    }
+    for (row, v) in block.iter_mut().zip(r) {
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_ps(row.as_mut_ptr(), v) };
+    }
+}
+
+/// Copies the planes (h, w) of `lanes` images, `plane(l)` for lane l, into buf's lanes: a map
+/// `width` pixels wide whose pixel (y, x) is plane pixel (y - offset, x - offset). Cells outside
+/// the planes are not touched: every plane of a call has the same size, so the border a buffer
+/// started with (zeros) stays; lanes from `lanes` on keep what they held.
 #[inline(always)]
-fn sandwich<'a>(
-    rows: &[Vec<(usize, f32)>],
-    k: usize,
-    src: impl Fn(usize, usize) -> &'a Lanes,
-    t: &mut [Lanes],
-    out: &mut [Lanes],
+fn planes_to_lanes<'p>(
+    isa: Isa,
+    buf: &mut [Lanes],
+    width: usize,
+    offset: usize,
+    (h, w): (usize, usize),
+    lanes: usize,
+    plane: impl Fn(usize) -> &'p [f32],
 ) {
-    let n = rows.len();
-    for (i, row_i) in rows.iter().enumerate() {
-        for b in 0..k {
-            t[i * k + b] = combine(row_i.iter().map(|&(a, c)| (c, src(a, b))));
+    let mut block = [[0.0f32; LANES]; LANES];
+    let (mut y, mut x) = (0, 0);
+    for seg in (0..h * w).step_by(LANES) {
+        let n = LANES.min(h * w - seg);
+        for (l, row) in block[..lanes].iter_mut().enumerate() {
+            copy_lanes(&mut row[..n], &plane(l)[seg..]);
+        }
+        transpose(isa, &mut block);
+        for v in &block[..n] {
+            buf[(y + offset) * width + offset + x] = *v;
+            x += 1;
+            if x == w {
+                (y, x) = (y + 1, 0);
+            }
         }
     }
-    for i in 0..n {
-        let t_i = &t[i * k..][..k];
-        for (j, row_j) in rows.iter().enumerate() {
-            out[i * n + j] = combine(row_j.iter().map(|&(b, c)| (c, &t_i[b])));
-        }
-    }
 }
 
-/// The nonzero (index, coefficient) pairs of each row of a matrix, collected once per call.
-fn nonzero_rows(rows: impl Iterator<Item = Vec<f32>>) -> Rows {
-    rows.map(|r| nonzeros(r).collect()).collect()
-}
-
-/// The nonzero (index, coefficient) pairs of each row of A^T, for [`output_channel`].
-pub(super) fn at_rows(tile: &Tile) -> Rows {
-    nonzero_rows((0..tile.m).map(|a| tile.at_row(a).to_vec()))
-}
-
-/// Copies plane: (h, w) into lane `lane` of buf, a map `width` pixels wide, at (offset, offset).
-/// Cells outside the plane are not touched: every plane of a call has the same size, so the
-/// border a buffer started with (zeros) stays.
+/// The inverse of [`planes_to_lanes`] without offset: writes the planes (h, w) of
+/// `planes.len()` images from buf's lanes, pixel (y, x) from buf[y width + x].
 #[inline(always)]
-fn to_lane(buf: &mut [Lanes], width: usize, offset: usize, plane: &[f32], w: usize, lane: usize) {
-    for (y, row) in plane.chunks_exact(w).enumerate() {
-        let dst = &mut buf[(y + offset) * width + offset..][..w];
-        for (d, &v) in dst.iter_mut().zip(row) {
-            d[lane] = v;
+fn lanes_to_planes(
+    isa: Isa,
+    planes: &mut [&mut [f32]],
+    buf: &[Lanes],
+    width: usize,
+    (h, w): (usize, usize),
+) {
+    let mut block = [[0.0f32; LANES]; LANES];
+    let (mut y, mut x) = (0, 0);
+    for seg in (0..h * w).step_by(LANES) {
+        let n = LANES.min(h * w - seg);
+        for v in &mut block[..n] {
+            *v = buf[y * width + x];
+            x += 1;
+            if x == w {
+                (y, x) = (y + 1, 0);
+            }
+        }
+        transpose(isa, &mut block);
+        for (plane, row) in planes.iter_mut().zip(&block) {
+            copy_lanes(&mut plane[seg..seg + n], row);
         }
     }
 }
@@ -129,7 +181,7 @@ fn copy_lanes(dst: &mut [f32], src: &[f32]) {
 /// (alpha, alpha) patch at (m ty - 1, m tx - 1), zeros outside the map.
 #[inline(always)]
 fn input_transform_channel_impl(v_c: &mut [&mut [f32]], x_g: &[f32], c: usize, plan: &Plan) {
-    let tile = plan.tile;
+    let (isa, tile) = (simd::isa(), plan.tile);
     let (m, alpha) = (tile.m, tile.alpha);
     let (th, tw) = plan.tiles_hw();
     let images = x_g.len() / (plan.cin * plan.plane());
@@ -137,20 +189,16 @@ fn input_transform_channel_impl(v_c: &mut [&mut [f32]], x_g: &[f32], c: usize, p
     // tile's patch.
     let width = m * tw + 2;
     let mut padded = vec![[0.0f32; LANES]; (m * th + 2) * width];
-    let rows = nonzero_rows((0..alpha).map(|j| tile.bt_row(j).to_vec()));
-    let mut t = vec![[0.0f32; LANES]; alpha * alpha];
     let mut out = vec![[0.0f32; LANES]; alpha * alpha];
     for g0 in (0..images).step_by(LANES) {
         let lanes = LANES.min(images - g0);
-        for l in 0..lanes {
-            let plane = &x_g[((g0 + l) * plan.cin + c) * plan.plane()..][..plan.plane()];
-            to_lane(&mut padded, width, 1, plane, plan.w, l);
-        }
+        let plane = |l: usize| &x_g[((g0 + l) * plan.cin + c) * plan.plane()..][..plan.plane()];
+        planes_to_lanes(isa, &mut padded, width, 1, (plan.h, plan.w), lanes, plane);
         for ty in 0..th {
             for tx in 0..tw {
                 let at = m * ty * width + m * tx;
                 let src = |a: usize, b: usize| &padded[at + a * width + b];
-                sandwich(&rows, alpha, src, &mut t, &mut out);
+                lines::input(tile, src, &mut out);
                 store(v_c, &out, (ty * tw + tx) * images + g0, lanes);
             }
         }
@@ -184,7 +232,6 @@ multiversion! {
         m: &[f32],
         k: usize,
         plan: &Plan,
-        rows: &Rows,
         buf: &mut Vec<Lanes>,
     )
 }
@@ -205,28 +252,23 @@ pub(super) fn input_transform(v: &mut [f32], x_g: &[f32], plan: &Plan) {
 /// (m ty, m tx); outputs past the map's edge count as 0.
 #[inline(always)]
 fn grad_transform_channel_impl(z_k: &mut [&mut [f32]], dy_g: &[f32], k: usize, plan: &Plan) {
-    let tile = plan.tile;
+    let (isa, tile) = (simd::isa(), plan.tile);
     let (m, alpha) = (tile.m, tile.alpha);
     let (th, tw) = plan.tiles_hw();
     let images = dy_g.len() / (plan.cout * plan.plane());
     // The map and zeros after it up to the last tile's extent.
     let width = m * tw;
     let mut padded = vec![[0.0f32; LANES]; m * th * width];
-    // Row i of A is column i of A^T.
-    let rows = nonzero_rows((0..alpha).map(|j| tile.at_col(j).collect()));
-    let mut t = vec![[0.0f32; LANES]; alpha * m];
     let mut out = vec![[0.0f32; LANES]; alpha * alpha];
     for g0 in (0..images).step_by(LANES) {
         let lanes = LANES.min(images - g0);
-        for l in 0..lanes {
-            let plane = &dy_g[((g0 + l) * plan.cout + k) * plan.plane()..][..plan.plane()];
-            to_lane(&mut padded, width, 0, plane, plan.w, l);
-        }
+        let plane = |l: usize| &dy_g[((g0 + l) * plan.cout + k) * plan.plane()..][..plan.plane()];
+        planes_to_lanes(isa, &mut padded, width, 0, (plan.h, plan.w), lanes, plane);
         for ty in 0..th {
             for tx in 0..tw {
                 let at = m * ty * width + m * tx;
                 let src = |a: usize, b: usize| &padded[at + a * width + b];
-                sandwich(&rows, m, src, &mut t, &mut out);
+                lines::grad(tile, src, &mut out);
                 store(z_k, &out, (ty * tw + tx) * images + g0, lanes);
             }
         }
@@ -287,8 +329,8 @@ pub(super) fn weight_transform(
 }
 
 /// The output transform of one output channel k of a group: m: (alpha^2, cout, P) -> planes:
-/// the group's G planes (h, w) of channel k, by image, overwritten; `rows` are [`at_rows`], `buf`
-/// is scratch, grown as needed.
+/// the group's G planes (h, w) of channel k, by image, overwritten; `buf` is scratch, grown as
+/// needed.
 ///
 /// For each tile of [`LANES`] images: its alpha^2 positions gathered from m (each a run of
 /// consecutive columns) and y = A^T M A into a buffer of the map's pixels, each a [`Lanes`];
@@ -299,10 +341,9 @@ fn output_channel_impl(
     m: &[f32],
     k: usize,
     plan: &Plan,
-    rows: &Rows,
     buf: &mut Vec<Lanes>,
 ) {
-    let tile = plan.tile;
+    let (isa, tile) = (simd::isa(), plan.tile);
     let (ms, alpha) = (tile.m, tile.alpha);
     let positions = tile.positions();
     let (th, tw) = plan.tiles_hw();
@@ -311,9 +352,8 @@ fn output_channel_impl(
     let cols = m.len() / (positions * plan.cout);
     // The outputs of LANES images, every tile's m x m (past the map's edge too), row by row.
     let width = ms * tw;
-    buf.resize(positions + ms * alpha + ms * th * width, [0.0; LANES]);
-    let (src, rest) = buf.split_at_mut(positions);
-    let (t, y) = rest.split_at_mut(ms * alpha);
+    buf.resize(positions + ms * th * width, [0.0; LANES]);
+    let (src, y) = buf.split_at_mut(positions);
     let mut out = [[0.0f32; LANES]; 16];
     let out = &mut out[..ms * ms];
     for g0 in (0..images).step_by(LANES) {
@@ -325,20 +365,14 @@ fn output_channel_impl(
                     copy_lanes(&mut s[..lanes], &m[(xi * plan.cout + k) * cols + p..]);
                 }
                 let src = &*src;
-                sandwich(rows, alpha, |a, b| &src[a * alpha + b], t, out);
+                lines::output(tile, |a, b| &src[a * alpha + b], out);
                 for (a, out_a) in out.chunks_exact(ms).enumerate() {
                     y[(ms * ty + a) * width + ms * tx..][..ms].copy_from_slice(out_a);
                 }
             }
         }
         // Each image's plane written in order from its lane.
-        for (l, plane) in planes[g0..g0 + lanes].iter_mut().enumerate() {
-            for (row, y_row) in plane.chunks_exact_mut(w).zip(y.chunks_exact(width)) {
-                for (o, v) in row.iter_mut().zip(y_row) {
-                    *o = v[l];
-                }
-            }
-        }
+        lanes_to_planes(isa, &mut planes[g0..g0 + lanes], y, width, (plan.h, w));
     }
 }
 
@@ -361,4 +395,23 @@ pub(super) fn transform_s(dweight: &mut [f32], s: &[f32], kc: usize, tile: &Tile
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_swaps_rows_and_columns_in_every_instruction_set() {
+        let block: Block = std::array::from_fn(|i| std::array::from_fn(|j| (i * 100 + j) as f32));
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            let mut t = block;
+            transpose(isa, &mut t);
+            for (i, row) in t.iter().enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    assert_eq!(v, block[j][i], "{isa}: ({i}, {j})");
+                }
+            }
+        }
+    }
 }
