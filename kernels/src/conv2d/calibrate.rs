@@ -50,8 +50,8 @@ pub fn calibration() -> bool {
 /// written before is not read (it would keep the old picks). 2: backward-weight's sliding
 /// kernel without its L1 chunks. 3: Winograd transforms with images in the vector lanes. 4:
 /// F(4x4) groups of 256 tiles. 5: the transforms written out as sums, and transposed by
-/// 16 x 16 blocks.
-const KERNELS_REVISION: u32 = 5;
+/// 16 x 16 blocks. 6: the forward product at each position by our own register tiles.
+const KERNELS_REVISION: u32 = 6;
 
 /// The cache file of this machine: `conv2d-r<revision>-<cpu model>-<isa>.txt`
 /// ([`KERNELS_REVISION`]) in `$KERNELS_CACHE_DIR`, else `$XDG_CACHE_HOME/resnet-kernels`, else

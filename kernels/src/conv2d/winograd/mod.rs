@@ -37,6 +37,7 @@
 
 mod lines;
 mod matrices;
+mod product;
 #[cfg(test)]
 mod tests;
 mod transforms;
@@ -47,6 +48,7 @@ use super::{scratch, Conv2dDims};
 use crate::gemm::{sgemm_serial, Operand};
 use crate::Result;
 pub(super) use matrices::{Tile, F2, F4};
+use product::product;
 use transforms::{
     chunks_by_row, grad_transform, input_transform, output_channel, transform_s, weight_transform,
     LANES,
@@ -159,15 +161,7 @@ fn forward_core(
         m.par_chunks_exact_mut(plan.cout * cols)
             .zip(u.par_chunks_exact(plan.cout * plan.cin))
             .zip(v.par_chunks_exact(plan.cin * cols))
-            .try_for_each(|((m_xi, u_xi), v_xi)| {
-                sgemm_serial(
-                    1.0,
-                    Operand::new(u_xi, plan.cout, plan.cin),
-                    Operand::new(v_xi, plan.cin, cols),
-                    0.0,
-                    m_xi,
-                )
-            })?;
+            .for_each(|((m_xi, u_xi), v_xi)| product(isa, m_xi, u_xi, v_xi, plan.cout, cols));
         // The planes of y_g: (G, cout, h, w) regrouped by output channel, one task each.
         let m = &*m;
         chunks_by_row(y_g, plan.cout, plan.plane())
