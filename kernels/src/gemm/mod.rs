@@ -15,6 +15,8 @@ mod cuda_tests;
 mod shallow;
 pub mod tc;
 
+pub(crate) use shallow::shallow_at;
+
 use tensor_core::Tensor;
 
 use crate::cuda::{dispatch, TensorBackend};

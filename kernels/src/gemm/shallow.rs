@@ -1,5 +1,7 @@
 //! Shallow products c (+)= a^T b, a: (K, M) and b: (K, N) stored row-major, K small: a linear
-//! layer's weight gradient, dW (O, F) += dY^T (O, N) X (N, F), whose depth is the batch.
+//! layer's weight gradient, dW (O, F) += dY^T (O, N) X (N, F), whose depth is the batch; and the
+//! products of a Winograd convolution at each position, M (K, P) = U^T V over the input channels
+//! (`conv2d/winograd`, one product a thread).
 //!
 //! Why not the `gemm` crate: at such depths its packing and blocking cost more than the
 //! arithmetic. The seed's fc1 gradient (M = 4,096, N = 16,384, K = 64) took 450 to 510 ms
@@ -23,7 +25,9 @@ use rayon::prelude::*;
 use crate::simd::{Avx2, Avx512};
 use crate::simd::{Isa, Portable, Simd};
 
-/// The deepest product this kernel takes: deeper ones amortise the `gemm` crate's packing.
+/// The deepest product `cpu::sgemm` gives this kernel: deeper ones amortise the `gemm` crate's
+/// packing. (Winograd's products call it at any depth; calibration times them against the
+/// other algorithms.)
 pub(crate) const MAX_DEPTH: usize = 256;
 
 /// Columns of c per task: b's panel of MAX_DEPTH x PANEL floats is 256 KiB, within L2.

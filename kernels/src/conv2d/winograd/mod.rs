@@ -37,7 +37,6 @@
 
 mod lines;
 mod matrices;
-mod product;
 #[cfg(test)]
 mod tests;
 mod transforms;
@@ -45,10 +44,9 @@ mod transforms;
 use rayon::prelude::*;
 
 use super::{scratch, Conv2dDims};
-use crate::gemm::{sgemm_serial, Operand};
+use crate::gemm::{sgemm_serial, shallow_at, Operand};
 use crate::Result;
 pub(super) use matrices::{Tile, F2, F4};
-use product::product;
 use transforms::{
     chunks_by_row, grad_transform, input_transform, output_channel, transform_s, weight_transform,
     LANES,
@@ -121,29 +119,24 @@ impl Plan {
     }
 }
 
-/// Which weight the transform reads for the (row, col) = (out, in) channels of its product.
+/// Which weight the transform reads for the (row, col) = (in, out) channels of its product. U
+/// is stored transposed, a row per input channel: the (depth, rows) operand of
+/// [`shallow_at`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Orientation {
-    /// u: (alpha^2, K, C) from w[k, c] as stored: the forward.
+    /// u: (alpha^2, C, K) from w[k, c] as stored: the forward.
     Forward,
-    /// u: (alpha^2, C, K) from w[k, c] turned by 180 degrees: backward-data.
+    /// u: (alpha^2, K, C) from w[k, c] turned by 180 degrees: backward-data.
     Adjoint,
 }
 
-/// The forward core: x: (n, cin, h, w), u: (alpha^2, cout, cin) -> y: (n, cout, h, w),
+/// The forward core: x: (n, cin, h, w), u: (alpha^2, cin, cout) -> y: (n, cout, h, w),
 /// overwritten. Groups of images one after the other; within a group the transforms split their
 /// channels between threads and the positions' products are shared out whole (each GEMM on one
 /// thread: 16 or 36 independent products keep two threads busy without the fork-join inside every
 /// product, 7 to 10% faster on a seed step), so every value is computed by one thread in a fixed
 /// order.
-fn forward_core(
-    y: &mut [f32],
-    x: &[f32],
-    u: &[f32],
-    v: &mut [f32],
-    m: &mut [f32],
-    plan: &Plan,
-) -> Result<()> {
+fn forward_core(y: &mut [f32], x: &[f32], u: &[f32], v: &mut [f32], m: &mut [f32], plan: &Plan) {
     let group = plan.group();
     let positions = plan.positions();
     let isa = crate::simd::isa();
@@ -155,13 +148,18 @@ fn forward_core(
         let v = &mut v[..positions * plan.cin * cols];
         let m = &mut m[..positions * plan.cout * cols];
         input_transform(v, x_g, plan);
-        // M_xi (cout, P) = U_xi (cout, cin) V_xi (cin, P): the positions split between the
-        // threads, each product on one thread.
+        // M_xi (cout, P) = U_xi^T V_xi, U_xi (cin, cout): the positions split between the
+        // threads, each product on one thread, by the register tiles of the linear layers'
+        // shallow products (the `gemm` crate ran these 32- to 64-deep ones at about a fifth of
+        // the FMA peak; its microkernel was half of a 32x32 layer's time).
         let v = &*v;
         m.par_chunks_exact_mut(plan.cout * cols)
             .zip(u.par_chunks_exact(plan.cout * plan.cin))
             .zip(v.par_chunks_exact(plan.cin * cols))
-            .for_each(|((m_xi, u_xi), v_xi)| product(isa, m_xi, u_xi, v_xi, plan.cout, cols));
+            .for_each(|((m_xi, u_xi), v_xi)| {
+                let dims = (plan.cout, cols, plan.cin);
+                shallow_at(isa, (u_xi, v_xi), m_xi, dims, false, false)
+            });
         // The planes of y_g: (G, cout, h, w) regrouped by output channel, one task each.
         let m = &*m;
         chunks_by_row(y_g, plan.cout, plan.plane())
@@ -171,7 +169,6 @@ fn forward_core(
                 output_channel(isa, planes, m, k, plan, buf)
             });
     }
-    Ok(())
 }
 
 /// x: (N, C, H, W), weight: (K, C, 3, 3) -> y: (N, K, H, W), overwritten.
@@ -219,8 +216,9 @@ fn transformed(
         let (u, rest) = buf.split_at_mut(u_len);
         let (v, m) = rest.split_at_mut(v_len);
         weight_transform(u, weight, k, c, orient, plan.tile);
-        forward_core(y, x, u, v, m, plan)
-    })
+        forward_core(y, x, u, v, m, plan);
+    });
+    Ok(())
 }
 
 /// dy: (N, K, H, W), x: (N, C, H, W) -> dweight: (K, C, 3, 3), accumulated.

@@ -287,7 +287,7 @@ pub(super) fn grad_transform(z: &mut [f32], dy_g: &[f32], plan: &Plan) {
 }
 
 /// The weight transform U = G g G^T of every kernel: w: (K, C, 3, 3) -> u: (alpha^2, rows, cols),
-/// (rows, cols) = (K, C) or (C, K) by `orient`; its alpha rows i in parallel.
+/// (rows, cols) = (C, K) or (K, C) by `orient`; its alpha rows i in parallel.
 pub(super) fn weight_transform(
     u: &mut [f32],
     w: &[f32],
@@ -297,8 +297,8 @@ pub(super) fn weight_transform(
     tile: &Tile,
 ) {
     let (rows, cols) = match orient {
-        Orientation::Forward => (k, c),
-        Orientation::Adjoint => (c, k),
+        Orientation::Forward => (c, k),
+        Orientation::Adjoint => (k, c),
     };
     u.par_chunks_mut(tile.alpha * rows * cols)
         .enumerate()
@@ -307,8 +307,8 @@ pub(super) fn weight_transform(
             for r in 0..rows {
                 for q in 0..cols {
                     let (kk, cc) = match orient {
-                        Orientation::Forward => (r, q),
-                        Orientation::Adjoint => (q, r),
+                        Orientation::Forward => (q, r),
+                        Orientation::Adjoint => (r, q),
                     };
                     let g = &w[(kk * c + cc) * 9..][..9];
                     let at = |a: usize, b: usize| match orient {
